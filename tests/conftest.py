@@ -1,0 +1,52 @@
+"""Shared fixtures. Tests that need the raw datasets read them from ../shared/data; without it
+they skip, except under CI=true, where a missing dataset is a failure."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO_ROOT
+
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+RAW_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+
+
+def _raw_dir(name: str) -> Path:
+    folder = SHARED_DATA / name
+    missing = [f for f in RAW_FILES if not (folder / f).is_file()]
+    if missing:
+        message = f"raw {name} files missing from {folder}: {', '.join(missing)}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def mnist_raw_dir() -> Path:
+    return _raw_dir("mnist")
+
+
+@pytest.fixture(scope="session")
+def fashion_raw_dir() -> Path:
+    return _raw_dir("fashion_mnist")
+
+
+@pytest.fixture(scope="session")
+def mnist_tfds_dir(tmp_path_factory, mnist_raw_dir) -> Path:
+    """A tfds data_dir with mnist prepared from the raw files and both splits decoded once."""
+    from vaejax import data
+
+    data_dir = tmp_path_factory.mktemp("tfds")
+    for split in ("train", "test"):
+        data.load_split("mnist", split, data_dir=data_dir, raw_data_dir=mnist_raw_dir)
+    return data_dir
+
+
+@pytest.fixture
+def no_raw_data_env(monkeypatch):
+    monkeypatch.delenv("VAEJAX_RAW_DATA_DIR", raising=False)

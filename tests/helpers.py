@@ -1,0 +1,20 @@
+"""Helpers shared by the tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_python(args, *, env=None, timeout=600, cwd=REPO_ROOT):
+    """Runs ``python args...`` in the repository root; returns the CompletedProcess."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO_ROOT)] + [p for p in [full_env.get("PYTHONPATH")] if p])
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)

@@ -1,0 +1,138 @@
+"""The experiments end to end on real data, and their handling of bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import PIL.Image
+import pytest
+
+from tests.helpers import run_python
+from vaejax import data, experiment, io, objectives, training
+
+
+def _grid_size(rows, columns, image=28, padding=2, scale=2):
+    return (columns * (image + padding) + padding) * scale, (rows * (image + padding) + padding) * scale
+
+
+def test_vae_mnist_end_to_end(tmp_path, mnist_tfds_dir, mnist_raw_dir):
+    workdir = tmp_path / "run"
+    # 300 steps of batch 128 on the real MNIST
+    proc = run_python(["-m", "experiments.vae_mnist", "--raw_data_dir", str(mnist_raw_dir),
+                       "--data_dir", str(mnist_tfds_dir), "--workdir", str(workdir),
+                       "--epochs", "1", "--train_examples", str(300 * 128)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "img/s" in proc.stdout + proc.stderr
+    lines = io.read_jsonl(workdir / "metrics.jsonl")
+    assert [line["epoch"] for line in lines] == [0, 1]
+    assert lines[1]["step"] == 300
+    before, after = lines[0]["test_loss"], lines[1]["test_loss"]
+    assert before > 500  # an untrained decoder: about 784 * log(2) nats
+    assert after < 150 and after < before / 3
+    assert lines[1]["test_loss"] == pytest.approx(
+        lines[1]["test_reconstruction"] + lines[1]["test_kl"], rel=1e-5)
+    assert lines[1]["test_negative_elbo"] == pytest.approx(lines[1]["test_loss"], rel=1e-6)
+    assert lines[1]["images_per_second"] > 0
+
+    with PIL.Image.open(workdir / "reconstruction_1.png") as picture:
+        assert picture.size == _grid_size(2, 8)
+    with PIL.Image.open(workdir / "sample_1.png") as picture:
+        assert picture.size == _grid_size(8, 8)
+    config = experiment.VAEConfig(**json.loads((workdir / "config.json").read_text()))
+    assert config.train_examples == 300 * 128 and config.epochs == 1
+
+    # the saved parameters are the trained ones: they reproduce the logged test loss
+    model = experiment.build_model(config)
+    template = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)), jax.random.key(0))
+    params = io.load_params(workdir / "params.msgpack", template["params"])
+    evaluate = training.make_evaluator(objectives.vae_per_example(model),
+                                       data.make_batch_preprocessor(28), batch_size=1000)
+    test = data.load_split("mnist", "test", data_dir=mnist_tfds_dir)
+    eval_key = jax.random.fold_in(jax.random.key(config.seed), 3)
+    result = evaluate(params, jnp.asarray(test.images), eval_key)
+    assert float(result["loss"]) == pytest.approx(after, rel=1e-4)
+
+    # running again into the same workdir refuses, and keeps what is there
+    before_bytes = (workdir / "metrics.jsonl").read_bytes()
+    again = run_python(["-m", "experiments.vae_mnist", "--data_dir", str(mnist_tfds_dir),
+                        "--workdir", str(workdir), "--epochs", "1"])
+    assert again.returncode == 2
+    assert again.stderr.strip().splitlines() == [
+        f"error: workdir {workdir} already holds a run (metrics.jsonl): pass a new --workdir, "
+        "or delete that folder to start again"]
+    assert (workdir / "metrics.jsonl").read_bytes() == before_bytes
+
+
+def test_vae_fashion_mnist_end_to_end(tmp_path, fashion_raw_dir):
+    from experiments import vae_fashion_mnist
+
+    assert vae_fashion_mnist.CONFIG.beta == pytest.approx(2.048)
+    workdir = tmp_path / "fashion"
+    proc = run_python(["-m", "experiments.vae_fashion_mnist", "--raw_data_dir",
+                       str(fashion_raw_dir.parent), "--data_dir", str(tmp_path / "tfds"),
+                       "--workdir", str(workdir), "--train_examples", "3000", "--epochs", "1"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = io.read_jsonl(workdir / "metrics.jsonl")
+    assert lines[1]["test_loss"] < lines[0]["test_loss"]
+    assert lines[1]["test_loss"] == pytest.approx(  # Foster's weighting: beta = 2.048
+        lines[1]["test_reconstruction"] + 2.048 * lines[1]["test_kl"], rel=1e-5)
+    assert "x kl" in proc.stdout + proc.stderr
+    assert lines[1]["step"] == 30  # 3000 / batch 100
+    with PIL.Image.open(workdir / "sample_1.png") as picture:
+        assert picture.size == _grid_size(8, 8, image=32)
+    with PIL.Image.open(workdir / "latent_space.png") as picture:
+        assert picture.size[0] > 300
+
+
+def _main(argv, defaults=None):
+    return experiment.main(defaults or dataclasses.replace(experiment.VAEConfig()), argv=argv)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--batch_size", "0"], "error: --batch_size must be positive, got 0"),
+    (["--learning_rate", "-1"], "error: --learning_rate must be a positive number, got -1.0"),
+    (["--beta", "nan"], "error: --beta must be >= 0, got nan"),
+    (["--model", "conv", "--image_size", "28"], "error: the conv model needs 32x32 images"),
+    (["--image_size", "30"], "error: --image_size must be 28 or 32"),
+    (["--train_examples", "100"], "error: --batch_size 128 exceeds the 100 training images"),
+])
+def test_bad_flags_get_one_line(tmp_path, capsys, argv, message):
+    code = _main(argv + ["--workdir", str(tmp_path / "w")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith(message) and "\n" not in err
+    assert not (tmp_path / "w").exists()
+
+
+def test_unknown_choice_is_rejected_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as e:
+        _main(["--dataset", "cifar10"])
+    assert e.value.code == 2
+    assert "invalid choice: 'cifar10'" in capsys.readouterr().err
+
+
+def test_missing_raw_data_is_one_line(tmp_path, capsys, no_raw_data_env):
+    code = _main(["--data_dir", str(tmp_path / "tfds"), "--raw_data_dir", str(tmp_path),
+                  "--workdir", str(tmp_path / "w")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err
+    assert err.startswith(f"error: --raw_data_dir={tmp_path} holds neither the mnist raw files")
+
+
+def test_unwritable_workdir_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code = _main(["--workdir", str(blocker / "run")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith(f"error: workdir {blocker / 'run'} is not writable")
+
+
+def test_help_lists_every_flag_with_its_default():
+    proc = run_python(["-m", "experiments.vae_mnist", "--help"])
+    assert proc.returncode == 0
+    for field in dataclasses.fields(experiment.VAEConfig):
+        assert f"--{field.name}" in proc.stdout
+    assert "(default: 128)" in proc.stdout and "(default: 0.001)" in proc.stdout

@@ -1,0 +1,70 @@
+"""vaejax: generative image models (autoencoders, VAEs) in JAX/Flax, written as pure functions.
+
+The public names, by concern:
+
+- models: :class:`VAE`, :class:`Autoencoder`, encoders/decoders, :func:`mlp_vae`,
+  :func:`conv_vae`, :func:`conv_autoencoder`, :func:`count_params`
+- objectives: :func:`reparameterize`, :func:`kl_to_standard_normal`,
+  :func:`bernoulli_log_likelihood`, :func:`gaussian_log_likelihood`, :func:`negative_elbo`,
+  :func:`reconstruction_loss`, :func:`vae_per_example`, :func:`batch_mean`
+- data: :func:`load_split`, :func:`read_idx`, :func:`make_batch_preprocessor`, ...
+- training: :class:`TrainState`, :func:`gradient_update`, :func:`make_train_step`,
+  :func:`make_epoch_runner`, :func:`make_evaluator`, :func:`data_mesh`
+- io: :func:`save_image_grid`, :func:`append_jsonl`, :func:`save_params`, :func:`load_params`
+- experiment: :class:`VAEConfig`, :func:`train_and_evaluate`
+"""
+
+from vaejax.data import (
+    DATASETS,
+    DataError,
+    ImageSplit,
+    apply_binarization_protocol,
+    binarize,
+    fixed_binarization,
+    load_split,
+    make_batch_preprocessor,
+    pad_images,
+    prepare,
+    read_idx,
+    to_unit_interval,
+)
+from vaejax.experiment import ConfigError, VAEConfig, train_and_evaluate
+from vaejax.io import append_jsonl, image_grid, load_params, read_jsonl, save_image_grid, save_params
+from vaejax.models import (
+    VAE,
+    Autoencoder,
+    ConvDecoder,
+    ConvEncoder,
+    MLPDecoder,
+    MLPEncoder,
+    conv_autoencoder,
+    conv_vae,
+    count_params,
+    mlp_vae,
+)
+from vaejax.objectives import (
+    autoencoder_per_example,
+    batch_mean,
+    bernoulli_log_likelihood,
+    foster_beta,
+    gaussian_log_likelihood,
+    kl_to_standard_normal,
+    log_likelihood,
+    negative_elbo,
+    reconstruction_loss,
+    reparameterize,
+    vae_per_example,
+)
+from vaejax.training import (
+    TrainState,
+    create_train_state,
+    data_mesh,
+    gradient_update,
+    make_epoch_runner,
+    make_evaluator,
+    make_train_step,
+    put_replicated,
+    step_key,
+)
+
+__version__ = "0.1.0"

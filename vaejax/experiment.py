@@ -1,0 +1,306 @@
+"""Training a VAE end to end: the config, the command line, ``train_and_evaluate``.
+
+An experiment script is a config (data) plus :func:`main`::
+
+    CONFIG = VAEConfig(dataset="mnist", model="mlp")
+    if __name__ == "__main__":
+        main(CONFIG, __doc__)
+
+Every field of :class:`VAEConfig` is a ``--flag`` whose default is the script's config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from vaejax import data, io, models, objectives, training
+
+MODELS = ("mlp", "conv")
+
+
+def _field(default, help: str, choices: Sequence | None = None):
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclasses.dataclass(frozen=True)
+class VAEConfig:
+    """Every setting of a VAE run. Defaults: pytorch/examples ``vae/main.py`` on MNIST."""
+
+    dataset: str = _field("mnist", "dataset", tuple(data.DATASETS))
+    model: str = _field("mlp", "mlp: pytorch/examples 784-400-latent VAE; conv: Foster's "
+                        "convolutional VAE on 32x32 images", MODELS)
+    latent_dim: int = _field(20, "size of the latent code z")
+    hidden_dim: int = _field(400, "width of the hidden layer of the mlp model")
+    likelihood: str = _field("bernoulli", "pixel likelihood p(x|z): bernoulli (cross-entropy) "
+                             "or gaussian with fixed variance (squared error)",
+                             objectives.LIKELIHOODS)
+    gaussian_variance: float = _field(1.0, "variance of the gaussian likelihood")
+    beta: float = _field(1.0, "weight of the KL term (1 = the ELBO)")
+    binarization: str = _field("none", "pixels: none (grey in [0,1]), dynamic (a fresh "
+                               "Bernoulli draw every visit) or static (one fixed draw)",
+                               data.BINARIZATIONS)
+    image_size: int = _field(0, "pad images to this size: 28 (none) or 32; 0 = the model's "
+                             "own (mlp 28, conv 32)")
+    batch_size: int = _field(128, "training batch size (a multiple of the device count)")
+    epochs: int = _field(10, "training epochs")
+    learning_rate: float = _field(1e-3, "Adam learning rate")
+    adam_eps: float = _field(1e-8, "Adam epsilon")
+    seed: int = _field(1, "random seed: initialization, data order, noise")
+    train_examples: int = _field(0, "train on the first N training images only (0 = all)")
+    eval_batch_size: int = _field(1000, "evaluation batch size (a multiple of the device count)")
+    data_dir: str = _field("", "tfds data directory (empty: $TFDS_DATA_DIR or "
+                           "~/tensorflow_datasets)")
+    raw_data_dir: str = _field("", f"folder with the raw IDX .gz files, for offline use "
+                               f"(empty: ${data.RAW_DATA_DIR_ENV}, then tfds' manual dir "
+                               f"<data_dir>/downloads/manual, then download)")
+    workdir: str = _field("workdirs/vae_mnist", "where metrics, images and parameters go")
+
+    @property
+    def resolved_image_size(self) -> int:
+        return self.image_size or (32 if self.model == "conv" else 28)
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; the message names the fix."""
+
+
+def validate(config: VAEConfig, num_devices: int) -> None:
+    """Raises :class:`ConfigError` for the first setting that cannot work."""
+    for name in ("latent_dim", "hidden_dim", "batch_size", "epochs", "eval_batch_size"):
+        if getattr(config, name) <= 0:
+            raise ConfigError(f"--{name} must be positive, got {getattr(config, name)}")
+    for name in ("learning_rate", "gaussian_variance", "adam_eps"):
+        value = getattr(config, name)
+        if not value > 0 or not np.isfinite(value):
+            raise ConfigError(f"--{name} must be a positive number, got {value}")
+    if not config.beta >= 0 or not np.isfinite(config.beta):
+        raise ConfigError(f"--beta must be >= 0, got {config.beta}")
+    if config.train_examples < 0:
+        raise ConfigError(f"--train_examples must be >= 0, got {config.train_examples}")
+    for field in dataclasses.fields(config):
+        choices = field.metadata.get("choices")
+        if choices and getattr(config, field.name) not in choices:
+            raise ConfigError(f"--{field.name} must be one of {', '.join(choices)}, "
+                              f"got {getattr(config, field.name)!r}")
+    if config.image_size not in (0, 28, 32):
+        raise ConfigError(f"--image_size must be 28 or 32 (or 0 for the model's own), "
+                          f"got {config.image_size}")
+    if config.model == "conv" and config.resolved_image_size != 32:
+        raise ConfigError("the conv model needs 32x32 images: drop --image_size or pass 32")
+    for name in ("batch_size", "eval_batch_size"):
+        value = getattr(config, name)
+        if value % num_devices:
+            lower = max(num_devices, value // num_devices * num_devices)
+            raise ConfigError(f"--{name} {value} does not split over {num_devices} devices: "
+                              f"use a multiple of {num_devices}, e.g. {lower}")
+    n_train = config.train_examples or data.dataset_spec(config.dataset).num_examples["train"]
+    if config.batch_size > n_train:
+        raise ConfigError(f"--batch_size {config.batch_size} exceeds the {n_train} training "
+                          f"images: lower it or raise --train_examples")
+
+
+def build_model(config: VAEConfig) -> models.VAE:
+    size = config.resolved_image_size
+    if config.model == "mlp":
+        return models.mlp_vae(config.latent_dim, (config.hidden_dim,), (size, size, 1))
+    return models.conv_vae(config.latent_dim)
+
+
+def _prepare_workdir(workdir: Path) -> None:
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        probe = workdir / f".write_test.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"workdir {workdir} is not writable ({e.strerror}): pass --workdir "
+                          f"to a writable folder") from None
+    if (workdir / "metrics.jsonl").exists():
+        raise ConfigError(f"workdir {workdir} already holds a run (metrics.jsonl): pass a new "
+                          f"--workdir, or delete that folder to start again")
+
+
+def load_data(config: VAEConfig) -> tuple[data.ImageSplit, data.ImageSplit]:
+    """Train and test splits as uint8 arrays, after the host side of the binarization protocol."""
+    kwargs = dict(data_dir=config.data_dir or None, raw_data_dir=config.raw_data_dir or None)
+    train = data.load_split(config.dataset, "train", **kwargs)
+    test = data.load_split(config.dataset, "test", **kwargs)
+    if config.train_examples:
+        train = data.ImageSplit(train.images[: config.train_examples],
+                                train.labels[: config.train_examples])
+    return (data.apply_binarization_protocol(train, config.binarization, train=True),
+            data.apply_binarization_protocol(test, config.binarization, train=False))
+
+
+def _format_terms(terms: dict[str, float], beta: float) -> str:
+    """'-ELBO 105.50 (rec 80.75 + kl 24.75)', or with beta != 1 the loss and its weighting."""
+    if beta == 1:
+        return (f"-ELBO {terms['loss']:.2f} (rec {terms['reconstruction']:.2f} + "
+                f"kl {terms['kl']:.2f})")
+    return (f"loss {terms['loss']:.2f} (rec {terms['reconstruction']:.2f} + {beta:g} x kl "
+            f"{terms['kl']:.2f}; -ELBO {terms['negative_elbo']:.2f})")
+
+
+class _ImageWriter:
+    """Writes the per-epoch reconstruction and sample grids of a VAE."""
+
+    def __init__(self, model: models.VAE, test_images: np.ndarray, image_size: int,
+                 sample_key: jax.Array, latent_dim: int):
+        self.preview = data.make_batch_preprocessor(image_size)(test_images[:8], None)
+        self.decode = jax.jit(
+            lambda p, z: jax.nn.sigmoid(model.apply({"params": p}, z, method="decode")))
+        self.encode_mean = jax.jit(lambda p, x: model.apply({"params": p}, x, method="encode")[0])
+        self.fixed_z = jax.random.normal(sample_key, (64, latent_dim))
+
+    def write(self, workdir: Path, epoch: int, params) -> None:
+        recon = self.decode(params, self.encode_mean(params, self.preview))
+        io.save_image_grid(workdir / f"reconstruction_{epoch}.png",
+                           np.concatenate([np.asarray(self.preview), np.asarray(recon)]),
+                           columns=8)
+        io.save_image_grid(workdir / f"sample_{epoch}.png",
+                           np.asarray(self.decode(params, self.fixed_z)), columns=8)
+
+
+def train_and_evaluate(config: VAEConfig, workdir: os.PathLike | str) -> dict[str, Any]:
+    """Trains the VAE of ``config``, evaluates it every epoch, writes everything into ``workdir``.
+
+    Writes ``config.json``, ``metrics.jsonl`` (one line per epoch, epoch 0 = before training),
+    ``reconstruction_<epoch>.png`` (8 test images over their reconstructions from the posterior
+    mean), ``sample_<epoch>.png`` (64 decodes of fixed z ~ N(0, I)), ``params.msgpack`` and, for a
+    2-D latent space, ``latent_space.png``. Returns the last epoch's metrics line.
+    """
+    from tqdm.auto import tqdm
+
+    run_start = time.perf_counter()
+    workdir = Path(workdir)
+    mesh = training.data_mesh()
+    validate(config, mesh.size)
+    _prepare_workdir(workdir)
+    (workdir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+
+    start = time.perf_counter()
+    train, test = load_data(config)
+    data_seconds = time.perf_counter() - start
+
+    # independent streams, each a function of the seed alone
+    init_key, data_key, step_base_key, eval_key, sample_key = (
+        jax.random.fold_in(jax.random.key(config.seed), i) for i in range(5))
+    size = config.resolved_image_size
+    model = build_model(config)
+    params = model.init(init_key, jnp.zeros((1, size, size, 1)), init_key)["params"]
+    n_params = models.count_params(params)
+    optimizer = optax.adam(config.learning_rate, eps=config.adam_eps)
+    per_example = objectives.vae_per_example(
+        model, likelihood=config.likelihood, beta=config.beta, variance=config.gaussian_variance)
+
+    steps = len(train.images) // config.batch_size
+    bar = tqdm(total=config.epochs * steps, desc="training", unit="step", dynamic_ncols=True)
+    finished_steps = [0]
+
+    def on_progress(done):
+        bar.n = finished_steps[0] + int(done)
+        bar.refresh()
+
+    run_epoch = training.make_epoch_runner(
+        training.gradient_update(objectives.batch_mean(per_example), optimizer),
+        data.make_batch_preprocessor(size, config.binarization == "dynamic"),
+        batch_size=config.batch_size, num_examples=len(train.images), mesh=mesh,
+        on_progress=on_progress)
+    evaluate = training.make_evaluator(per_example, data.make_batch_preprocessor(size),
+                                       batch_size=config.eval_batch_size, mesh=mesh)
+    state = training.put_replicated(training.create_train_state(params, optimizer), mesh)
+    train_images = training.put_replicated(train.images, mesh)
+    test_images = training.put_replicated(test.images, mesh)
+    images = _ImageWriter(model, test.images, size, sample_key, config.latent_dim)
+
+    start = time.perf_counter()
+    run_epoch = run_epoch.lower(state, train_images, data_key, step_base_key, 0).compile()
+    compile_seconds = time.perf_counter() - start
+    tqdm.write(f"vaejax: {config.model} VAE ({n_params:,} parameters) on {config.dataset} "
+               f"({len(train.images):,} train / {len(test.images):,} test images, binarization "
+               f"{config.binarization}), {mesh.size} {jax.devices()[0].platform} device(s); "
+               f"data {data_seconds:.1f} s, compile {compile_seconds:.1f} s")
+
+    def test_metrics() -> dict[str, float]:
+        return {f"test_{k}": float(v)
+                for k, v in evaluate(state.params, test_images, eval_key).items()}
+
+    record = {"epoch": 0, "step": 0, **test_metrics(), "compile_seconds": compile_seconds,
+              "data_seconds": data_seconds}
+    io.append_jsonl(workdir / "metrics.jsonl", record)
+
+    train_seconds = 0.0
+    for epoch in range(1, config.epochs + 1):
+        finished_steps[0] = (epoch - 1) * steps
+        start = time.perf_counter()
+        state, step_metrics = run_epoch(state, train_images, data_key, step_base_key, epoch - 1)
+        train_terms = training.mean_metrics(step_metrics)  # blocks until the epoch is done
+        seconds = time.perf_counter() - start
+        train_seconds += seconds
+        images_per_second = steps * config.batch_size / seconds
+        record = {"epoch": epoch, "step": epoch * steps,
+                  **{f"train_{k}": v for k, v in train_terms.items()}, **test_metrics(),
+                  "epoch_seconds": seconds, "images_per_second": images_per_second}
+        io.append_jsonl(workdir / "metrics.jsonl", record)
+        images.write(workdir, epoch, state.params)
+        test_terms = {k.removeprefix("test_"): v for k, v in record.items()
+                      if k.startswith("test_")}
+        bar.set_postfix(test=f"{test_terms['loss']:.2f}", img_s=f"{images_per_second:,.0f}")
+        tqdm.write(f"epoch {epoch:3d}  train {_format_terms(train_terms, config.beta)}  "
+                   f"test {_format_terms(test_terms, config.beta)} nats/image  "
+                   f"{images_per_second:,.0f} img/s  {seconds:.2f} s")
+    bar.close()
+
+    params = jax.device_get(state.params)
+    io.save_params(workdir / "params.msgpack", params)
+    if config.latent_dim == 2:
+        z = images.encode_mean(params, data.make_batch_preprocessor(size)(test.images, None))
+        io.save_latent_scatter(workdir / "latent_space.png", np.asarray(z), test.labels,
+                               data.dataset_spec(config.dataset).class_names,
+                               f"{config.dataset} test set, posterior means")
+    rate = config.epochs * steps * config.batch_size / train_seconds
+    print(f"done: test -ELBO {record['test_negative_elbo']:.2f} nats/image after {config.epochs} "
+          f"epochs; training {train_seconds:.1f} s ({rate:,.0f} img/s), compile "
+          f"{compile_seconds:.1f} s, whole run {time.perf_counter() - run_start:.1f} s; "
+          f"outputs in {workdir}", flush=True)
+    return record
+
+
+def build_parser(defaults: VAEConfig, description: str | None = None) -> argparse.ArgumentParser:
+    """A parser with one ``--flag`` per config field, defaulting to ``defaults``."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for field in dataclasses.fields(defaults):
+        default = getattr(defaults, field.name)
+        shown = f" (default: {default})" if default != "" else ""
+        parser.add_argument(f"--{field.name}", type=type(default), default=default,
+                            choices=field.metadata.get("choices"),
+                            help=field.metadata["help"] + shown,
+                            metavar=None if field.metadata.get("choices") else
+                            field.name.upper())
+    return parser
+
+
+def main(defaults: VAEConfig, description: str | None = None,
+         argv: Sequence[str] | None = None) -> int:
+    """Parses flags over ``defaults`` and trains; a user error is one line on stderr, exit 2."""
+    args = build_parser(defaults, description).parse_args(argv)
+    config = dataclasses.replace(defaults, **vars(args))
+    try:
+        train_and_evaluate(config, config.workdir)
+    except (ConfigError, data.DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

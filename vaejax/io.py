@@ -1,0 +1,112 @@
+"""What experiments write: image grids (PNG), metrics (JSON lines), parameters (msgpack), plots.
+
+Every file is written to a temporary name first and renamed into place, so an interrupted run
+never leaves half a file under the final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from flax import serialization
+
+
+def atomic_write_bytes(path: os.PathLike | str, payload: bytes) -> Path:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(payload)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def image_grid(images: np.ndarray, columns: int, padding: int = 2, pad_value: float = 1.0
+               ) -> np.ndarray:
+    """Tiles images [N, H, W, C] with values in [0, 1] into one uint8 array [rows*(H+p)+p, ...].
+
+    Rows are filled left to right; a short last row is padded with ``pad_value``.
+    """
+    images = np.clip(np.asarray(images, dtype=np.float32), 0.0, 1.0)
+    if images.ndim != 4:
+        raise ValueError(f"image_grid needs [N, H, W, C] images, got shape {images.shape}")
+    n, h, w, c = images.shape
+    rows = -(-n // columns)
+    grid = np.full((rows * (h + padding) + padding, columns * (w + padding) + padding, c),
+                   pad_value, np.float32)
+    for i, image in enumerate(images):
+        top = padding + (i // columns) * (h + padding)
+        left = padding + (i % columns) * (w + padding)
+        grid[top:top + h, left:left + w] = image
+    grid = np.round(grid * 255.0).astype(np.uint8)
+    return grid[..., 0] if c == 1 else grid
+
+
+def save_image_grid(path: os.PathLike | str, images: np.ndarray, columns: int,
+                    scale: int = 2) -> Path:
+    """Writes :func:`image_grid` as a PNG, each pixel enlarged ``scale`` times."""
+    import io
+
+    import PIL.Image
+
+    grid = image_grid(images, columns)
+    picture = PIL.Image.fromarray(grid)
+    if scale > 1:
+        picture = picture.resize((picture.width * scale, picture.height * scale),
+                                 PIL.Image.NEAREST)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def append_jsonl(path: os.PathLike | str, record: dict[str, Any]) -> None:
+    """Appends one JSON object as one line (flushed, so a crash keeps every finished line)."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+        f.flush()
+
+
+def read_jsonl(path: os.PathLike | str) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def save_params(path: os.PathLike | str, params) -> Path:
+    """Writes a parameter pytree with flax's msgpack serialization."""
+    return atomic_write_bytes(path, serialization.to_bytes(params))
+
+
+def load_params(path: os.PathLike | str, target):
+    """Reads parameters saved by :func:`save_params` into the structure of ``target``."""
+    return serialization.from_bytes(target, Path(path).read_bytes())
+
+
+def save_latent_scatter(path: os.PathLike | str, z: np.ndarray, labels: np.ndarray,
+                        class_names: Sequence[str], title: str = "") -> Path:
+    """Scatter of 2-D codes [N, 2] coloured by label, with a legend of class names (PNG)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 6), dpi=100)
+    cmap = plt.get_cmap("tab10")
+    for k, name in enumerate(class_names):
+        chosen = labels == k
+        ax.scatter(z[chosen, 0], z[chosen, 1], s=2, alpha=0.6, color=cmap(k % 10), label=name)
+    ax.set_xlabel("z[0]")
+    ax.set_ylabel("z[1]")
+    ax.set_title(title)
+    ax.legend(markerscale=5, fontsize=8, loc="best")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return atomic_write_bytes(path, buffer.getvalue())

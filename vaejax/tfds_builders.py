@@ -1,0 +1,91 @@
+"""tfds builders for ``mnist`` and ``fashion_mnist`` that need no TensorFlow.
+
+They write exactly what tfds' own builders of the same name and version write
+(``<data_dir>/<name>/3.0.1/``, features ``image`` uint8 [28, 28, 1] and ``label`` of 10 classes),
+as array_record files, so ``tfds.data_source(name, data_dir=...)`` reads them. They differ from
+tfds' own builders in three ways: the IDX files are read with ``gzip`` + numpy (tfds' own use
+``tf.io.gfile``), the raw files may come from a local folder, and examples keep the order of
+the raw files (``disable_shuffling``), so record ``i`` is image ``i`` of the official files.
+
+Imported lazily: ``import tensorflow_datasets`` takes seconds.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import PIL.Image
+import tensorflow_datasets as tfds
+
+from vaejax import data
+
+
+class _IdxImageBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Builds a 28x28 grey-image classification dataset from the four IDX ``.gz`` files."""
+
+    VERSION = tfds.core.Version(data.TFDS_VERSION)
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (
+        "Put train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz "
+        "and t10k-labels-idx1-ubyte.gz in <manual_dir>/<name>/ or pass raw_data_dir."
+    )
+
+    def __init__(self, *, raw_data_dir: os.PathLike | str | None = None, **kwargs):
+        self._raw_data_dir = raw_data_dir
+        super().__init__(**kwargs)
+
+    @property
+    def spec(self) -> data.DatasetSpec:
+        return data.DATASETS[self.name]
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=f"{self.name}: 28x28 grey images in 10 classes, read from raw IDX files.",
+            features=tfds.features.FeaturesDict({
+                "image": tfds.features.Image(shape=data.IMAGE_SHAPE),
+                "label": tfds.features.ClassLabel(names=list(self.spec.class_names)),
+            }),
+            supervised_keys=("image", "label"),
+            disable_shuffling=True,
+        )
+
+    def _split_generators(self, dl_manager):
+        if self._raw_data_dir is not None:
+            folder = Path(self._raw_data_dir)
+            paths = {stem: folder / f"{stem}.gz" for pair in data.IDX_FILES.values() for stem in pair}
+        else:
+            # download (not download_and_extract): the reader opens the .gz files itself
+            urls = {stem: f"{self.spec.url}{stem}.gz"
+                    for pair in data.IDX_FILES.values() for stem in pair}
+            paths = dl_manager.download(urls)
+        return {
+            split: self._generate_examples(paths[image_stem], paths[label_stem], split)
+            for split, (image_stem, label_stem) in data.IDX_FILES.items()
+        }
+
+    def _generate_examples(self, image_path, label_path, split):
+        images, labels = data.read_idx_pair(image_path, label_path, split, self.spec)
+        for index, (image, label) in enumerate(zip(images, labels)):
+            # A PIL image is PNG-encoded by PIL; a numpy array would need TensorFlow to encode.
+            yield index, {"image": PIL.Image.fromarray(image[..., 0]),
+                          "label": int(label)}
+
+
+class Mnist(_IdxImageBuilder, skip_registration=True):
+    name = "mnist"
+
+
+class FashionMnist(_IdxImageBuilder, skip_registration=True):
+    name = "fashion_mnist"
+
+
+BUILDERS = {cls.name: cls for cls in (Mnist, FashionMnist)}
+
+
+def builder(name: str, *, data_dir: os.PathLike | str,
+            raw_data_dir: os.PathLike | str | None = None) -> _IdxImageBuilder:
+    """The array_record builder for ``name`` (``mnist`` or ``fashion_mnist``)."""
+    data.dataset_spec(name)  # a clear error for an unknown name
+    return BUILDERS[name](data_dir=os.fspath(data_dir), raw_data_dir=raw_data_dir,
+                          file_format="array_record")
