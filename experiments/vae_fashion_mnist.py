@@ -14,4 +14,4 @@ CONFIG = VAEConfig(dataset="fashion_mnist", model="conv", latent_dim=2, batch_si
                    workdir="workdirs/vae_fashion_mnist")
 
 if __name__ == "__main__":
-    raise SystemExit(main(CONFIG, __doc__))
+    raise SystemExit(main(CONFIG, __doc__, prog="python -m experiments.vae_fashion_mnist"))

@@ -107,6 +107,16 @@ def test_read_idx_rejects_changed_pixels(tmp_path, mnist_raw_dir):
         data.read_idx(path, data.DATASETS["mnist"])
 
 
+def test_the_wrong_dataset_folder_is_named(mnist_raw_dir):
+    with pytest.raises(data.DataError, match="is mnist data, not fashion_mnist: point the raw"):
+        data.read_idx_split(mnist_raw_dir, "test", data.DATASETS["fashion_mnist"])
+
+
+def test_a_mistyped_raw_data_dir_is_an_error_even_when_prepared(tmp_path, mnist_tfds_dir):
+    with pytest.raises(data.DataError, match=f"--raw_data_dir={tmp_path / 'nope'} does not exist"):
+        data.load_split("mnist", "test", data_dir=mnist_tfds_dir, raw_data_dir=tmp_path / "nope")
+
+
 def test_find_raw_dir_forms(tmp_path, mnist_raw_dir, monkeypatch, no_raw_data_env):
     parent = mnist_raw_dir.parent
     assert data.find_raw_dir("mnist", mnist_raw_dir) == mnist_raw_dir

@@ -99,6 +99,7 @@ def _main(argv, defaults=None):
     (["--model", "conv", "--image_size", "28"], "error: the conv model needs 32x32 images"),
     (["--image_size", "30"], "error: --image_size must be 28 or 32"),
     (["--train_examples", "100"], "error: --batch_size 128 exceeds the 100 training images"),
+    (["--train_examples", "99999"], "error: --train_examples must be between 0 (all) and 60000"),
 ])
 def test_bad_flags_get_one_line(tmp_path, capsys, argv, message):
     code = _main(argv + ["--workdir", str(tmp_path / "w")])
@@ -107,11 +108,25 @@ def test_bad_flags_get_one_line(tmp_path, capsys, argv, message):
     assert not (tmp_path / "w").exists()
 
 
-def test_unknown_choice_is_rejected_by_the_parser(capsys):
+def test_batch_size_must_split_over_the_devices():
+    config = experiment.VAEConfig(batch_size=100)
+    experiment.validate(config, num_devices=4)
+    with pytest.raises(experiment.ConfigError,
+                       match="--batch_size 100 does not split over 8 devices: use a multiple of "
+                             "8, e.g. 96 or 104"):
+        experiment.validate(config, num_devices=8)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--dataset", "cifar10"], "error: argument --dataset: invalid choice: 'cifar10'"),
+    (["--learning_rate", "abc"], "error: argument --learning_rate: invalid float value: 'abc'"),
+    (["--epoch", "3", "--bogus"], "error: unrecognized arguments: --bogus"),
+])
+def test_the_parser_rejects_in_one_line(capsys, argv, message):
     with pytest.raises(SystemExit) as e:
-        _main(["--dataset", "cifar10"])
-    assert e.value.code == 2
-    assert "invalid choice: 'cifar10'" in capsys.readouterr().err
+        _main(argv)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and err.startswith(message) and "\n" not in err
 
 
 def test_missing_raw_data_is_one_line(tmp_path, capsys, no_raw_data_env):
@@ -120,6 +135,7 @@ def test_missing_raw_data_is_one_line(tmp_path, capsys, no_raw_data_env):
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err
     assert err.startswith(f"error: --raw_data_dir={tmp_path} holds neither the mnist raw files")
+    assert not (tmp_path / "w").exists()  # nothing is written before the data are there
 
 
 def test_unwritable_workdir_is_one_line(tmp_path, capsys):

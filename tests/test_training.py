@@ -169,10 +169,10 @@ def test_evaluator_counts_every_example_once():
 
 
 def test_batch_size_must_split_over_devices():
-    mesh = training.data_mesh()
-    training.check_batch_size(128, mesh)
-    with pytest.raises(ValueError, match="does not split over 3 devices: use a multiple of 3"):
-        training.check_batch_size(128, type("FakeMesh", (), {"size": 3})())
+    training.check_batch_size(128, training.data_mesh().size)
+    with pytest.raises(ValueError, match="does not split over 3 devices: use a multiple of 3, "
+                                         "e.g. 126 or 129"):
+        training.check_batch_size(128, 3)
     with pytest.raises(ValueError, match="exceeds the 10 training examples"):
         training.make_epoch_runner(_counting_update, None, batch_size=16, num_examples=10)
 

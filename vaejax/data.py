@@ -146,8 +146,12 @@ def read_idx(path: os.PathLike | str, spec: DatasetSpec | None = None) -> np.nda
         )
     if spec is not None:
         stem = path.name.removesuffix(".gz")
-        want = spec.md5.get(stem)
-        if want is not None and hashlib.md5(raw).hexdigest() != want:
+        want, got = spec.md5.get(stem), hashlib.md5(raw).hexdigest()
+        if want is not None and got != want:
+            others = [other.name for other in DATASETS.values() if other.md5.get(stem) == got]
+            if others:
+                raise DataError(f"{path} is {others[0]} data, not {spec.name}: point the raw data "
+                                f"folder at the {spec.name} files")
             raise DataError(f"{path} does not match the official {spec.name} data (md5): {fix}")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
@@ -192,6 +196,9 @@ def find_raw_dir(name: str, raw_data_dir: os.PathLike | str | None = None,
         if folder is None:
             continue
         folder = Path(folder).expanduser()
+        if not folder.is_dir():
+            raise DataError(f"{origin}={folder} does not exist: point it at the folder with "
+                            f"the {name} raw .gz files")
         for candidate in (folder, folder / name):
             if _holds_raw_files(candidate):
                 return candidate
@@ -243,11 +250,16 @@ def prepare(name: str, data_dir: os.PathLike | str | None = None,
     spec = dataset_spec(name)
     data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
     builder_dir = data_dir / name / TFDS_VERSION
+    if raw_data_dir is not None:
+        find_raw_dir(name, raw_data_dir)  # a mistyped flag is an error even when not needed
     if (builder_dir / "dataset_info.json").is_file():
         _check_prepared(builder_dir)
         return builder_dir
     raw_dir = find_raw_dir(name, raw_data_dir, manual_dir=data_dir / "downloads" / "manual")
-    if raw_dir is None:
+    if raw_dir is not None:
+        for split in IDX_FILES:  # every file checked before tfds starts writing anything
+            read_idx_split(raw_dir, split, spec)
+    else:
         try:
             check_reachable(spec.url)
         except DataError as e:
@@ -264,8 +276,12 @@ def prepare(name: str, data_dir: os.PathLike | str | None = None,
     from vaejax import tfds_builders  # imports tensorflow_datasets, which takes seconds
 
     builder = tfds_builders.builder(name, data_dir=data_dir, raw_data_dir=raw_dir)
-    log.info("preparing %s in %s from %s", name, builder_dir, raw_dir or spec.url)
-    builder.download_and_prepare()
+    log.info("preparing %s in %s from %s (once)", name, builder_dir, raw_dir or spec.url)
+    try:
+        builder.download_and_prepare()
+    finally:
+        if (data_dir / name).is_dir() and not any((data_dir / name).iterdir()):
+            (data_dir / name).rmdir()  # leave no empty folder behind a failed preparation
     return builder_dir
 
 

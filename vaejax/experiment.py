@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import sys
 import time
@@ -87,25 +88,26 @@ def validate(config: VAEConfig, num_devices: int) -> None:
             raise ConfigError(f"--{name} must be a positive number, got {value}")
     if not config.beta >= 0 or not np.isfinite(config.beta):
         raise ConfigError(f"--beta must be >= 0, got {config.beta}")
-    if config.train_examples < 0:
-        raise ConfigError(f"--train_examples must be >= 0, got {config.train_examples}")
     for field in dataclasses.fields(config):
         choices = field.metadata.get("choices")
         if choices and getattr(config, field.name) not in choices:
             raise ConfigError(f"--{field.name} must be one of {', '.join(choices)}, "
                               f"got {getattr(config, field.name)!r}")
+    n_available = data.dataset_spec(config.dataset).num_examples["train"]
+    if not 0 <= config.train_examples <= n_available:
+        raise ConfigError(f"--train_examples must be between 0 (all) and {n_available}, "
+                          f"got {config.train_examples}")
     if config.image_size not in (0, 28, 32):
         raise ConfigError(f"--image_size must be 28 or 32 (or 0 for the model's own), "
                           f"got {config.image_size}")
     if config.model == "conv" and config.resolved_image_size != 32:
         raise ConfigError("the conv model needs 32x32 images: drop --image_size or pass 32")
     for name in ("batch_size", "eval_batch_size"):
-        value = getattr(config, name)
-        if value % num_devices:
-            lower = max(num_devices, value // num_devices * num_devices)
-            raise ConfigError(f"--{name} {value} does not split over {num_devices} devices: "
-                              f"use a multiple of {num_devices}, e.g. {lower}")
-    n_train = config.train_examples or data.dataset_spec(config.dataset).num_examples["train"]
+        try:
+            training.check_batch_size(getattr(config, name), num_devices, f"--{name}")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    n_train = config.train_examples or n_available
     if config.batch_size > n_train:
         raise ConfigError(f"--batch_size {config.batch_size} exceeds the {n_train} training "
                           f"images: lower it or raise --train_examples")
@@ -118,15 +120,14 @@ def build_model(config: VAEConfig) -> models.VAE:
     return models.conv_vae(config.latent_dim)
 
 
-def _prepare_workdir(workdir: Path) -> None:
-    try:
-        workdir.mkdir(parents=True, exist_ok=True)
-        probe = workdir / f".write_test.{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise ConfigError(f"workdir {workdir} is not writable ({e.strerror}): pass --workdir "
-                          f"to a writable folder") from None
+def check_workdir(workdir: Path) -> None:
+    """Fails unless ``workdir`` can be created or written and holds no earlier run; creates nothing."""
+    existing = workdir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"workdir {workdir} is not writable ({existing} is not a writable "
+                          f"folder): pass --workdir to a writable folder")
     if (workdir / "metrics.jsonl").exists():
         raise ConfigError(f"workdir {workdir} already holds a run (metrics.jsonl): pass a new "
                           f"--workdir, or delete that folder to start again")
@@ -187,12 +188,13 @@ def train_and_evaluate(config: VAEConfig, workdir: os.PathLike | str) -> dict[st
     workdir = Path(workdir)
     mesh = training.data_mesh()
     validate(config, mesh.size)
-    _prepare_workdir(workdir)
-    (workdir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+    check_workdir(workdir)
 
     start = time.perf_counter()
     train, test = load_data(config)
     data_seconds = time.perf_counter() - start
+    workdir.mkdir(parents=True, exist_ok=True)  # only once the data are there
+    (workdir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
 
     # independent streams, each a function of the seed alone
     init_key, data_key, step_base_key, eval_key, sample_key = (
@@ -278,10 +280,18 @@ def train_and_evaluate(config: VAEConfig, workdir: os.PathLike | str) -> dict[st
     return record
 
 
-def build_parser(defaults: VAEConfig, description: str | None = None) -> argparse.ArgumentParser:
+class _OneLineParser(argparse.ArgumentParser):
+    """Reports a bad command line in one line (argparse prints its whole usage first)."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+def build_parser(defaults: VAEConfig, description: str | None = None,
+                 prog: str | None = None) -> argparse.ArgumentParser:
     """A parser with one ``--flag`` per config field, defaulting to ``defaults``."""
-    parser = argparse.ArgumentParser(
-        description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _OneLineParser(prog=prog, description=description,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     for field in dataclasses.fields(defaults):
         default = getattr(defaults, field.name)
         shown = f" (default: {default})" if default != "" else ""
@@ -294,13 +304,21 @@ def build_parser(defaults: VAEConfig, description: str | None = None) -> argpars
 
 
 def main(defaults: VAEConfig, description: str | None = None,
-         argv: Sequence[str] | None = None) -> int:
+         argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Parses flags over ``defaults`` and trains; a user error is one line on stderr, exit 2."""
-    args = build_parser(defaults, description).parse_args(argv)
+    args = build_parser(defaults, description, prog).parse_args(argv)
     config = dataclasses.replace(defaults, **vars(args))
+    logging.getLogger("absl").setLevel(logging.ERROR)  # tfds' advice on OpenCV and the like
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("vaejax: %(message)s"))
+    package_log = logging.getLogger("vaejax")
+    package_log.setLevel(logging.INFO)
+    package_log.addHandler(handler)
     try:
         train_and_evaluate(config, config.workdir)
     except (ConfigError, data.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        package_log.removeHandler(handler)
     return 0

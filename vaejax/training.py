@@ -94,9 +94,9 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 
-def check_batch_size(batch_size: int, mesh: Mesh, what: str = "batch size") -> None:
-    """Raises ValueError unless ``batch_size`` splits evenly over the mesh's devices."""
-    n = mesh.size
+def check_batch_size(batch_size: int, num_devices: int, what: str = "batch size") -> None:
+    """Raises ValueError unless ``batch_size`` splits evenly over ``num_devices`` devices."""
+    n = num_devices
     if batch_size <= 0 or batch_size % n:
         lower = max(n, batch_size // n * n)
         raise ValueError(
@@ -145,6 +145,7 @@ def make_train_step(update: Update, preprocess: Preprocess | None = None,
     sharding = batch_sharded(mesh)
 
     def train_step(state, raw_batch, base_key, step):
+        check_batch_size(len(jax.tree_util.tree_leaves(raw_batch)[0]), mesh.size)
         return compiled(state, jax.device_put(raw_batch, sharding), base_key, step)
 
     return train_step
@@ -168,7 +169,7 @@ def make_epoch_runner(update: Update, preprocess: Preprocess | None, *, batch_si
     devices, so it should set, not increment).
     """
     mesh = mesh or data_mesh()
-    check_batch_size(batch_size, mesh)
+    check_batch_size(batch_size, mesh.size)
     steps = num_examples // batch_size
     if steps == 0:
         raise ValueError(f"batch size {batch_size} exceeds the {num_examples} training examples")
@@ -206,7 +207,7 @@ def make_evaluator(per_example: Callable, preprocess: Preprocess | None = None, 
     batch ``b`` uses ``fold_in(key, b)``.
     """
     mesh = mesh or data_mesh()
-    check_batch_size(batch_size, mesh, "evaluation batch size")
+    check_batch_size(batch_size, mesh.size, "evaluation batch size")
     preprocess = preprocess or _identity_preprocess
     sharding = batch_sharded(mesh)
 
