@@ -7,7 +7,6 @@ import json
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import PIL.Image
 import pytest
 

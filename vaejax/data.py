@@ -256,9 +256,9 @@ def prepare(name: str, data_dir: os.PathLike | str | None = None,
         _check_prepared(builder_dir)
         return builder_dir
     raw_dir = find_raw_dir(name, raw_data_dir, manual_dir=data_dir / "downloads" / "manual")
-    if raw_dir is not None:
-        for split in IDX_FILES:  # every file checked before tfds starts writing anything
-            read_idx_split(raw_dir, split, spec)
+    splits = None
+    if raw_dir is not None:  # read and checked before tfds starts writing anything
+        splits = {split: read_idx_split(raw_dir, split, spec) for split in IDX_FILES}
     else:
         try:
             check_reachable(spec.url)
@@ -275,7 +275,7 @@ def prepare(name: str, data_dir: os.PathLike | str | None = None,
                         "pass --data_dir to a writable folder") from None
     from vaejax import tfds_builders  # imports tensorflow_datasets, which takes seconds
 
-    builder = tfds_builders.builder(name, data_dir=data_dir, raw_data_dir=raw_dir)
+    builder = tfds_builders.builder(name, data_dir=data_dir, splits=splits)
     log.info("preparing %s in %s from %s (once)", name, builder_dir, raw_dir or spec.url)
     try:
         builder.download_and_prepare()

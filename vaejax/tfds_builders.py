@@ -13,7 +13,6 @@ Imported lazily: ``import tensorflow_datasets`` takes seconds.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import PIL.Image
 import tensorflow_datasets as tfds
@@ -30,8 +29,8 @@ class _IdxImageBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         "and t10k-labels-idx1-ubyte.gz in <manual_dir>/<name>/ or pass raw_data_dir."
     )
 
-    def __init__(self, *, raw_data_dir: os.PathLike | str | None = None, **kwargs):
-        self._raw_data_dir = raw_data_dir
+    def __init__(self, *, splits: dict[str, data.ImageSplit] | None = None, **kwargs):
+        self._splits = splits  # already read and checked from local raw files; None: download
         super().__init__(**kwargs)
 
     @property
@@ -51,22 +50,19 @@ class _IdxImageBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         )
 
     def _split_generators(self, dl_manager):
-        if self._raw_data_dir is not None:
-            folder = Path(self._raw_data_dir)
-            paths = {stem: folder / f"{stem}.gz" for pair in data.IDX_FILES.values() for stem in pair}
-        else:
+        splits = self._splits
+        if splits is None:
             # download (not download_and_extract): the reader opens the .gz files itself
             urls = {stem: f"{self.spec.url}{stem}.gz"
                     for pair in data.IDX_FILES.values() for stem in pair}
             paths = dl_manager.download(urls)
-        return {
-            split: self._generate_examples(paths[image_stem], paths[label_stem], split)
-            for split, (image_stem, label_stem) in data.IDX_FILES.items()
-        }
+            splits = {split: data.read_idx_pair(paths[image_stem], paths[label_stem], split,
+                                                self.spec)
+                      for split, (image_stem, label_stem) in data.IDX_FILES.items()}
+        return {split: self._generate_examples(arrays) for split, arrays in splits.items()}
 
-    def _generate_examples(self, image_path, label_path, split):
-        images, labels = data.read_idx_pair(image_path, label_path, split, self.spec)
-        for index, (image, label) in enumerate(zip(images, labels)):
+    def _generate_examples(self, arrays: data.ImageSplit):
+        for index, (image, label) in enumerate(zip(arrays.images, arrays.labels)):
             # A PIL image is PNG-encoded by PIL; a numpy array would need TensorFlow to encode.
             yield index, {"image": PIL.Image.fromarray(image[..., 0]),
                           "label": int(label)}
@@ -84,8 +80,11 @@ BUILDERS = {cls.name: cls for cls in (Mnist, FashionMnist)}
 
 
 def builder(name: str, *, data_dir: os.PathLike | str,
-            raw_data_dir: os.PathLike | str | None = None) -> _IdxImageBuilder:
-    """The array_record builder for ``name`` (``mnist`` or ``fashion_mnist``)."""
+            splits: dict[str, data.ImageSplit] | None = None) -> _IdxImageBuilder:
+    """The array_record builder for ``name`` (``mnist`` or ``fashion_mnist``).
+
+    ``splits``: the train and test arrays, read from local raw files; None downloads them.
+    """
     data.dataset_spec(name)  # a clear error for an unknown name
-    return BUILDERS[name](data_dir=os.fspath(data_dir), raw_data_dir=raw_data_dir,
+    return BUILDERS[name](data_dir=os.fspath(data_dir), splits=splits,
                           file_format="array_record")
