@@ -35,7 +35,12 @@ def test_vae_mnist_end_to_end(tmp_path, mnist_tfds_dir, mnist_raw_dir):
     assert lines[1]["test_loss"] == pytest.approx(
         lines[1]["test_reconstruction"] + lines[1]["test_kl"], rel=1e-5)
     assert lines[1]["test_negative_elbo"] == pytest.approx(lines[1]["test_loss"], rel=1e-6)
-    assert lines[1]["images_per_second"] > 0
+    assert set(lines[1]) >= {"train_loss", "train_grad_norm", "train_skipped_steps"}
+    assert lines[1]["train_skipped_steps"] == 0
+    assert not any("second" in key for line in lines for key in line)  # timings: timing.jsonl
+    timing = io.read_jsonl(workdir / "timing.jsonl")
+    assert [t["epoch"] for t in timing] == [0, 1] and timing[1]["images_per_second"] > 0
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["0", "300"]
 
     with PIL.Image.open(workdir / "reconstruction_1.png") as picture:
         assert picture.size == _grid_size(2, 8)
@@ -55,14 +60,14 @@ def test_vae_mnist_end_to_end(tmp_path, mnist_tfds_dir, mnist_raw_dir):
     result = evaluate(params, jnp.asarray(test.images), eval_key)
     assert float(result["loss"]) == pytest.approx(after, rel=1e-4)
 
-    # running again into the same workdir refuses, and keeps what is there
+    # running into the same workdir with other settings refuses, and keeps what is there
     before_bytes = (workdir / "metrics.jsonl").read_bytes()
     again = run_python(["-m", "experiments.vae_mnist", "--data_dir", str(mnist_tfds_dir),
                         "--workdir", str(workdir), "--epochs", "1"])
     assert again.returncode == 2
     assert again.stderr.strip().splitlines() == [
-        f"error: workdir {workdir} already holds a run (metrics.jsonl): pass a new --workdir, "
-        "or delete that folder to start again"]
+        f"error: workdir {workdir} holds a run with other settings (--train_examples 38400 "
+        f"there, 0 here): rerun with the same flags to resume it, or pass a new --workdir"]
     assert (workdir / "metrics.jsonl").read_bytes() == before_bytes
 
 
@@ -85,6 +90,8 @@ def test_vae_fashion_mnist_end_to_end(tmp_path, fashion_raw_dir):
         assert picture.size == _grid_size(8, 8, image=32)
     with PIL.Image.open(workdir / "latent_space.png") as picture:
         assert picture.size[0] > 300
+    with PIL.Image.open(workdir / "latent_manifold.png") as picture:
+        assert picture.size == _grid_size(20, 20, image=32)
 
 
 def _main(argv, defaults=None):
@@ -99,6 +106,13 @@ def _main(argv, defaults=None):
     (["--image_size", "30"], "error: --image_size must be 28 or 32"),
     (["--train_examples", "100"], "error: --batch_size 128 exceeds the 100 training images"),
     (["--train_examples", "99999"], "error: --train_examples must be between 0 (all) and 60000"),
+    (["--seed", "-1"], "error: --seed must be between 0 and 2147483647, got -1"),
+    (["--checkpoint_every", "0"], "error: --checkpoint_every must be positive, got 0"),
+    (["--keep_checkpoints", "-2"], "error: --keep_checkpoints must be positive, got -2"),
+    (["--latent_plots", "on"], "error: --latent_plots on draws 2-D latent codes, but "
+                               "--latent_dim is 20: pass --latent_dim 2, or --latent_plots off"),
+    (["--coordinator_address", "localhost:1234"], "error: --coordinator_address needs "
+                                                  "--num_processes N"),
 ])
 def test_bad_flags_get_one_line(tmp_path, capsys, argv, message):
     code = _main(argv + ["--workdir", str(tmp_path / "w")])
@@ -120,6 +134,7 @@ def test_batch_size_must_split_over_the_devices():
     (["--dataset", "cifar10"], "error: argument --dataset: invalid choice: 'cifar10'"),
     (["--learning_rate", "abc"], "error: argument --learning_rate: invalid float value: 'abc'"),
     (["--epoch", "3", "--bogus"], "error: unrecognized arguments: --bogus"),
+    (["--nonfinite", "ignore"], "error: argument --nonfinite: invalid choice: 'ignore'"),
 ])
 def test_the_parser_rejects_in_one_line(capsys, argv, message):
     with pytest.raises(SystemExit) as e:

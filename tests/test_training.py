@@ -158,6 +158,62 @@ def test_a_two_player_update_runs_in_the_same_machinery():
     assert metrics["generator_loss"].shape == (8,)
 
 
+def test_stretches_of_steps_equal_the_whole_epoch_bit_for_bit():
+    """Any split of an epoch into stretches (a checkpoint, a preemption) gives the same bits."""
+    params, optimizer, update, images, preprocess = _vae_setup(n=160)
+    runner = training.make_epoch_runner(update, preprocess, batch_size=16, num_examples=160)
+    data_key, base_key, images = jax.random.key(3), jax.random.key(4), jnp.asarray(images)
+    whole, whole_metrics = runner(_fresh_state(params, optimizer), images, data_key, base_key, 1)
+
+    state = _fresh_state(params, optimizer)
+    metrics = runner.new_metrics(state, images)
+    order = runner.order(data_key, 1)
+    for start, stop in [(0, 3), (3, 4), (4, 9), (9, 10)]:
+        state, metrics, position = runner.run(state, metrics, images, order, base_key, 1,
+                                              start, stop)
+        assert int(position) == stop
+    for a, b in zip(jax.tree_util.tree_leaves((whole, whole_metrics)),
+                    jax.tree_util.tree_leaves((state, metrics)), strict=True):
+        assert np.array_equal(a, b)
+    assert bool(np.all(metrics["finite"]))
+
+
+def _poisoned_update(state, batch, key):
+    """SGD on the batch mean; a batch holding a NaN example gives a NaN loss and gradient."""
+    del key
+    loss, grad = jax.value_and_grad(lambda p: jnp.mean((p - batch) ** 2))(state)
+    return state - 0.1 * grad, {"loss": loss}
+
+
+@pytest.mark.parametrize("policy", training.NONFINITE_POLICIES)
+def test_non_finite_steps_stop_the_loop_or_are_skipped(policy):
+    samples = np.arange(64, dtype=np.float32)
+    samples[37] = np.nan
+    runner = training.make_epoch_runner(_poisoned_update, None, batch_size=8, num_examples=64,
+                                        nonfinite=policy)
+    order = runner.order(jax.random.key(0), 0)
+    bad = int(np.flatnonzero(np.any(np.asarray(order) == 37, axis=1))[0])
+    state, metrics, position = runner.run(jnp.float32(0.0), runner.new_metrics(0.0, samples),
+                                          jnp.asarray(samples), order, jax.random.key(1), 0, 0, 8)
+    finite = np.asarray(metrics["finite"])
+    if policy == "stop":
+        assert int(position) == bad and finite[:bad].all() and not finite[bad]
+        assert np.isnan(float(state))  # the caller discards it
+        with pytest.raises(training.NonFiniteError, match=f"at step {bad}"):
+            runner(jnp.float32(0.0), jnp.asarray(samples), jax.random.key(0), jax.random.key(1), 0)
+    else:
+        assert int(position) == 8 and finite.sum() == 7 and not finite[bad]
+        assert np.isfinite(float(state))
+        means = training.mean_metrics(metrics)
+        assert means["skipped_steps"] == 1 and np.isfinite(means["loss"])
+        # the skipped step changed nothing: the same as running the other batches in order
+        expected = 0.0
+        for i in range(8):
+            if i != bad:
+                expected -= 0.1 * 2 * (expected - samples[np.asarray(order)[i]].mean())
+        assert float(state) == pytest.approx(expected, rel=1e-5)
+
+
 def test_evaluator_counts_every_example_once():
     n = 1003  # not a multiple of the batch size: the last batch is padded and masked
     values = np.random.default_rng(0).random((n, 3)).astype(np.float32)

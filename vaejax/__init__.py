@@ -6,10 +6,13 @@ The public names, by concern:
   :func:`conv_vae`, :func:`conv_autoencoder`, :func:`count_params`
 - objectives: :func:`reparameterize`, :func:`kl_to_standard_normal`,
   :func:`bernoulli_log_likelihood`, :func:`gaussian_log_likelihood`, :func:`negative_elbo`,
-  :func:`reconstruction_loss`, :func:`vae_per_example`, :func:`batch_mean`
+  :func:`log_importance_weights`, :func:`iwae_bound`, :func:`reconstruction_loss`,
+  :func:`vae_per_example`, :func:`batch_mean`
 - data: :func:`load_split`, :func:`read_idx`, :func:`make_batch_preprocessor`, ...
 - training: :class:`TrainState`, :func:`gradient_update`, :func:`make_train_step`,
-  :func:`make_epoch_runner`, :func:`make_evaluator`, :func:`data_mesh`
+  :func:`make_epoch_runner` (:class:`EpochRunner`), :func:`make_evaluator`, :func:`data_mesh`
+- the modules :mod:`vaejax.loop` (the shared training loop: checkpoints, resume, signals) and
+  :mod:`vaejax.checkpoints` (orbax)
 - io: :func:`save_image_grid`, :func:`append_jsonl`, :func:`save_params`, :func:`load_params`
 - experiment: :class:`VAEConfig`, :func:`train_and_evaluate`
 """
@@ -48,7 +51,9 @@ from vaejax.objectives import (
     bernoulli_log_likelihood,
     foster_beta,
     gaussian_log_likelihood,
+    iwae_bound,
     kl_to_standard_normal,
+    log_importance_weights,
     log_likelihood,
     negative_elbo,
     reconstruction_loss,
@@ -56,6 +61,9 @@ from vaejax.objectives import (
     vae_per_example,
 )
 from vaejax.training import (
+    NONFINITE_POLICIES,
+    EpochRunner,
+    NonFiniteError,
     TrainState,
     create_train_state,
     data_mesh,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
 import sys
@@ -26,13 +25,19 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vaejax import data, io, models, objectives, training
+from vaejax import checkpoints, data, io, loop, models, objectives, training
 
 MODELS = ("mlp", "conv")
 
 
-def _field(default, help: str, choices: Sequence | None = None):
-    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+LATENT_PLOTS = ("auto", "on", "off")
+
+
+def _field(default, help: str, choices: Sequence | None = None, resume: bool = False):
+    """A config field; ``resume=True``: it may differ when a run is resumed (it does not change
+    what is trained, e.g. the workdir, or extends it, e.g. the epochs)."""
+    return dataclasses.field(default=default,
+                             metadata={"help": help, "choices": choices, "resume": resume})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,18 +60,29 @@ class VAEConfig:
     image_size: int = _field(0, "pad images to this size: 28 (none) or 32; 0 = the model's "
                              "own (mlp 28, conv 32)")
     batch_size: int = _field(128, "training batch size (a multiple of the device count)")
-    epochs: int = _field(10, "training epochs")
+    epochs: int = _field(10, "training epochs", resume=True)
     learning_rate: float = _field(1e-3, "Adam learning rate")
     adam_eps: float = _field(1e-8, "Adam epsilon")
     seed: int = _field(1, "random seed: initialization, data order, noise")
     train_examples: int = _field(0, "train on the first N training images only (0 = all)")
-    eval_batch_size: int = _field(1000, "evaluation batch size (a multiple of the device count)")
+    eval_batch_size: int = _field(1000, "evaluation batch size (a multiple of the device count)",
+                                  resume=True)
     data_dir: str = _field("", "tfds data directory (empty: $TFDS_DATA_DIR or "
-                           "~/tensorflow_datasets)")
+                           "~/tensorflow_datasets)", resume=True)
     raw_data_dir: str = _field("", f"folder with the raw IDX .gz files, for offline use "
                                f"(empty: ${data.RAW_DATA_DIR_ENV}, then tfds' manual dir "
-                               f"<data_dir>/downloads/manual, then download)")
-    workdir: str = _field("workdirs/vae_mnist", "where metrics, images and parameters go")
+                               f"<data_dir>/downloads/manual, then download)", resume=True)
+    workdir: str = _field("workdirs/vae_mnist", "where metrics, images, checkpoints and "
+                          "parameters go; rerunning with the same workdir resumes", resume=True)
+    checkpoint_every: int = _field(500, "save a checkpoint every N steps (also at the end and "
+                                   "on SIGTERM/SIGINT)", resume=True)
+    keep_checkpoints: int = _field(3, "keep the N newest checkpoints", resume=True)
+    nonfinite: str = _field("stop", "a step with a non-finite loss or gradient: stop (name the "
+                            "last good checkpoint) or skip it", training.NONFINITE_POLICIES,
+                            resume=True)
+    latent_plots: str = _field("auto", "latent_space.png (posterior means of the test set) and "
+                               "latent_manifold.png (decoded grid of z): on, off, or auto (on "
+                               "for --latent_dim 2)", LATENT_PLOTS, resume=True)
 
     @property
     def resolved_image_size(self) -> int:
@@ -79,13 +95,19 @@ class ConfigError(ValueError):
 
 def validate(config: VAEConfig, num_devices: int) -> None:
     """Raises :class:`ConfigError` for the first setting that cannot work."""
-    for name in ("latent_dim", "hidden_dim", "batch_size", "epochs", "eval_batch_size"):
+    for name in ("latent_dim", "hidden_dim", "batch_size", "epochs", "eval_batch_size",
+                 "checkpoint_every", "keep_checkpoints"):
         if getattr(config, name) <= 0:
             raise ConfigError(f"--{name} must be positive, got {getattr(config, name)}")
     for name in ("learning_rate", "gaussian_variance", "adam_eps"):
         value = getattr(config, name)
         if not value > 0 or not np.isfinite(value):
             raise ConfigError(f"--{name} must be a positive number, got {value}")
+    if not 0 <= config.seed < 2**31:
+        raise ConfigError(f"--seed must be between 0 and {2**31 - 1}, got {config.seed}")
+    if config.latent_plots == "on" and config.latent_dim != 2:
+        raise ConfigError(f"--latent_plots on draws 2-D latent codes, but --latent_dim is "
+                          f"{config.latent_dim}: pass --latent_dim 2, or --latent_plots off")
     if not config.beta >= 0 or not np.isfinite(config.beta):
         raise ConfigError(f"--beta must be >= 0, got {config.beta}")
     for field in dataclasses.fields(config):
@@ -120,17 +142,9 @@ def build_model(config: VAEConfig) -> models.VAE:
     return models.conv_vae(config.latent_dim)
 
 
-def check_workdir(workdir: Path) -> None:
-    """Fails unless ``workdir`` can be created or written and holds no earlier run; creates nothing."""
-    existing = workdir
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"workdir {workdir} is not writable ({existing} is not a writable "
-                          f"folder): pass --workdir to a writable folder")
-    if (workdir / "metrics.jsonl").exists():
-        raise ConfigError(f"workdir {workdir} already holds a run (metrics.jsonl): pass a new "
-                          f"--workdir, or delete that folder to start again")
+def resumable_fields() -> tuple[str, ...]:
+    """Fields that may change when a run is resumed."""
+    return tuple(f.name for f in dataclasses.fields(VAEConfig) if f.metadata.get("resume"))
 
 
 def load_data(config: VAEConfig) -> tuple[data.ImageSplit, data.ImageSplit]:
@@ -174,27 +188,36 @@ class _ImageWriter:
                            np.asarray(self.decode(params, self.fixed_z)), columns=8)
 
 
+def _wants_latent_plots(config: VAEConfig) -> bool:
+    return config.latent_plots == "on" or (config.latent_plots == "auto"
+                                           and config.latent_dim == 2)
+
+
 def train_and_evaluate(config: VAEConfig, workdir: os.PathLike | str) -> dict[str, Any]:
     """Trains the VAE of ``config``, evaluates it every epoch, writes everything into ``workdir``.
 
-    Writes ``config.json``, ``metrics.jsonl`` (one line per epoch, epoch 0 = before training),
-    ``reconstruction_<epoch>.png`` (8 test images over their reconstructions from the posterior
-    mean), ``sample_<epoch>.png`` (64 decodes of fixed z ~ N(0, I)), ``params.msgpack`` and, for a
-    2-D latent space, ``latent_space.png``. Returns the last epoch's metrics line.
-    """
-    from tqdm.auto import tqdm
+    Writes ``config.json``, ``metrics.jsonl`` (one line per epoch, epoch 0 = before training; a
+    function of the seed and the flags alone), ``timing.jsonl``, ``reconstruction_<epoch>.png``
+    (8 test images over their reconstructions from the posterior mean), ``sample_<epoch>.png``
+    (64 decodes of fixed z ~ N(0, I)), ``checkpoints/<step>/``, at the end ``params.msgpack`` and,
+    for a 2-D latent space, ``latent_space.png`` and ``latent_manifold.png``. A workdir with
+    checkpoints is resumed (see :mod:`vaejax.loop`). Returns the last epoch's metrics line.
 
+    Raises :class:`ConfigError`, :class:`~vaejax.data.DataError`,
+    :class:`~vaejax.loop.WorkdirError` or :class:`~vaejax.checkpoints.CheckpointError` (nothing
+    written), :class:`~vaejax.loop.Diverged` or :class:`~vaejax.loop.Interrupted`.
+    """
     run_start = time.perf_counter()
     workdir = Path(workdir)
     mesh = training.data_mesh()
     validate(config, mesh.size)
-    check_workdir(workdir)
+    config_record = dataclasses.asdict(config)
+    start_step = loop.resume_step(workdir, config_record, resumable_fields())
 
     start = time.perf_counter()
     train, test = load_data(config)
     data_seconds = time.perf_counter() - start
-    workdir.mkdir(parents=True, exist_ok=True)  # only once the data are there
-    (workdir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+    writer = loop.is_writer()
 
     # independent streams, each a function of the seed alone
     init_key, data_key, step_base_key, eval_key, sample_key = (
@@ -206,20 +229,11 @@ def train_and_evaluate(config: VAEConfig, workdir: os.PathLike | str) -> dict[st
     optimizer = optax.adam(config.learning_rate, eps=config.adam_eps)
     per_example = objectives.vae_per_example(
         model, likelihood=config.likelihood, beta=config.beta, variance=config.gaussian_variance)
-
-    steps = len(train.images) // config.batch_size
-    bar = tqdm(total=config.epochs * steps, desc="training", unit="step", dynamic_ncols=True)
-    finished_steps = [0]
-
-    def on_progress(done):
-        bar.n = finished_steps[0] + int(done)
-        bar.refresh()
-
-    run_epoch = training.make_epoch_runner(
+    runner = training.make_epoch_runner(
         training.gradient_update(objectives.batch_mean(per_example), optimizer),
         data.make_batch_preprocessor(size, config.binarization == "dynamic"),
         batch_size=config.batch_size, num_examples=len(train.images), mesh=mesh,
-        on_progress=on_progress)
+        nonfinite=config.nonfinite)
     evaluate = training.make_evaluator(per_example, data.make_batch_preprocessor(size),
                                        batch_size=config.eval_batch_size, mesh=mesh)
     state = training.put_replicated(training.create_train_state(params, optimizer), mesh)
@@ -227,57 +241,60 @@ def train_and_evaluate(config: VAEConfig, workdir: os.PathLike | str) -> dict[st
     test_images = training.put_replicated(test.images, mesh)
     images = _ImageWriter(model, test.images, size, sample_key, config.latent_dim)
 
-    start = time.perf_counter()
-    run_epoch = run_epoch.lower(state, train_images, data_key, step_base_key, 0).compile()
-    compile_seconds = time.perf_counter() - start
-    tqdm.write(f"vaejax: {config.model} VAE ({n_params:,} parameters) on {config.dataset} "
-               f"({len(train.images):,} train / {len(test.images):,} test images, binarization "
-               f"{config.binarization}), {mesh.size} {jax.devices()[0].platform} device(s); "
-               f"data {data_seconds:.1f} s, compile {compile_seconds:.1f} s")
+    log = print if writer else (lambda text: None)
+    resumed = "" if start_step is None else f"; resuming from step {start_step}"
+    log(f"vaejax: {config.model} VAE ({n_params:,} parameters) on {config.dataset} "
+        f"({len(train.images):,} train / {len(test.images):,} test images, binarization "
+        f"{config.binarization}), {mesh.size} {jax.devices()[0].platform} device(s) in "
+        f"{jax.process_count()} process(es); data {data_seconds:.1f} s{resumed}")
 
-    def test_metrics() -> dict[str, float]:
-        return {f"test_{k}": float(v)
-                for k, v in evaluate(state.params, test_images, eval_key).items()}
+    def end_of_epoch(epoch: int, state, train_terms):
+        test_terms = {k: float(v) for k, v in evaluate(state.params, test_images,
+                                                        eval_key).items()}
+        record = {**{f"train_{k}": v for k, v in (train_terms or {}).items()},
+                  **{f"test_{k}": v for k, v in test_terms.items()}}
+        if writer and epoch > 0:
+            images.write(workdir, epoch, jax.device_get(state.params))
+        if train_terms is None:
+            return record, f"epoch {epoch:3d}  test {_format_terms(test_terms, config.beta)}"
+        skipped = train_terms.get("skipped_steps", 0)
+        return record, (f"epoch {epoch:3d}  train {_format_terms(train_terms, config.beta)}  "
+                        f"test {_format_terms(test_terms, config.beta)} nats/image"
+                        + (f"  ({skipped} non-finite steps skipped)" if skipped else ""))
 
-    record = {"epoch": 0, "step": 0, **test_metrics(), "compile_seconds": compile_seconds,
-              "data_seconds": data_seconds}
-    io.append_jsonl(workdir / "metrics.jsonl", record)
-
-    train_seconds = 0.0
-    for epoch in range(1, config.epochs + 1):
-        finished_steps[0] = (epoch - 1) * steps
-        start = time.perf_counter()
-        state, step_metrics = run_epoch(state, train_images, data_key, step_base_key, epoch - 1)
-        train_terms = training.mean_metrics(step_metrics)  # blocks until the epoch is done
-        seconds = time.perf_counter() - start
-        train_seconds += seconds
-        images_per_second = steps * config.batch_size / seconds
-        record = {"epoch": epoch, "step": epoch * steps,
-                  **{f"train_{k}": v for k, v in train_terms.items()}, **test_metrics(),
-                  "epoch_seconds": seconds, "images_per_second": images_per_second}
-        io.append_jsonl(workdir / "metrics.jsonl", record)
-        images.write(workdir, epoch, state.params)
-        test_terms = {k.removeprefix("test_"): v for k, v in record.items()
-                      if k.startswith("test_")}
-        bar.set_postfix(test=f"{test_terms['loss']:.2f}", img_s=f"{images_per_second:,.0f}")
-        tqdm.write(f"epoch {epoch:3d}  train {_format_terms(train_terms, config.beta)}  "
-                   f"test {_format_terms(test_terms, config.beta)} nats/image  "
-                   f"{images_per_second:,.0f} img/s  {seconds:.2f} s")
-    bar.close()
+    state, record = loop.train(
+        runner, state, train_images, data_key=data_key, base_key=step_base_key,
+        epochs=config.epochs, workdir=workdir, config=config_record, start_step=start_step,
+        checkpoint_every=config.checkpoint_every, keep_checkpoints=config.keep_checkpoints,
+        end_of_epoch=end_of_epoch, mesh=mesh)
 
     params = jax.device_get(state.params)
-    io.save_params(workdir / "params.msgpack", params)
-    if config.latent_dim == 2:
-        z = images.encode_mean(params, data.make_batch_preprocessor(size)(test.images, None))
-        io.save_latent_scatter(workdir / "latent_space.png", np.asarray(z), test.labels,
-                               data.dataset_spec(config.dataset).class_names,
-                               f"{config.dataset} test set, posterior means")
-    rate = config.epochs * steps * config.batch_size / train_seconds
-    print(f"done: test -ELBO {record['test_negative_elbo']:.2f} nats/image after {config.epochs} "
-          f"epochs; training {train_seconds:.1f} s ({rate:,.0f} img/s), compile "
-          f"{compile_seconds:.1f} s, whole run {time.perf_counter() - run_start:.1f} s; "
-          f"outputs in {workdir}", flush=True)
+    if writer:
+        io.save_params(workdir / "params.msgpack", params)
+        if _wants_latent_plots(config):
+            z = images.encode_mean(params, data.make_batch_preprocessor(size)(test.images, None))
+            io.save_latent_scatter(workdir / "latent_space.png", np.asarray(z), test.labels,
+                                   data.dataset_spec(config.dataset).class_names,
+                                   f"{config.dataset} test set, posterior means")
+            io.save_image_grid(workdir / "latent_manifold.png",
+                               np.asarray(images.decode(params, latent_grid(20))), columns=20)
+    timing = io.read_jsonl(workdir / loop.TIMING) if writer else []
+    seconds = sum(t.get("seconds", 0.0) for t in timing)
+    trained = sum(t.get("steps", 0) for t in timing)
+    rate = f" ({trained * config.batch_size / seconds:,.0f} img/s)" if seconds else ""
+    if record is not None:
+        log(f"done: test -ELBO {record['test_negative_elbo']:.2f} nats/image after "
+            f"{config.epochs} epochs; training {seconds:.1f} s{rate}, whole run "
+            f"{time.perf_counter() - run_start:.1f} s; outputs in {workdir}")
     return record
+
+
+def latent_grid(n: int) -> jax.Array:
+    """An n x n grid of 2-D codes at the (i + 1/2) / n quantiles of N(0, 1) on each axis,
+    row-major with z2 falling down the rows: [n * n, 2]."""
+    q = jax.scipy.stats.norm.ppf((jnp.arange(n) + 0.5) / n)
+    z1, z2 = jnp.meshgrid(q, q[::-1])
+    return jnp.stack([z1.ravel(), z2.ravel()], axis=-1)
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -300,14 +317,46 @@ def build_parser(defaults: VAEConfig, description: str | None = None,
                             help=field.metadata["help"] + shown,
                             metavar=None if field.metadata.get("choices") else
                             field.name.upper())
+    _add_launch_flags(parser)
     return parser
+
+
+LAUNCH_FLAGS = ("distributed", "coordinator_address", "num_processes", "process_id")
+
+
+def _add_launch_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "multi-process runs (jax.distributed; run the same command in every process)")
+    group.add_argument("--distributed", action="store_true",
+                       help="call jax.distributed.initialize() first; on a Cloud TPU slice (or "
+                            "under SLURM) it finds the other processes by itself")
+    group.add_argument("--coordinator_address", default="", metavar="HOST:PORT",
+                       help="address of process 0, elsewhere (implies --distributed)")
+    group.add_argument("--num_processes", type=int, default=0, metavar="N",
+                       help="number of processes, with --coordinator_address")
+    group.add_argument("--process_id", type=int, default=-1, metavar="I",
+                       help="this process's index 0..N-1, with --coordinator_address")
+
+
+def initialize_distributed(coordinator_address: str = "", num_processes: int = 0,
+                           process_id: int = -1) -> None:
+    """``jax.distributed.initialize`` with the given settings (the unset ones auto-detected)."""
+    if coordinator_address and (num_processes <= 0 or not 0 <= process_id < num_processes):
+        raise ConfigError("--coordinator_address needs --num_processes N (N >= 1) and "
+                          "--process_id between 0 and N-1")
+    jax.distributed.initialize(coordinator_address=coordinator_address or None,
+                               num_processes=num_processes or None,
+                               process_id=process_id if process_id >= 0 else None)
 
 
 def main(defaults: VAEConfig, description: str | None = None,
          argv: Sequence[str] | None = None, prog: str | None = None) -> int:
-    """Parses flags over ``defaults`` and trains; a user error is one line on stderr, exit 2."""
-    args = build_parser(defaults, description, prog).parse_args(argv)
-    config = dataclasses.replace(defaults, **vars(args))
+    """Parses flags over ``defaults`` and trains. Exit status: 0 done; 2 a user error (flags,
+    data, workdir, checkpoint: one line on stderr, nothing written); 3 training diverged; 128 +
+    the signal number when stopped by SIGTERM/SIGINT after saving a checkpoint."""
+    args = vars(build_parser(defaults, description, prog).parse_args(argv))
+    launch = {name: args.pop(name) for name in LAUNCH_FLAGS}
+    config = dataclasses.replace(defaults, **args)
     logging.getLogger("absl").setLevel(logging.ERROR)  # tfds' advice on OpenCV and the like
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("vaejax: %(message)s"))
@@ -315,10 +364,18 @@ def main(defaults: VAEConfig, description: str | None = None,
     package_log.setLevel(logging.INFO)
     package_log.addHandler(handler)
     try:
+        if launch.pop("distributed") or launch["coordinator_address"]:
+            initialize_distributed(**launch)
         train_and_evaluate(config, config.workdir)
-    except (ConfigError, data.DataError) as e:
+    except (ConfigError, data.DataError, loop.WorkdirError, checkpoints.CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except loop.Diverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    except loop.Interrupted as e:
+        print(f"vaejax: {e}", file=sys.stderr)
+        return 128 + e.signum
     finally:
         package_log.removeHandler(handler)
     return 0

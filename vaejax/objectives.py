@@ -36,7 +36,8 @@ def reparameterize(key: jax.Array, mean: jax.Array, log_var: jax.Array) -> jax.A
 
 def kl_to_standard_normal(mean: jax.Array, log_var: jax.Array) -> jax.Array:
     """KL(N(mean, diag(exp(log_var))) || N(0, I)) in nats, summed over the last axis: [B]."""
-    return 0.5 * jnp.sum(jnp.exp(log_var) + jnp.square(mean) - 1.0 - log_var, axis=-1)
+    # expm1: exp(v) - 1 - v without the cancellation that makes it negative for tiny v
+    return 0.5 * jnp.sum(jnp.expm1(log_var) - log_var + jnp.square(mean), axis=-1)
 
 
 def _sum_pixels(values: jax.Array) -> jax.Array:
@@ -79,6 +80,44 @@ def negative_elbo(x: jax.Array, logits: jax.Array, mean: jax.Array, log_var: jax
     kl = kl_to_standard_normal(mean, log_var)
     return {"loss": reconstruction + beta * kl, "negative_elbo": reconstruction + kl,
             "reconstruction": reconstruction, "kl": kl}
+
+
+def _standard_normal_log_density(z: jax.Array) -> jax.Array:
+    """log N(z; 0, I) summed over the last axis: [B], nats."""
+    return -0.5 * jnp.sum(jnp.square(z) + jnp.log(2 * np.pi), axis=-1)
+
+
+def _diagonal_normal_log_density(z: jax.Array, mean: jax.Array, log_var: jax.Array) -> jax.Array:
+    """log N(z; mean, diag(exp(log_var))) summed over the last axis: [B], nats."""
+    return -0.5 * jnp.sum(jnp.square(z - mean) * jnp.exp(-log_var) + log_var + jnp.log(2 * np.pi),
+                          axis=-1)
+
+
+def log_importance_weights(x: jax.Array, logits: jax.Array, z: jax.Array, mean: jax.Array,
+                           log_var: jax.Array, likelihood: str = "bernoulli",
+                           variance: float = 1.0) -> jax.Array:
+    """log w = log p(x | z) + log N(z; 0, I) - log q(z | x) for one sample z per image: [B], nats.
+
+    ``x`` [B, H, W, C] images, ``logits`` [B, H, W, C] the decoder's output at ``z``, ``z``,
+    ``mean`` and ``log_var`` each [B, latent_dim], with q(z | x) = N(mean, diag(exp(log_var))).
+    Its expectation over z ~ q is the ELBO (minus ``negative_elbo`` at beta = 1); K of them,
+    stacked to [K, B], feed :func:`iwae_bound`.
+    """
+    return (log_likelihood(x, logits, likelihood, variance) + _standard_normal_log_density(z)
+            - _diagonal_normal_log_density(z, mean, log_var))
+
+
+def iwae_bound(log_weights: jax.Array) -> jax.Array:
+    """The importance-weighted bound log (1/K) sum_k w_k per image: [B], nats.
+
+    ``log_weights`` [K, B] are K log importance weights log p(x, z_k) - log q(z_k | x) with
+    z_k ~ q(z | x) (:func:`log_importance_weights`). Computed stably as logsumexp over k minus
+    log K. By Jensen it is >= the K-sample ELBO estimate mean_k log w_k, equal at K = 1, and
+    its expectation increases with K towards log p(x) (Burda, Grosse and Salakhutdinov,
+    "Importance Weighted Autoencoders", ICLR 2016, arXiv:1509.00519).
+    """
+    num_samples = log_weights.shape[0]
+    return jax.nn.logsumexp(log_weights, axis=0) - float(np.log(num_samples))
 
 
 def reconstruction_loss(x: jax.Array, logits: jax.Array, kind: str = "bce") -> jax.Array:

@@ -1,4 +1,4 @@
-"""One training machinery for every model: updates, compiled steps, whole-epoch scans, sharding.
+"""One training machinery for every model: updates, compiled steps, whole-epoch loops, sharding.
 
 The pieces compose like optax transformations:
 
@@ -8,11 +8,13 @@ The pieces compose like optax transformations:
   on the two halves of its state, each through its own loss and optimizer, and hands that
   function to the same step factories; a diffusion model is just another loss.
 - :func:`make_train_step` compiles an update for a Python loop over host batches;
-  :func:`make_epoch_runner` compiles a whole epoch (permutation, gathering, preprocessing and
-  every step) into one ``lax.scan`` over a dataset that lives on the device(s).
+  :func:`make_epoch_runner` compiles a whole epoch, or any stretch of it (permutation,
+  gathering, preprocessing, every step, a finiteness guard), into one loop over a dataset that
+  lives on the device(s).
 - Both shard the batch over a 1-D ``data`` mesh of all devices and replicate the state, so one
   device and eight run the same code. Keys depend only on (seed, step), and the data order only
-  on (seed, epoch): a run is reproducible, and the scan and the Python loop take the same steps.
+  on (seed, epoch): a run is reproducible, the compiled loop and the Python loop take the same
+  steps, and a run stopped at any step resumes exactly (:mod:`vaejax.loop`).
 """
 
 from __future__ import annotations
@@ -106,8 +108,22 @@ def check_batch_size(batch_size: int, num_devices: int, what: str = "batch size"
 
 
 def put_replicated(tree, mesh: Mesh):
-    """Places a pytree (state, dataset) in full on every device of ``mesh``."""
-    return jax.device_put(tree, replicated(mesh))
+    """Places a pytree (state, dataset) in full on every device of ``mesh``.
+
+    With several processes every process passes the same values; each places its own copy
+    (``jax.device_put`` would first compare the values across processes, seconds for a dataset).
+    """
+    sharding = replicated(mesh)
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    def put(leaf):
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            return jax.device_put(leaf, sharding)
+        host = np.asarray(leaf)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree_util.tree_map(put, tree)
 
 
 def _identity_preprocess(batch, key):
@@ -117,7 +133,7 @@ def _identity_preprocess(batch, key):
 
 def _step_body(update: Update, preprocess: Preprocess | None, mesh: Mesh):
     """``body(state, raw_batch, base_key, step)``: preprocess with one half of the step key,
-    update with the other. Shared by the Python-loop step and the scan."""
+    update with the other. Shared by the Python-loop step and the epoch loop."""
     preprocess = preprocess or _identity_preprocess
     sharding = batch_sharded(mesh)
 
@@ -151,51 +167,132 @@ def make_train_step(update: Update, preprocess: Preprocess | None = None,
     return train_step
 
 
+NONFINITE_POLICIES = ("stop", "skip")
+
+
+class NonFiniteError(RuntimeError):
+    """A training step produced a non-finite loss, metric or gradient."""
+
+    def __init__(self, step: int):
+        super().__init__(f"non-finite loss or gradient at step {step}")
+        self.step = step
+
+
+def _all_finite(tree) -> jax.Array:
+    """True iff every floating-point number in ``tree`` is finite (a scalar bool)."""
+    leaves = [jnp.all(jnp.isfinite(a)) for a in jax.tree_util.tree_leaves(tree)
+              if jnp.issubdtype(jnp.result_type(a), jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+class EpochRunner(NamedTuple):
+    """Compiled pieces that run an epoch, or any stretch of one, on data held by the device(s).
+
+    - ``order(data_key, epoch)``: the epoch's batches of example indices, [steps_per_epoch,
+      batch_size] int32, from :func:`epoch_permutation`.
+    - ``new_metrics(state, data)``: an empty per-step metrics buffer for one epoch: each metric
+      of the update as [steps_per_epoch], plus ``finite`` (bool: all the step's metrics, e.g.
+      its loss and gradient norm, were finite).
+    - ``run(state, metrics, data, order, base_key, epoch, start, stop) -> (state, metrics,
+      position)``: steps ``start, ..., stop - 1`` of ``epoch`` in one compiled loop (``start``
+      and ``stop`` are traced: any stretch, no recompilation), each step's metrics written into
+      its slot of the buffer. ``position`` is where it stopped: ``stop``, or under the ``stop``
+      policy the first non-finite step, whose update is in the returned state: discard it.
+      Under ``skip`` a non-finite step's update is not applied. ``state`` and ``metrics`` are
+      donated.
+
+    Steps run in stretches give bit-for-bit the same result as the whole epoch at once: that is
+    what lets a run stop anywhere (checkpoint, preemption) and resume exactly.
+    Calling the runner, ``runner(state, data, data_key, base_key, epoch)``, runs a whole epoch and
+    returns ``(state, metrics)``, raising :class:`NonFiniteError` under the ``stop`` policy.
+    """
+
+    steps_per_epoch: int
+    batch_size: int
+    order: Callable
+    new_metrics: Callable
+    run: Callable
+
+    def __call__(self, state, data, data_key, base_key, epoch):
+        metrics = self.new_metrics(state, data)
+        state, metrics, position = self.run(state, metrics, data, self.order(data_key, epoch),
+                                            base_key, epoch, 0, self.steps_per_epoch)
+        if int(position) < self.steps_per_epoch:
+            raise NonFiniteError(epoch * self.steps_per_epoch + int(position))
+        return state, metrics
+
+
 def make_epoch_runner(update: Update, preprocess: Preprocess | None, *, batch_size: int,
                       num_examples: int, mesh: Mesh | None = None,
-                      on_progress: Callable[[int], None] | None = None,
-                      progress_every: int = 20) -> Callable:
-    """A compiled ``run_epoch(state, data, data_key, base_key, epoch) -> (state, metrics)``.
+                      nonfinite: str = "stop") -> EpochRunner:
+    """Compiles ``update`` into an :class:`EpochRunner` over ``num_examples`` examples.
 
-    ``data`` is a pytree of arrays with ``num_examples`` rows, already on the device(s)
-    (:func:`put_replicated`). Each epoch visits ``num_examples // batch_size`` batches of a fresh
-    permutation; the ragged remainder is **dropped** (a different remainder every epoch, so every
-    example is seen equally often on average, and every step has the same shape). Global step
-    ``epoch * steps_per_epoch + i`` keys step ``i``. ``metrics`` holds each metric per step,
-    [steps_per_epoch]. ``state`` is donated.
+    Each epoch visits ``num_examples // batch_size`` batches of a fresh permutation; the ragged
+    remainder is **dropped** (a different remainder every epoch, so every example is seen equally
+    often on average, and every step has the same shape). Global step ``epoch * steps_per_epoch
+    + i`` keys step ``i``. The data are a pytree of arrays with ``num_examples`` rows already on
+    the device(s) (:func:`put_replicated`); batches are gathered, preprocessed and stepped on
+    inside one compiled loop.
 
-    ``on_progress(steps_done)``, if given, is called from the device every ``progress_every``
-    steps and after the last (a host callback; it may run more than once per report on several
-    devices, so it should set, not increment).
+    Every step checks that its metrics (the loss, the gradient norm: a non-finite parameter
+    shows in the next step's loss) are finite. ``nonfinite="stop"`` ends the stretch at the
+    first step that is not (the caller discards the state); ``"skip"`` keeps the old state for
+    that step and goes on with the next batch (``finite`` False marks it). Skipping costs a
+    select between the old and the new state on every step (about 10% of an MLP VAE step on a
+    CPU); stopping costs nothing measurable.
     """
+    if nonfinite not in NONFINITE_POLICIES:
+        raise ValueError(f"nonfinite must be one of {NONFINITE_POLICIES}, got {nonfinite!r}")
     mesh = mesh or data_mesh()
     check_batch_size(batch_size, mesh.size)
     steps = num_examples // batch_size
     if steps == 0:
         raise ValueError(f"batch size {batch_size} exceeds the {num_examples} training examples")
-    body = _step_body(update, preprocess, mesh)
+    step = _step_body(update, preprocess, mesh)
     index_sharding = batch_sharded(mesh)
+    skip_nonfinite = nonfinite == "skip"
 
-    def run_epoch(state, data, data_key, base_key, epoch):
+    def guarded_step(state, order, data, base_key, global_step, i):
+        idx = jax.lax.with_sharding_constraint(order[i], index_sharding)
+        raw = jax.tree_util.tree_map(lambda a: a[idx], data)
+        new_state, metrics = step(state, raw, base_key, global_step)
+        finite = _all_finite(metrics)
+        if skip_nonfinite:
+            new_state = jax.lax.cond(finite, lambda: new_state, lambda: state)
+        return new_state, {**metrics, "finite": finite}
+
+    def order_fn(data_key, epoch):
         order = epoch_permutation(data_key, epoch, num_examples)[: steps * batch_size]
-        order = order.reshape(steps, batch_size)
-        first_step = epoch * steps
+        return order.reshape(steps, batch_size).astype(jnp.int32)
 
-        def scan_step(state, i):
-            idx = jax.lax.with_sharding_constraint(order[i], index_sharding)
-            raw = jax.tree_util.tree_map(lambda a: a[idx], data)
-            state, metrics = body(state, raw, base_key, first_step + i)
-            if on_progress is not None:
-                done = i + 1
-                jax.lax.cond((done % progress_every == 0) | (done == steps),
-                             lambda: jax.debug.callback(on_progress, done), lambda: None)
-            return state, metrics
+    def new_metrics(state, data):
+        shapes = jax.eval_shape(guarded_step, state, jnp.zeros((steps, batch_size), jnp.int32),
+                                data, jax.random.key(0), 0, 0)[1]
+        return {k: jnp.zeros((steps, *v.shape), v.dtype) for k, v in shapes.items()}
 
-        return jax.lax.scan(scan_step, state, jnp.arange(steps))
+    def run(state, metrics, data, order, base_key, epoch, start, stop):
+        def cond(carry):
+            i, _, _, halted = carry
+            return (i < stop) & ~halted
 
-    run_epoch = jax.jit(run_epoch, donate_argnums=0, out_shardings=replicated(mesh))
-    run_epoch.steps_per_epoch = steps
-    return run_epoch
+        def body(carry):
+            i, state, metrics, _ = carry
+            state, step_metrics = guarded_step(state, order, data, base_key, epoch * steps + i, i)
+            metrics = jax.tree_util.tree_map(lambda buf, v: buf.at[i].set(v), metrics,
+                                             step_metrics)
+            halted = jnp.array(False) if skip_nonfinite else ~step_metrics["finite"]
+            return jnp.where(halted, i, i + 1), state, metrics, halted
+
+        position, state, metrics, _ = jax.lax.while_loop(
+            cond, body, (jnp.asarray(start, jnp.int32), state, metrics, jnp.array(False)))
+        return state, metrics, position
+
+    out = replicated(mesh)
+    return EpochRunner(
+        steps_per_epoch=steps, batch_size=batch_size,
+        order=jax.jit(order_fn, out_shardings=out),
+        new_metrics=jax.jit(new_metrics, out_shardings=out),
+        run=jax.jit(run, donate_argnums=(0, 1), out_shardings=out))
 
 
 def make_evaluator(per_example: Callable, preprocess: Preprocess | None = None, *,
@@ -242,5 +339,15 @@ def make_evaluator(per_example: Callable, preprocess: Preprocess | None = None, 
 
 
 def mean_metrics(metrics: dict[str, jax.Array]) -> dict[str, float]:
-    """Per-step metrics [steps] -> their means as Python floats (blocks until computed)."""
-    return {k: float(np.mean(np.asarray(v))) for k, v in jax.device_get(metrics).items()}
+    """Per-step metrics [steps] -> each metric's mean over the finite steps, as Python floats,
+    plus ``skipped_steps`` (the non-finite steps). Blocks until computed.
+
+    ``metrics`` is an :class:`EpochRunner` buffer (with ``finite``) or any dict of [steps] arrays.
+    """
+    host = {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}
+    finite = host.pop("finite", None)
+    if finite is None:
+        return {k: float(np.mean(v)) for k, v in host.items()}
+    means = {k: float(np.mean(v[finite])) if finite.any() else float("nan")
+             for k, v in host.items()}
+    return {**means, "skipped_steps": int(np.sum(~finite))}
