@@ -8,6 +8,10 @@ needs the ``bench`` extra, i.e. ``torch``).
   analytic KL, **summed** over the batch (vaejax uses the batch mean; Adam does not care).
 - :func:`load_flax_params` copies a :func:`vaejax.models.mlp_vae` parameter tree into it, so
   both frameworks can be run on the same weights.
+- :class:`FosterConvVAE` is Foster's convolutional VAE (the ``conv`` model) written as a PyTorch
+  user ports the Keras original: channels-first tensors, Keras' 'same' padding reproduced
+  (:class:`SameConv2d`, :class:`SameConvTranspose2d`), the flatten in Keras' channels-last
+  order. :func:`load_flax_conv_params` copies a :func:`vaejax.models.conv_vae` tree into it.
 """
 
 from __future__ import annotations
@@ -88,3 +92,96 @@ def flax_gradients(model: ExampleMLPVAE) -> dict:
         tree[part][layer] = {"Dense_0": {"kernel": linear.weight.grad.numpy().T,
                                          "bias": linear.bias.grad.numpy()}}
     return tree
+
+
+# ---------------------------------------------------------------------------------------------
+# Foster's convolutional VAE
+
+
+class SameConv2d(nn.Conv2d):
+    """``nn.Conv2d`` with Keras/XLA 'same' padding: ceil(size / stride) outputs, the odd padding
+    pixel at the end (PyTorch's own ``padding=1`` at stride 2 puts it at the start too)."""
+
+    def forward(self, x):
+        pads = []
+        for size, k, s in zip(reversed(x.shape[2:]), reversed(self.kernel_size),
+                              reversed(self.stride)):
+            total = max((-(-size // s) - 1) * s + k - size, 0)
+            pads += [total // 2, total - total // 2]
+        return F.conv2d(F.pad(x, pads), self.weight, self.bias, self.stride)
+
+
+class SameConvTranspose2d(nn.ConvTranspose2d):
+    """``nn.ConvTranspose2d`` (no padding) cropped to stride x size outputs: the alignment of
+    XLA's 'SAME' transposed convolution, for odd kernels with stride 2 (Foster's layers)."""
+
+    def forward(self, x):
+        size = [n * s for n, s in zip(x.shape[2:], self.stride)]
+        return super().forward(x)[:, :, : size[0], : size[1]]
+
+
+class FosterConvVAE(nn.Module):
+    """Foster's VAE on [B, 1, 32, 32]: ``forward(x, eps=None) -> (logits, mean, log_var)``."""
+
+    def __init__(self, latent_dim: int = 2, channels=(32, 64, 128)):
+        super().__init__()
+        widths = (1, *channels)
+        self.encoder_convs = nn.ModuleList(
+            SameConv2d(a, b, 3, stride=2) for a, b in zip(widths[:-1], widths[1:]))
+        self.z_mean = nn.Linear(4 * 4 * channels[-1], latent_dim)
+        self.z_log_var = nn.Linear(4 * 4 * channels[-1], latent_dim)
+        self.dense = nn.Linear(latent_dim, 4 * 4 * channels[-1])
+        back = (channels[-1], *reversed(channels))
+        self.decoder_convs = nn.ModuleList(
+            SameConvTranspose2d(a, b, 3, stride=2) for a, b in zip(back[:-1], back[1:]))
+        self.output_conv = SameConv2d(channels[0], 1, 3)
+        self.channels = channels
+
+    def encode(self, x):
+        h = x
+        for conv in self.encoder_convs:
+            h = F.relu(conv(h))
+        h = h.permute(0, 2, 3, 1).reshape(len(h), -1)  # Keras flattens channels-last
+        return self.z_mean(h), self.z_log_var(h)
+
+    def decode(self, z):
+        h = self.dense(z).reshape(len(z), 4, 4, self.channels[-1]).permute(0, 3, 1, 2)
+        for conv in self.decoder_convs:
+            h = F.relu(conv(h))
+        return self.output_conv(h)
+
+    def forward(self, x, eps=None):
+        mean, log_var = self.encode(x)
+        std = torch.exp(0.5 * log_var)
+        eps = torch.randn_like(std) if eps is None else eps
+        return self.decode(mean + eps * std), mean, log_var
+
+
+def _copy(module, kernel, bias) -> None:
+    module.weight.copy_(torch.from_numpy(np.ascontiguousarray(kernel)))
+    module.bias.copy_(torch.from_numpy(np.asarray(bias).copy()))
+
+
+def load_flax_conv_params(model: FosterConvVAE, params) -> FosterConvVAE:
+    """Copies a :func:`vaejax.models.conv_vae` parameter tree into ``model``; returns it.
+
+    Conv kernels [kh, kw, in, out] become [out, in, kh, kw]; transposed-conv kernels become
+    [in, out, kh, kw] flipped in space (XLA's transposed convolution correlates with the kernel
+    as stored, PyTorch's with it flipped)."""
+    encoder, decoder = params["encoder"], params["decoder"]
+    as_numpy = lambda tree: {k: np.asarray(v) for k, v in tree.items()}
+    with torch.no_grad():
+        for i, conv in enumerate(model.encoder_convs):
+            p = as_numpy(encoder[f"Conv2D_{i}"])
+            _copy(conv, p["kernel"].transpose(3, 2, 0, 1), p["bias"])
+        for name in ("z_mean", "z_log_var"):
+            p = as_numpy(encoder[name])
+            _copy(getattr(model, name), p["kernel"].T, p["bias"])
+        p = as_numpy(decoder["Dense_0"])
+        _copy(model.dense, p["kernel"].T, p["bias"])
+        for i, conv in enumerate(model.decoder_convs):
+            p = as_numpy(decoder[f"ConvTranspose2D_{i}"])
+            _copy(conv, p["kernel"].transpose(2, 3, 0, 1)[:, :, ::-1, ::-1], p["bias"])
+        p = as_numpy(decoder["Conv2D_0"])
+        _copy(model.output_conv, p["kernel"].transpose(3, 2, 0, 1), p["bias"])
+    return model
