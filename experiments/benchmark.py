@@ -1,11 +1,12 @@
-"""Benchmark the pytorch/examples VAE: PyTorch (as the example runs it, and tuned) against vaejax
-(jit step in a Python loop, whole-epoch compiled loop), same data, same machine, one run.
+"""Benchmark vaejax against PyTorch: the pytorch/examples MLP VAE (PyTorch as the example runs
+it, tuned, and compiled; vaejax's jit step in a Python loop and whole-epoch compiled loop) and
+Foster's conv VAE (on a subset: it is slow on a CPU), same data, same machine, one run.
 
 Every measurement runs in a fresh subprocess (its own peak memory, its own device count). Prints
-three tables (variants at batch 128; vaejax over batch sizes; vaejax over device counts) with
-ratios to the PyTorch example, achieved GFLOP/s and the fraction of the matrix-multiply peak
-measured in the same run, and writes them as JSON to --out. Needs torch for the PyTorch rows
-(pip install -e '.[bench]'); without it they are left out.
+tables (each model's variants; the MLP over batch sizes and device counts) with ratios to the
+first row (the PyTorch example for the MLP, tuned PyTorch for the conv model), achieved GFLOP/s
+and the fraction of the matrix-multiply peak measured in the same run, and writes them as JSON to
+--out. Needs torch for the PyTorch rows (pip install -e '.[bench]'); without it they are left out.
 """
 
 from __future__ import annotations
@@ -33,12 +34,16 @@ def _child(spec: dict) -> dict:
     kwargs = dict(data_dir=spec["data_dir"] or None, raw_data_dir=spec["raw_data_dir"] or None)
     train = data.load_split("mnist", "train", **kwargs).images
     test = data.load_split("mnist", "test", **kwargs).images
+    model = spec.get("model", "mlp")
+    if spec.get("train_examples"):
+        train = train[: spec["train_examples"]]
     variant = spec["variant"]
     compiled = variant == "torch_compiled"
     result = benchmark.run_variant("torch_tuned" if compiled else variant, train, test,
                                    batch_size=spec["batch_size"], epochs=spec["epochs"],
-                                   compile_model=compiled)
-    return {**result, "variant": variant, "batch_size": spec["batch_size"]}
+                                   compile_model=compiled, model=model)
+    return {**result, "variant": variant, "batch_size": spec["batch_size"],
+            "train_examples": len(train)}
 
 
 def _measure(spec: dict, devices: int | None = None, timeout: float = 1800) -> dict:
@@ -103,6 +108,15 @@ def main(argv=None) -> int:
                         help="jax_epoch batch-size sweep (default: 128,...,4096)")
     parser.add_argument("--devices", type=_ints, default=[1, 8],
                         help="jax_epoch device counts (CPU: fake devices; default: 1,8)")
+    parser.add_argument("--models", default="mlp,conv",
+                        help="comma-separated, from mlp,conv (default: both)")
+    parser.add_argument("--conv_variants", type=_variants,
+                        default=["torch_tuned", "jax_step", "jax_epoch"],
+                        help="variants of the conv model (default: torch_tuned,jax_step,jax_epoch)")
+    parser.add_argument("--conv_train_examples", type=int, default=6000,
+                        help="the conv model trains on the first N images (default: 6000)")
+    parser.add_argument("--conv_epochs", type=int, default=3,
+                        help="epochs of the conv model, the first the warm-up (default: 3)")
     parser.add_argument("--sweep_epochs", type=int, default=2,
                         help="epochs per sweep point, the first the warm-up (default: 2)")
     parser.add_argument("--out", default="benchmark.json", help="JSON results (default: %(default)s)")
@@ -111,63 +125,86 @@ def main(argv=None) -> int:
     if args.child:
         print(json.dumps(_child(json.loads(args.child))), flush=True)
         return 0
-    if args.epochs < 2 or args.sweep_epochs < 2:
-        parser.error("--epochs and --sweep_epochs must be at least 2 (one warm-up, one timed)")
+    if min(args.epochs, args.sweep_epochs, args.conv_epochs) < 2:
+        parser.error("--epochs, --sweep_epochs and --conv_epochs must be at least 2 (one "
+                     "warm-up, one timed)")
+    models = [m for m in args.models.split(",") if m]
+    if not models or set(models) - set(benchmark.MODELS):
+        parser.error(f"--models must name mlp and/or conv, got {args.models!r}")
+    if "torch_example" in args.conv_variants:
+        parser.error("--conv_variants: torch_example is the pytorch/examples MLP; the conv "
+                     "model's PyTorch baseline is torch_tuned")
+    if not 0 < args.conv_train_examples <= 60000:
+        parser.error("--conv_train_examples must be between 1 and 60000")
 
     common = {"kind": "train", "data_dir": args.data_dir, "raw_data_dir": args.raw_data_dir}
-    variants = [v for v in args.variants if v.startswith("jax") or _torch_available()]
-    if len(variants) < len(args.variants):
+    torch_ok = _torch_available()
+    if not torch_ok:
         print("torch is not installed: PyTorch variants left out (pip install -e '.[bench]')")
+    keep = lambda names: [v for v in names if v.startswith("jax") or torch_ok]
+    runs = {"mlp": dict(variants=keep(args.variants), batch_size=args.batch_size,
+                        epochs=args.epochs, train_examples=0),
+            "conv": dict(variants=keep(args.conv_variants), batch_size=100,
+                         epochs=args.conv_epochs, train_examples=args.conv_train_examples)}
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     peak = _measure({"kind": "matmul"}).get("matmul_flops", float("nan"))
-    flops = benchmark.mlp_vae_train_flops()
-    print(f"matmul peak {peak / 1e9:.1f} GFLOP/s (float32 2048^3, jitted); MLP VAE train step "
-          f"{flops / 1e6:.2f} MFLOP/image", flush=True)
-
+    flops = {m: benchmark.train_flops(m) for m in benchmark.MODELS}
+    print(f"matmul peak {peak / 1e9:.1f} GFLOP/s (float32 2048^3, jitted); train step "
+          f"MLP {flops['mlp'] / 1e6:.2f}, conv {flops['conv'] / 1e6:.2f} MFLOP/image", flush=True)
     results = {"date": started, "matmul_flops": peak, "train_flops_per_image": flops,
-               "argv": sys.argv[1:], "variants": [], "batch_sweep": [], "device_sweep": []}
+               "argv": sys.argv[1:], "models": {}, "batch_sweep": [], "device_sweep": []}
 
-    def describe(r: dict) -> list[str]:
+    def describe(r: dict, base: float | None, model: str = "mlp") -> list[str]:
         if "error" in r:
             return [r.get("variant", "?"), "error: " + r["error"][:60]] + [""] * 6
         rate = r["images_per_second"]
-        base = next((x["images_per_second"] for x in results["variants"]
-                     if x.get("variant") == "torch_example" and "error" not in x), None)
         return [r["variant"], f"{rate:,.0f}", f"{rate / base:.2f}x" if base else "-",
                 f"{r['first_epoch_seconds']:.2f}", f"{r['test_negative_elbo']:.2f}",
-                f"{rate * flops / 1e9:.1f}", f"{100 * rate * flops / peak:.0f}%",
+                f"{rate * flops[model] / 1e9:.1f}", f"{100 * rate * flops[model] / peak:.0f}%",
                 f"{r['peak_host_mib']:,.0f}"]
 
-    for variant in variants:
-        print(f"measuring {variant} ...", flush=True)
-        results["variants"].append(_measure({**common, "variant": variant,
-                                             "batch_size": args.batch_size,
-                                             "epochs": args.epochs}))
-    for batch_size in args.batch_sizes:
-        print(f"measuring jax_epoch at batch {batch_size} ...", flush=True)
-        results["batch_sweep"].append(_measure({**common, "variant": "jax_epoch",
-                                                "batch_size": batch_size,
-                                                "epochs": args.sweep_epochs}))
-    for devices in args.devices:
-        print(f"measuring jax_epoch on {devices} device(s) ...", flush=True)
-        r = _measure({**common, "variant": "jax_epoch", "batch_size": args.batch_size,
-                      "epochs": args.sweep_epochs}, devices=devices)
-        results["device_sweep"].append({**r, "requested_devices": devices})
+    for model in models:
+        run = runs[model]
+        rows = results["models"][model] = []
+        for variant in run["variants"]:
+            print(f"measuring {model} {variant} ...", flush=True)
+            rows.append(_measure({**common, "model": model, "variant": variant,
+                                  **{k: run[k] for k in ("batch_size", "epochs",
+                                                         "train_examples")}}))
+    if "mlp" in models:
+        for batch_size in args.batch_sizes:
+            print(f"measuring mlp jax_epoch at batch {batch_size} ...", flush=True)
+            results["batch_sweep"].append(_measure({**common, "variant": "jax_epoch",
+                                                    "batch_size": batch_size,
+                                                    "epochs": args.sweep_epochs}))
+        for devices in args.devices:
+            print(f"measuring mlp jax_epoch on {devices} device(s) ...", flush=True)
+            r = _measure({**common, "variant": "jax_epoch", "batch_size": args.batch_size,
+                          "epochs": args.sweep_epochs}, devices=devices)
+            results["device_sweep"].append({**r, "requested_devices": devices})
 
-    header = ["variant", "img/s", "vs example", "1st epoch s", "test -ELBO", "GFLOP/s",
+    header = ["variant", "img/s", "vs first", "1st epoch s", "test -ELBO", "GFLOP/s",
               "of peak", "peak MiB"]
-    print(f"\nMLP VAE, batch {args.batch_size}, {args.epochs} epochs (img/s: median of the "
-          f"last {args.epochs - 1})")
-    print(_table(header, [describe(r) for r in results["variants"]]))
-    print("\njax_epoch over batch sizes")
-    print(_table(["batch"] + header[1:2] + header[3:],
-                 [describe({**r, "variant": str(r.get("batch_size"))})[:2] + describe(r)[3:]
-                  for r in results["batch_sweep"]]))
-    print("\njax_epoch over device counts (batch {})".format(args.batch_size))
-    print(_table(["devices", "img/s", "platform"],
-                 [[str(r.get("devices", r["requested_devices"])),
-                   f"{r['images_per_second']:,.0f}" if "error" not in r else r["error"][:60],
-                   r.get("platform", "")] for r in results["device_sweep"]]))
+    for model in models:
+        rows, run = results["models"][model], runs[model]
+        if not rows:
+            continue
+        base = rows[0].get("images_per_second")
+        images = f"{run['train_examples']:,} images, " if run["train_examples"] else ""
+        print(f"\n{model} VAE, batch {run['batch_size']}, {images}{run['epochs']} epochs "
+              f"(img/s: median of the last {run['epochs'] - 1})")
+        print(_table(header, [describe(r, base, model) for r in rows]))
+    if results["batch_sweep"]:
+        print("\nmlp jax_epoch over batch sizes")
+        print(_table(["batch"] + header[1:2] + header[3:],
+                     [describe({**r, "variant": str(r.get("batch_size"))}, None)[:2]
+                      + describe(r, None)[3:] for r in results["batch_sweep"]]))
+    if results["device_sweep"]:
+        print(f"\nmlp jax_epoch over device counts (batch {args.batch_size})")
+        print(_table(["devices", "img/s", "platform"],
+                     [[str(r.get("devices", r["requested_devices"])),
+                       f"{r['images_per_second']:,.0f}" if "error" not in r else r["error"][:60],
+                       r.get("platform", "")] for r in results["device_sweep"]]))
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nresults in {args.out}")
     return 0
