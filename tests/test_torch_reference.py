@@ -112,3 +112,17 @@ def test_torch_conv_vae_matches_vaejax_loss_and_gradients():
         flax_grad = np.asarray(flax_grad)
         np.testing.assert_allclose(reference_grad, flax_grad, rtol=1e-3,
                                    atol=1e-4 * np.abs(flax_grad).max())
+
+
+def test_torch_conv_initialization_is_keras_glorot():
+    torch.manual_seed(0)
+    reference = torch_reference.FosterConvVAE()
+    for module in (reference.encoder_convs[1], reference.decoder_convs[1], reference.z_mean):
+        w = module.weight.detach().numpy()
+        if w.ndim == 4:  # conv [out, in, k, k] or transposed conv [in, out, k, k]
+            fans = w.shape[0] * w.shape[2] * w.shape[3] + w.shape[1] * w.shape[2] * w.shape[3]
+        else:
+            fans = sum(w.shape)
+        bound = np.sqrt(6 / fans)
+        assert np.abs(w).max() <= bound and np.abs(w).max() > 0.95 * bound
+        assert not module.bias.detach().numpy().any()

@@ -121,7 +121,10 @@ class SameConvTranspose2d(nn.ConvTranspose2d):
 
 
 class FosterConvVAE(nn.Module):
-    """Foster's VAE on [B, 1, 32, 32]: ``forward(x, eps=None) -> (logits, mean, log_var)``."""
+    """Foster's VAE on [B, 1, 32, 32]: ``forward(x, eps=None) -> (logits, mean, log_var)``.
+
+    Initialized as Keras does (Glorot-uniform weights, zero biases; Glorot's bound depends on
+    fan_in + fan_out only, so PyTorch's swapped fans for transposed convs do not matter)."""
 
     def __init__(self, latent_dim: int = 2, channels=(32, 64, 128)):
         super().__init__()
@@ -136,6 +139,10 @@ class FosterConvVAE(nn.Module):
             SameConvTranspose2d(a, b, 3, stride=2) for a, b in zip(back[:-1], back[1:]))
         self.output_conv = SameConv2d(channels[0], 1, 3)
         self.channels = channels
+        for module in self.modules():  # Keras' defaults, as vaejax's conv models use
+            if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
 
     def encode(self, x):
         h = x
