@@ -21,15 +21,19 @@ needs_torch = pytest.mark.skipif(not TORCH and os.environ.get("CI") != "true",
                                  reason="torch is not installed (pip install -e '.[bench]')")
 
 
-def test_analytic_flops_match_xla_cost_analysis():
-    model = models.mlp_vae()
+def _xla_train_flops_per_image(model, size: int, batch: int) -> float:
+    """XLA's cost analysis of the loss gradient of ``model`` on a [batch, size, size, 1] batch."""
     key = jax.random.key(0)
-    params = model.init(key, jnp.zeros((1, 28, 28, 1)), key)["params"]
+    params = model.init(key, jnp.zeros((1, size, size, 1)), key)["params"]
     loss_fn = objectives.batch_mean(objectives.vae_per_example(model))
     grad = jax.jit(jax.grad(lambda p, x, k: loss_fn(p, x, k)[0]))
-    cost = grad.lower(params, jnp.zeros((128, 28, 28, 1)), key).compile().cost_analysis()
+    cost = grad.lower(params, jnp.zeros((batch, size, size, 1)), key).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
-    xla_per_image = cost["flops"] / 128
+    return cost["flops"] / batch
+
+
+def test_analytic_flops_match_xla_cost_analysis():
+    xla_per_image = _xla_train_flops_per_image(models.mlp_vae(), 28, 128)
     # XLA also counts the elementwise work (activations, the loss), which the analytic count
     # leaves out: about 1% here
     assert benchmark.mlp_vae_train_flops() == 3_280_000
@@ -37,17 +41,12 @@ def test_analytic_flops_match_xla_cost_analysis():
 
 
 def test_conv_flops_match_xla_cost_analysis():
-    model = models.conv_vae(conv_implementation="xla")  # XLA's own convolutions, counted by it
-    key = jax.random.key(0)
-    params = model.init(key, jnp.zeros((1, 32, 32, 1)), key)["params"]
-    loss_fn = objectives.batch_mean(objectives.vae_per_example(model))
-    grad = jax.jit(jax.grad(lambda p, x, k: loss_fn(p, x, k)[0]))
-    cost = grad.lower(params, jnp.zeros((16, 32, 32, 1)), key).compile().cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
+    # XLA's own convolutions, counted by it
+    xla_per_image = _xla_train_flops_per_image(models.conv_vae(conv_implementation="xla"), 32, 16)
     # 13,280,416 multiply-adds forward that touch data (the README's "13.3 M"); the first
     # conv's 47 x 47 taps x 32 channels need no input gradient
     assert benchmark.conv_vae_train_flops() == 2 * (3 * 13_280_416 - 47 * 47 * 32)
-    assert cost["flops"] / 16 == pytest.approx(benchmark.conv_vae_train_flops(), rel=0.02)
+    assert xla_per_image == pytest.approx(benchmark.conv_vae_train_flops(), rel=0.02)
 
 
 def _subset(n_train=1280):

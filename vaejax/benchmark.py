@@ -208,19 +208,13 @@ def _torch_images(images: np.ndarray, model: str, device):
 
 def _torch_loss(model: str):
     """The summed loss of ``model``'s outputs: the example's, or Foster's (beta 2.048, logits)."""
-    import torch
+    import functools
 
-    from vaejax.torch_reference import example_loss
+    from vaejax.torch_reference import example_loss, foster_loss
 
     if model == "mlp":
         return example_loss
-    beta = SETTINGS["conv"]["beta"]
-
-    def foster_loss(logits, x, mean, log_var):
-        bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="sum")
-        return bce + beta * (-0.5) * torch.sum(1 + log_var - mean.pow(2) - log_var.exp())
-
-    return foster_loss
+    return functools.partial(foster_loss, beta=SETTINGS["conv"]["beta"])
 
 
 def _torch_test_loss(net, test: np.ndarray, model: str, device) -> float:

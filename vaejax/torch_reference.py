@@ -59,8 +59,19 @@ def example_loss(probs, x, mean, log_var):
     (|logit| > ~100) differ from vaejax's logit form; for any trained model they agree.
     """
     bce = F.binary_cross_entropy(probs, x.reshape(probs.shape), reduction="sum")
-    kl = -0.5 * torch.sum(1 + log_var - mean.pow(2) - log_var.exp())
-    return bce + kl
+    return bce + kl_to_standard_normal(mean, log_var)
+
+
+def kl_to_standard_normal(mean, log_var):
+    """KL(N(mean, exp(log_var)) || N(0, I)) in nats, summed over the batch and the latents."""
+    return -0.5 * torch.sum(1 + log_var - mean.pow(2) - log_var.exp())
+
+
+def foster_loss(logits, x, mean, log_var, beta: float = 1024 / 500):
+    """Foster's loss as vaejax trains it, summed over the batch: BCE on the decoder's logits
+    plus ``beta`` x KL (beta = 1024/500 is Foster's 500 x mean-BCE + KL on 32x32 images)."""
+    bce = F.binary_cross_entropy_with_logits(logits, x, reduction="sum")
+    return bce + beta * kl_to_standard_normal(mean, log_var)
 
 
 _LAYERS = {  # torch layer -> flax path (vaejax.models.mlp_vae with one hidden layer)
