@@ -18,3 +18,8 @@ def run_python(args, *, env=None, timeout=600, cwd=REPO_ROOT):
         [str(REPO_ROOT)] + [p for p in [full_env.get("PYTHONPATH")] if p])
     return subprocess.run([sys.executable, *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def grid_size(rows, columns, image=28, padding=2, scale=2):
+    """(width, height) of a PNG written by ``vaejax.io.save_image_grid``."""
+    return (columns * (image + padding) + padding) * scale, (rows * (image + padding) + padding) * scale

@@ -10,12 +10,8 @@ import jax.numpy as jnp
 import PIL.Image
 import pytest
 
-from tests.helpers import run_python
+from tests.helpers import grid_size, run_python
 from vaejax import data, experiment, io, objectives, training
-
-
-def _grid_size(rows, columns, image=28, padding=2, scale=2):
-    return (columns * (image + padding) + padding) * scale, (rows * (image + padding) + padding) * scale
 
 
 def test_vae_mnist_end_to_end(tmp_path, mnist_tfds_dir, mnist_raw_dir):
@@ -43,9 +39,9 @@ def test_vae_mnist_end_to_end(tmp_path, mnist_tfds_dir, mnist_raw_dir):
     assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["0", "300"]
 
     with PIL.Image.open(workdir / "reconstruction_1.png") as picture:
-        assert picture.size == _grid_size(2, 8)
+        assert picture.size == grid_size(2, 8)
     with PIL.Image.open(workdir / "sample_1.png") as picture:
-        assert picture.size == _grid_size(8, 8)
+        assert picture.size == grid_size(8, 8)
     config = experiment.VAEConfig(**json.loads((workdir / "config.json").read_text()))
     assert config.train_examples == 300 * 128 and config.epochs == 1
 
@@ -87,11 +83,11 @@ def test_vae_fashion_mnist_end_to_end(tmp_path, fashion_raw_dir):
     assert "x kl" in proc.stdout + proc.stderr
     assert lines[1]["step"] == 30  # 3000 / batch 100
     with PIL.Image.open(workdir / "sample_1.png") as picture:
-        assert picture.size == _grid_size(8, 8, image=32)
+        assert picture.size == grid_size(8, 8, image=32)
     with PIL.Image.open(workdir / "latent_space.png") as picture:
         assert picture.size[0] > 300
     with PIL.Image.open(workdir / "latent_manifold.png") as picture:
-        assert picture.size == _grid_size(20, 20, image=32)
+        assert picture.size == grid_size(20, 20, image=32)
 
 
 def _main(argv, defaults=None):

@@ -104,3 +104,45 @@ def test_autoencoder_shapes():
     params = _init(model, x)
     logits, z = model.apply({"params": params}, x)
     assert logits.shape == (4, 32, 32, 1) and z.shape == (4, 3)
+
+
+def test_dense_autoencoder_is_the_lectures_784_256_128():
+    """The lectures' PyTorch AE: Linear 784-256-128-latent, mirrored decoder (latent 2)."""
+    model = models.mlp_autoencoder(latent_dim=2)
+    params = _init(model, jnp.zeros((1, 28, 28, 1)))
+    encoder = [params["encoder"][name]["Dense_0"]["kernel"].shape
+               for name in ("TorchDense_0", "TorchDense_1", "z")]
+    decoder = [params["decoder"][f"TorchDense_{i}"]["Dense_0"]["kernel"].shape for i in range(3)]
+    assert encoder == [(784, 256), (256, 128), (128, 2)]
+    assert decoder == [(2, 128), (128, 256), (256, 784)]
+    linear = encoder + decoder
+    assert models.count_params(params) == sum((i + 1) * o for i, o in linear) == 469_010
+    # its VAE: the same layers, two heads of 2
+    vae = _init(models.mlp_vae(2, (256, 128)), jnp.zeros((1, 28, 28, 1)), KEY)
+    assert models.count_params(vae) == 469_010 + 129 * 2
+    logits, z = model.apply({"params": params}, jnp.zeros((3, 28, 28, 1)))
+    assert logits.shape == (3, 28, 28, 1) and z.shape == (3, 2)
+
+
+def test_conditional_vae_sees_the_label_in_encoder_and_decoder():
+    model = models.mlp_cvae(latent_dim=2, hidden_dims=(512,), num_classes=10)
+    x = jax.random.uniform(KEY, (4, 28, 28, 1))
+    labels = jnp.array([0, 3, 7, 9])
+    params = _init(model, x, labels, KEY)
+    assert params["encoder"]["TorchDense_0"]["Dense_0"]["kernel"].shape == (784 + 10, 512)
+    assert params["decoder"]["TorchDense_0"]["Dense_0"]["kernel"].shape == (2 + 10, 512)
+    linear = [(794, 512), (512, 2), (512, 2), (12, 512), (512, 784)]
+    assert models.count_params(params) == sum((i + 1) * o for i, o in linear)
+    logits, mean, log_var = model.apply({"params": params}, x, labels, KEY)
+    assert logits.shape == x.shape and mean.shape == log_var.shape == (4, 2)
+    # the label changes both the posterior and the decoded image for the same x and z
+    other_mean, _ = model.apply({"params": params}, x, (labels + 1) % 10, method="encode")
+    assert not np.allclose(mean, other_mean)
+    z = jnp.zeros((4, 2))
+    as_labels = model.apply({"params": params}, z, labels, method="decode")
+    as_others = model.apply({"params": params}, z, (labels + 1) % 10, method="decode")
+    assert not np.allclose(as_labels, as_others)
+    # the conditional forward pass is encode -> reparameterize -> decode with the same label
+    z_sample = models.reparameterize(KEY, mean, log_var)
+    np.testing.assert_allclose(
+        logits, model.apply({"params": params}, z_sample, labels, method="decode"), rtol=1e-6)

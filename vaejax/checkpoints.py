@@ -33,6 +33,7 @@ def _ocp():
 
 
 def _manager(directory: Path, keep: int | None = None, read_only: bool = False):
+    directory = directory.absolute()  # orbax refuses relative paths (e.g. the default workdir)
     ocp = _ocp()
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=not read_only, read_only=read_only,

@@ -18,14 +18,14 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vaejax import checkpoints, data, io, loop, models, objectives, training
+from vaejax import checkpoints, data, io, latent, loop, models, objectives, training
 
 MODELS = ("mlp", "conv")
 
@@ -41,10 +41,41 @@ def _field(default, help: str, choices: Sequence | None = None, resume: bool = F
 
 
 @dataclasses.dataclass(frozen=True)
-class VAEConfig:
-    """Every setting of a VAE run. Defaults: pytorch/examples ``vae/main.py`` on MNIST."""
+class RunConfig:
+    """What every experiment shares: the data, the optimizer, the workdir and its checkpoints.
+
+    An experiment's config subclasses it with its own fields; a subclass may redeclare a field
+    to change its default.
+    """
 
     dataset: str = _field("mnist", "dataset", tuple(data.DATASETS))
+    batch_size: int = _field(128, "training batch size (a multiple of the device count)")
+    epochs: int = _field(10, "training epochs", resume=True)
+    learning_rate: float = _field(1e-3, "Adam learning rate")
+    adam_eps: float = _field(1e-8, "Adam epsilon")
+    seed: int = _field(1, "random seed: initialization, data order, noise")
+    train_examples: int = _field(0, "train on the first N training images only (0 = all)")
+    eval_batch_size: int = _field(1000, "evaluation batch size (a multiple of the device count)",
+                                  resume=True)
+    data_dir: str = _field("", "tfds data directory (empty: $TFDS_DATA_DIR or "
+                           "~/tensorflow_datasets)", resume=True)
+    raw_data_dir: str = _field("", f"folder with the raw IDX .gz files, for offline use "
+                               f"(empty: ${data.RAW_DATA_DIR_ENV}, then tfds' manual dir "
+                               f"<data_dir>/downloads/manual, then download)", resume=True)
+    workdir: str = _field("workdirs/run", "where metrics, images, checkpoints and parameters "
+                          "go; rerunning with the same workdir resumes", resume=True)
+    checkpoint_every: int = _field(500, "save a checkpoint every N steps (also at the end and "
+                                   "on SIGTERM/SIGINT)", resume=True)
+    keep_checkpoints: int = _field(3, "keep the N newest checkpoints", resume=True)
+    nonfinite: str = _field("stop", "a step with a non-finite loss or gradient: stop (name the "
+                            "last good checkpoint) or skip it", training.NONFINITE_POLICIES,
+                            resume=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class VAEConfig(RunConfig):
+    """Every setting of a VAE run. Defaults: pytorch/examples ``vae/main.py`` on MNIST."""
+
     model: str = _field("mlp", "mlp: pytorch/examples 784-400-latent VAE; conv: Foster's "
                         "convolutional VAE on 32x32 images", MODELS)
     latent_dim: int = _field(20, "size of the latent code z")
@@ -59,27 +90,8 @@ class VAEConfig:
                                data.BINARIZATIONS)
     image_size: int = _field(0, "pad images to this size: 28 (none) or 32; 0 = the model's "
                              "own (mlp 28, conv 32)")
-    batch_size: int = _field(128, "training batch size (a multiple of the device count)")
-    epochs: int = _field(10, "training epochs", resume=True)
-    learning_rate: float = _field(1e-3, "Adam learning rate")
-    adam_eps: float = _field(1e-8, "Adam epsilon")
-    seed: int = _field(1, "random seed: initialization, data order, noise")
-    train_examples: int = _field(0, "train on the first N training images only (0 = all)")
-    eval_batch_size: int = _field(1000, "evaluation batch size (a multiple of the device count)",
-                                  resume=True)
-    data_dir: str = _field("", "tfds data directory (empty: $TFDS_DATA_DIR or "
-                           "~/tensorflow_datasets)", resume=True)
-    raw_data_dir: str = _field("", f"folder with the raw IDX .gz files, for offline use "
-                               f"(empty: ${data.RAW_DATA_DIR_ENV}, then tfds' manual dir "
-                               f"<data_dir>/downloads/manual, then download)", resume=True)
     workdir: str = _field("workdirs/vae_mnist", "where metrics, images, checkpoints and "
                           "parameters go; rerunning with the same workdir resumes", resume=True)
-    checkpoint_every: int = _field(500, "save a checkpoint every N steps (also at the end and "
-                                   "on SIGTERM/SIGINT)", resume=True)
-    keep_checkpoints: int = _field(3, "keep the N newest checkpoints", resume=True)
-    nonfinite: str = _field("stop", "a step with a non-finite loss or gradient: stop (name the "
-                            "last good checkpoint) or skip it", training.NONFINITE_POLICIES,
-                            resume=True)
     latent_plots: str = _field("auto", "latent_space.png (posterior means of the test set) and "
                                "latent_manifold.png (decoded grid of z): on, off, or auto (on "
                                "for --latent_dim 2)", LATENT_PLOTS, resume=True)
@@ -93,23 +105,22 @@ class ConfigError(ValueError):
     """A setting that cannot work; the message names the fix."""
 
 
-def validate(config: VAEConfig, num_devices: int) -> None:
-    """Raises :class:`ConfigError` for the first setting that cannot work."""
-    for name in ("latent_dim", "hidden_dim", "batch_size", "epochs", "eval_batch_size",
-                 "checkpoint_every", "keep_checkpoints"):
-        if getattr(config, name) <= 0:
-            raise ConfigError(f"--{name} must be positive, got {getattr(config, name)}")
-    for name in ("learning_rate", "gaussian_variance", "adam_eps"):
+def check_positive(config, *names: str) -> None:
+    """Raises :class:`ConfigError` unless each named field is > 0 (and finite)."""
+    for name in names:
         value = getattr(config, name)
         if not value > 0 or not np.isfinite(value):
-            raise ConfigError(f"--{name} must be a positive number, got {value}")
+            kind = "a positive number" if isinstance(value, float) else "positive"
+            raise ConfigError(f"--{name} must be {kind}, got {value}")
+
+
+def validate_run(config: RunConfig, num_devices: int) -> None:
+    """Raises :class:`ConfigError` for the first shared setting that cannot work (and for any
+    field of a subclass outside its choices)."""
+    check_positive(config, "batch_size", "epochs", "eval_batch_size", "checkpoint_every",
+                   "keep_checkpoints", "learning_rate", "adam_eps")
     if not 0 <= config.seed < 2**31:
         raise ConfigError(f"--seed must be between 0 and {2**31 - 1}, got {config.seed}")
-    if config.latent_plots == "on" and config.latent_dim != 2:
-        raise ConfigError(f"--latent_plots on draws 2-D latent codes, but --latent_dim is "
-                          f"{config.latent_dim}: pass --latent_dim 2, or --latent_plots off")
-    if not config.beta >= 0 or not np.isfinite(config.beta):
-        raise ConfigError(f"--beta must be >= 0, got {config.beta}")
     for field in dataclasses.fields(config):
         choices = field.metadata.get("choices")
         if choices and getattr(config, field.name) not in choices:
@@ -119,11 +130,6 @@ def validate(config: VAEConfig, num_devices: int) -> None:
     if not 0 <= config.train_examples <= n_available:
         raise ConfigError(f"--train_examples must be between 0 (all) and {n_available}, "
                           f"got {config.train_examples}")
-    if config.image_size not in (0, 28, 32):
-        raise ConfigError(f"--image_size must be 28 or 32 (or 0 for the model's own), "
-                          f"got {config.image_size}")
-    if config.model == "conv" and config.resolved_image_size != 32:
-        raise ConfigError("the conv model needs 32x32 images: drop --image_size or pass 32")
     for name in ("batch_size", "eval_batch_size"):
         try:
             training.check_batch_size(getattr(config, name), num_devices, f"--{name}")
@@ -135,6 +141,22 @@ def validate(config: VAEConfig, num_devices: int) -> None:
                           f"images: lower it or raise --train_examples")
 
 
+def validate(config: VAEConfig, num_devices: int) -> None:
+    """Raises :class:`ConfigError` for the first setting that cannot work."""
+    check_positive(config, "batch_size", "latent_dim", "hidden_dim", "gaussian_variance")
+    validate_run(config, num_devices)
+    if config.latent_plots == "on" and config.latent_dim != 2:
+        raise ConfigError(f"--latent_plots on draws 2-D latent codes, but --latent_dim is "
+                          f"{config.latent_dim}: pass --latent_dim 2, or --latent_plots off")
+    if not config.beta >= 0 or not np.isfinite(config.beta):
+        raise ConfigError(f"--beta must be >= 0, got {config.beta}")
+    if config.image_size not in (0, 28, 32):
+        raise ConfigError(f"--image_size must be 28 or 32 (or 0 for the model's own), "
+                          f"got {config.image_size}")
+    if config.model == "conv" and config.resolved_image_size != 32:
+        raise ConfigError("the conv model needs 32x32 images: drop --image_size or pass 32")
+
+
 def build_model(config: VAEConfig) -> models.VAE:
     size = config.resolved_image_size
     if config.model == "mlp":
@@ -142,12 +164,13 @@ def build_model(config: VAEConfig) -> models.VAE:
     return models.conv_vae(config.latent_dim)
 
 
-def resumable_fields() -> tuple[str, ...]:
-    """Fields that may change when a run is resumed."""
-    return tuple(f.name for f in dataclasses.fields(VAEConfig) if f.metadata.get("resume"))
+def resumable_fields(config_class: type = VAEConfig) -> tuple[str, ...]:
+    """Fields of ``config_class`` that may change when a run is resumed."""
+    return tuple(f.name for f in dataclasses.fields(config_class) if f.metadata.get("resume"))
 
 
-def load_data(config: VAEConfig) -> tuple[data.ImageSplit, data.ImageSplit]:
+def load_data(config: RunConfig, binarization: str = "none"
+              ) -> tuple[data.ImageSplit, data.ImageSplit]:
     """Train and test splits as uint8 arrays, after the host side of the binarization protocol."""
     kwargs = dict(data_dir=config.data_dir or None, raw_data_dir=config.raw_data_dir or None)
     train = data.load_split(config.dataset, "train", **kwargs)
@@ -155,8 +178,8 @@ def load_data(config: VAEConfig) -> tuple[data.ImageSplit, data.ImageSplit]:
     if config.train_examples:
         train = data.ImageSplit(train.images[: config.train_examples],
                                 train.labels[: config.train_examples])
-    return (data.apply_binarization_protocol(train, config.binarization, train=True),
-            data.apply_binarization_protocol(test, config.binarization, train=False))
+    return (data.apply_binarization_protocol(train, binarization, train=True),
+            data.apply_binarization_protocol(test, binarization, train=False))
 
 
 def _format_terms(terms: dict[str, float], beta: float) -> str:
@@ -193,6 +216,108 @@ def _wants_latent_plots(config: VAEConfig) -> bool:
                                            and config.latent_dim == 2)
 
 
+class RunKeys(NamedTuple):
+    """The independent random streams of a run, each a function of one key alone."""
+
+    init: jax.Array
+    data: jax.Array  # the data order
+    step: jax.Array  # per-step keys (noise, binarization, corruption)
+    eval: jax.Array
+    sample: jax.Array  # fixed samples for the pictures
+
+    @classmethod
+    def of(cls, key: jax.Array) -> "RunKeys":
+        return cls(*(jax.random.fold_in(key, i) for i in range(5)))
+
+
+class TrainSettings(NamedTuple):
+    """The optimizer and loop settings of one model's training (from a :class:`RunConfig`)."""
+
+    batch_size: int
+    epochs: int
+    learning_rate: float
+    adam_eps: float
+    eval_batch_size: int
+    checkpoint_every: int
+    keep_checkpoints: int
+    nonfinite: str
+
+    @classmethod
+    def of(cls, config: RunConfig, **overrides) -> "TrainSettings":
+        return cls(**{**{name: getattr(config, name) for name in cls._fields}, **overrides})
+
+
+Describe = Callable[[dict[str, float]], str]
+AfterEpoch = Callable[[int, Any], None]
+
+
+def fit(workdir: Path, *, config_record: dict[str, Any], free_fields: Sequence[str],
+        settings: TrainSettings, params, per_example: objectives.PerExampleFn, train_data,
+        test_data, preprocess: training.Preprocess, eval_preprocess: training.Preprocess,
+        keys: RunKeys, describe: Describe, after_epoch: AfterEpoch | None = None,
+        mesh=None) -> tuple[Any, dict[str, Any] | None]:
+    """Trains ``params`` on ``batch_mean(per_example)`` with Adam through the shared loop
+    (:func:`vaejax.loop.train`: checkpoints, resume, signals, non-finite guard) and evaluates
+    ``per_example`` on ``test_data`` after every epoch. The machinery of every experiment.
+
+    ``train_data``/``test_data`` are pytrees of host arrays with a leading example axis (images,
+    or e.g. ``(images, labels)``); ``preprocess(raw_batch, key)`` runs on the device in each step,
+    ``eval_preprocess`` in evaluation. ``describe(terms)`` formats a metrics dict for the
+    console; ``after_epoch(epoch, host_params)`` runs on the writing process after each epoch
+    (pictures). Writes ``config.json`` (``config_record``), ``metrics.jsonl``, ``timing.jsonl``,
+    ``checkpoints/`` and at the end ``params.msgpack`` into ``workdir``; a workdir already
+    holding this run resumes it (``free_fields`` may differ). Returns ``(host params, last
+    metrics record)``.
+    """
+    mesh = mesh or training.data_mesh()
+    start_step = loop.resume_step(workdir, config_record, free_fields)
+    optimizer = optax.adam(settings.learning_rate, eps=settings.adam_eps)
+    num_examples = len(jax.tree_util.tree_leaves(train_data)[0])
+    runner = training.make_epoch_runner(
+        training.gradient_update(objectives.batch_mean(per_example), optimizer), preprocess,
+        batch_size=settings.batch_size, num_examples=num_examples, mesh=mesh,
+        nonfinite=settings.nonfinite)
+    evaluate = training.make_evaluator(per_example, eval_preprocess,
+                                       batch_size=settings.eval_batch_size, mesh=mesh)
+    state = training.put_replicated(training.create_train_state(params, optimizer), mesh)
+    train_data, test_data = training.put_replicated((train_data, test_data), mesh)
+    writer = loop.is_writer()
+
+    def end_of_epoch(epoch: int, state, train_terms):
+        test_terms = {k: float(v) for k, v in evaluate(state.params, test_data,
+                                                        keys.eval).items()}
+        record = {**{f"train_{k}": v for k, v in (train_terms or {}).items()},
+                  **{f"test_{k}": v for k, v in test_terms.items()}}
+        if writer and epoch > 0 and after_epoch is not None:
+            after_epoch(epoch, jax.device_get(state.params))
+        if train_terms is None:
+            return record, f"epoch {epoch:3d}  test {describe(test_terms)}"
+        skipped = train_terms.get("skipped_steps", 0)
+        return record, (f"epoch {epoch:3d}  train {describe(train_terms)}  "
+                        f"test {describe(test_terms)}"
+                        + (f"  ({skipped} non-finite steps skipped)" if skipped else ""))
+
+    state, record = loop.train(
+        runner, state, train_data, data_key=keys.data, base_key=keys.step,
+        epochs=settings.epochs, workdir=workdir, config=config_record, start_step=start_step,
+        checkpoint_every=settings.checkpoint_every, keep_checkpoints=settings.keep_checkpoints,
+        end_of_epoch=end_of_epoch, mesh=mesh)
+    params = jax.device_get(state.params)
+    if writer:
+        io.save_params(workdir / "params.msgpack", params)
+    return params, record
+
+
+def training_summary(workdir: Path, batch_size: int) -> str:
+    """'training 28.2 s (21,300 img/s)' from ``timing.jsonl`` (only the steps this workdir's
+    runs took; empty if none)."""
+    timing = io.read_jsonl(workdir / loop.TIMING) if (workdir / loop.TIMING).exists() else []
+    seconds = sum(t.get("seconds", 0.0) for t in timing)
+    trained = sum(t.get("steps", 0) for t in timing)
+    rate = f" ({trained * batch_size / seconds:,.0f} img/s)" if seconds else ""
+    return f"training {seconds:.1f} s{rate}"
+
+
 def train_and_evaluate(config: VAEConfig, workdir: os.PathLike | str) -> dict[str, Any]:
     """Trains the VAE of ``config``, evaluates it every epoch, writes everything into ``workdir``.
 
@@ -212,89 +337,49 @@ def train_and_evaluate(config: VAEConfig, workdir: os.PathLike | str) -> dict[st
     mesh = training.data_mesh()
     validate(config, mesh.size)
     config_record = dataclasses.asdict(config)
-    start_step = loop.resume_step(workdir, config_record, resumable_fields())
+    start_step = loop.resume_step(workdir, config_record, resumable_fields())  # before loading
 
     start = time.perf_counter()
-    train, test = load_data(config)
+    train, test = load_data(config, config.binarization)
     data_seconds = time.perf_counter() - start
     writer = loop.is_writer()
 
-    # independent streams, each a function of the seed alone
-    init_key, data_key, step_base_key, eval_key, sample_key = (
-        jax.random.fold_in(jax.random.key(config.seed), i) for i in range(5))
+    keys = RunKeys.of(jax.random.key(config.seed))
     size = config.resolved_image_size
     model = build_model(config)
-    params = model.init(init_key, jnp.zeros((1, size, size, 1)), init_key)["params"]
-    n_params = models.count_params(params)
-    optimizer = optax.adam(config.learning_rate, eps=config.adam_eps)
+    params = model.init(keys.init, jnp.zeros((1, size, size, 1)), keys.init)["params"]
     per_example = objectives.vae_per_example(
         model, likelihood=config.likelihood, beta=config.beta, variance=config.gaussian_variance)
-    runner = training.make_epoch_runner(
-        training.gradient_update(objectives.batch_mean(per_example), optimizer),
-        data.make_batch_preprocessor(size, config.binarization == "dynamic"),
-        batch_size=config.batch_size, num_examples=len(train.images), mesh=mesh,
-        nonfinite=config.nonfinite)
-    evaluate = training.make_evaluator(per_example, data.make_batch_preprocessor(size),
-                                       batch_size=config.eval_batch_size, mesh=mesh)
-    state = training.put_replicated(training.create_train_state(params, optimizer), mesh)
-    train_images = training.put_replicated(train.images, mesh)
-    test_images = training.put_replicated(test.images, mesh)
-    images = _ImageWriter(model, test.images, size, sample_key, config.latent_dim)
+    images = _ImageWriter(model, test.images, size, keys.sample, config.latent_dim)
 
     log = print if writer else (lambda text: None)
     resumed = "" if start_step is None else f"; resuming from step {start_step}"
-    log(f"vaejax: {config.model} VAE ({n_params:,} parameters) on {config.dataset} "
-        f"({len(train.images):,} train / {len(test.images):,} test images, binarization "
-        f"{config.binarization}), {mesh.size} {jax.devices()[0].platform} device(s) in "
-        f"{jax.process_count()} process(es); data {data_seconds:.1f} s{resumed}")
+    log(f"vaejax: {config.model} VAE ({models.count_params(params):,} parameters) on "
+        f"{config.dataset} ({len(train.images):,} train / {len(test.images):,} test images, "
+        f"binarization {config.binarization}), {mesh.size} {jax.devices()[0].platform} "
+        f"device(s) in {jax.process_count()} process(es); data {data_seconds:.1f} s{resumed}")
 
-    def end_of_epoch(epoch: int, state, train_terms):
-        test_terms = {k: float(v) for k, v in evaluate(state.params, test_images,
-                                                        eval_key).items()}
-        record = {**{f"train_{k}": v for k, v in (train_terms or {}).items()},
-                  **{f"test_{k}": v for k, v in test_terms.items()}}
-        if writer and epoch > 0:
-            images.write(workdir, epoch, jax.device_get(state.params))
-        if train_terms is None:
-            return record, f"epoch {epoch:3d}  test {_format_terms(test_terms, config.beta)}"
-        skipped = train_terms.get("skipped_steps", 0)
-        return record, (f"epoch {epoch:3d}  train {_format_terms(train_terms, config.beta)}  "
-                        f"test {_format_terms(test_terms, config.beta)} nats/image"
-                        + (f"  ({skipped} non-finite steps skipped)" if skipped else ""))
+    params, record = fit(
+        workdir, config_record=config_record, free_fields=resumable_fields(),
+        settings=TrainSettings.of(config), params=params, per_example=per_example,
+        train_data=train.images, test_data=test.images,
+        preprocess=data.make_batch_preprocessor(size, config.binarization == "dynamic"),
+        eval_preprocess=data.make_batch_preprocessor(size), keys=keys,
+        describe=lambda terms: _format_terms(terms, config.beta),
+        after_epoch=lambda epoch, p: images.write(workdir, epoch, p), mesh=mesh)
 
-    state, record = loop.train(
-        runner, state, train_images, data_key=data_key, base_key=step_base_key,
-        epochs=config.epochs, workdir=workdir, config=config_record, start_step=start_step,
-        checkpoint_every=config.checkpoint_every, keep_checkpoints=config.keep_checkpoints,
-        end_of_epoch=end_of_epoch, mesh=mesh)
-
-    params = jax.device_get(state.params)
-    if writer:
-        io.save_params(workdir / "params.msgpack", params)
-        if _wants_latent_plots(config):
-            z = images.encode_mean(params, data.make_batch_preprocessor(size)(test.images, None))
-            io.save_latent_scatter(workdir / "latent_space.png", np.asarray(z), test.labels,
-                                   data.dataset_spec(config.dataset).class_names,
-                                   f"{config.dataset} test set, posterior means")
-            io.save_image_grid(workdir / "latent_manifold.png",
-                               np.asarray(images.decode(params, latent_grid(20))), columns=20)
-    timing = io.read_jsonl(workdir / loop.TIMING) if writer else []
-    seconds = sum(t.get("seconds", 0.0) for t in timing)
-    trained = sum(t.get("steps", 0) for t in timing)
-    rate = f" ({trained * config.batch_size / seconds:,.0f} img/s)" if seconds else ""
+    if writer and _wants_latent_plots(config):
+        z = images.encode_mean(params, data.make_batch_preprocessor(size)(test.images, None))
+        io.save_latent_scatter(workdir / "latent_space.png", np.asarray(z), test.labels,
+                               data.dataset_spec(config.dataset).class_names,
+                               f"{config.dataset} test set, posterior means")
+        io.save_image_grid(workdir / "latent_manifold.png",
+                           np.asarray(images.decode(params, latent.normal_quantile_grid(20))), columns=20)
     if record is not None:
         log(f"done: test -ELBO {record['test_negative_elbo']:.2f} nats/image after "
-            f"{config.epochs} epochs; training {seconds:.1f} s{rate}, whole run "
+            f"{config.epochs} epochs; {training_summary(workdir, config.batch_size)}, whole run "
             f"{time.perf_counter() - run_start:.1f} s; outputs in {workdir}")
     return record
-
-
-def latent_grid(n: int) -> jax.Array:
-    """An n x n grid of 2-D codes at the (i + 1/2) / n quantiles of N(0, 1) on each axis,
-    row-major with z2 falling down the rows: [n * n, 2]."""
-    q = jax.scipy.stats.norm.ppf((jnp.arange(n) + 0.5) / n)
-    z1, z2 = jnp.meshgrid(q, q[::-1])
-    return jnp.stack([z1.ravel(), z2.ravel()], axis=-1)
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -304,7 +389,7 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see --help)\n")
 
 
-def build_parser(defaults: VAEConfig, description: str | None = None,
+def build_parser(defaults: RunConfig, description: str | None = None,
                  prog: str | None = None) -> argparse.ArgumentParser:
     """A parser with one ``--flag`` per config field, defaulting to ``defaults``."""
     parser = _OneLineParser(prog=prog, description=description,
@@ -349,9 +434,11 @@ def initialize_distributed(coordinator_address: str = "", num_processes: int = 0
                                process_id=process_id if process_id >= 0 else None)
 
 
-def main(defaults: VAEConfig, description: str | None = None,
-         argv: Sequence[str] | None = None, prog: str | None = None) -> int:
-    """Parses flags over ``defaults`` and trains. Exit status: 0 done; 2 a user error (flags,
+def main(defaults: RunConfig, description: str | None = None,
+         argv: Sequence[str] | None = None, prog: str | None = None,
+         run: Callable[[Any, Path], Any] | None = None) -> int:
+    """Parses flags over ``defaults`` and calls ``run(config, workdir)`` (default
+    :func:`train_and_evaluate`). Exit status: 0 done; 2 a user error (flags,
     data, workdir, checkpoint: one line on stderr, nothing written); 3 training diverged; 128 +
     the signal number when stopped by SIGTERM/SIGINT after saving a checkpoint."""
     args = vars(build_parser(defaults, description, prog).parse_args(argv))
@@ -366,7 +453,7 @@ def main(defaults: VAEConfig, description: str | None = None,
     try:
         if launch.pop("distributed") or launch["coordinator_address"]:
             initialize_distributed(**launch)
-        train_and_evaluate(config, config.workdir)
+        (run or train_and_evaluate)(config, Path(config.workdir))
     except (ConfigError, data.DataError, loop.WorkdirError, checkpoints.CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -50,12 +50,29 @@ def image_grid(images: np.ndarray, columns: int, padding: int = 2, pad_value: fl
 def save_image_grid(path: os.PathLike | str, images: np.ndarray, columns: int,
                     scale: int = 2) -> Path:
     """Writes :func:`image_grid` as a PNG, each pixel enlarged ``scale`` times."""
+    return _save_png(path, image_grid(images, columns), scale)
+
+
+def save_image_grids(path: os.PathLike | str, grids: Sequence[tuple[np.ndarray, int]],
+                     gap: int = 12, scale: int = 2) -> Path:
+    """Several :func:`image_grid` s side by side, ``gap`` white pixels apart, as one PNG: one
+    ``(images [N, H, W, C], columns)`` per grid (for comparisons: AE | VAE). Shorter grids are
+    padded with white at the bottom."""
+    tiles = [image_grid(images, columns) for images, columns in grids]
+    height = max(t.shape[0] for t in tiles)
+    parts = []
+    for i, tile in enumerate(tiles):
+        pad = [(0, height - tile.shape[0]), (0, gap if i < len(tiles) - 1 else 0)]
+        parts.append(np.pad(tile, pad + [(0, 0)] * (tile.ndim - 2), constant_values=255))
+    return _save_png(path, np.concatenate(parts, axis=1), scale)
+
+
+def _save_png(path: os.PathLike | str, pixels: np.ndarray, scale: int) -> Path:
     import io
 
     import PIL.Image
 
-    grid = image_grid(images, columns)
-    picture = PIL.Image.fromarray(grid)
+    picture = PIL.Image.fromarray(pixels)
     if scale > 1:
         picture = picture.resize((picture.width * scale, picture.height * scale),
                                  PIL.Image.NEAREST)
@@ -89,6 +106,16 @@ def load_params(path: os.PathLike | str, target):
 def save_latent_scatter(path: os.PathLike | str, z: np.ndarray, labels: np.ndarray,
                         class_names: Sequence[str], title: str = "") -> Path:
     """Scatter of 2-D codes [N, 2] coloured by label, with a legend of class names (PNG)."""
+    return save_latent_scatters(path, [(z, title)], labels, class_names)
+
+
+def save_latent_scatters(path: os.PathLike | str, panels: Sequence[tuple[np.ndarray, str]],
+                         labels: np.ndarray, class_names: Sequence[str],
+                         axis_labels: tuple[str, str] = ("z[0]", "z[1]"),
+                         limits: tuple[float, float] | None = None) -> Path:
+    """Side-by-side scatters of 2-D codes, one panel per ``(z [N, 2], title)``, each point
+    coloured by its label [N], one legend of class names (PNG). ``limits``: the same (low,
+    high) on both axes of every panel (e.g. (0, 1) for p-values)."""
     import io
 
     import matplotlib
@@ -96,15 +123,21 @@ def save_latent_scatter(path: os.PathLike | str, z: np.ndarray, labels: np.ndarr
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 6), dpi=100)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels) + 1, 6), dpi=100,
+                             squeeze=False)
     cmap = plt.get_cmap("tab10")
-    for k, name in enumerate(class_names):
-        chosen = labels == k
-        ax.scatter(z[chosen, 0], z[chosen, 1], s=2, alpha=0.6, color=cmap(k % 10), label=name)
-    ax.set_xlabel("z[0]")
-    ax.set_ylabel("z[1]")
-    ax.set_title(title)
-    ax.legend(markerscale=5, fontsize=8, loc="best")
+    for ax, (z, title) in zip(axes[0], panels):
+        for k, name in enumerate(class_names):
+            chosen = labels == k
+            ax.scatter(z[chosen, 0], z[chosen, 1], s=2, alpha=0.6, color=cmap(k % 10),
+                       label=name)
+        ax.set_xlabel(axis_labels[0])
+        ax.set_ylabel(axis_labels[1])
+        ax.set_title(title)
+        if limits is not None:
+            ax.set_xlim(*limits)
+            ax.set_ylim(*limits)
+    axes[0, -1].legend(markerscale=5, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")

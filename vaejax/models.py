@@ -11,7 +11,8 @@ Conventions, for every model here:
 Two families:
 
 - ``mlp``: the VAE of pytorch/examples ``vae/main.py`` (784-400-20 with a 20-400-784 decoder),
-  with PyTorch's default ``nn.Linear`` initialization.
+  the lectures' dense autoencoder (784-256-128-latent, mirrored) and the conditional VAE, with
+  PyTorch's default ``nn.Linear`` initialization.
 - ``conv``: the convolutional VAE and AE of Foster, *Generative Deep Learning* 2nd ed., ch. 3,
   on 32x32x1 images, with Keras' default initialization (Glorot-uniform kernels, zero biases).
 """
@@ -54,16 +55,20 @@ class TorchDense(nn.Module):
 
 
 class MLPEncoder(nn.Module):
-    """[B, H, W, C] -> (mean, log_var), each [B, latent_dim]: flatten, ReLU hidden layers, two heads."""
+    """[B, ...] (flattened) -> (mean, log_var), each [B, latent_dim]; with ``variational`` False
+    (a plain autoencoder) -> z [B, latent_dim]. ReLU hidden layers, linear heads."""
 
     latent_dim: int = 20
     hidden_dims: Sequence[int] = (400,)
+    variational: bool = True
 
     @nn.compact
     def __call__(self, x):
         h = x.reshape(x.shape[0], -1)
         for width in self.hidden_dims:
             h = nn.relu(TorchDense(width)(h))
+        if not self.variational:
+            return TorchDense(self.latent_dim, name="z")(h)
         return TorchDense(self.latent_dim, name="mean")(h), TorchDense(self.latent_dim, name="log_var")(h)
 
 
@@ -174,11 +179,55 @@ class Autoencoder(nn.Module):
         return self.decoder(z)
 
 
+class ConditionalVAE(nn.Module):
+    """A VAE conditioned on a class label (Sohn et al. 2015; the lectures' CVAE).
+
+    The encoder sees [flattened x, one_hot(label)], the decoder [z, one_hot(label)], so z is left
+    to hold what the label does not say (style). ``apply(params, x, labels, key)`` returns
+    ``(logits, mean, log_var)``; ``decode(z, labels)`` draws a chosen class from the prior.
+    Labels are int [B] in 0..num_classes-1.
+    """
+
+    encoder: nn.Module
+    decoder: nn.Module
+    num_classes: int = 10
+
+    def _with_label(self, features, labels):
+        return jnp.concatenate([features.reshape(features.shape[0], -1),
+                                jax.nn.one_hot(labels, self.num_classes)], axis=-1)
+
+    def __call__(self, x, labels, key):
+        mean, log_var = self.encode(x, labels)
+        return self.decode(reparameterize(key, mean, log_var), labels), mean, log_var
+
+    def encode(self, x, labels):
+        return self.encoder(self._with_label(x, labels))
+
+    def decode(self, z, labels):
+        return self.decoder(self._with_label(z, labels))
+
+
 def mlp_vae(latent_dim: int = 20, hidden_dims: Sequence[int] = (400,),
             image_shape: Sequence[int] = (28, 28, 1)) -> VAE:
     """pytorch/examples ``vae/main.py``: 784-400-(20, 20) encoder, 20-400-784 decoder (653,624 params)."""
     return VAE(MLPEncoder(latent_dim, tuple(hidden_dims)),
                MLPDecoder(tuple(image_shape), tuple(reversed(hidden_dims))))
+
+
+def mlp_autoencoder(latent_dim: int = 2, hidden_dims: Sequence[int] = (256, 128),
+                    image_shape: Sequence[int] = (28, 28, 1)) -> Autoencoder:
+    """The lectures' dense autoencoder: 784-256-128-latent encoder, mirrored decoder, ReLU."""
+    return Autoencoder(MLPEncoder(latent_dim, tuple(hidden_dims), variational=False),
+                       MLPDecoder(tuple(image_shape), tuple(reversed(hidden_dims))))
+
+
+def mlp_cvae(latent_dim: int = 2, hidden_dims: Sequence[int] = (512,), num_classes: int = 10,
+             image_shape: Sequence[int] = (28, 28, 1)) -> ConditionalVAE:
+    """A conditional MLP VAE: (784 + classes)-hidden-latent encoder, (latent + classes)-hidden-784
+    decoder."""
+    return ConditionalVAE(MLPEncoder(latent_dim, tuple(hidden_dims)),
+                          MLPDecoder(tuple(image_shape), tuple(reversed(hidden_dims))),
+                          num_classes)
 
 
 def conv_vae(latent_dim: int = 2, channels: Sequence[int] = (32, 64, 128),

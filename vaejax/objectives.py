@@ -120,6 +120,9 @@ def iwae_bound(log_weights: jax.Array) -> jax.Array:
     return jax.nn.logsumexp(log_weights, axis=0) - float(np.log(num_samples))
 
 
+RECONSTRUCTION_LOSSES = ("bce", "mse")
+
+
 def reconstruction_loss(x: jax.Array, logits: jax.Array, kind: str = "bce") -> jax.Array:
     """A plain autoencoder's loss per image [B], summed over pixels.
 
@@ -145,13 +148,32 @@ def vae_per_example(model, *, likelihood: str = "bernoulli", beta: float = 1.0,
     return per_example
 
 
-def autoencoder_per_example(model, kind: str = "bce") -> PerExampleFn:
-    """``f(params, x, key) -> {"loss": reconstruction_loss [B]}`` for an Autoencoder (key unused)."""
+def cvae_per_example(model, *, likelihood: str = "bernoulli", beta: float = 1.0,
+                     variance: float = 1.0) -> PerExampleFn:
+    """``f(params, (x, labels), key) -> negative_elbo terms [B]`` for a
+    :class:`vaejax.models.ConditionalVAE` (the conditional ELBO of log p(x | label))."""
 
-    def per_example(params, x, key):
+    def per_example(params, batch, key):
+        x, labels = batch
+        logits, mean, log_var = model.apply({"params": params}, x, labels, key)
+        return negative_elbo(x, logits, mean, log_var, likelihood=likelihood, beta=beta,
+                             variance=variance)
+
+    return per_example
+
+
+def autoencoder_per_example(model, kind: str = "bce") -> PerExampleFn:
+    """``f(params, batch, key) -> {"loss": reconstruction_loss [B]}`` for an Autoencoder (key
+    unused). ``batch`` is images x (reconstruct x) or a pair ``(inputs, targets)``: a denoising
+    autoencoder sees corrupted inputs and is scored against the clean targets."""
+    if kind not in RECONSTRUCTION_LOSSES:
+        raise ValueError(f"unknown reconstruction loss {kind!r}: choose bce or mse")
+
+    def per_example(params, batch, key):
         del key
-        logits, _ = model.apply({"params": params}, x)
-        return {"loss": reconstruction_loss(x, logits, kind)}
+        inputs, targets = batch if isinstance(batch, tuple) else (batch, batch)
+        logits, _ = model.apply({"params": params}, inputs)
+        return {"loss": reconstruction_loss(targets, logits, kind)}
 
     return per_example
 

@@ -1,0 +1,126 @@
+"""The autoencoder-family experiments end to end on real MNIST / Fashion-MNIST (small subsets),
+and their handling of bad flags."""
+
+from __future__ import annotations
+
+import json
+
+import PIL.Image
+import pytest
+
+from tests.helpers import grid_size, run_python
+from vaejax import anomaly, conditional, denoising, experiment, io, latent_study
+
+
+def _size(path):
+    with PIL.Image.open(path) as picture:
+        return picture.size
+
+
+def test_cvae_mnist_with_a_relative_workdir_and_resume(tmp_path, mnist_tfds_dir, mnist_raw_dir):
+    args = ["-m", "experiments.cvae_mnist", "--raw_data_dir", str(mnist_raw_dir), "--data_dir",
+            str(mnist_tfds_dir), "--workdir", "runs/cvae", "--epochs", "1",
+            "--train_examples", "2560"]
+    proc = run_python(args, cwd=tmp_path)  # orbax needs absolute paths: the default is relative
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    workdir = tmp_path / "runs" / "cvae"
+    lines = io.read_jsonl(workdir / "metrics.jsonl")
+    assert [line["epoch"] for line in lines] == [0, 1]
+    assert lines[1]["test_negative_elbo"] < lines[0]["test_negative_elbo"] - 100
+    assert _size(workdir / "class_samples.png") == grid_size(10, 10)
+    assert _size(workdir / "class_samples_1.png") == grid_size(10, 10)
+    assert _size(workdir / "restyle.png") == grid_size(10, 11)
+    again = run_python(args, cwd=tmp_path)
+    assert again.returncode == 0 and "nothing to train" in again.stdout
+    assert io.read_jsonl(workdir / "metrics.jsonl") == lines
+
+
+def test_denoising_ae_reports_psnr(tmp_path, mnist_tfds_dir, mnist_raw_dir):
+    workdir = tmp_path / "dn"
+    proc = run_python(["-m", "experiments.denoising_ae", "--raw_data_dir", str(mnist_raw_dir),
+                       "--data_dir", str(mnist_tfds_dir), "--workdir", str(workdir),
+                       "--epochs", "2", "--train_examples", "6400", "--eval_levels", "0,0.2,0.6"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads((workdir / "psnr.json").read_text())
+    assert [r["level"] for r in rows] == [0, 0.2, 0.6]
+    # level 0: the clean images themselves, an infinite PSNR (null in JSON, inf in the table)
+    assert rows[0]["psnr_corrupted"] is None and 10 < rows[0]["psnr_denoised"] < 40
+    assert "| 0 | inf |" in (workdir / "psnr.md").read_text()
+    # more noise, lower PSNR; at 0.6 (trained at 0.5) 100 steps already denoise
+    assert rows[1]["psnr_corrupted"] > rows[2]["psnr_corrupted"]
+    assert rows[2]["psnr_denoised"] > rows[2]["psnr_corrupted"] + 2
+    assert _size(workdir / "denoising.png") == grid_size(7, 10)
+    assert (workdir / "ae" / "params.msgpack").exists()
+
+
+def test_anomaly_detection_table_is_reproduced_on_rerun(tmp_path, mnist_tfds_dir, mnist_raw_dir):
+    workdir = tmp_path / "an"
+    args = ["-m", "experiments.anomaly_detection", "--raw_data_dir", str(mnist_raw_dir),
+            "--data_dir", str(mnist_tfds_dir), "--workdir", str(workdir), "--classes", "0,1",
+            "--epochs", "1", "--train_examples", "3000", "--batch_size", "100"]
+    proc = run_python(args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads((workdir / "anomaly.json").read_text())
+    assert [r["class"] for r in rows] == [0, 1]
+    for row in rows:
+        for model in ("ae", "vae"):
+            assert 0 <= row[model]["roc_auc"] <= 1 and 0 < row[model]["average_precision"] <= 1
+    for c in (0, 1):
+        for kind in ("ae", "vae"):
+            trained = io.read_jsonl(workdir / f"class_{c}" / kind / "metrics.jsonl")
+            assert [line["epoch"] for line in trained] == [0, 1]
+    table = (workdir / "anomaly.md").read_text()
+    assert table.count("\n") == 2 + 2 + 1 and table in proc.stdout
+    # a rerun trains nothing and scores the same models the same way
+    again = run_python(args)
+    assert again.returncode == 0 and again.stdout.count("nothing to train") == 4
+    assert json.loads((workdir / "anomaly.json").read_text()) == rows
+
+
+def test_ae_fashion_mnist_writes_every_figure_and_the_table(tmp_path, fashion_raw_dir):
+    workdir = tmp_path / "ls"
+    proc = run_python(["-m", "experiments.ae_fashion_mnist", "--raw_data_dir",
+                       str(fashion_raw_dir), "--data_dir", str(tmp_path / "tfds"), "--workdir",
+                       str(workdir), "--model", "mlp", "--epochs", "1", "--vae_epochs", "1",
+                       "--train_examples", "2000"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = json.loads((workdir / "dimensionality_reduction.json").read_text())
+    assert [r["dimensions"] for r in table] == [2, 2, 2, 784]
+    assert table[2]["codes"].startswith("PCA (2 components")
+    assert all(0.3 < r["knn_accuracy"] <= 1 for r in table)
+    assert table[3]["knn_accuracy"] > 0.7  # raw pixels, 2,000 neighbours to choose from
+    assert _size(workdir / "reconstructions.png") == grid_size(3, 10)
+    assert _size(workdir / "interpolation.png") == grid_size(3 * 4, 10)
+    for kind in ("ae", "vae"):
+        assert _size(workdir / f"attributes_{kind}.png") == grid_size(2 * 5, 5)
+    for name in ("latent_space", "latent_p_values", "decoded_grid", "samples"):
+        assert _size(workdir / f"{name}.png")[0] > 400
+    assert _size(workdir / "decoded_grid.png") == (2 * grid_size(15, 15)[0] + 2 * 12,
+                                                   grid_size(15, 15)[1])
+    for kind in ("ae", "vae"):
+        assert (workdir / kind / "params.msgpack").exists()
+
+
+@pytest.mark.parametrize("defaults,run,argv,message", [
+    (anomaly.AnomalyConfig(), anomaly.run, ["--classes", "12"],
+     "error: --classes must be all or distinct labels 0..9 separated by commas, got '12'"),
+    (anomaly.AnomalyConfig(), anomaly.run, ["--percentile", "101"],
+     "error: --percentile must be between 0 and 100, got 101.0"),
+    (anomaly.AnomalyConfig(), anomaly.run, ["--latent_dim", "0"],
+     "error: --latent_dim must be positive, got 0"),
+    (denoising.DenoisingConfig(), denoising.run, ["--noise", "salt_pepper", "--noise_level", "2"],
+     "error: --noise_level must lie in [0, 1] for salt_pepper noise, got 2.0"),
+    (denoising.DenoisingConfig(), denoising.run, ["--eval_levels", "0.1;0.2"],
+     "error: --eval_levels must be comma-separated numbers, got '0.1;0.2'"),
+    (latent_study.LatentStudyConfig(), latent_study.run, ["--attribute_classes", "3,3"],
+     "error: --attribute_classes must be two different labels A,B in 0..9, got '3,3'"),
+    (latent_study.LatentStudyConfig(), latent_study.run, ["--vae_learning_rate", "0"],
+     "error: --vae_learning_rate must be a positive number, got 0.0"),
+    (conditional.CVAEConfig(), conditional.run, ["--hidden_dim", "0"],
+     "error: --hidden_dim must be positive, got 0"),
+])
+def test_bad_flags_get_one_line(tmp_path, capsys, defaults, run, argv, message):
+    code = experiment.main(defaults, argv=argv + ["--workdir", str(tmp_path / "w")], run=run)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith(message) and "\n" not in err, err
+    assert not (tmp_path / "w").exists()

@@ -1,0 +1,143 @@
+"""Denoising autoencoders: corrupt the input, reconstruct the clean image.
+
+Two corruptions, applied on the device inside each training step with the step's key (a fresh
+corruption of an image every time it is visited):
+
+- ``gaussian``: x + level * N(0, 1) per pixel, clipped to [0, 1] (``level`` is the std).
+- ``salt_pepper``: each pixel independently, with probability ``level``, replaced by 0 or 1
+  (equally likely).
+
+The experiment trains one autoencoder at ``--noise_level`` and reports the PSNR (dB, peak 1) of
+the corrupted and the denoised test images against the clean ones at several levels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vaejax import autoencoders, data, io, metrics
+from vaejax.autoencoders import AEConfig
+from vaejax.experiment import ConfigError, _field
+
+NOISES = ("gaussian", "salt_pepper")
+
+
+def gaussian_noise(key: jax.Array, x: jax.Array, std: float) -> jax.Array:
+    """x + std * N(0, 1) per pixel, clipped to [0, 1]; same shape as x."""
+    return jnp.clip(x + std * jax.random.normal(key, x.shape, x.dtype), 0.0, 1.0)
+
+
+def salt_and_pepper(key: jax.Array, x: jax.Array, rate: float) -> jax.Array:
+    """Each pixel with probability ``rate`` set to 0 or 1 (a fair coin), else kept."""
+    hit_key, value_key = jax.random.split(key)
+    hit = jax.random.bernoulli(hit_key, rate, x.shape)
+    value = jax.random.bernoulli(value_key, 0.5, x.shape).astype(x.dtype)
+    return jnp.where(hit, value, x)
+
+
+def corrupt(noise: str, key: jax.Array, x: jax.Array, level: float) -> jax.Array:
+    """``noise`` ("gaussian": std ``level``; "salt_pepper": rate ``level``) applied to x."""
+    if noise == "gaussian":
+        return gaussian_noise(key, x, level)
+    if noise == "salt_pepper":
+        return salt_and_pepper(key, x, level)
+    raise ValueError(f"unknown noise {noise!r}: choose {', '.join(NOISES)}")
+
+
+def make_denoising_preprocessor(image_size: int, noise: str, level: float) -> Callable:
+    """``preprocess(uint8 images, key) -> (corrupted, clean)``, each [B, S, S, 1] in [0, 1]."""
+    plain = data.make_batch_preprocessor(image_size)
+
+    def preprocess(images, key):
+        clean = plain(images, None)
+        return corrupt(noise, key, clean, level), clean
+
+    return preprocess
+
+
+@dataclasses.dataclass(frozen=True)
+class DenoisingConfig(AEConfig):
+    """Settings of ``experiments.denoising_ae``."""
+
+    latent_dim: int = _field(32, "size of the latent code z")
+    noise: str = _field("gaussian", "corruption: gaussian (std = level) or salt_pepper "
+                        "(rate = level)", NOISES)
+    noise_level: float = _field(0.5, "corruption level during training")
+    eval_levels: str = _field("0,0.1,0.3,0.5,0.7", "comma-separated corruption levels for the "
+                              "PSNR table and the picture (0: the clean images, the "
+                              "autoencoder's own ceiling)", resume=True)
+    workdir: str = _field("workdirs/denoising_mnist", "where the model, table and pictures go; "
+                          "rerunning with the same workdir resumes", resume=True)
+
+
+def validate(config: DenoisingConfig, num_devices: int) -> None:
+    autoencoders.validate_ae(config, num_devices)
+    high = 1.0 if config.noise == "salt_pepper" else 10.0
+    if not 0 <= config.noise_level <= high:
+        raise ConfigError(f"--noise_level must lie in [0, {high:g}] for {config.noise} noise, "
+                          f"got {config.noise_level}")
+    autoencoders.parse_floats(config.eval_levels, "eval_levels", 0.0, high)
+
+
+def denoise(model: autoencoders.TrainedModel, images: np.ndarray, noise: str, level: float,
+            key: jax.Array, batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(corrupted, denoised, clean) [N, S, S, 1] in [0, 1] for uint8 test images; batch ``b`` is
+    corrupted with fold_in(key, b)."""
+
+    def apply(m, batch):
+        b, x = batch
+        clean = m.prepare(x)
+        noisy = corrupt(noise, jax.random.fold_in(key, b[0]), clean, level)
+        return jnp.stack([noisy, m.decode(m.encode(noisy)), clean], axis=1)
+
+    batch_index = np.arange(len(images)) // batch_size
+    out = autoencoders.map_batches(apply, model, (batch_index, images), batch_size)
+    return out[:, 0], out[:, 1], out[:, 2]
+
+
+def run(config: DenoisingConfig, workdir: Path) -> list[dict]:
+    """Trains the denoising autoencoder in ``workdir/ae`` and writes ``psnr.json`` (an infinite
+    PSNR, of identical images at level 0, as null), ``psnr.md`` and ``denoising.png`` (for each level a row of corrupted and a row of denoised test images,
+    then the clean ones). Returns the PSNR records."""
+    run_start = time.perf_counter()
+    train, test, _, writer, log = autoencoders.start(config, validate)
+    levels = autoencoders.parse_floats(config.eval_levels, "eval_levels")
+    key = jax.random.key(config.seed)
+    size = autoencoders.image_size(config.model)
+    preprocess = make_denoising_preprocessor(size, config.noise, config.noise_level)
+    model = autoencoders.train_family_member(
+        "ae", config, workdir / "ae", train.images, test.images, jax.random.fold_in(key, 0),
+        preprocess=preprocess, eval_preprocess=preprocess, log=log)
+
+    rows, picture = [], []
+    for i, level in enumerate(levels):
+        noisy, denoised, clean = denoise(model, test.images, config.noise, level,
+                                         jax.random.fold_in(jax.random.fold_in(key, 1), i),
+                                         config.eval_batch_size)
+        rows.append({"level": level, "psnr_corrupted": metrics.mean_psnr(clean, noisy),
+                     "psnr_denoised": metrics.mean_psnr(clean, denoised)})
+        picture += [noisy[:10], denoised[:10]]
+    picture.append(clean[:10])
+    table = ("| level | PSNR corrupted (dB) | PSNR denoised (dB) | gain (dB) |\n"
+             "| --- | --- | --- | --- |\n"
+             + "".join(f"| {r['level']:g} | {r['psnr_corrupted']:.2f} | "
+                       f"{r['psnr_denoised']:.2f} | "
+                       f"{r['psnr_denoised'] - r['psnr_corrupted']:+.2f} |\n" for r in rows))
+    if writer:
+        finite = [{k: (v if np.isfinite(v) else None) for k, v in r.items()} for r in rows]
+        io.atomic_write_bytes(workdir / "psnr.json", json.dumps(finite, indent=2).encode())
+        io.atomic_write_bytes(workdir / "psnr.md", table.encode())
+        io.save_image_grid(workdir / "denoising.png", np.concatenate(picture), columns=10)
+    log(f"\n{config.noise} noise, trained at level {config.noise_level:g}, "
+        f"{config.model} autoencoder ({config.loss}), PSNR over the {len(test.images):,} test "
+        f"images (peak 1; pooled squared error)\n{table}\nwhole run "
+        f"{time.perf_counter() - run_start:.1f} s; outputs in {workdir}")
+    return rows

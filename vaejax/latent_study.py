@@ -1,0 +1,202 @@
+"""An autoencoder and a VAE of one family on the same images, and their latent spaces compared.
+
+The workflow of the lectures (after Foster, Generative Deep Learning 2nd ed., ch. 3): train
+Foster's conv autoencoder on Fashion-MNIST with a 2-D latent space, then his conv VAE on the same
+images, and look at what each latent space is good for:
+
+- embeddings of the test set coloured by class (the AE's are lopsided and unbounded; the VAE's
+  crowd around the origin), and their standard normal CDF, the "p-value" view: for a VAE whose
+  posterior means follow N(0, I) the points fill the unit square evenly;
+- decoded grids: over the bounding box of the AE's embeddings, and over N(0, I) quantiles for
+  the VAE; random samples: uniform in the AE's box against the VAE's prior;
+- interpolation between two images' codes (straight for both; spherical too for the VAE);
+- attribute vectors: mean code of group A minus mean code of group B added at several strengths;
+- dimensionality reduction as a number: k-NN test accuracy from the codes against PCA with as
+  many components (and the raw pixels).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from vaejax import autoencoders, data, io, latent
+from vaejax.autoencoders import AEConfig, TrainedModel
+from vaejax.experiment import ConfigError, TrainSettings, _field, check_positive
+
+
+@dataclasses.dataclass(frozen=True)
+class LatentStudyConfig(AEConfig):
+    """Settings of ``experiments.ae_fashion_mnist``; defaults: Foster's notebooks."""
+
+    dataset: str = _field("fashion_mnist", "dataset", tuple(data.DATASETS))
+    model: str = _field("conv", "conv: Foster's convolutional AE and VAE (32x32); mlp: the dense "
+                        "784-256-128-latent AE and VAE (28x28)", autoencoders.MODELS)
+    batch_size: int = _field(100, "training batch size (a multiple of the device count)")
+    epochs: int = _field(3, "training epochs of the autoencoder", resume=True)
+    learning_rate: float = _field(1e-3, "Adam learning rate of the autoencoder")
+    adam_eps: float = _field(1e-7, "Adam epsilon (Keras' default)")
+    vae_epochs: int = _field(5, "training epochs of the VAE", resume=True)
+    vae_learning_rate: float = _field(5e-4, "Adam learning rate of the VAE")
+    attribute_classes: str = _field("9,7", "the class-pair attribute vector A,B: mean code of "
+                                    "class A minus that of class B, added to class B images "
+                                    "(fashion_mnist 9,7: ankle boot minus sneaker)", resume=True)
+    strengths: str = _field("-2,-1,0,1,2", "strengths at which attribute vectors are added",
+                            resume=True)
+    knn_k: int = _field(5, "neighbours of the k-NN classifier in the dimensionality-reduction "
+                        "table", resume=True)
+    workdir: str = _field("workdirs/ae_fashion_mnist", "where models, pictures and tables go; "
+                          "rerunning with the same workdir resumes", resume=True)
+
+
+def attribute_pair(config: LatentStudyConfig) -> tuple[int, int]:
+    n = data.dataset_spec(config.dataset).num_classes
+    try:
+        a, b = (int(part) for part in config.attribute_classes.split(","))
+    except ValueError:
+        a = b = -1
+    if not (0 <= a < n and 0 <= b < n and a != b):
+        raise ConfigError(f"--attribute_classes must be two different labels A,B in 0..{n - 1}, "
+                          f"got {config.attribute_classes!r}")
+    return a, b
+
+
+def validate(config: LatentStudyConfig, num_devices: int) -> None:
+    autoencoders.validate_ae(config, num_devices)
+    check_positive(config, "vae_epochs", "vae_learning_rate", "knn_k")
+    attribute_pair(config)
+    autoencoders.parse_floats(config.strengths, "strengths", -100, 100)
+
+
+def dimensionality_reduction(codes: dict[str, tuple[np.ndarray, np.ndarray]],
+                             train: data.ImageSplit, test: data.ImageSplit, components: int,
+                             k: int) -> list[dict]:
+    """k-NN test accuracy of each ``name -> (train codes, test codes)``, of PCA with
+    ``components`` components fitted on the training pixels, and of the raw pixels."""
+    pixels = [split.images.reshape(len(split.images), -1).astype(np.float64) / 255.0
+              for split in (train, test)]
+    mean, basis, explained = latent.pca_fit(pixels[0], components)
+    share = float(explained.sum() / pixels[0].var(axis=0, ddof=1).sum())
+    codes = {**codes, f"PCA ({components} components, {share:.0%} of the variance)":
+             tuple(latent.pca_transform(p, mean, basis) for p in pixels),
+             f"raw pixels ({pixels[0].shape[1]}-D)": tuple(pixels)}
+    return [{"codes": name, "dimensions": int(tr.shape[1]),
+             "knn_accuracy": latent.knn_accuracy(tr, train.labels, te, test.labels, k)}
+            for name, (tr, te) in codes.items()]
+
+
+def interpolation_strips(ae: TrainedModel, vae: TrainedModel, starts: np.ndarray,
+                         ends: np.ndarray, steps: int) -> np.ndarray:
+    """For each pair of uint8 images (starts[i], ends[i]) three strips of ``steps`` decodes
+    from one code to the other: AE straight line, VAE straight line, VAE spherical (slerp);
+    [3 * pairs * steps, S, S, 1]."""
+    ae_z = [autoencoders.encode_images(ae, x) for x in (starts, ends)]
+    vae_z = [autoencoders.encode_images(vae, x) for x in (starts, ends)]
+    strips = []
+    for i in range(len(starts)):
+        strips += [autoencoders.decode_codes(ae, latent.lerp(ae_z[0][i], ae_z[1][i], steps)),
+                   autoencoders.decode_codes(vae, latent.lerp(vae_z[0][i], vae_z[1][i], steps)),
+                   autoencoders.decode_codes(vae, latent.slerp(vae_z[0][i], vae_z[1][i], steps))]
+    return np.concatenate(strips)
+
+
+def attribute_grid(model: TrainedModel, train_codes: np.ndarray, train: data.ImageSplit,
+                   test: data.ImageSplit, pair: tuple[int, int], strengths, rows: int = 5
+                   ) -> np.ndarray:
+    """Two attribute vectors added to test images at ``strengths`` (one column each):
+
+    - ink: mean code of the thickest quarter of training images minus the thinnest quarter
+      (thickness = pixels above 1/2), on the first ``rows`` test images;
+    - class pair (a, b): mean code of class a minus class b, on the first ``rows`` class-b test
+      images. Returns [2 * rows * len(strengths), S, S, 1].
+    """
+    thickness = latent.ink(train.images / 255.0)
+    low, high = np.percentile(thickness, [25, 75])
+    ink_vector = latent.attribute_vector(train_codes, thickness >= high, thickness <= low)
+    a, b = pair
+    class_vector = latent.attribute_vector(train_codes, train.labels == a, train.labels == b)
+    blocks = []
+    for vector, images in ((ink_vector, test.images[:rows]),
+                           (class_vector, test.images[test.labels == b][:rows])):
+        z = autoencoders.encode_images(model, images)
+        shifted = latent.add_attribute(z, vector, strengths)  # [S, rows, D]
+        decoded = autoencoders.decode_codes(model, shifted.swapaxes(0, 1).reshape(-1, z.shape[1]))
+        blocks.append(decoded)
+    return np.concatenate(blocks)
+
+
+def run(config: LatentStudyConfig, workdir: Path) -> list[dict]:
+    """Trains the autoencoder (``workdir/ae``) and the VAE (``workdir/vae``), then writes the
+    pictures and tables listed in the README; returns the dimensionality-reduction table."""
+    run_start = time.perf_counter()
+    train, test, spec, writer, log = autoencoders.start(config, validate)
+    strengths = autoencoders.parse_floats(config.strengths, "strengths")
+    pair = attribute_pair(config)
+    key = jax.random.key(config.seed)
+    ae = autoencoders.train_family_member(
+        "ae", config, workdir / "ae", train.images, test.images, jax.random.fold_in(key, 0),
+        log=log)
+    vae = autoencoders.train_family_member(
+        "vae", config, workdir / "vae", train.images, test.images, jax.random.fold_in(key, 1),
+        settings=TrainSettings.of(config, epochs=config.vae_epochs,
+                                  learning_rate=config.vae_learning_rate), log=log)
+
+    codes = {name: tuple(autoencoders.encode_images(model, split.images)
+                         for split in (train, test)) for name, model in (("ae", ae), ("vae", vae))}
+    table = dimensionality_reduction(
+        {"autoencoder codes": codes["ae"], "VAE posterior means": codes["vae"]},
+        train, test, config.latent_dim, config.knn_k)
+    markdown = (f"| codes | dimensions | {config.knn_k}-NN test accuracy |\n| --- | --- | --- |\n"
+                + "".join(f"| {r['codes']} | {r['dimensions']} | {r['knn_accuracy']:.4f} |\n"
+                          for r in table))
+    if not writer:
+        return table
+
+    io.atomic_write_bytes(workdir / "dimensionality_reduction.json",
+                          json.dumps(table, indent=2).encode())
+    io.atomic_write_bytes(workdir / "dimensionality_reduction.md", markdown.encode())
+    preview = test.images[:10]
+    io.save_image_grid(workdir / "reconstructions.png", np.concatenate([
+        np.asarray(ae.prepare(preview)),
+        autoencoders.decode_codes(ae, autoencoders.encode_images(ae, preview)),
+        autoencoders.decode_codes(vae, autoencoders.encode_images(vae, preview))]), columns=10)
+    sample_key = jax.random.fold_in(key, 2)
+    box = latent.bounding_box(codes["ae"][1])
+    io.save_image_grids(workdir / "samples.png", [
+        (autoencoders.decode_codes(ae, latent.sample_box(sample_key, *box, 64)), 8),
+        (autoencoders.decode_codes(vae, jax.random.normal(sample_key, (64, config.latent_dim))),
+         8)])
+    firsts = [int(np.flatnonzero(test.labels == c)[0]) for c in range(spec.num_classes)]
+    starts = test.images[[firsts[c] for c in range(0, 8, 2)]]
+    ends = test.images[[firsts[(c + 3) % spec.num_classes] for c in range(0, 8, 2)]]
+    io.save_image_grid(workdir / "interpolation.png",
+                       interpolation_strips(ae, vae, starts, ends, 10), columns=10)
+    for name, model in (("ae", ae), ("vae", vae)):
+        io.save_image_grid(workdir / f"attributes_{name}.png", attribute_grid(
+            model, codes[name][0], train, test, pair, strengths), columns=len(strengths))
+    if config.latent_dim == 2:
+        io.save_latent_scatters(
+            workdir / "latent_space.png",
+            [(codes["ae"][1], "autoencoder: codes of the test set"),
+             (codes["vae"][1], "VAE: posterior means of the test set")],
+            test.labels, spec.class_names)
+        io.save_latent_scatters(
+            workdir / "latent_p_values.png",
+            [(np.asarray(latent.p_values(codes["ae"][1])), "autoencoder: Phi(code)"),
+             (np.asarray(latent.p_values(codes["vae"][1])), "VAE: Phi(posterior mean)")],
+            test.labels, spec.class_names, axis_labels=("Phi(z[0])", "Phi(z[1])"),
+            limits=(-0.02, 1.02))
+        io.save_image_grids(workdir / "decoded_grid.png", [
+            (autoencoders.decode_codes(ae, latent.box_grid(*box, 15)), 15),
+            (autoencoders.decode_codes(vae, latent.normal_quantile_grid(15)), 15)])
+    else:
+        log(f"latent_space.png, latent_p_values.png and decoded_grid.png draw 2-D codes: "
+            f"skipped for --latent_dim {config.latent_dim}")
+    log(f"\n{config.dataset} test set, {config.model} models, latent {config.latent_dim}\n"
+        f"{markdown}\nwhole run {time.perf_counter() - run_start:.1f} s; outputs in {workdir}")
+    return table
