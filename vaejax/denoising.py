@@ -103,6 +103,11 @@ def denoise(model: autoencoders.TrainedModel, images: np.ndarray, noise: str, le
     return out[:, 0], out[:, 1], out[:, 2]
 
 
+def _gain(row: dict) -> str:
+    gain = row["psnr_denoised"] - row["psnr_corrupted"]
+    return f"{gain:+.2f}" if np.isfinite(gain) else "n/a"
+
+
 def run(config: DenoisingConfig, workdir: Path) -> list[dict]:
     """Trains the denoising autoencoder in ``workdir/ae`` and writes ``psnr.json`` (an infinite
     PSNR, of identical images at level 0, as null), ``psnr.md`` and ``denoising.png`` (for each level a row of corrupted and a row of denoised test images,
@@ -129,8 +134,7 @@ def run(config: DenoisingConfig, workdir: Path) -> list[dict]:
     table = ("| level | PSNR corrupted (dB) | PSNR denoised (dB) | gain (dB) |\n"
              "| --- | --- | --- | --- |\n"
              + "".join(f"| {r['level']:g} | {r['psnr_corrupted']:.2f} | "
-                       f"{r['psnr_denoised']:.2f} | "
-                       f"{r['psnr_denoised'] - r['psnr_corrupted']:+.2f} |\n" for r in rows))
+                       f"{r['psnr_denoised']:.2f} | {_gain(r)} |\n" for r in rows))
     if writer:
         finite = [{k: (v if np.isfinite(v) else None) for k, v in r.items()} for r in rows]
         io.atomic_write_bytes(workdir / "psnr.json", json.dumps(finite, indent=2).encode())

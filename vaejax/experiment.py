@@ -27,7 +27,8 @@ import optax
 
 from vaejax import checkpoints, data, io, latent, loop, models, objectives, training
 
-MODELS = ("mlp", "conv")
+MODELS = ("mlp", "conv", "burda")
+OBJECTIVES = ("elbo", "iwae")
 
 
 LATENT_PLOTS = ("auto", "on", "off")
@@ -77,7 +78,11 @@ class VAEConfig(RunConfig):
     """Every setting of a VAE run. Defaults: pytorch/examples ``vae/main.py`` on MNIST."""
 
     model: str = _field("mlp", "mlp: pytorch/examples 784-400-latent VAE; conv: Foster's "
-                        "convolutional VAE on 32x32 images", MODELS)
+                        "convolutional VAE on 32x32 images; burda: Burda et al.'s 784-200-200 "
+                        "(tanh)-latent VAE", MODELS)
+    objective: str = _field("elbo", "training objective: elbo (the VAE) or iwae (the "
+                            "importance-weighted bound with --iwae_samples draws)", OBJECTIVES)
+    iwae_samples: int = _field(50, "draws of z per image of the iwae objective (k)")
     latent_dim: int = _field(20, "size of the latent code z")
     hidden_dim: int = _field(400, "width of the hidden layer of the mlp model")
     likelihood: str = _field("bernoulli", "pixel likelihood p(x|z): bernoulli (cross-entropy) "
@@ -143,13 +148,17 @@ def validate_run(config: RunConfig, num_devices: int) -> None:
 
 def validate(config: VAEConfig, num_devices: int) -> None:
     """Raises :class:`ConfigError` for the first setting that cannot work."""
-    check_positive(config, "batch_size", "latent_dim", "hidden_dim", "gaussian_variance")
+    check_positive(config, "batch_size", "latent_dim", "hidden_dim", "gaussian_variance",
+                   "iwae_samples")
     validate_run(config, num_devices)
     if config.latent_plots == "on" and config.latent_dim != 2:
         raise ConfigError(f"--latent_plots on draws 2-D latent codes, but --latent_dim is "
                           f"{config.latent_dim}: pass --latent_dim 2, or --latent_plots off")
     if not config.beta >= 0 or not np.isfinite(config.beta):
         raise ConfigError(f"--beta must be >= 0, got {config.beta}")
+    if config.objective == "iwae" and config.beta != 1:
+        raise ConfigError(f"--objective iwae bounds the likelihood itself: it takes no --beta "
+                          f"(got {config.beta}); drop --beta")
     if config.image_size not in (0, 28, 32):
         raise ConfigError(f"--image_size must be 28 or 32 (or 0 for the model's own), "
                           f"got {config.image_size}")
@@ -161,6 +170,8 @@ def build_model(config: VAEConfig) -> models.VAE:
     size = config.resolved_image_size
     if config.model == "mlp":
         return models.mlp_vae(config.latent_dim, (config.hidden_dim,), (size, size, 1))
+    if config.model == "burda":
+        return models.burda_vae(config.latent_dim, (size, size, 1))
     return models.conv_vae(config.latent_dim)
 
 
@@ -183,7 +194,10 @@ def load_data(config: RunConfig, binarization: str = "none"
 
 
 def _format_terms(terms: dict[str, float], beta: float) -> str:
-    """'-ELBO 105.50 (rec 80.75 + kl 24.75)', or with beta != 1 the loss and its weighting."""
+    """'-ELBO 105.50 (rec 80.75 + kl 24.75)', or with beta != 1 the loss and its weighting, or
+    for the IWAE objective '-L_k 98.10 (-ELBO 101.20)'."""
+    if "negative_iwae_bound" in terms:
+        return f"-L_k {terms['negative_iwae_bound']:.2f} (-ELBO {terms['negative_elbo']:.2f})"
     if beta == 1:
         return (f"-ELBO {terms['loss']:.2f} (rec {terms['reconstruction']:.2f} + "
                 f"kl {terms['kl']:.2f})")
@@ -348,13 +362,22 @@ def train_and_evaluate(config: VAEConfig, workdir: os.PathLike | str) -> dict[st
     size = config.resolved_image_size
     model = build_model(config)
     params = model.init(keys.init, jnp.zeros((1, size, size, 1)), keys.init)["params"]
-    per_example = objectives.vae_per_example(
-        model, likelihood=config.likelihood, beta=config.beta, variance=config.gaussian_variance)
+    if config.objective == "iwae":
+        from vaejax import likelihood  # it imports this module
+
+        per_example = likelihood.iwae_per_example(model, config.iwae_samples, config.likelihood,
+                                                  config.gaussian_variance)
+    else:
+        per_example = objectives.vae_per_example(model, likelihood=config.likelihood,
+                                                 beta=config.beta,
+                                                 variance=config.gaussian_variance)
     images = _ImageWriter(model, test.images, size, keys.sample, config.latent_dim)
 
     log = print if writer else (lambda text: None)
     resumed = "" if start_step is None else f"; resuming from step {start_step}"
-    log(f"vaejax: {config.model} VAE ({models.count_params(params):,} parameters) on "
+    objective = (f"IWAE bound, k = {config.iwae_samples}" if config.objective == "iwae" else
+                 "ELBO" if config.beta == 1 else f"beta-ELBO, beta {config.beta:g}")
+    log(f"vaejax: {config.model} VAE, {objective} ({models.count_params(params):,} parameters) on "
         f"{config.dataset} ({len(train.images):,} train / {len(test.images):,} test images, "
         f"binarization {config.binarization}), {mesh.size} {jax.devices()[0].platform} "
         f"device(s) in {jax.process_count()} process(es); data {data_seconds:.1f} s{resumed}")

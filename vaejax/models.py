@@ -54,6 +54,9 @@ class TorchDense(nn.Module):
         return nn.Dense(self.features, kernel_init=kernel_init, bias_init=bias_init)(x)
 
 
+ACTIVATIONS = {"relu": nn.relu, "tanh": jnp.tanh}
+
+
 class MLPEncoder(nn.Module):
     """[B, ...] (flattened) -> (mean, log_var), each [B, latent_dim]; with ``variational`` False
     (a plain autoencoder) -> z [B, latent_dim]. ReLU hidden layers, linear heads."""
@@ -61,12 +64,13 @@ class MLPEncoder(nn.Module):
     latent_dim: int = 20
     hidden_dims: Sequence[int] = (400,)
     variational: bool = True
+    activation: str = "relu"  # or "tanh" (Burda et al.)
 
     @nn.compact
     def __call__(self, x):
         h = x.reshape(x.shape[0], -1)
         for width in self.hidden_dims:
-            h = nn.relu(TorchDense(width)(h))
+            h = ACTIVATIONS[self.activation](TorchDense(width)(h))
         if not self.variational:
             return TorchDense(self.latent_dim, name="z")(h)
         return TorchDense(self.latent_dim, name="mean")(h), TorchDense(self.latent_dim, name="log_var")(h)
@@ -77,12 +81,13 @@ class MLPDecoder(nn.Module):
 
     image_shape: Sequence[int] = (28, 28, 1)
     hidden_dims: Sequence[int] = (400,)
+    activation: str = "relu"
 
     @nn.compact
     def __call__(self, z):
         h = z
         for width in self.hidden_dims:
-            h = nn.relu(TorchDense(width)(h))
+            h = ACTIVATIONS[self.activation](TorchDense(width)(h))
         logits = TorchDense(int(np.prod(self.image_shape)))(h)
         return logits.reshape(z.shape[0], *self.image_shape)
 
@@ -208,10 +213,17 @@ class ConditionalVAE(nn.Module):
 
 
 def mlp_vae(latent_dim: int = 20, hidden_dims: Sequence[int] = (400,),
-            image_shape: Sequence[int] = (28, 28, 1)) -> VAE:
-    """pytorch/examples ``vae/main.py``: 784-400-(20, 20) encoder, 20-400-784 decoder (653,624 params)."""
-    return VAE(MLPEncoder(latent_dim, tuple(hidden_dims)),
-               MLPDecoder(tuple(image_shape), tuple(reversed(hidden_dims))))
+            image_shape: Sequence[int] = (28, 28, 1), activation: str = "relu") -> VAE:
+    """pytorch/examples ``vae/main.py``: 784-400-(20, 20) encoder, 20-400-784 decoder (652,824
+    params)."""
+    return VAE(MLPEncoder(latent_dim, tuple(hidden_dims), activation=activation),
+               MLPDecoder(tuple(image_shape), tuple(reversed(hidden_dims)), activation))
+
+
+def burda_vae(latent_dim: int = 50, image_shape: Sequence[int] = (28, 28, 1)) -> VAE:
+    """Burda et al.'s model with one stochastic layer: 784-200-200 (tanh)-(50, 50) encoder,
+    50-200-200 (tanh)-784 Bernoulli decoder (arXiv:1509.00519, section 5)."""
+    return mlp_vae(latent_dim, (200, 200), image_shape, activation="tanh")
 
 
 def mlp_autoencoder(latent_dim: int = 2, hidden_dims: Sequence[int] = (256, 128),

@@ -82,12 +82,12 @@ def negative_elbo(x: jax.Array, logits: jax.Array, mean: jax.Array, log_var: jax
             "reconstruction": reconstruction, "kl": kl}
 
 
-def _standard_normal_log_density(z: jax.Array) -> jax.Array:
+def standard_normal_log_density(z: jax.Array) -> jax.Array:
     """log N(z; 0, I) summed over the last axis: [B], nats."""
     return -0.5 * jnp.sum(jnp.square(z) + jnp.log(2 * np.pi), axis=-1)
 
 
-def _diagonal_normal_log_density(z: jax.Array, mean: jax.Array, log_var: jax.Array) -> jax.Array:
+def diagonal_normal_log_density(z: jax.Array, mean: jax.Array, log_var: jax.Array) -> jax.Array:
     """log N(z; mean, diag(exp(log_var))) summed over the last axis: [B], nats."""
     return -0.5 * jnp.sum(jnp.square(z - mean) * jnp.exp(-log_var) + log_var + jnp.log(2 * np.pi),
                           axis=-1)
@@ -103,8 +103,8 @@ def log_importance_weights(x: jax.Array, logits: jax.Array, z: jax.Array, mean: 
     Its expectation over z ~ q is the ELBO (minus ``negative_elbo`` at beta = 1); K of them,
     stacked to [K, B], feed :func:`iwae_bound`.
     """
-    return (log_likelihood(x, logits, likelihood, variance) + _standard_normal_log_density(z)
-            - _diagonal_normal_log_density(z, mean, log_var))
+    return (log_likelihood(x, logits, likelihood, variance) + standard_normal_log_density(z)
+            - diagonal_normal_log_density(z, mean, log_var))
 
 
 def iwae_bound(log_weights: jax.Array) -> jax.Array:
