@@ -154,9 +154,15 @@ def encode_images(model: TrainedModel, images: np.ndarray, batch_size: int = 100
     return map_batches(lambda m, x: m.encode(m.prepare(x)), model, images, batch_size)
 
 
+@jax.jit
+def _decode(model: TrainedModel, z: jax.Array) -> jax.Array:
+    return model.decode(z)
+
+
 def decode_codes(model: TrainedModel, z) -> np.ndarray:
-    """Images [N, S, S, 1] in [0, 1] (host) decoded from codes [N, latent]."""
-    return np.asarray(jax.jit(lambda m, z: m.decode(z))(model, jnp.asarray(z, jnp.float32)))
+    """Images [N, S, S, 1] in [0, 1] (host) decoded from codes [N, latent]; compiled once per
+    model and shape."""
+    return np.asarray(_decode(model, jnp.asarray(z, jnp.float32)))
 
 
 def _describe(terms: dict[str, float]) -> str:
