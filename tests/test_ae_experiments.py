@@ -56,24 +56,24 @@ def test_denoising_ae_reports_psnr(tmp_path, mnist_tfds_dir, mnist_raw_dir):
 def test_anomaly_detection_table_is_reproduced_on_rerun(tmp_path, mnist_tfds_dir, mnist_raw_dir):
     workdir = tmp_path / "an"
     args = ["-m", "experiments.anomaly_detection", "--raw_data_dir", str(mnist_raw_dir),
-            "--data_dir", str(mnist_tfds_dir), "--workdir", str(workdir), "--classes", "0,1",
+            "--data_dir", str(mnist_tfds_dir), "--workdir", str(workdir), "--classes", "1",
             "--epochs", "1", "--train_examples", "3000", "--batch_size", "100"]
     proc = run_python(args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads((workdir / "anomaly.json").read_text())
-    assert [r["class"] for r in rows] == [0, 1]
+    assert [r["class"] for r in rows] == [1]
     for row in rows:
         for model in ("ae", "vae"):
             assert 0 <= row[model]["roc_auc"] <= 1 and 0 < row[model]["average_precision"] <= 1
-    for c in (0, 1):
+    for c in (1,):
         for kind in ("ae", "vae"):
             trained = io.read_jsonl(workdir / f"class_{c}" / kind / "metrics.jsonl")
             assert [line["epoch"] for line in trained] == [0, 1]
     table = (workdir / "anomaly.md").read_text()
-    assert table.count("\n") == 2 + 2 + 1 and table in proc.stdout
+    assert table.count("\n") == 2 + 1 + 1 and table in proc.stdout
     # a rerun trains nothing and scores the same models the same way
     again = run_python(args)
-    assert again.returncode == 0 and again.stdout.count("nothing to train") == 4
+    assert again.returncode == 0 and again.stdout.count("nothing to train") == 2
     assert json.loads((workdir / "anomaly.json").read_text()) == rows
 
 
