@@ -50,3 +50,17 @@ def mnist_tfds_dir(tmp_path_factory, mnist_raw_dir) -> Path:
 @pytest.fixture
 def no_raw_data_env(monkeypatch):
     monkeypatch.delenv("VAEJAX_RAW_DATA_DIR", raising=False)
+
+
+@pytest.fixture(scope="session")
+def mnist_classifier_dir(tmp_path_factory, mnist_tfds_dir, mnist_raw_dir) -> Path:
+    """A LeNet classifier trained by ``experiments.classifier`` on 3,200 MNIST images (2 epochs,
+    about 96% test accuracy): the judge of the sample-quality tests."""
+    from tests.helpers import run_python
+
+    workdir = tmp_path_factory.mktemp("classifier") / "mnist"
+    proc = run_python(["-m", "experiments.classifier", "--raw_data_dir", str(mnist_raw_dir),
+                       "--data_dir", str(mnist_tfds_dir), "--train_examples", "3200",
+                       "--epochs", "2", "--batch_size", "64", "--workdir", str(workdir)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return workdir

@@ -100,6 +100,12 @@ class VAEConfig(RunConfig):
     latent_plots: str = _field("auto", "latent_space.png (posterior means of the test set) and "
                                "latent_manifold.png (decoded grid of z): on, off, or auto (on "
                                "for --latent_dim 2)", LATENT_PLOTS, resume=True)
+    perceptual_weight: float = _field(0.0, "weight of a perceptual reconstruction term: squared "
+                                      "distance between the classifier's conv maps of x and of "
+                                      "its reconstruction (0 = off)")
+    classifier_workdir: str = _field("workdirs/classifier_{dataset}", "the classifier "
+                                     "(experiments.classifier) of --perceptual_weight",
+                                     resume=True)
 
     @property
     def resolved_image_size(self) -> int:
@@ -164,6 +170,11 @@ def validate(config: VAEConfig, num_devices: int) -> None:
                           f"got {config.image_size}")
     if config.model == "conv" and config.resolved_image_size != 32:
         raise ConfigError("the conv model needs 32x32 images: drop --image_size or pass 32")
+    if not config.perceptual_weight >= 0 or not np.isfinite(config.perceptual_weight):
+        raise ConfigError(f"--perceptual_weight must be >= 0, got {config.perceptual_weight}")
+    if config.perceptual_weight and config.objective == "iwae":
+        raise ConfigError("--perceptual_weight adds to the ELBO, not to the iwae bound: drop it "
+                          "or use --objective elbo")
 
 
 def build_model(config: VAEConfig) -> models.VAE:
@@ -195,14 +206,17 @@ def load_data(config: RunConfig, binarization: str = "none"
 
 def _format_terms(terms: dict[str, float], beta: float) -> str:
     """'-ELBO 105.50 (rec 80.75 + kl 24.75)', or with beta != 1 the loss and its weighting, or
-    for the IWAE objective '-L_k 98.10 (-ELBO 101.20)'."""
+    for the IWAE objective '-L_k 98.10 (-ELBO 101.20)'; a perceptual term and the loss with it
+    follow the terms."""
     if "negative_iwae_bound" in terms:
         return f"-L_k {terms['negative_iwae_bound']:.2f} (-ELBO {terms['negative_elbo']:.2f})"
+    perceptual = (f"; perceptual {terms['perceptual']:.1f}, loss {terms['loss']:.2f}"
+                  if "perceptual" in terms else "")
     if beta == 1:
-        return (f"-ELBO {terms['loss']:.2f} (rec {terms['reconstruction']:.2f} + "
-                f"kl {terms['kl']:.2f})")
+        return (f"-ELBO {terms['negative_elbo']:.2f} (rec {terms['reconstruction']:.2f} + "
+                f"kl {terms['kl']:.2f}{perceptual})")
     return (f"loss {terms['loss']:.2f} (rec {terms['reconstruction']:.2f} + {beta:g} x kl "
-            f"{terms['kl']:.2f}; -ELBO {terms['negative_elbo']:.2f})")
+            f"{terms['kl']:.2f}; -ELBO {terms['negative_elbo']:.2f}{perceptual})")
 
 
 class _ImageWriter:
@@ -265,36 +279,61 @@ Describe = Callable[[dict[str, float]], str]
 AfterEpoch = Callable[[int, Any], None]
 
 
+def fit_state(workdir: Path, *, config_record: dict[str, Any], free_fields: Sequence[str],
+              settings: TrainSettings, state, update: training.Update, train_data,
+              preprocess: training.Preprocess, keys: RunKeys, end_of_epoch: loop.EndOfEpoch,
+              mesh=None):
+    """Trains any ``state`` with any ``update`` through the shared loop (:func:`vaejax.loop.train`:
+    whole epochs compiled on the device, checkpoints, resume, signals, non-finite guard): the
+    machinery under every experiment, one model or two players.
+
+    ``train_data`` is a pytree of host arrays with a leading example axis; ``preprocess(raw_batch,
+    key)`` runs on the device in each step; ``end_of_epoch(epoch, state, train_terms) -> (record,
+    text)`` evaluates (see :func:`vaejax.loop.train`; skipped non-finite steps are added to its
+    text). A workdir already holding this run resumes it (``free_fields`` may differ). Returns
+    ``(state on the device(s), last metrics record)``.
+    """
+    mesh = mesh or training.data_mesh()
+    start_step = loop.resume_step(workdir, config_record, free_fields)
+    runner = training.make_epoch_runner(
+        update, preprocess, batch_size=settings.batch_size,
+        num_examples=len(jax.tree_util.tree_leaves(train_data)[0]), mesh=mesh,
+        nonfinite=settings.nonfinite)
+    state, train_data = training.put_replicated((state, train_data), mesh)
+
+    def end_of_epoch_with_skips(epoch: int, state, train_terms):
+        record, text = end_of_epoch(epoch, state, train_terms)
+        skipped = (train_terms or {}).get("skipped_steps", 0)
+        return record, text + (f"  ({skipped} non-finite steps skipped)" if skipped else "")
+
+    return loop.train(
+        runner, state, train_data, data_key=keys.data, base_key=keys.step,
+        epochs=settings.epochs, workdir=workdir, config=config_record, start_step=start_step,
+        checkpoint_every=settings.checkpoint_every, keep_checkpoints=settings.keep_checkpoints,
+        end_of_epoch=end_of_epoch_with_skips, mesh=mesh)
+
+
 def fit(workdir: Path, *, config_record: dict[str, Any], free_fields: Sequence[str],
         settings: TrainSettings, params, per_example: objectives.PerExampleFn, train_data,
         test_data, preprocess: training.Preprocess, eval_preprocess: training.Preprocess,
         keys: RunKeys, describe: Describe, after_epoch: AfterEpoch | None = None,
         mesh=None) -> tuple[Any, dict[str, Any] | None]:
-    """Trains ``params`` on ``batch_mean(per_example)`` with Adam through the shared loop
-    (:func:`vaejax.loop.train`: checkpoints, resume, signals, non-finite guard) and evaluates
-    ``per_example`` on ``test_data`` after every epoch. The machinery of every experiment.
+    """Trains ``params`` on ``batch_mean(per_example)`` with Adam (:func:`fit_state`) and
+    evaluates ``per_example`` on ``test_data`` after every epoch: every one-model experiment.
 
     ``train_data``/``test_data`` are pytrees of host arrays with a leading example axis (images,
-    or e.g. ``(images, labels)``); ``preprocess(raw_batch, key)`` runs on the device in each step,
-    ``eval_preprocess`` in evaluation. ``describe(terms)`` formats a metrics dict for the
-    console; ``after_epoch(epoch, host_params)`` runs on the writing process after each epoch
-    (pictures). Writes ``config.json`` (``config_record``), ``metrics.jsonl``, ``timing.jsonl``,
-    ``checkpoints/`` and at the end ``params.msgpack`` into ``workdir``; a workdir already
-    holding this run resumes it (``free_fields`` may differ). Returns ``(host params, last
-    metrics record)``.
+    or e.g. ``(images, labels)``); ``preprocess`` runs in training, ``eval_preprocess`` in
+    evaluation. ``describe(terms)`` formats a metrics dict for the console; ``after_epoch(epoch,
+    host_params)`` runs on the writing process after each epoch (pictures). Writes
+    ``config.json`` (``config_record``), ``metrics.jsonl``, ``timing.jsonl``, ``checkpoints/``
+    and at the end ``params.msgpack`` into ``workdir``. Returns ``(host params, last metrics
+    record)``.
     """
     mesh = mesh or training.data_mesh()
-    start_step = loop.resume_step(workdir, config_record, free_fields)
     optimizer = optax.adam(settings.learning_rate, eps=settings.adam_eps)
-    num_examples = len(jax.tree_util.tree_leaves(train_data)[0])
-    runner = training.make_epoch_runner(
-        training.gradient_update(objectives.batch_mean(per_example), optimizer), preprocess,
-        batch_size=settings.batch_size, num_examples=num_examples, mesh=mesh,
-        nonfinite=settings.nonfinite)
     evaluate = training.make_evaluator(per_example, eval_preprocess,
                                        batch_size=settings.eval_batch_size, mesh=mesh)
-    state = training.put_replicated(training.create_train_state(params, optimizer), mesh)
-    train_data, test_data = training.put_replicated((train_data, test_data), mesh)
+    test_data = training.put_replicated(test_data, mesh)
     writer = loop.is_writer()
 
     def end_of_epoch(epoch: int, state, train_terms):
@@ -306,16 +345,15 @@ def fit(workdir: Path, *, config_record: dict[str, Any], free_fields: Sequence[s
             after_epoch(epoch, jax.device_get(state.params))
         if train_terms is None:
             return record, f"epoch {epoch:3d}  test {describe(test_terms)}"
-        skipped = train_terms.get("skipped_steps", 0)
         return record, (f"epoch {epoch:3d}  train {describe(train_terms)}  "
-                        f"test {describe(test_terms)}"
-                        + (f"  ({skipped} non-finite steps skipped)" if skipped else ""))
+                        f"test {describe(test_terms)}")
 
-    state, record = loop.train(
-        runner, state, train_data, data_key=keys.data, base_key=keys.step,
-        epochs=settings.epochs, workdir=workdir, config=config_record, start_step=start_step,
-        checkpoint_every=settings.checkpoint_every, keep_checkpoints=settings.keep_checkpoints,
-        end_of_epoch=end_of_epoch, mesh=mesh)
+    state, record = fit_state(
+        workdir, config_record=config_record, free_fields=free_fields, settings=settings,
+        state=training.create_train_state(params, optimizer),
+        update=training.gradient_update(objectives.batch_mean(per_example), optimizer),
+        train_data=train_data, preprocess=preprocess, keys=keys, end_of_epoch=end_of_epoch,
+        mesh=mesh)
     params = jax.device_get(state.params)
     if writer:
         io.save_params(workdir / "params.msgpack", params)
@@ -353,6 +391,12 @@ def train_and_evaluate(config: VAEConfig, workdir: os.PathLike | str) -> dict[st
     config_record = dataclasses.asdict(config)
     start_step = loop.resume_step(workdir, config_record, resumable_fields())  # before loading
 
+    perceptual = None
+    if config.perceptual_weight:
+        from vaejax import classifier  # it imports this module
+
+        perceptual = classifier.perceptual_loss(
+            classifier.load(config.classifier_workdir, config.dataset))
     start = time.perf_counter()
     train, test = load_data(config, config.binarization)
     data_seconds = time.perf_counter() - start
@@ -368,9 +412,10 @@ def train_and_evaluate(config: VAEConfig, workdir: os.PathLike | str) -> dict[st
         per_example = likelihood.iwae_per_example(model, config.iwae_samples, config.likelihood,
                                                   config.gaussian_variance)
     else:
-        per_example = objectives.vae_per_example(model, likelihood=config.likelihood,
-                                                 beta=config.beta,
-                                                 variance=config.gaussian_variance)
+        per_example = objectives.vae_per_example(
+            model, likelihood=config.likelihood, beta=config.beta,
+            variance=config.gaussian_variance, perceptual=perceptual,
+            perceptual_weight=config.perceptual_weight)
     images = _ImageWriter(model, test.images, size, keys.sample, config.latent_dim)
 
     log = print if writer else (lambda text: None)
@@ -457,6 +502,15 @@ def initialize_distributed(coordinator_address: str = "", num_processes: int = 0
                                process_id=process_id if process_id >= 0 else None)
 
 
+def resolve_workdir(config) -> Path:
+    """``config.workdir`` with each ``{field}`` replaced by that field's value, e.g.
+    'workdirs/gan_{dataset}_{loss}' -> 'workdirs/gan_mnist_bce'."""
+    workdir = config.workdir
+    for field in dataclasses.fields(config):
+        workdir = workdir.replace("{" + field.name + "}", str(getattr(config, field.name)))
+    return Path(workdir)
+
+
 def main(defaults: RunConfig, description: str | None = None,
          argv: Sequence[str] | None = None, prog: str | None = None,
          run: Callable[[Any, Path], Any] | None = None) -> int:
@@ -476,7 +530,7 @@ def main(defaults: RunConfig, description: str | None = None,
     try:
         if launch.pop("distributed") or launch["coordinator_address"]:
             initialize_distributed(**launch)
-        (run or train_and_evaluate)(config, Path(config.workdir))
+        (run or train_and_evaluate)(config, resolve_workdir(config))
     except (ConfigError, data.DataError, loop.WorkdirError, checkpoints.CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -116,13 +116,7 @@ def save_latent_scatters(path: os.PathLike | str, panels: Sequence[tuple[np.ndar
     """Side-by-side scatters of 2-D codes, one panel per ``(z [N, 2], title)``, each point
     coloured by its label [N], one legend of class names (PNG). ``limits``: the same (low,
     high) on both axes of every panel (e.g. (0, 1) for p-values)."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels) + 1, 6), dpi=100,
                              squeeze=False)
     cmap = plt.get_cmap("tab10")
@@ -138,8 +132,41 @@ def save_latent_scatters(path: os.PathLike | str, panels: Sequence[tuple[np.ndar
             ax.set_xlim(*limits)
             ax.set_ylim(*limits)
     axes[0, -1].legend(markerscale=5, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    return _save_figure(path, fig)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save_figure(path: os.PathLike | str, fig) -> Path:
+    import io
+
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    plt.close(fig)
+    _pyplot().close(fig)
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+def save_class_histograms(path: os.PathLike | str,
+                          rows: Sequence[tuple[str, Sequence[int]]]) -> Path:
+    """One bar chart per ``(title, counts per class)``, stacked, each bar the share of the
+    images (PNG): the class histogram of generated images, where mode collapse shows."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(rows), 1, figsize=(7, 1.8 * len(rows) + 0.5), dpi=100,
+                             squeeze=False, sharex=True)
+    for ax, (title, counts) in zip(axes[:, 0], rows):
+        counts = np.asarray(counts, dtype=np.float64)
+        ax.bar(np.arange(len(counts)), counts / max(counts.sum(), 1), color="tab:blue")
+        ax.axhline(1 / len(counts), color="grey", linewidth=0.8, linestyle="--")
+        ax.set_ylabel("share")
+        ax.set_title(title, fontsize=9)
+    axes[-1, 0].set_xticks(np.arange(len(rows[0][1])))
+    axes[-1, 0].set_xlabel("class (the classifier's label)")
+    return _save_figure(path, fig)

@@ -149,10 +149,13 @@ class _Conv2DBase(nn.Module):
     implementation: str = "auto"
     kernel_init: Callable = nn.initializers.lecun_normal()
     bias_init: Callable = nn.initializers.zeros
+    use_bias: bool = True  # False before a normalization, which would cancel it
 
     def _params(self, channels: int):
         kernel = self.param("kernel", self.kernel_init,
                             (self.kernel_size, self.kernel_size, channels, self.features))
+        if not self.use_bias:
+            return kernel, 0.0
         return kernel, self.param("bias", self.bias_init, (self.features,))
 
 

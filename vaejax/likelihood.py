@@ -135,7 +135,7 @@ class EvaluateConfig:
     raw_data_dir: str = _field("", "folder with the raw IDX .gz files (empty: the run's own)")
 
 
-def _read_run(workdir: Path):
+def read_vae_run(workdir: Path):
     """(VAEConfig, host params) of the finished run in ``workdir``; one-line errors."""
     from flax import serialization
 
@@ -177,7 +177,7 @@ def run(config: EvaluateConfig, workdir: Path) -> dict:
             raise ConfigError(f"--{name} must be positive, got {getattr(config, name)}")
     if config.test_examples < 0 or not 0 <= config.seed < 2**31:
         raise ConfigError("--test_examples must be >= 0 and --seed in 0..2^31-1")
-    run_config, model, params = _read_run(workdir)
+    run_config, model, params = read_vae_run(workdir)
     run_config = dataclasses.replace(run_config, data_dir=config.data_dir or run_config.data_dir,
                                      raw_data_dir=config.raw_data_dir or run_config.raw_data_dir)
     _, test = load_data(run_config, run_config.binarization)

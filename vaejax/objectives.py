@@ -137,13 +137,25 @@ def reconstruction_loss(x: jax.Array, logits: jax.Array, kind: str = "bce") -> j
 
 
 def vae_per_example(model, *, likelihood: str = "bernoulli", beta: float = 1.0,
-                    variance: float = 1.0) -> PerExampleFn:
-    """``f(params, x, key) -> negative_elbo terms [B]`` for a :class:`vaejax.models.VAE`."""
+                    variance: float = 1.0, perceptual: Callable | None = None,
+                    perceptual_weight: float = 0.0) -> PerExampleFn:
+    """``f(params, x, key) -> negative_elbo terms [B]`` for a :class:`vaejax.models.VAE`.
+
+    With ``perceptual(x, x_hat) -> [B]`` (a distance between images in [0, 1], e.g.
+    :func:`vaejax.classifier.perceptual_distance`), the terms hold ``perceptual`` of x and the
+    decoder's mean sigmoid(logits), and ``loss`` adds ``perceptual_weight`` times it (the
+    ``negative_elbo`` term stays the plain bound).
+    """
 
     def per_example(params, x, key):
         logits, mean, log_var = model.apply({"params": params}, x, key)
-        return negative_elbo(x, logits, mean, log_var, likelihood=likelihood, beta=beta,
-                             variance=variance)
+        terms = negative_elbo(x, logits, mean, log_var, likelihood=likelihood, beta=beta,
+                              variance=variance)
+        if perceptual is None:
+            return terms
+        distance = perceptual(x, jax.nn.sigmoid(logits))
+        return {**terms, "perceptual": distance,
+                "loss": terms["loss"] + perceptual_weight * distance}
 
     return per_example
 

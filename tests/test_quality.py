@@ -1,0 +1,209 @@
+"""The classifier behind the sample-quality metrics, the metrics on real images under growing
+damage, the perceptual loss, and the GAN / sample-quality experiments end to end on MNIST."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import PIL.Image
+import pytest
+
+from tests.helpers import grid_size, run_python
+from vaejax import classifier, data, experiment, gan, io, models, objectives, quality
+from vaejax.experiment import ConfigError
+
+
+def _size(path):
+    with PIL.Image.open(path) as picture:
+        return picture.size
+
+
+@pytest.fixture(scope="module")
+def judge_and_test(mnist_classifier_dir, mnist_tfds_dir):
+    trained = classifier.load(mnist_classifier_dir, "mnist")
+    train = data.load_split("mnist", "train", data_dir=mnist_tfds_dir)
+    test = data.load_split("mnist", "test", data_dir=mnist_tfds_dir)
+    return quality.Judge.of(trained, train.images[:20000]), test
+
+
+def test_classifier_experiment_reaches_its_accuracy(mnist_classifier_dir):
+    summary = json.loads((mnist_classifier_dir / "classifier.json").read_text())
+    lines = io.read_jsonl(mnist_classifier_dir / "metrics.jsonl")
+    assert [line["epoch"] for line in lines] == [0, 1, 2]
+    assert summary["dataset"] == "mnist" and summary["test_accuracy"] == pytest.approx(
+        1 - lines[-1]["test_error"])
+    assert summary["test_accuracy"] > 0.93  # 3,200 images, 2 epochs
+    assert lines[0]["test_error"] > 0.5  # it learned that
+
+
+def test_classifier_cross_entropy_is_the_closed_form():
+    model = classifier.LeNet()
+    params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
+    images = jax.random.uniform(jax.random.key(1), (5, 28, 28, 1))
+    labels = jnp.array([0, 3, 9, 3, 1])
+    terms = classifier.per_example(model)(params, (images, labels), None)
+    logits = np.asarray(model.apply({"params": params}, images).logits, np.float64)
+    log_softmax = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    np.testing.assert_allclose(terms["loss"], -log_softmax[np.arange(5), labels], rtol=1e-5)
+    np.testing.assert_array_equal(terms["error"], logits.argmax(1) != np.asarray(labels))
+    acts = model.apply({"params": params}, images)
+    assert acts.conv1.shape == (5, 14, 14, 16) and acts.conv2.shape == (5, 7, 7, 32)
+    assert acts.features.shape == (5, 128) and float(acts.features.min()) >= 0  # ReLU
+
+
+def _blur(images, times):
+    x = images.astype(np.float64)
+    for _ in range(times):  # 3x3 box filter, edges repeated
+        p = np.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)], mode="edge")
+        x = sum(p[:, i: i + 28, j: j + 28] for i in range(3) for j in range(3)) / 9
+    return x
+
+
+def test_fid_is_small_for_real_images_and_grows_with_noise_and_blur(judge_and_test):
+    judge, test = judge_and_test
+    clean = test.images[:2000].astype(np.float64) / 255
+    rng = np.random.default_rng(0)
+    noisy = [judge.score(np.clip(clean + rng.normal(0, s, clean.shape), 0, 1))["fid"]
+             for s in (0.0, 0.1, 0.3, 0.6)]
+    blurred = [judge.score(_blur(clean, t))["fid"] for t in (0, 1, 3, 6)]
+    assert noisy == sorted(noisy) and noisy[-1] > 20 * max(noisy[0], 1e-3), noisy
+    assert blurred == sorted(blurred) and blurred[-1] > 5 * max(blurred[0], 1e-3), blurred
+    real = judge.score(clean)
+    assert real["classes_covered"] == 10 and real["inception_score"] > 5  # near 10 for a sharp judge
+    ones = judge.score(clean[test.labels[:2000] == 1])
+    assert ones["classes_covered"] == 1 and ones["inception_score"] < 1.5  # one mode
+
+
+def test_load_fails_with_the_command_that_fixes_it(tmp_path, mnist_classifier_dir):
+    with pytest.raises(ConfigError, match="no trained classifier in .*python -m "
+                                          "experiments.classifier --dataset mnist"):
+        classifier.load(tmp_path / "none", "mnist")
+    with pytest.raises(ConfigError, match="trained on mnist, not fashion_mnist"):
+        classifier.load(mnist_classifier_dir, "fashion_mnist")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "classifier.json").write_text((mnist_classifier_dir / "classifier.json").read_text())
+    (broken / "params.msgpack").write_bytes(b"\x00garbage")
+    with pytest.raises(ConfigError, match="unreadable"):
+        classifier.load(broken, "mnist")
+
+
+def test_perceptual_term_is_zero_for_a_perfect_reconstruction(mnist_classifier_dir):
+    trained = classifier.load(mnist_classifier_dir, "mnist")
+    x = jax.random.uniform(jax.random.key(0), (3, 28, 28, 1))
+    y = jax.random.uniform(jax.random.key(1), (3, 28, 28, 1))
+    distance = jax.jit(classifier.perceptual_loss(trained))
+    assert np.all(np.asarray(distance(x, x)) == 0)
+    assert np.all(np.asarray(distance(x, y)) > 0)
+    padded = jnp.pad(x, [(0, 0), (2, 2), (2, 2), (0, 0)])  # a 32x32 model's images
+    np.testing.assert_allclose(distance(padded, padded + 0.1), distance(x, x + 0.1), rtol=1e-5)
+    model = models.mlp_vae(4, (32,))
+    params = model.init(jax.random.key(2), x, jax.random.key(2))["params"]
+    plain = jax.jit(objectives.vae_per_example(model))(params, x, jax.random.key(3))
+    weighted = jax.jit(objectives.vae_per_example(
+        model, perceptual=classifier.perceptual_loss(trained), perceptual_weight=0.5))(
+        params, x, jax.random.key(3))
+    np.testing.assert_allclose(weighted["loss"],
+                               plain["loss"] + 0.5 * weighted["perceptual"], rtol=1e-5)
+    np.testing.assert_allclose(weighted["negative_elbo"], plain["negative_elbo"], rtol=1e-6)
+    grads = jax.jit(jax.grad(lambda p: jnp.mean(objectives.vae_per_example(
+        model, perceptual=classifier.perceptual_loss(trained), perceptual_weight=1.0)(
+        p, x, jax.random.key(3))["perceptual"])))(params)
+    assert max(float(jnp.abs(g).max()) for g in jax.tree_util.tree_leaves(grads["decoder"])) > 0
+
+
+def test_gan_and_sample_quality_end_to_end(tmp_path, capsys, mnist_tfds_dir, mnist_raw_dir,
+                                            mnist_classifier_dir):
+    """A DCGAN resumed from 1 to 2 epochs and a WGAN-GP with per-epoch FID; a VAE with the
+    perceptual term; then all three scored side by side with real test images."""
+    common = ["--raw_data_dir", str(mnist_raw_dir), "--data_dir", str(mnist_tfds_dir),
+              "--classifier_workdir", str(mnist_classifier_dir)]
+    bce = tmp_path / "bce"
+    gan_args = ["-m", "experiments.gan_mnist", *common, "--width", "8", "--train_examples",
+                "1280", "--eval_samples", "500", "--workdir", str(bce)]
+    first = run_python(gan_args + ["--epochs", "1"])
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = run_python(gan_args + ["--epochs", "2"])
+    assert second.returncode == 0, second.stderr[-3000:]
+    lines = io.read_jsonl(bce / "metrics.jsonl")
+    assert [line["epoch"] for line in lines] == [0, 1, 2]
+    assert [line["step"] for line in lines] == [0, 20, 40]  # 1,280 / 64 generator steps
+    for key in ("train_d_loss", "train_g_loss", "train_d_real", "fid", "inception_score",
+                "classes_covered"):
+        assert np.isfinite(lines[-1][key]), key
+    assert sum(lines[-1]["class_histogram"]) == 500
+    assert "epoch   2  D loss" in second.stdout and "FID" in second.stdout
+    for name in ("samples_1.png", "samples_2.png", "samples.png"):
+        assert _size(bce / name) == grid_size(8, 8)
+
+    wgan = tmp_path / "wgan"
+    proc = run_python(["-m", "experiments.gan_mnist", *common, "--loss", "wgan-gp", "--width",
+                       "8", "--n_critic", "2", "--train_examples", "640", "--epochs", "1",
+                       "--eval_samples", "0", "--workdir", str(wgan)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    last = io.read_jsonl(wgan / "metrics.jsonl")[-1]
+    assert last["step"] == 5 and np.isfinite(last["train_d_gradient_penalty"])
+    assert "fid" not in last
+
+    vae = tmp_path / "vae"  # in this process: the flags' parsing is the same
+    assert experiment.main(experiment.VAEConfig(), argv=[
+        *common, "--train_examples", "1280", "--epochs", "1", "--perceptual_weight", "0.01",
+        "--workdir", str(vae)]) == 0
+    last = io.read_jsonl(vae / "metrics.jsonl")[-1]
+    assert last["train_loss"] == pytest.approx(
+        last["train_negative_elbo"] + 0.01 * last["train_perceptual"], rel=1e-4)
+
+    out = tmp_path / "quality"
+    assert experiment.main(quality.QualityConfig(), argv=[
+        *common, "--runs", f"{bce},{wgan},{vae}", "--num_samples", "1000", "--train_examples",
+        "5000", "--workdir", str(out)], run=quality.run) == 0
+    printed = capsys.readouterr().out
+    record = json.loads((out / "sample_quality.json").read_text())
+    names = [row["name"] for row in record["rows"]]
+    assert names == ["real test images", f"gan: {bce}", f"gan: {wgan}", f"vae: {vae}"]
+    real, *models_rows = record["rows"]
+    assert all(real["fid"] < row["fid"] for row in models_rows)  # the floor
+    assert record["rows"][1]["epochs"] == 2 and record["rows"][1]["train_seconds"] > 0
+    assert "real test images" in printed and f"gan: {bce}" in printed
+    assert _size(out / "samples.png") == grid_size(4, 16)
+    assert _size(out / "mode_coverage.png")[1] > 300
+
+    assert experiment.main(quality.QualityConfig(), argv=[
+        *common, "--runs", str(out), "--workdir", str(tmp_path / "q2")], run=quality.run) == 2
+    assert capsys.readouterr().err.startswith(f"error: {out} holds no finished run")
+    assert not (tmp_path / "q2").exists()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--n_critic", "-1"], "error: --n_critic must be >= 0 (0 = the loss's default), got -1"),
+    (["--loss", "wgan-gp", "--generator_loss", "minimax"],
+     "error: --generator_loss chooses the bce game's generator loss"),
+    (["--image_size", "30"], "error: --image_size must be 28 or 32, got 30"),
+    (["--adam_beta1", "1"], "error: --adam_beta1 must lie in [0, 1), got 1.0"),
+    (["--train_examples", "100", "--batch_size", "64", "--loss", "wgan-gp"],
+     "error: one generator step takes n_critic x batch_size = 320 real images, more than the "
+     "100 training images"),
+    (["--learning_rate", "-1"], "error: --learning_rate must be >= 0"),
+])
+def test_gan_bad_flags_get_one_line(tmp_path, capsys, argv, message):
+    code = experiment.main(gan.GANConfig(), argv=argv + ["--workdir", str(tmp_path / "w")],
+                           run=gan.run)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith(message) and "\n" not in err, err
+    assert not (tmp_path / "w").exists()
+
+
+def test_vae_perceptual_flags_are_checked(tmp_path, capsys):
+    for argv, message in ((["--perceptual_weight", "-1"], "error: --perceptual_weight must be >= 0"),
+                          (["--perceptual_weight", "1", "--objective", "iwae"],
+                           "error: --perceptual_weight adds to the ELBO"),
+                          (["--perceptual_weight", "1", "--classifier_workdir",
+                            str(tmp_path / "none")], "error: no trained classifier in")):
+        code = experiment.main(experiment.VAEConfig(),
+                               argv=argv + ["--workdir", str(tmp_path / "w")])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and err.startswith(message) and "\n" not in err, err
+    assert not (tmp_path / "w").exists()
