@@ -1,12 +1,25 @@
 """Benchmark vaejax against PyTorch: the pytorch/examples MLP VAE (PyTorch as the example runs
 it, tuned, and compiled; vaejax's jit step in a Python loop and whole-epoch compiled loop) and
-Foster's conv VAE (on a subset: it is slow on a CPU), same data, same machine, one run.
+Foster's conv VAE (on a subset: it is slow on a CPU), same data, same machine, one run; with
+--models ...,dcgan also the pytorch/examples DCGAN (on a subset).
 
 Every measurement runs in a fresh subprocess (its own peak memory, its own device count). Prints
 tables (each model's variants; the MLP over batch sizes and device counts) with ratios to the
-first row (the PyTorch example for the MLP, tuned PyTorch for the conv model), achieved GFLOP/s
-and the fraction of the matrix-multiply peak measured in the same run, and writes them as JSON to
---out. Needs torch for the PyTorch rows (pip install -e '.[bench]'); without it they are left out.
+first row (the PyTorch example for the MLP, tuned PyTorch for the conv model and the DCGAN),
+achieved GFLOP/s and the fraction of the matrix-multiply peak measured in the same run, and
+writes them as JSON to --out (each row's ratio as ``ratio``, its baseline in ``ratio_baseline``).
+Needs torch for the PyTorch rows (pip install -e '.[bench]'); without it they are left out.
+
+The DCGAN (--models dcgan; not in the default set) trains vaejax.gan.dcgan and its PyTorch twin
+(Adam 2e-4, betas 0.5 / 0.999, one discriminator and one generator step per real batch, MNIST in
+[-1, 1]) on the first --dcgan_train_examples images (default 6400: about 20 s an epoch per
+variant at width 64 on 2 CPU cores) for --dcgan_epochs (default 3), batch --dcgan_batch_size
+(default 64), width --dcgan_width (ngf = ndf, default 64), --dcgan_image_size 28 (default) or 32
+(zero-padded), variants --dcgan_variants (default torch_tuned,jax_step,jax_epoch; torch_compiled
+puts the PyTorch update through torch.compile). Its table reports real images/second, the first
+epoch's seconds and the last epoch's mean losses, in place of the VAEs' test loss. Example:
+
+    python -m experiments.benchmark --raw_data_dir ../shared/data/mnist --models dcgan
 """
 
 from __future__ import annotations
@@ -39,9 +52,11 @@ def _child(spec: dict) -> dict:
         train = train[: spec["train_examples"]]
     variant = spec["variant"]
     compiled = variant == "torch_compiled"
+    gan_options = ({"image_size": spec["image_size"], "width": spec["width"]}
+                   if model == "dcgan" else {})
     result = benchmark.run_variant("torch_tuned" if compiled else variant, train, test,
                                    batch_size=spec["batch_size"], epochs=spec["epochs"],
-                                   compile_model=compiled, model=model)
+                                   compile_model=compiled, model=model, **gan_options)
     return {**result, "variant": variant, "batch_size": spec["batch_size"],
             "train_examples": len(train)}
 
@@ -109,7 +124,7 @@ def main(argv=None) -> int:
     parser.add_argument("--devices", type=_ints, default=[1, 8],
                         help="jax_epoch device counts (CPU: fake devices; default: 1,8)")
     parser.add_argument("--models", default="mlp,conv",
-                        help="comma-separated, from mlp,conv (default: both)")
+                        help="comma-separated, from mlp,conv,dcgan (default: mlp,conv)")
     parser.add_argument("--conv_variants", type=_variants,
                         default=["torch_tuned", "jax_step", "jax_epoch"],
                         help="variants of the conv model (default: torch_tuned,jax_step,jax_epoch)")
@@ -117,6 +132,20 @@ def main(argv=None) -> int:
                         help="the conv model trains on the first N images (default: 6000)")
     parser.add_argument("--conv_epochs", type=int, default=3,
                         help="epochs of the conv model, the first the warm-up (default: 3)")
+    parser.add_argument("--dcgan_variants", type=_variants,
+                        default=["torch_tuned", "jax_step", "jax_epoch"],
+                        help="variants of the dcgan model (default: torch_tuned,jax_step,"
+                             "jax_epoch; torch_compiled too)")
+    parser.add_argument("--dcgan_train_examples", type=int, default=6400,
+                        help="the dcgan model trains on the first N images (default: 6400)")
+    parser.add_argument("--dcgan_epochs", type=int, default=3,
+                        help="epochs of the dcgan model, the first the warm-up (default: 3)")
+    parser.add_argument("--dcgan_batch_size", type=int, default=64,
+                        help="real images per dcgan update (default: 64, pytorch/examples')")
+    parser.add_argument("--dcgan_width", type=int, default=64,
+                        help="the dcgan's ngf = ndf (default: 64, pytorch/examples')")
+    parser.add_argument("--dcgan_image_size", type=int, default=28, choices=(28, 32),
+                        help="28, or 32 with MNIST zero-padded (default: 28)")
     parser.add_argument("--sweep_epochs", type=int, default=2,
                         help="epochs per sweep point, the first the warm-up (default: 2)")
     parser.add_argument("--out", default="benchmark.json", help="JSON results (default: %(default)s)")
@@ -125,17 +154,24 @@ def main(argv=None) -> int:
     if args.child:
         print(json.dumps(_child(json.loads(args.child))), flush=True)
         return 0
-    if min(args.epochs, args.sweep_epochs, args.conv_epochs) < 2:
-        parser.error("--epochs, --sweep_epochs and --conv_epochs must be at least 2 (one "
-                     "warm-up, one timed)")
+    if min(args.epochs, args.sweep_epochs, args.conv_epochs, args.dcgan_epochs) < 2:
+        parser.error("--epochs, --sweep_epochs, --conv_epochs and --dcgan_epochs must be at "
+                     "least 2 (one warm-up, one timed)")
     models = [m for m in args.models.split(",") if m]
     if not models or set(models) - set(benchmark.MODELS):
-        parser.error(f"--models must name mlp and/or conv, got {args.models!r}")
-    if "torch_example" in args.conv_variants:
-        parser.error("--conv_variants: torch_example is the pytorch/examples MLP; the conv "
-                     "model's PyTorch baseline is torch_tuned")
+        parser.error(f"--models must name some of {', '.join(benchmark.MODELS)}, got "
+                     f"{args.models!r}")
+    for flag, model in (("--conv_variants", "conv"), ("--dcgan_variants", "dcgan")):
+        if "torch_example" in getattr(args, flag[2:]):
+            parser.error(f"{flag}: torch_example is the pytorch/examples MLP; the {model} "
+                         "model's PyTorch baseline is torch_tuned")
     if not 0 < args.conv_train_examples <= 60000:
         parser.error("--conv_train_examples must be between 1 and 60000")
+    if min(args.dcgan_batch_size, args.dcgan_width) < 1:
+        parser.error("--dcgan_batch_size and --dcgan_width must be positive")
+    if not args.dcgan_batch_size <= args.dcgan_train_examples <= 60000:
+        parser.error("--dcgan_train_examples must be between --dcgan_batch_size "
+                     f"({args.dcgan_batch_size}) and 60000")
 
     common = {"kind": "train", "data_dir": args.data_dir, "raw_data_dir": args.raw_data_dir}
     torch_ok = _torch_available()
@@ -145,14 +181,21 @@ def main(argv=None) -> int:
     runs = {"mlp": dict(variants=keep(args.variants), batch_size=args.batch_size,
                         epochs=args.epochs, train_examples=0),
             "conv": dict(variants=keep(args.conv_variants), batch_size=100,
-                         epochs=args.conv_epochs, train_examples=args.conv_train_examples)}
+                         epochs=args.conv_epochs, train_examples=args.conv_train_examples),
+            "dcgan": dict(variants=keep(args.dcgan_variants), batch_size=args.dcgan_batch_size,
+                          epochs=args.dcgan_epochs, train_examples=args.dcgan_train_examples,
+                          image_size=args.dcgan_image_size, width=args.dcgan_width)}
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     peak = _measure({"kind": "matmul"}).get("matmul_flops", float("nan"))
-    flops = {m: benchmark.train_flops(m) for m in benchmark.MODELS}
+    flops = {m: benchmark.train_flops(m, image_size=args.dcgan_image_size,
+                                      width=args.dcgan_width) for m in benchmark.MODELS}
+    gan_flops = f", DCGAN {flops['dcgan'] / 1e6:.2f}" if "dcgan" in models else ""
     print(f"matmul peak {peak / 1e9:.1f} GFLOP/s (float32 2048^3, jitted); train step "
-          f"MLP {flops['mlp'] / 1e6:.2f}, conv {flops['conv'] / 1e6:.2f} MFLOP/image", flush=True)
+          f"MLP {flops['mlp'] / 1e6:.2f}, conv {flops['conv'] / 1e6:.2f}{gan_flops} MFLOP/image",
+          flush=True)
     results = {"date": started, "matmul_flops": peak, "train_flops_per_image": flops,
-               "argv": sys.argv[1:], "models": {}, "batch_sweep": [], "device_sweep": []}
+               "argv": sys.argv[1:], "models": {}, "ratio_baseline": {}, "batch_sweep": [],
+               "device_sweep": []}
 
     def describe(r: dict, base: float | None, model: str = "mlp") -> list[str]:
         if "error" in r:
@@ -163,14 +206,38 @@ def main(argv=None) -> int:
                 f"{rate * flops[model] / 1e9:.1f}", f"{100 * rate * flops[model] / peak:.0f}%",
                 f"{r['peak_host_mib']:,.0f}"]
 
+    def gan_describe(r: dict, base: float | None) -> list[str]:
+        if "error" in r:
+            return [r.get("variant", "?"), "error: " + r["error"][:60]] + [""] * 9
+        rate = r["images_per_second"]
+        return [r["variant"], f"{rate:,.0f}", f"{rate / base:.2f}x" if base else "-",
+                f"{r['first_epoch_seconds']:.2f}", f"{r['d_loss']:.3f}", f"{r['g_loss']:.3f}",
+                f"{r['d_real']:.2f} / {r['d_fake']:.2f}", f"{rate * flops['dcgan'] / 1e9:.1f}",
+                f"{100 * rate * flops['dcgan'] / peak:.0f}%", f"{r['peak_host_mib']:,.0f}"]
+
+    def baseline(model: str, rows: list[dict]) -> dict | None:
+        """The row the ratios divide by: tuned PyTorch for the dcgan where measured, else the
+        first row (as the VAE tables do)."""
+        ok = [r for r in rows if "error" not in r]
+        if model == "dcgan":
+            return next((r for r in ok if r["variant"] == "torch_tuned"), ok[0] if ok else None)
+        return rows[0] if rows and "error" not in rows[0] else None
+
     for model in models:
         run = runs[model]
         rows = results["models"][model] = []
+        keys = ("batch_size", "epochs", "train_examples") + (
+            ("image_size", "width") if model == "dcgan" else ())
         for variant in run["variants"]:
             print(f"measuring {model} {variant} ...", flush=True)
             rows.append(_measure({**common, "model": model, "variant": variant,
-                                  **{k: run[k] for k in ("batch_size", "epochs",
-                                                         "train_examples")}}))
+                                  **{k: run[k] for k in keys}}))
+        base = baseline(model, rows)
+        if base is not None:
+            results["ratio_baseline"][model] = base["variant"]
+            for r in rows:
+                if "error" not in r:
+                    r["ratio"] = r["images_per_second"] / base["images_per_second"]
     if "mlp" in models:
         for batch_size in args.batch_sizes:
             print(f"measuring mlp jax_epoch at batch {batch_size} ...", flush=True)
@@ -185,7 +252,7 @@ def main(argv=None) -> int:
 
     header = ["variant", "img/s", "vs first", "1st epoch s", "test -ELBO", "GFLOP/s",
               "of peak", "peak MiB"]
-    for model in models:
+    for model in [m for m in models if m != "dcgan"]:
         rows, run = results["models"][model], runs[model]
         if not rows:
             continue
@@ -194,6 +261,17 @@ def main(argv=None) -> int:
         print(f"\n{model} VAE, batch {run['batch_size']}, {images}{run['epochs']} epochs "
               f"(img/s: median of the last {run['epochs'] - 1})")
         print(_table(header, [describe(r, base, model) for r in rows]))
+    if results["models"].get("dcgan"):
+        rows, run = results["models"]["dcgan"], runs["dcgan"]
+        name = results["ratio_baseline"].get("dcgan")
+        base = next((r["images_per_second"] for r in rows if r.get("variant") == name), None)
+        size = run["image_size"]
+        print(f"\ndcgan, batch {run['batch_size']}, width {run['width']}, {size}x{size}, "
+              f"{run['train_examples']:,} images, {run['epochs']} epochs (img/s: real images, "
+              f"median of the last {run['epochs'] - 1}; losses: means over the last epoch)")
+        print(_table(["variant", "img/s", f"vs {name or 'first'}", "1st epoch s", "D loss",
+                      "G loss", "D(x) / D(G(z))", "GFLOP/s", "of peak", "peak MiB"],
+                     [gan_describe(r, base) for r in rows]))
     if results["batch_sweep"]:
         print("\nmlp jax_epoch over batch sizes")
         print(_table(["batch"] + header[1:2] + header[3:],

@@ -20,14 +20,14 @@ def _sigmoid(x):
 
 
 @pytest.mark.parametrize("size, expected", [(28, (7, 2)), (32, (4, 3)), (64, (4, 4)),
-                                            (8, (4, 1)), (14, (7, 1))])
+                                            (8, (4, 1)), (14, (7, 1)), (56, (7, 3)), (128, (4, 5))])
 def test_layout(size, expected):
     assert gan.layout(size) == expected
 
 
-@pytest.mark.parametrize("size", [27, 30, 48, 4, 0])
+@pytest.mark.parametrize("size", [27, 30, 48, 4, 7, 0])
 def test_layout_rejects_other_sizes(size):
-    with pytest.raises(ValueError, match="not 28 or 4"):
+    with pytest.raises(ValueError, match="is not 7 \* 2\^k"):
         gan.layout(size)
 
 

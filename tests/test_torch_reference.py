@@ -18,7 +18,7 @@ except ImportError:  # pragma: no cover - depends on the environment
         raise
     pytest.skip("torch is not installed (pip install -e '.[bench]')", allow_module_level=True)
 
-from vaejax import models, objectives, torch_reference
+from vaejax import gan, models, objectives, torch_reference
 
 
 def _batch(n=32):
@@ -124,3 +124,156 @@ def test_torch_conv_initialization_is_keras_glorot():
         bound = np.sqrt(6 / fans)
         assert np.abs(w).max() <= bound and np.abs(w).max() > 0.95 * bound
         assert not module.bias.detach().numpy().any()
+
+
+# ---------------------------------------------------------------------------------------------
+# DCGAN (pytorch/examples dcgan/main.py)
+
+
+def _torch_count(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _flax_counts(image_size, channels, width=64, critic=False):
+    shapes = jax.eval_shape(gan.dcgan(image_size, channels, width, critic=critic).init,
+                            jax.random.key(0))
+    return models.count_params(shapes["generator"]), models.count_params(shapes["discriminator"])
+
+
+def test_dcgan_parameter_counts_are_pytorch_examples():
+    """64 x 64 x 3 is pytorch/examples' network (its published 3,576,704 / 2,765,568); every
+    size has the same count in both frameworks, with and without the discriminator's BN."""
+    generator = torch_reference.DCGANGenerator(64, 3)
+    discriminator = torch_reference.DCGANDiscriminator(64, 3)
+    assert (_torch_count(generator), _torch_count(discriminator)) == (3_576_704, 2_765_568)
+    assert _flax_counts(64, 3) == (3_576_704, 2_765_568)
+    # without batch norm: the 128 + 256 + 512 scales and shifts go
+    assert _flax_counts(64, 3, critic=True)[1] == 2_765_568 - 2 * (128 + 256 + 512)
+    for size, channels, width in ((28, 1, 64), (32, 1, 64), (32, 3, 16), (28, 1, 8)):
+        for critic in (False, True):
+            torch_counts = (_torch_count(torch_reference.DCGANGenerator(size, channels, width)),
+                            _torch_count(torch_reference.DCGANDiscriminator(
+                                size, channels, width, batch_norm=not critic)))
+            assert _flax_counts(size, channels, width, critic) == torch_counts, (size, critic)
+
+
+def test_torch_dcgan_initialization_is_pytorch_examples():
+    torch.manual_seed(0)
+    generator = torch_reference.DCGANGenerator(32)
+    weights = np.concatenate([m.weight.detach().numpy().ravel() for m in generator.modules()
+                              if isinstance(m, torch.nn.ConvTranspose2d)])
+    assert np.mean(weights) == pytest.approx(0, abs=1e-3)
+    assert np.std(weights) == pytest.approx(0.02, rel=0.02)
+    norms = [m for m in generator.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    scales = np.concatenate([m.weight.detach().numpy() for m in norms])
+    assert np.mean(scales) == pytest.approx(1, abs=3e-3)
+    assert np.std(scales) == pytest.approx(0.02, rel=0.15)
+    assert not np.concatenate([m.bias.detach().numpy() for m in norms]).any()
+    # vaejax's kernels come from the same N(0, 0.02)
+    kernel = np.asarray(gan.dcgan_init(jax.random.key(0), (4, 4, 256, 128)))
+    assert np.mean(kernel) == pytest.approx(0, abs=1e-3)
+    assert np.std(kernel) == pytest.approx(0.02, rel=0.02)
+
+
+def _random_gan_params(model, seed):
+    """A parameter tree of ``model``'s shapes with random values (no compiled init, which costs
+    seconds of XLA compilation): kernels N(0, 0.02) as initialized, batch-norm scales N(1, 0.2)
+    and shifts N(0, 0.2) (not 1 and 0: a scale/shift mix-up shows).
+
+    Larger kernels saturate the generator's tanh, where both frameworks' float32 gradients lose
+    digits to 1 - tanh^2 and XLA's tanh (2 ulp; PyTorch's 0.3) leaves 1e-3 relative errors."""
+    rng = np.random.default_rng(seed)
+    shapes = jax.eval_shape(model.init, jax.random.key(0))
+
+    def draw(path, leaf):
+        name = jax.tree_util.keystr(path)
+        loc, scale = (1.0, 0.2) if "scale" in name else (0.0, 0.2 if "bias" in name else 0.02)
+        return (loc + scale * rng.standard_normal(leaf.shape)).astype(np.float32)
+
+    return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
+def _gan_pair(image_size, critic, seed=0, width=64):
+    model = gan.dcgan(image_size, 1, width, critic=critic)
+    params = _random_gan_params(model, seed)
+    generator, discriminator = torch_reference.load_flax_gan_params(
+        torch_reference.DCGANGenerator(image_size, 1, width),
+        torch_reference.DCGANDiscriminator(image_size, 1, width, batch_norm=not critic), params)
+    return model, params, generator.train(), discriminator.train()
+
+
+def _nchw(images):
+    return torch.from_numpy(np.array(np.asarray(images).transpose(0, 3, 1, 2)))  # a writable copy
+
+
+def _gan_inputs(image_size, batch=8, seed=1):
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((batch, 100)).astype(np.float32)
+    real = (rng.random((batch, image_size, image_size, 1)) * 2 - 1).astype(np.float32)
+    return z, real
+
+
+@pytest.mark.parametrize("image_size", [28, 32])
+@pytest.mark.parametrize("critic", [False, True])
+def test_torch_dcgan_matches_vaejax_outputs(image_size, critic):
+    """Same weights and z: the same images; same images: the same logits (batch norm on the
+    batch's statistics in both, torch in train mode)."""
+    model, params, generator, discriminator = _gan_pair(image_size, critic)
+    z, real = _gan_inputs(image_size)
+    fake = np.asarray(model.generate(params["generator"], jnp.asarray(z)))
+    assert fake.shape == (8, image_size, image_size, 1)
+    with torch.no_grad():
+        torch_fake = generator(torch.from_numpy(z)).numpy()
+        np.testing.assert_allclose(torch_fake.transpose(0, 2, 3, 1), fake, atol=1e-5)
+        assert fake.std() > 0.01  # not all tanh(0)
+        for images in (real, fake):
+            logits = np.asarray(model.critic(params["discriminator"], jnp.asarray(images)))
+            torch_logits = discriminator(_nchw(images)).numpy()
+            assert logits.shape == torch_logits.shape == (8,)
+            np.testing.assert_allclose(torch_logits, logits, rtol=1e-4,
+                                       atol=1e-5 * max(1.0, np.abs(logits).max()))
+
+
+def test_torch_dcgan_matches_vaejax_loss_gradients():
+    """The BCE discriminator loss (real images vs detached fakes) and the non-saturating
+    generator loss: same values, same gradients for every parameter of the player trained."""
+    model, params, generator, discriminator = _gan_pair(28, critic=False, seed=3)
+    # A pre-activation within float32 rounding of a ReLU / LeakyReLU kink can take the other
+    # branch in the other framework and change one channel's gradient by percents; in this draw
+    # none is closer than 5e-7 (rounding here is about 1e-8).
+    z, real = _gan_inputs(28, batch=8, seed=5)
+    g_params, d_params = params["generator"], params["discriminator"]
+    fake = model.generate(g_params, jnp.asarray(z))
+
+    def d_loss(d):
+        return gan.discriminator_bce(model.critic(d, jnp.asarray(real)), model.critic(d, fake))
+
+    def g_loss(g):
+        fake_logits = model.critic(d_params, model.generate(g, jnp.asarray(z)))
+        return gan.generator_non_saturating(fake_logits)
+
+    d_value, d_grads = jax.jit(jax.value_and_grad(d_loss))(d_params)
+    g_value, g_grads = jax.jit(jax.value_and_grad(g_loss))(g_params)
+
+    torch_fake = generator(torch.from_numpy(z))
+    torch_d = torch_reference.dcgan_discriminator_loss(discriminator(_nchw(real)),
+                                                       discriminator(torch_fake.detach()))
+    torch_d.backward()
+    assert generator.main[0].weight.grad is None
+    torch_d_grads = torch_reference.flax_gan_gradients(generator, discriminator)
+    discriminator.zero_grad(set_to_none=True)
+    torch_g = torch_reference.dcgan_generator_loss(discriminator(generator(torch.from_numpy(z))))
+    torch_g.backward(inputs=list(generator.parameters()))
+    assert discriminator.main[0].weight.grad is None
+    torch_g_grads = torch_reference.flax_gan_gradients(generator, discriminator)
+
+    assert float(torch_d.detach()) == pytest.approx(float(d_value), rel=1e-5)
+    assert float(torch_g.detach()) == pytest.approx(float(g_value), rel=1e-5)
+    for grads, reference in ((d_grads, torch_d_grads["discriminator"]),
+                             (g_grads, torch_g_grads["generator"])):
+        assert set(reference) == set(grads)
+        for (path, g), t in zip(jax.tree_util.tree_leaves_with_path(grads),
+                                jax.tree_util.tree_leaves(reference), strict=True):
+            g = np.asarray(g)
+            np.testing.assert_allclose(t, g, rtol=1e-3, atol=1e-4 * np.abs(g).max(),
+                                       err_msg=jax.tree_util.keystr(path))

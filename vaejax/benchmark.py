@@ -1,9 +1,10 @@
-"""Throughput of vaejax's VAEs against PyTorch versions of them, on the same data and machine.
+"""Throughput of vaejax's models against PyTorch versions of them, on the same data and machine.
 
-The models: ``mlp``, the pytorch/examples VAE, and ``conv``, Foster's conv VAE (its experiment's
+The models: ``mlp``, the pytorch/examples VAE, ``conv``, Foster's conv VAE (its experiment's
 settings: Adam 5e-4, epsilon 1e-7, beta 2.048; there is no "PyTorch example" of it, so its
-baseline is ``torch_tuned``). What follows describes the MLP; the conv model runs the same
-variants except ``torch_example``.
+baseline is ``torch_tuned``), and ``dcgan``, the DCGAN of pytorch/examples ``dcgan/main.py``
+(see below). What follows describes the MLP; the conv model runs the same variants except
+``torch_example``.
 
 Each *variant* trains the 784-400-20 MLP VAE (Adam 1e-3, summed BCE + KL, grey MNIST) for a
 number of epochs and reports images/second over the warm epochs (median), the first epoch's
@@ -21,6 +22,19 @@ time (compilation, warm-up), the test negative ELBO after training, and peak mem
 
 FLOPs are counted analytically (:func:`mlp_vae_train_flops`); the machine's matrix-multiply peak
 is measured in the same run (:func:`matmul_peak_flops`).
+
+``dcgan`` (:func:`run_jax_gan`, :func:`run_torch_gan`) trains :func:`vaejax.gan.dcgan` and its
+PyTorch twin (:class:`~vaejax.torch_reference.DCGANGenerator`,
+:class:`~vaejax.torch_reference.DCGANDiscriminator`) on MNIST scaled to [-1, 1] (28 x 28, or
+zero-padded to 32 x 32): Adam 2e-4, betas (0.5, 0.999) for both players, batch 64 by default. One
+update is a discriminator step (binary cross-entropy on the logits of the real batch and of
+fakes from fresh z) then a generator step (non-saturating loss, fresh z): the ``torch_tuned``
+loop does in PyTorch what :func:`vaejax.gan.make_gan_update` does (fakes for the
+discriminator made without a graph, no discriminator weight gradients in the generator's step),
+and ``jax_step`` / ``jax_epoch`` run that update as for the VAEs. It reports real images per
+second and, instead of a test loss, the last epoch's mean losses and D(x), D(G(z)) (the same
+game in both frameworks should end near the same values); FLOPs:
+:func:`dcgan_train_flops`. There is no ``torch_example`` variant.
 """
 
 from __future__ import annotations
@@ -33,10 +47,11 @@ from typing import Any, Callable
 import numpy as np
 
 VARIANTS = ("torch_example", "torch_tuned", "jax_step", "jax_epoch")
-MODELS = ("mlp", "conv")
-# the experiments' settings: pytorch/examples for the MLP, Foster's for the conv VAE
+MODELS = ("mlp", "conv", "dcgan")
+# the experiments' settings: pytorch/examples for the MLP and the DCGAN, Foster's for the conv VAE
 SETTINGS = {"mlp": {"size": 28, "learning_rate": 1e-3, "adam_eps": 1e-8, "beta": 1.0},
-            "conv": {"size": 32, "learning_rate": 5e-4, "adam_eps": 1e-7, "beta": 1024 / 500}}
+            "conv": {"size": 32, "learning_rate": 5e-4, "adam_eps": 1e-7, "beta": 1024 / 500},
+            "dcgan": {"noise_dim": 100, "learning_rate": 2e-4, "betas": (0.5, 0.999)}}
 
 
 def mlp_vae_train_flops(pixels: int = 784, hidden: int = 400, latent: int = 20) -> int:
@@ -82,7 +97,63 @@ def conv_vae_train_flops(size: int = 32, channels=(32, 64, 128), latent: int = 2
     return 2 * (3 * macs - first)
 
 
-def train_flops(model: str) -> int:
+def dcgan_forward_macs(image_size: int = 28, channels: int = 1, width: int = 64,
+                       noise_dim: int = 100) -> dict[str, int]:
+    """Multiply-adds per image of the DCGAN's forward passes, counting the kernel taps that touch
+    data (as XLA's cost analysis does; zero padding and the holes of transposed convolutions do
+    not count): ``generator``, ``discriminator``, and the two layers whose input gradient no
+    training step needs, ``projection`` (z -> the start map) and ``first_conv`` (the image).
+
+    Along each axis a 4x4 stride-2 convolution (padding 1) from ``n`` pixels has 2n - 2 taps on
+    data, a 4x4 stride-2 transposed convolution from ``n`` pixels 4n - 2.
+    """
+    from vaejax.gan import layout  # flax: imported only when a DCGAN is counted
+
+    start, layers = layout(image_size)
+    generator_widths = [width * 2 ** (layers - 1 - i) for i in range(layers)] + [channels]
+    projection = noise_dim * start * start * generator_widths[0]
+    generator, side = projection, start
+    for c_in, c_out in zip(generator_widths[:-1], generator_widths[1:]):
+        generator += (4 * side - 2) ** 2 * c_in * c_out
+        side *= 2
+    discriminator_widths = [channels] + [width * 2 ** i for i in range(layers)]
+    first_conv, discriminator, side = None, 0, image_size
+    for c_in, c_out in zip(discriminator_widths[:-1], discriminator_widths[1:]):
+        layer = (2 * side - 2) ** 2 * c_in * c_out
+        first_conv = layer if first_conv is None else first_conv
+        discriminator += layer
+        side //= 2
+    discriminator += start * start * discriminator_widths[-1]  # the logit
+    return {"generator": generator, "discriminator": discriminator, "projection": projection,
+            "first_conv": first_conv}
+
+
+def dcgan_train_flops(image_size: int = 28, channels: int = 1, width: int = 64,
+                      noise_dim: int = 100) -> int:
+    """FLOPs per real image of one DCGAN update (a discriminator step and a generator step on
+    batches of the same size; multiply-adds count 2), from :func:`dcgan_forward_macs` G, D:
+
+    - discriminator step: G forward for the fakes; D forward on the real and the fake batch,
+      and its backward on both: weight gradients (D each) and input gradients (D less the
+      first conv's: nothing needs the images' gradient): G + 6D - 2 first_conv;
+    - generator step: G and D forward on fresh fakes; D backward for its input gradients only
+      (its weights are not trained here), G backward: weight gradients (G) and input gradients
+      less the projection's (z needs none): 3G + 2D - projection.
+
+    Elementwise work (batch norm, activations, the losses, Adam) is left out: XLA's cost
+    analysis counts 1.2% more at width 64 (0.6% at 128; a test checks). 140.5 MFLOP per real
+    image for the default model (28 x 28, width 64), 338.5 M at 32 x 32.
+    """
+    m = dcgan_forward_macs(image_size, channels, width, noise_dim)
+    g, d = m["generator"], m["discriminator"]
+    return 2 * (4 * g + 8 * d - 2 * m["first_conv"] - m["projection"])
+
+
+def train_flops(model: str, *, image_size: int = 28, width: int = 64) -> int:
+    """FLOPs per image of a training step of ``model``; ``image_size`` and ``width`` are the
+    DCGAN's (the VAEs have one size each)."""
+    if model == "dcgan":
+        return dcgan_train_flops(image_size, 1, width, SETTINGS["dcgan"]["noise_dim"])
     return mlp_vae_train_flops() if model == "mlp" else conv_vae_train_flops()
 
 
@@ -108,12 +179,14 @@ def peak_host_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _summary(epoch_seconds: list[float], images_per_epoch: int, test_loss: float,
+def _summary(epoch_seconds: list[float], images_per_epoch: int, test_loss: float | None,
              extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The result of a run; ``test_loss`` None (the GAN, which has none) leaves it out."""
     warm = epoch_seconds[1:] or epoch_seconds
+    loss = {} if test_loss is None else {"test_negative_elbo": test_loss}
     return {"images_per_second": images_per_epoch / statistics.median(warm),
             "first_epoch_seconds": epoch_seconds[0], "epoch_seconds": epoch_seconds,
-            "test_negative_elbo": test_loss, "peak_host_mib": peak_host_mib(), **(extra or {})}
+            **loss, "peak_host_mib": peak_host_mib(), **(extra or {})}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,6 +214,24 @@ def run_jax(variant: str, train: np.ndarray, test: np.ndarray, *, batch_size: in
     update = training.gradient_update(objectives.batch_mean(per_example), optimizer)
     preprocess = data.make_batch_preprocessor(size)
     state = training.put_replicated(training.create_train_state(params, optimizer), mesh)
+    state, seconds, _ = _jax_epochs(variant, update, preprocess, state, train, mesh,
+                                    batch_size=batch_size, epochs=epochs, data_key=data_key,
+                                    step_key=step_key)
+    evaluate = training.make_evaluator(per_example, preprocess, batch_size=1000, mesh=mesh)
+    test_loss = float(evaluate(state.params, training.put_replicated(test, mesh), eval_key)["loss"])
+    steps = len(train) // batch_size
+    return _summary(seconds, steps * batch_size, test_loss, _jax_extra(mesh))
+
+
+def _jax_epochs(variant: str, update, preprocess, state, train: np.ndarray, mesh, *,
+                batch_size: int, epochs: int, data_key, step_key):
+    """Trains ``epochs`` epochs of ``variant``; returns (state, seconds per epoch, the last
+    epoch's per-step metrics as [steps] arrays, on the device)."""
+    import jax
+    import jax.numpy as jnp
+
+    from vaejax import training
+
     steps = len(train) // batch_size
     seconds = []
     if variant == "jax_epoch":
@@ -157,20 +248,62 @@ def run_jax(variant: str, train: np.ndarray, test: np.ndarray, *, batch_size: in
         for epoch in range(epochs):
             start = time.perf_counter()
             order = np.asarray(training.epoch_permutation(data_key, epoch, len(train)))
+            epoch_metrics = []
             for i in range(steps):
                 batch = train[order[i * batch_size:(i + 1) * batch_size]]
-                state, metrics = train_step(state, batch, step_key, epoch * steps + i)
+                state, step_metrics = train_step(state, batch, step_key, epoch * steps + i)
+                epoch_metrics.append(step_metrics)
             jax.block_until_ready(state)
             seconds.append(time.perf_counter() - start)
+        metrics = jax.tree_util.tree_map(lambda *values: jnp.stack(values), *epoch_metrics)
     else:
         raise ValueError(f"unknown jax variant {variant!r}")
-    evaluate = training.make_evaluator(per_example, preprocess, batch_size=1000, mesh=mesh)
-    test_loss = float(evaluate(state.params, training.put_replicated(test, mesh), eval_key)["loss"])
+    return state, seconds, metrics
+
+
+def _jax_extra(mesh) -> dict[str, Any]:
+    import jax
+
     extra = {"devices": mesh.size, "platform": jax.devices()[0].platform}
     stats = jax.devices()[0].memory_stats() or {}
     if "peak_bytes_in_use" in stats:
         extra["peak_device_mib"] = stats["peak_bytes_in_use"] / 2**20
-    return _summary(seconds, steps * batch_size, test_loss, extra)
+    return extra
+
+
+GAN_METRICS = ("d_loss", "g_loss", "d_real", "d_fake")
+
+
+def run_jax_gan(variant: str, train: np.ndarray, *, batch_size: int, epochs: int, seed: int = 1,
+                image_size: int = 28, width: int = 64) -> dict[str, Any]:
+    """``jax_step`` or ``jax_epoch`` of the DCGAN (:func:`vaejax.gan.make_gan_update`, BCE game,
+    non-saturating generator, one discriminator step per generator step) on uint8 images
+    [N, 28, 28, 1]; all devices. Reports the last epoch's means of :data:`GAN_METRICS`."""
+    import jax
+    import optax
+
+    from vaejax import data, gan, training
+
+    mesh = training.data_mesh()
+    settings = SETTINGS["dcgan"]
+    model = gan.dcgan(image_size, 1, width, settings["noise_dim"])
+    data_key, step_key = (jax.random.fold_in(jax.random.key(seed), i) for i in range(1, 3))
+    # the initial weights through the "rbg" generator: XLA compiles the init's threefry
+    # draws for 20 s on a 2-core CPU (rbg: 4 s); not timed either way, and the same
+    # distributions; the training steps draw their noise with threefry keys, as experiments do
+    params = jax.jit(model.init)(jax.random.key(seed, impl="rbg"))
+    beta1, beta2 = settings["betas"]
+    optimizer = optax.adam(settings["learning_rate"], b1=beta1, b2=beta2)
+    update = gan.make_gan_update(model, loss="bce", generator_optimizer=optimizer,
+                                 discriminator_optimizer=optimizer)
+    preprocess = gan.to_tanh_range(data.make_batch_preprocessor(image_size))
+    state = training.put_replicated(gan.create_gan_state(params, optimizer, optimizer), mesh)
+    state, seconds, metrics = _jax_epochs(variant, update, preprocess, state, train, mesh,
+                                          batch_size=batch_size, epochs=epochs,
+                                          data_key=data_key, step_key=step_key)
+    means = training.mean_metrics({k: metrics[k] for k in GAN_METRICS})
+    return _summary(seconds, len(train) // batch_size * batch_size, None,
+                    {**_jax_extra(mesh), **means})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,11 +422,7 @@ def run_torch(variant: str, train: np.ndarray, test: np.ndarray, *, batch_size: 
             return loss.detach()
 
         if compile_model:
-            try:
-                step = torch.compile(step)
-                extra["torch_compile"] = True
-            except Exception as e:  # pragma: no cover - depends on the toolchain
-                extra["torch_compile"] = f"failed: {type(e).__name__}"
+            step = _torch_compiled(step, extra)
         for _ in range(epochs):
             start = time.perf_counter()
             net.train()
@@ -311,9 +440,114 @@ def run_torch(variant: str, train: np.ndarray, test: np.ndarray, *, batch_size: 
     return _summary(seconds, images_per_epoch, _torch_test_loss(net, test, model, device), extra)
 
 
+def _torch_gan_images(images: np.ndarray, image_size: int, device):
+    """uint8 [N, 28, 28, 1] -> float [N, 1, S, S] in [-1, 1] (zero-padded, i.e. -1, to S)."""
+    import torch
+
+    x = torch.from_numpy(images.astype(np.float32) / 255.0).permute(0, 3, 1, 2)
+    pad = (image_size - x.shape[-1]) // 2
+    if pad:
+        x = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    return (x * 2.0 - 1.0).contiguous().to(device)
+
+
+def _torch_compiled(step: Callable, extra: dict[str, Any]) -> Callable:
+    """``torch.compile(step)``, noting in ``extra['torch_compile']`` whether it worked."""
+    import torch
+
+    try:
+        compiled = torch.compile(step)
+    except Exception as e:  # pragma: no cover - depends on the toolchain
+        extra["torch_compile"] = f"failed: {type(e).__name__}"
+        return step
+    extra["torch_compile"] = True
+    return compiled
+
+
+def run_torch_gan(variant: str, train: np.ndarray, *, batch_size: int, epochs: int,
+                  seed: int = 1, compile_model: bool = False, image_size: int = 28,
+                  width: int = 64) -> dict[str, Any]:
+    """``torch_tuned`` DCGAN training on uint8 images [N, 28, 28, 1]; CUDA if present.
+
+    The training set is one tensor in [-1, 1] on the device, batches are index slices of a
+    ``randperm`` (the ragged batch dropped), no per-step host sync (the losses are summed on the
+    device and read once an epoch). One update, as :func:`vaejax.gan.make_gan_update`'s: fakes
+    from fresh z made without a graph; a discriminator step on BCE-with-logits of the real batch
+    (label 1) and the fakes (label 0), each through the discriminator on its own (batch norm on
+    each batch's statistics, as pytorch/examples does); a generator step on fresh fakes with the
+    non-saturating loss, ``backward(inputs=generator parameters)`` so no discriminator weight
+    gradient is computed. With ``compile_model`` the update goes through ``torch.compile``.
+    """
+    import torch
+
+    from vaejax.torch_reference import (DCGANDiscriminator, DCGANGenerator,
+                                        dcgan_discriminator_loss, dcgan_generator_loss)
+
+    if variant != "torch_tuned":
+        raise ValueError(f"the dcgan model's PyTorch variant is torch_tuned, not {variant!r}")
+    torch.manual_seed(seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    settings = SETTINGS["dcgan"]
+    noise_dim = settings["noise_dim"]
+    generator = DCGANGenerator(image_size, 1, width, noise_dim).to(device).train()
+    discriminator = DCGANDiscriminator(image_size, 1, width).to(device).train()
+    adam = lambda module: torch.optim.Adam(module.parameters(), lr=settings["learning_rate"],
+                                           betas=settings["betas"])
+    g_optimizer, d_optimizer = adam(generator), adam(discriminator)
+    g_params = list(generator.parameters())
+    extra: dict[str, Any] = {"platform": device.type, "torch_threads": torch.get_num_threads()}
+
+    def step(real):
+        n = len(real)
+        with torch.no_grad():
+            fake = generator(torch.randn(n, noise_dim, device=device))
+        d_optimizer.zero_grad(set_to_none=True)
+        real_logits, fake_logits = discriminator(real), discriminator(fake)
+        d_loss = dcgan_discriminator_loss(real_logits, fake_logits)
+        d_loss.backward()
+        d_optimizer.step()
+        g_optimizer.zero_grad(set_to_none=True)
+        g_loss = dcgan_generator_loss(discriminator(generator(
+            torch.randn(n, noise_dim, device=device))))
+        g_loss.backward(inputs=g_params)
+        g_optimizer.step()
+        return torch.stack([d_loss.detach(), g_loss.detach(),
+                            torch.sigmoid(real_logits.detach()).mean(),
+                            torch.sigmoid(fake_logits.detach()).mean()])
+
+    if compile_model:
+        step = _torch_compiled(step, extra)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    x_all = _torch_gan_images(train, image_size, device)
+    steps = len(train) // batch_size
+    seconds = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        order = torch.randperm(len(train), device=device)
+        total = torch.zeros(len(GAN_METRICS), device=device)
+        for i in range(steps):
+            total += step(x_all[order[i * batch_size:(i + 1) * batch_size]])
+        means = (total / steps).tolist()
+        sync()
+        seconds.append(time.perf_counter() - start)
+    if device.type == "cuda":
+        extra["peak_device_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    return _summary(seconds, steps * batch_size, None, {**extra, **dict(zip(GAN_METRICS, means))})
+
+
 def run_variant(variant: str, train: np.ndarray, test: np.ndarray, **kwargs) -> dict[str, Any]:
-    runner: Callable = run_jax if variant.startswith("jax") else run_torch
+    """Runs ``variant`` of ``kwargs['model']`` (default mlp); the dcgan model ignores ``test``
+    and takes ``image_size`` and ``width``."""
+    model = kwargs.get("model", "mlp")
     if variant.startswith("jax"):
         kwargs.pop("compile_model", None)
-    return {"variant": variant, "model": kwargs.get("model", "mlp"),
-            **runner(variant, train, test, **kwargs)}
+    if model == "dcgan":
+        kwargs.pop("model")
+        runner: Callable = run_jax_gan if variant.startswith("jax") else run_torch_gan
+        return {"variant": variant, "model": model, **runner(variant, train, **kwargs)}
+    runner = run_jax if variant.startswith("jax") else run_torch
+    return {"variant": variant, "model": model, **runner(variant, train, test, **kwargs)}

@@ -71,13 +71,14 @@ dcgan_init = nn.initializers.normal(0.02)  # Radford et al.: weights ~ N(0, 0.02
 
 
 def layout(image_size: int) -> tuple[int, int]:
-    """(start size, number of stride-2 layers) with start * 2^layers = ``image_size``: 28 -> (7,
-    2), 32 -> (4, 3), 64 -> (4, 4). Raises ValueError for other sizes."""
+    """(start size, number of stride-2 layers) with start * 2^layers = ``image_size``, start 7
+    or 4: 28 -> (7, 2), 32 -> (4, 3), 64 -> (4, 4). Raises ValueError for other sizes."""
     for first in (7, 4):
         layers = int(round(math.log2(image_size / first))) if image_size >= 2 * first else 0
         if layers >= 1 and first * 2 ** layers == image_size:
             return first, layers
-    raise ValueError(f"image size {image_size} is not 28 or 4 * 2^k (8, 16, 32, 64, ...)")
+    raise ValueError(f"image size {image_size} is not 7 * 2^k (14, 28, 56, ...) or 4 * 2^k (8, "
+                     f"16, 32, 64, ...)")
 
 
 class BatchNorm(nn.Module):

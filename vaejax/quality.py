@@ -176,7 +176,7 @@ def _training_time(workdir: Path) -> dict | None:
 def _format_row(name: str, scores: dict, num_classes: int, training: dict | None) -> str:
     trained = (f"{training['epochs']:>6d}  {training['train_seconds']:>8.0f}" if training else
                f"{'-':>6}  {'-':>8}")
-    return (f"{name:<34} {scores['fid']:>8.2f}  {scores['inception_score']:>5.2f} ± "
+    return (f"{name:<40} {scores['fid']:>8.2f}  {scores['inception_score']:>5.2f} ± "
             f"{scores['inception_score_std']:.2f}  {scores['classes_covered']:>3d}/{num_classes}  "
             f"{scores['largest_class_fraction']:>6.1%}  {trained}")
 
@@ -198,7 +198,7 @@ def run(config: QualityConfig, workdir: Path) -> dict:
     train, test = load_data(config)
     judge = Judge.of(classifier, train.images)
     num_classes = classifier.model.num_classes
-    header = (f"{'images':<34} {'FID':>8}  {'IS':>12}  {'classes':>7}  {'top':>6}  "
+    header = (f"{'images':<40} {'FID':>8}  {'IS':>12}  {'classes':>7}  {'top':>6}  "
               f"{'epochs':>6}  {'train s':>8}")
     print(f"vaejax: classifier {classifier_dir} (test accuracy "
           f"{classifier.test_accuracy:.2%}); FID against {len(train.images):,} training images")
