@@ -117,7 +117,8 @@ def test_matmul_peak_is_a_rate():
 @pytest.mark.parametrize("argv, message", [
     (["--variants", "torch_example,bogus"], "unknown variant(s) ['bogus']"),
     (["--batch_sizes", "128,-1"], "expected positive integers"),
-    (["--epochs", "1"], "--epochs, --sweep_epochs and --conv_epochs must be at least 2"),
+    (["--epochs", "1"],
+     "--epochs, --sweep_epochs, --conv_epochs and --dcgan_epochs must be at least 2"),
     (["--models", "mlp,gan"], "--models must name some of mlp, conv, dcgan"),
     (["--conv_variants", "torch_example"], "the conv model's PyTorch baseline is torch_tuned"),
     (["--dcgan_variants", "torch_example"], "the dcgan model's PyTorch baseline is torch_tuned"),

@@ -27,7 +27,7 @@ def test_layout(size, expected):
 
 @pytest.mark.parametrize("size", [27, 30, 48, 4, 7, 0])
 def test_layout_rejects_other_sizes(size):
-    with pytest.raises(ValueError, match="is not 7 \* 2\^k"):
+    with pytest.raises(ValueError, match=r"is not 7 \* 2\^k"):
         gan.layout(size)
 
 

@@ -213,12 +213,17 @@ def _compiled_apply(model: LeNet):
     return _APPLY_CACHE[model]
 
 
+def crop_padded(images):
+    """Images [N, 32, 32, C] zero-padded from 28x28 (a 32x32 model's) -> their 28x28 center;
+    other sizes unchanged. numpy or jax arrays."""
+    return images[:, 2:30, 2:30] if images.shape[1] == 32 else images
+
+
 def perceptual_distance(classifier: TrainedClassifier, x: jax.Array, y: jax.Array) -> jax.Array:
     """Sum over both conv layers' maps of the squared difference between the activations of
     images ``x`` and ``y`` [B, 28, 28, 1] in [0, 1] (32x32 padded images: the 28x28 center):
     [B]. Differentiable in both; 0 where x = y."""
-    if x.shape[1] == 32:
-        x, y = x[:, 2:30, 2:30], y[:, 2:30, 2:30]
+    x, y = crop_padded(x), crop_padded(y)
     a = classifier.model.apply({"params": classifier.params}, x)
     b = classifier.model.apply({"params": classifier.params}, y)
     return sum(jnp.sum(jnp.square(p - q).reshape(x.shape[0], -1), axis=1)

@@ -434,16 +434,15 @@ def run(config: GANConfig, workdir: Path) -> dict:
 
     fixed_z = jax.random.normal(keys.sample, (64, config.noise_dim))
     grid = jax.jit(lambda p: (gan.generate(p, fixed_z) + 1.0) / 2.0)
-    sample = jax.jit(lambda p, key: gan.sample(p, key, 500))
+    sample = jax.jit(gan.sample, static_argnums=2)
 
     def end_of_epoch(epoch: int, state: GANState, train_terms):
         record = {f"train_{k}": v for k, v in (train_terms or {}).items()}
         text = f"epoch {epoch:3d}" + (f"  {_describe(train_terms)}" if train_terms else "")
         if judge is not None:
-            images = np.concatenate([np.asarray(sample(state.generator.params,
-                                                       jax.random.fold_in(keys.eval, i)))
-                                     for i in range(-(-config.eval_samples // 500))])
-            scores = judge.score(images[: config.eval_samples])
+            params = state.generator.params
+            scores = judge.score(quality.draw(lambda key, n: np.asarray(sample(params, key, n)),
+                                              keys.eval, config.eval_samples))
             record.update(scores)
             text += (f"  FID {scores['fid']:.2f}  IS {scores['inception_score']:.2f}  classes "
                      f"{scores['classes_covered']}/{spec.num_classes}")

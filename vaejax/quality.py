@@ -38,8 +38,7 @@ def _unit_float(images) -> np.ndarray:
     images = np.asarray(images)
     if images.dtype == np.uint8:
         images = images.astype(np.float32) / 255.0
-    if images.shape[1] == 32:
-        images = images[:, 2:30, 2:30]
+    images = classifiers.crop_padded(images)
     if images.shape[1:] != (28, 28, 1):
         raise ValueError(f"images must be [N, 28, 28, 1] (or 32x32, padded), got {images.shape}")
     return images.astype(np.float32)
