@@ -15,6 +15,7 @@ ReLU -> max-pool 2 -> dense 128 -> ReLU (the features) -> dense 10. 'SAME' convo
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from pathlib import Path
@@ -204,13 +205,10 @@ def activations(classifier: TrainedClassifier, images, batch_size: int = 1000) -
                          for f in Activations._fields))
 
 
-_APPLY_CACHE: dict = {}
-
-
+@functools.lru_cache(maxsize=None)
 def _compiled_apply(model: LeNet):
-    if model not in _APPLY_CACHE:
-        _APPLY_CACHE[model] = jax.jit(lambda params, x: model.apply({"params": params}, x))
-    return _APPLY_CACHE[model]
+    """One compiled forward pass per architecture (flax modules hash by their fields)."""
+    return jax.jit(lambda params, x: model.apply({"params": params}, x))
 
 
 def crop_padded(images):
