@@ -1,4 +1,5 @@
-"""vaejax: generative image models (autoencoders, VAEs) in JAX/Flax, written as pure functions.
+"""vaejax: generative image models (autoencoders, VAEs, GANs, diffusion) in JAX/Flax, written as
+pure functions.
 
 The public names, by concern:
 
@@ -22,6 +23,8 @@ The public names, by concern:
   (grids, p-values, interpolation, attribute vectors, PCA, k-NN) and the experiments of the
   autoencoder family: :mod:`vaejax.latent_study`, :mod:`vaejax.denoising`,
   :mod:`vaejax.anomaly`, :mod:`vaejax.conditional`
+- the modules :mod:`vaejax.gan` (DCGAN, WGAN-GP), :mod:`vaejax.diffusion` (DDPM, DDIM),
+  :mod:`vaejax.classifier` and :mod:`vaejax.quality` (FID / Inception-score analogues)
 """
 
 from vaejax.data import (

@@ -41,6 +41,13 @@ def _field(default, help: str, choices: Sequence | None = None, resume: bool = F
                              metadata={"help": help, "choices": choices, "resume": resume})
 
 
+def judge_field():
+    """The ``classifier_workdir`` field of a generative model's config."""
+    return _field("workdirs/classifier_{dataset}", "the classifier (experiments.classifier) "
+                  "behind the per-epoch FID / Inception-score analogue / mode coverage",
+                  resume=True)
+
+
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     """What every experiment shares: the data, the optimizer, the workdir and its checkpoints.

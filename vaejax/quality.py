@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -73,6 +74,26 @@ class Judge(NamedTuple):
                 "class_histogram": coverage["histogram"]}
 
 
+def epoch_judge(config, train_images, log) -> "Judge | None":
+    """The judge of a training run's per-epoch scores: None (said once through ``log``) when
+    ``config.eval_samples`` is 0 or there is no classifier in ``config.classifier_workdir``."""
+    if not config.eval_samples:
+        return None
+    try:
+        return Judge.of(classifiers.load(config.classifier_workdir, config.dataset), train_images)
+    except ConfigError as e:
+        log(f"vaejax: no per-epoch FID: {e}")
+        return None
+
+
+def judge_epoch(judge: Judge, sampler: "Sampler", key: jax.Array, n: int,
+                num_classes: int) -> tuple[dict, str]:
+    """Scores n samples drawn by ``sampler``: (the scores, '  FID ..  IS ..  classes ../..')."""
+    scores = judge.score(draw(sampler, key, n))
+    return scores, (f"  FID {scores['fid']:.2f}  IS {scores['inception_score']:.2f}  classes "
+                    f"{scores['classes_covered']}/{num_classes}")
+
+
 # ---------------------------------------------------------------------------------------------
 # Samplers of trained runs
 
@@ -80,14 +101,15 @@ Sampler = Callable[[jax.Array, int], np.ndarray]  # (key, n) -> images [n, 28, 2
 
 
 class TrainedRun(NamedTuple):
-    kind: str  # "vae" or "gan"
+    kind: str  # "vae", "gan", "ddpm" or "ddim<steps>"
     config: dict
     sample: Sampler
 
 
-def load_run(workdir: Path) -> TrainedRun:
-    """The sampler of the finished VAE or GAN run in ``workdir`` (its config.json says which).
-    Raises WorkdirError with the fix when there is none."""
+def load_run(workdir: Path, sampler: str = "ddim", steps: int = 50) -> TrainedRun:
+    """The sampler of the finished VAE, GAN or diffusion run in ``workdir`` (its config.json says
+    which); a diffusion run samples with ``sampler`` (ddpm: all T steps; ddim: ``steps``) from
+    its EMA weights. Raises WorkdirError with the fix when there is none."""
     config_path = workdir / "config.json"
     if not config_path.is_file() or not (workdir / "params.msgpack").is_file():
         raise WorkdirError(f"{workdir} holds no finished run (config.json and params.msgpack): "
@@ -100,6 +122,9 @@ def load_run(workdir: Path) -> TrainedRun:
                            f"rewrite it") from None
     if "noise_dim" in record:
         return TrainedRun("gan", record, _gan_sampler(workdir, record))
+    if "timesteps" in record:
+        return TrainedRun("ddpm" if sampler == "ddpm" else f"ddim{steps}", record,
+                          _diffusion_sampler(workdir, record, sampler, steps))
     if "likelihood" in record:  # VAEConfig (older runs lack "objective")
         from vaejax.likelihood import read_vae_run
 
@@ -109,24 +134,47 @@ def load_run(workdir: Path) -> TrainedRun:
                                                               method="decode")))
         return TrainedRun("vae", record, lambda key, n: _unit_float(np.asarray(
             decode(jax.random.normal(key, (n, latent_dim))))))
-    raise WorkdirError(f"{workdir} holds neither a VAE run (vae_mnist, vae_fashion_mnist) nor a "
-                       f"GAN run (gan_mnist): pass one of those workdirs")
+    raise WorkdirError(f"{workdir} holds no VAE run (vae_mnist, vae_fashion_mnist), GAN run "
+                       f"(gan_mnist) or diffusion run (ddpm_mnist): pass one of those workdirs")
+
+
+def _rebuild(workdir: Path, record: dict, config_class: type, build: Callable,
+             template: Callable):
+    """(config, model, params) of a finished run: ``build(config)`` and ``params.msgpack`` read
+    against ``template(model, config)``; WorkdirError for a damaged or foreign file."""
+    names = {f.name for f in dataclasses.fields(config_class)}
+    try:
+        config = config_class(**{k: v for k, v in record.items() if k in names})
+        model = build(config)
+        params = io.load_params(workdir / "params.msgpack",
+                                jax.device_get(template(model, config)))
+    except Exception as e:  # one line, nothing lost
+        raise WorkdirError(f"{workdir / 'params.msgpack'} is damaged or belongs to another model "
+                           f"({type(e).__name__}): retrain, or resume the run to rewrite it") from None
+    return config, model, params
 
 
 def _gan_sampler(workdir: Path, record: dict) -> Sampler:
     from vaejax import gan as gans
 
-    names = {f.name for f in dataclasses.fields(gans.GANConfig)}
-    try:
-        config = gans.GANConfig(**{k: v for k, v in record.items() if k in names})
-        model = gans.build(config)
-        template = jax.device_get(model.init(jax.random.key(0)))
-        params = io.load_params(workdir / "params.msgpack", template)["generator"]
-    except Exception as e:  # a damaged or foreign file: one line, nothing lost
-        raise WorkdirError(f"{workdir / 'params.msgpack'} is damaged or belongs to another model "
-                           f"({type(e).__name__}): retrain, or resume the run to rewrite it") from None
-    sample = jax.jit(lambda key, n: model.sample(params, key, n), static_argnums=1)
+    _, model, params = _rebuild(workdir, record, gans.GANConfig, gans.build,
+                                lambda model, config: model.init(jax.random.key(0)))
+    sample = jax.jit(lambda key, n: model.sample(params["generator"], key, n), static_argnums=1)
     return lambda key, n: _unit_float(np.asarray(sample(key, n)))
+
+
+def _diffusion_sampler(workdir: Path, record: dict, sampler: str, steps: int) -> Sampler:
+    from vaejax import diffusion
+
+    def template(model, config):
+        params = model.init(jax.random.key(0), (config.image_size, config.image_size, 1))
+        return {"params": params, "ema": params}
+
+    config, model, params = _rebuild(workdir, record, diffusion.DDPMConfig, diffusion.build,
+                                     template)
+    sample = diffusion.image_sampler(model, config, sampler, min(steps, config.timesteps))
+    return lambda key, n: _unit_float(diffusion.sample_any_count(sample, params["ema"], key, n,
+                                                                 jax.device_count()))
 
 
 def draw(sampler: Sampler, key: jax.Array, n: int, batch_size: int = 500) -> np.ndarray:
@@ -153,6 +201,9 @@ class QualityConfig:
                                      "by experiments.classifier ({dataset} is replaced)")
     num_samples: int = _field(10000, "generated images per run (the test set has 10,000)")
     seed: int = _field(0, "seed of the generated images")
+    sampler: str = _field("ddim", "how diffusion runs sample: ddim (--sampling_steps steps) or "
+                          "ddpm (all T steps, ancestral)", ("ddim", "ddpm"))
+    sampling_steps: int = _field(50, "DDIM steps of diffusion runs")
     data_dir: str = _field("", "tfds data directory (empty: $TFDS_DATA_DIR or "
                            "~/tensorflow_datasets)")
     raw_data_dir: str = _field("", "folder with the raw IDX .gz files, for offline use")
@@ -172,12 +223,31 @@ def _training_time(workdir: Path) -> dict | None:
             "train_seconds": sum(t.get("seconds", 0.0) for t in lines)}
 
 
-def _format_row(name: str, scores: dict, num_classes: int, training: dict | None) -> str:
+def _format_row(name: str, scores: dict, num_classes: int, training: dict | None,
+                rate: float | None = None) -> str:
     trained = (f"{training['epochs']:>6d}  {training['train_seconds']:>8.0f}" if training else
                f"{'-':>6}  {'-':>8}")
     return (f"{name:<40} {scores['fid']:>8.2f}  {scores['inception_score']:>5.2f} ± "
             f"{scores['inception_score_std']:.2f}  {scores['classes_covered']:>3d}/{num_classes}  "
-            f"{scores['largest_class_fraction']:>6.1%}  {trained}")
+            f"{scores['largest_class_fraction']:>6.1%}  {trained}  "
+            + (f"{rate:>10.1f}" if rate else f"{'-':>10}"))
+
+
+def timed_draw(sampler: Sampler, key: jax.Array, n: int, batch_size: int = 500
+               ) -> tuple[np.ndarray, float | None]:
+    """:func:`draw`, and the samples per second of the batches after the first (which compiles);
+    None with a single batch."""
+    timings = []  # (images, seconds) per batch
+
+    def timed(key, size):
+        began = time.perf_counter()
+        images = sampler(key, size)  # a numpy array: the batch is done
+        timings.append((size, time.perf_counter() - began))
+        return images
+
+    images = draw(timed, key, n, batch_size)
+    later = timings[1:]
+    return images, (sum(s for s, _ in later) / sum(t for _, t in later) if later else None)
 
 
 def run(config: QualityConfig, workdir: Path) -> dict:
@@ -189,7 +259,10 @@ def run(config: QualityConfig, workdir: Path) -> dict:
     runs = [Path(p) for p in config.runs.split(",") if p.strip()]
     classifier_dir = config.classifier_workdir.replace("{dataset}", config.dataset)
     classifier = classifiers.load(classifier_dir, config.dataset)
-    trained = [(path, load_run(path)) for path in runs]  # every error before the slow part
+    if config.sampling_steps < 1:
+        raise ConfigError(f"--sampling_steps must be >= 1, got {config.sampling_steps}")
+    trained = [(path, load_run(path, config.sampler, config.sampling_steps))
+               for path in runs]  # every error before the slow part
     for path, trained_run in trained:
         if trained_run.config.get("dataset") != config.dataset:
             raise ConfigError(f"{path} was trained on {trained_run.config.get('dataset')}, not "
@@ -198,7 +271,7 @@ def run(config: QualityConfig, workdir: Path) -> dict:
     judge = Judge.of(classifier, train.images)
     num_classes = classifier.model.num_classes
     header = (f"{'images':<40} {'FID':>8}  {'IS':>12}  {'classes':>7}  {'top':>6}  "
-              f"{'epochs':>6}  {'train s':>8}")
+              f"{'epochs':>6}  {'train s':>8}  {'samples/s':>10}")
     print(f"vaejax: classifier {classifier_dir} (test accuracy "
           f"{classifier.test_accuracy:.2%}); FID against {len(train.images):,} training images")
     print(header)
@@ -207,14 +280,16 @@ def run(config: QualityConfig, workdir: Path) -> dict:
     print(_format_row("real test images", real, num_classes, None))
     previews = [(_unit_float(test.images[:16]), 16)]
     for i, (path, trained_run) in enumerate(trained):
-        images = draw(trained_run.sample, jax.random.fold_in(jax.random.key(config.seed), i),
-                      config.num_samples)
+        images, rate = timed_draw(trained_run.sample,
+                                  jax.random.fold_in(jax.random.key(config.seed), i),
+                                  config.num_samples)
         scores = judge.score(images)
         name = f"{trained_run.kind}: {path}"
         training = _training_time(path)
         rows.append({"name": name, "workdir": str(path), "kind": trained_run.kind,
-                     "images": config.num_samples, **(training or {}), **scores})
-        print(_format_row(name, scores, num_classes, training))
+                     "images": config.num_samples, "samples_per_second": rate,
+                     "platform": jax.devices()[0].platform, **(training or {}), **scores})
+        print(_format_row(name, scores, num_classes, training, rate))
         previews.append((images[:16], 16))
     record = {"dataset": config.dataset, "classifier": classifier_dir,
               "classifier_test_accuracy": classifier.test_accuracy, "rows": rows}
