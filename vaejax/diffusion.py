@@ -605,7 +605,10 @@ def run(config: DDPMConfig, workdir: Path) -> dict:
         f"{config.learning_rate:g}, EMA {config.ema_decay:g}; per-epoch samples: "
         f"{config.sampler}" + (f" {config.sampling_steps} steps" if config.sampler == "ddim"
                                else f" {config.timesteps} steps"))
-    sample = image_sampler(model, config, mesh=mesh)
+    # pictures and scores: each process samples on its own devices, from host weights (a sampler
+    # sharded over every process would need all of them, while only process 0 writes)
+    local_mesh = training.data_mesh(jax.local_devices())
+    sample = image_sampler(model, config, mesh=local_mesh)
     fixed_key = keys.sample
 
     def end_of_epoch(epoch: int, state: DiffusionState, train_terms):
@@ -617,16 +620,15 @@ def run(config: DDPMConfig, workdir: Path) -> dict:
                                       else "") + f"  test {_describe(test_terms)}"
         if epoch == 0:
             return record, text
+        ema = jax.device_get(state.ema_params)
         if judge is not None:
             scores, scored = quality.judge_epoch(
-                judge, lambda key, n: sample_any_count(sample, state.ema_params, key, n,
-                                                       mesh.size),
+                judge, lambda key, n: sample_any_count(sample, ema, key, n, local_mesh.size),
                 keys.eval, config.eval_samples, spec.num_classes)
             record.update(scores)
             text += scored
         if writer:
-            grid = np.asarray(sample(state.ema_params, fixed_key, 64 if 64 % mesh.size == 0
-                                     else mesh.size))
+            grid = sample_any_count(sample, ema, fixed_key, 64, local_mesh.size)
             io.save_image_grid(workdir / f"samples_{epoch}.png", grid, 8)
         return record, text
 
@@ -647,14 +649,15 @@ def run(config: DDPMConfig, workdir: Path) -> dict:
         io.save_params(workdir / "params.msgpack", saved)
         rates = {}
         for name, steps in (("ddpm", config.timesteps), ("ddim", config.sampling_steps)):
-            images, rates[name] = sampling_rate(image_sampler(model, config, name, steps, mesh),
+            images, rates[name] = sampling_rate(image_sampler(model, config, name, steps,
+                                                              local_mesh),
                                                 ema, fixed_key, config.final_samples)
             io.save_image_grid(workdir / f"samples_{name}.png", images, 8)
             log(f"vaejax: {name} sampling, {steps} steps: {config.final_samples} images in "
                 f"{rates[name]['seconds']:.1f} s = {rates[name]['samples_per_second']:.2f} "
                 f"samples/s (compiling {rates[name]['compile_seconds']:.1f} s)")
         io.atomic_write_bytes(workdir / "sampling_speed.json", (json.dumps(
-            {"devices": mesh.size, "platform": jax.devices()[0].platform, "samples":
+            {"devices": local_mesh.size, "platform": jax.devices()[0].platform, "samples":
              config.final_samples, **rates}, indent=2) + "\n").encode())
         times = strip_timesteps(config.timesteps)
         x0 = preprocess(jnp.asarray(test.images[:1]), keys.eval)[0]
