@@ -14,7 +14,7 @@ import optax
 import pytest
 from PIL import Image
 
-from tests.helpers import grid_size, run_python
+from tests.helpers import grid_size, run_on_devices, run_python
 from vaejax import diffusion, objectives, quality, training
 from vaejax.experiment import main
 
@@ -323,13 +323,7 @@ print(json.dumps(out))
 
 
 def test_eight_devices_sample_and_train_as_one():
-    results = {}
-    for count in (1, 8):
-        done = run_python(["-c", EIGHT_DEVICES], env={
-            "XLA_FLAGS": f"--xla_force_host_platform_device_count={count}",
-            "JAX_PLATFORMS": "cpu"})
-        assert done.returncode == 0, done.stderr[-3000:]
-        results[count] = json.loads(done.stdout.strip().splitlines()[-1])
+    results = {count: run_on_devices(EIGHT_DEVICES, count) for count in (1, 8)}
     assert results[8]["devices"] == 8 and results[8]["ddpm_shards"] == 8
     for sampler in ("ddpm", "ddim"):
         np.testing.assert_allclose(results[8][sampler], results[1][sampler], atol=2e-5)

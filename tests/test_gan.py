@@ -3,7 +3,6 @@ penalty against known gradient norms, and the two-player update (slicing, 8 devi
 
 from __future__ import annotations
 
-import json
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from tests.helpers import run_python
+from tests.helpers import run_on_devices
 from vaejax import gan, training
 
 
@@ -225,13 +224,7 @@ print(json.dumps(out))
 def test_eight_devices_match_one_for_both_games():
     """Batch normalization takes its statistics over the whole (sharded) batch, the penalty is
     per image: 8 devices take the same steps as 1."""
-    results = {}
-    for count in (1, 8):
-        proc = run_python(["-c", MULTI_DEVICE_GAN], env={
-            "XLA_FLAGS": f"--xla_force_host_platform_device_count={count}",
-            "JAX_PLATFORMS": "cpu"})
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        results[count] = json.loads(proc.stdout.strip().splitlines()[-1])
+    results = {count: run_on_devices(MULTI_DEVICE_GAN, count) for count in (1, 8)}
     assert results[1]["devices"] == 1 and results[8]["devices"] == 8
     for loss in ("bce", "wgan-gp"):
         np.testing.assert_allclose(results[8][loss]["d_loss"], results[1][loss]["d_loss"],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from tests.helpers import run_python
+from tests.helpers import run_on_devices
 from vaejax import data, models, objectives, training
 
 
@@ -270,11 +269,7 @@ def test_eight_devices_match_one(tmp_path):
     results = {}
     for count in (1, 8):
         out = tmp_path / f"params_{count}.npz"
-        proc = run_python(["-c", MULTI_DEVICE_SCRIPT, str(out)], env={
-            "XLA_FLAGS": f"--xla_force_host_platform_device_count={count}",
-            "JAX_PLATFORMS": "cpu"})
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        results[count] = json.loads(proc.stdout.strip().splitlines()[-1])
+        results[count] = run_on_devices(MULTI_DEVICE_SCRIPT, count, str(out))
         results[count]["params"] = dict(np.load(out))
     one, eight = results[1], results[8]
     assert one["devices"] == 1 and eight["devices"] == 8

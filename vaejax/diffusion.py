@@ -45,7 +45,6 @@ import numpy as np
 import optax
 
 from vaejax import data, io, models, objectives, training
-from vaejax.layers import Conv2D
 from vaejax.experiment import (
     ConfigError,
     RunConfig,
@@ -53,11 +52,12 @@ from vaejax.experiment import (
     TrainSettings,
     _field,
     check_positive,
-    judge_field,
     fit_state,
+    judge_field,
     resumable_fields,
     validate_run,
 )
+from vaejax.layers import Conv2D
 
 SCHEDULES = ("linear", "cosine")
 SAMPLERS = ("ddpm", "ddim")

@@ -57,8 +57,8 @@ from vaejax.experiment import (
     TrainSettings,
     _field,
     check_positive,
-    judge_field,
     fit_state,
+    judge_field,
     resumable_fields,
     validate_run,
 )
