@@ -55,6 +55,7 @@ from vaejax.experiment import (
     fit_state,
     judge_field,
     resumable_fields,
+    train_and_test_record,
     validate_run,
 )
 from vaejax.layers import Conv2D
@@ -614,10 +615,7 @@ def run(config: DDPMConfig, workdir: Path) -> dict:
     def end_of_epoch(epoch: int, state: DiffusionState, train_terms):
         test_terms = {k: float(v) for k, v in evaluate(state.ema_params, test_images,
                                                         keys.eval).items()}
-        record = {**{f"train_{k}": v for k, v in (train_terms or {}).items()},
-                  **{f"test_{k}": v for k, v in test_terms.items()}}
-        text = f"epoch {epoch:3d}" + (f"  train {_describe(train_terms)}" if train_terms
-                                      else "") + f"  test {_describe(test_terms)}"
+        record, text = train_and_test_record(epoch, train_terms, test_terms, _describe)
         if epoch == 0:
             return record, text
         ema = jax.device_get(state.ema_params)

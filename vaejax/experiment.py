@@ -320,6 +320,16 @@ def fit_state(workdir: Path, *, config_record: dict[str, Any], free_fields: Sequ
         end_of_epoch=end_of_epoch_with_skips, mesh=mesh)
 
 
+def train_and_test_record(epoch: int, train_terms: dict | None, test_terms: dict,
+                          describe: Describe) -> tuple[dict, str]:
+    """An epoch's metrics record ({train_*, test_*}) and console line ('epoch   3  train ..  test
+    ..'; no train part before the first epoch)."""
+    record = {**{f"train_{k}": v for k, v in (train_terms or {}).items()},
+              **{f"test_{k}": v for k, v in test_terms.items()}}
+    train = f"  train {describe(train_terms)}" if train_terms is not None else ""
+    return record, f"epoch {epoch:3d}{train}  test {describe(test_terms)}"
+
+
 def fit(workdir: Path, *, config_record: dict[str, Any], free_fields: Sequence[str],
         settings: TrainSettings, params, per_example: objectives.PerExampleFn, train_data,
         test_data, preprocess: training.Preprocess, eval_preprocess: training.Preprocess,
@@ -346,14 +356,9 @@ def fit(workdir: Path, *, config_record: dict[str, Any], free_fields: Sequence[s
     def end_of_epoch(epoch: int, state, train_terms):
         test_terms = {k: float(v) for k, v in evaluate(state.params, test_data,
                                                         keys.eval).items()}
-        record = {**{f"train_{k}": v for k, v in (train_terms or {}).items()},
-                  **{f"test_{k}": v for k, v in test_terms.items()}}
         if writer and epoch > 0 and after_epoch is not None:
             after_epoch(epoch, jax.device_get(state.params))
-        if train_terms is None:
-            return record, f"epoch {epoch:3d}  test {describe(test_terms)}"
-        return record, (f"epoch {epoch:3d}  train {describe(train_terms)}  "
-                        f"test {describe(test_terms)}")
+        return train_and_test_record(epoch, train_terms, test_terms, describe)
 
     state, record = fit_state(
         workdir, config_record=config_record, free_fields=free_fields, settings=settings,
