@@ -7,8 +7,8 @@ decoded_grid.png, samples.png, interpolation.png, attributes_ae.png, attributes_
 k-NN vs PCA table dimensionality_reduction.md; ae/ and vae/ hold each model's training run.
 """
 
-from vaejax.experiment import main
-from vaejax.latent_study import LatentStudyConfig, run
+from vaejax.cli import main
+from vaejax.runs.latent_study import LatentStudyConfig, run
 
 CONFIG = LatentStudyConfig()
 

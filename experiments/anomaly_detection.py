@@ -6,8 +6,8 @@ average precision, and precision/recall at a threshold set from a percentile of 
 scores, with class c as the anomaly. Prints the table and writes anomaly.md and anomaly.json.
 """
 
-from vaejax.anomaly import AnomalyConfig, run
-from vaejax.experiment import main
+from vaejax.cli import main
+from vaejax.runs.anomaly import AnomalyConfig, run
 
 CONFIG = AnomalyConfig()
 

@@ -10,7 +10,7 @@ achieved GFLOP/s and the fraction of the matrix-multiply peak measured in the sa
 writes them as JSON to --out (each row's ratio as ``ratio``, its baseline in ``ratio_baseline``).
 Needs torch for the PyTorch rows (pip install -e '.[bench]'); without it they are left out.
 
-The DCGAN (--models dcgan; not in the default set) trains vaejax.gan.dcgan and its PyTorch twin
+The DCGAN (--models dcgan; not in the default set) trains vaejax.models.dcgan and its PyTorch twin
 (Adam 2e-4, betas 0.5 / 0.999, one discriminator and one generator step per real batch, MNIST in
 [-1, 1]) on the first --dcgan_train_examples images (default 6400: about 20 s an epoch per
 variant at width 64 on 2 CPU cores) for --dcgan_epochs (default 3), batch --dcgan_batch_size
@@ -32,7 +32,8 @@ import sys
 import time
 from pathlib import Path
 
-from vaejax import benchmark
+from experiments.benchmarking import measure as benchmark
+from vaejax import data
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ALL_VARIANTS = benchmark.VARIANTS + ("torch_compiled",)
@@ -42,7 +43,6 @@ def _child(spec: dict) -> dict:
     """Runs one measurement in this process: ``spec['kind']`` is 'matmul' or 'train'."""
     if spec["kind"] == "matmul":
         return {"matmul_flops": benchmark.matmul_peak_flops()}
-    from vaejax import data
 
     kwargs = dict(data_dir=spec["data_dir"] or None, raw_data_dir=spec["raw_data_dir"] or None)
     train = data.load_split("mnist", "train", **kwargs).images

@@ -6,7 +6,8 @@ default) trains the VAE; --objective iwae --iwae_samples 50 the IWAE. Evaluate t
 python -m experiments.evaluate_likelihood --workdir <the workdir>.
 """
 
-from vaejax.experiment import VAEConfig, main
+from vaejax.cli import main
+from vaejax.runs.vae import VAEConfig
 
 CONFIG = VAEConfig(dataset="mnist", model="burda", latent_dim=50, binarization="dynamic",
                    batch_size=100, epochs=100, learning_rate=1e-3, adam_eps=1e-4,

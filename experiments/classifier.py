@@ -6,8 +6,8 @@ Writes into --workdir (default workdirs/classifier_<dataset>): params.msgpack, c
 at least 99% test accuracy on MNIST, 90% on Fashion-MNIST.
 """
 
-from vaejax.classifier import ClassifierConfig, run
-from vaejax.experiment import main
+from vaejax.cli import main
+from vaejax.runs.classifier import ClassifierConfig, run
 
 CONFIG = ClassifierConfig()
 

@@ -6,8 +6,8 @@ restyle.png (a test image per class, then its code decoded as every digit), per-
 class_samples_<epoch>.png, metrics.jsonl (conditional -ELBO, nats per image) and checkpoints.
 """
 
-from vaejax.conditional import CVAEConfig, run
-from vaejax.experiment import main
+from vaejax.cli import main
+from vaejax.runs.conditional import CVAEConfig, run
 
 CONFIG = CVAEConfig()
 

@@ -11,8 +11,8 @@ samples/second (sampling_speed.json), noising.png (one test image noised to x_T)
 denoising.png (one sample from x_T to x_0) into --workdir (default workdirs/ddpm_<dataset>).
 """
 
-from vaejax.diffusion import DDPMConfig, run
-from vaejax.experiment import main
+from vaejax.cli import main
+from vaejax.runs.ddpm import DDPMConfig, run
 
 CONFIG = DDPMConfig()
 

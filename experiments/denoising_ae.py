@@ -6,8 +6,8 @@ test images against the clean ones at each of --eval_levels, and writes psnr.md,
 denoising.png (per level a corrupted row over a denoised row; the clean images last).
 """
 
-from vaejax.denoising import DenoisingConfig, run
-from vaejax.experiment import main
+from vaejax.cli import main
+from vaejax.runs.denoising import DenoisingConfig, run
 
 CONFIG = DenoisingConfig()
 

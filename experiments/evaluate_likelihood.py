@@ -7,8 +7,8 @@ standard error, under the run's binarization protocol.
 Writes likelihood_<K>.json into the workdir.
 """
 
-from vaejax.experiment import main
-from vaejax.likelihood import EvaluateConfig, run
+from vaejax.cli import main
+from vaejax.runs.likelihood import EvaluateConfig, run
 
 CONFIG = EvaluateConfig()
 

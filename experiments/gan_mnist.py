@@ -9,8 +9,8 @@ timing.jsonl, checkpoints (resumable) and params.msgpack into --workdir
 (default workdirs/gan_<dataset>_<loss>).
 """
 
-from vaejax.experiment import main
-from vaejax.gan import GANConfig, run
+from vaejax.cli import main
+from vaejax.runs.gan import GANConfig, run
 
 CONFIG = GANConfig()
 

@@ -9,8 +9,8 @@ comparable with each other, not with Inception-based FID / IS in papers. Writes
 sample_quality.json, mode_coverage.png and samples.png into --workdir.
 """
 
-from vaejax.experiment import main
-from vaejax.quality import QualityConfig, run
+from vaejax.cli import main
+from vaejax.runs.quality import QualityConfig, run
 
 CONFIG = QualityConfig()
 

@@ -6,8 +6,9 @@ beta = 1024 / 500 = 2.048 scaled by 500 / 1024 (a constant Adam ignores). Writes
 vae_mnist plus latent_space.png, the test set's posterior means coloured by class.
 """
 
-from vaejax.experiment import VAEConfig, main
-from vaejax.objectives import foster_beta
+from vaejax.cli import main
+from vaejax.objectives.vae import foster_beta
+from vaejax.runs.vae import VAEConfig
 
 CONFIG = VAEConfig(dataset="fashion_mnist", model="conv", latent_dim=2, batch_size=100,
                    epochs=5, learning_rate=5e-4, adam_eps=1e-7, beta=foster_beta(32 * 32),

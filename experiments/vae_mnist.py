@@ -6,7 +6,8 @@ nats/image each epoch; writes config.json, metrics.jsonl, reconstruction_<epoch>
 sample_<epoch>.png, params.msgpack and (with --latent_dim 2) latent_space.png into --workdir.
 """
 
-from vaejax.experiment import VAEConfig, main
+from vaejax.cli import main
+from vaejax.runs.vae import VAEConfig
 
 CONFIG = VAEConfig(dataset="mnist", model="mlp", latent_dim=20, hidden_dim=400, batch_size=128,
                    epochs=10, learning_rate=1e-3, workdir="workdirs/vae_mnist")

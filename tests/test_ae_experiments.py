@@ -9,7 +9,11 @@ import PIL.Image
 import pytest
 
 from tests.helpers import grid_size, run_python
-from vaejax import anomaly, conditional, denoising, experiment, io, latent_study
+from vaejax import cli, io
+from vaejax.runs import anomaly as anomaly_run
+from vaejax.runs import conditional as conditional_run
+from vaejax.runs import denoising as denoising_run
+from vaejax.runs import latent_study as latent_study_run
 
 
 def _size(path):
@@ -102,25 +106,25 @@ def test_ae_fashion_mnist_writes_every_figure_and_the_table(tmp_path, fashion_ra
 
 
 @pytest.mark.parametrize("defaults,run,argv,message", [
-    (anomaly.AnomalyConfig(), anomaly.run, ["--classes", "12"],
+    (anomaly_run.AnomalyConfig(), anomaly_run.run, ["--classes", "12"],
      "error: --classes must be all or distinct labels 0..9 separated by commas, got '12'"),
-    (anomaly.AnomalyConfig(), anomaly.run, ["--percentile", "101"],
+    (anomaly_run.AnomalyConfig(), anomaly_run.run, ["--percentile", "101"],
      "error: --percentile must be between 0 and 100, got 101.0"),
-    (anomaly.AnomalyConfig(), anomaly.run, ["--latent_dim", "0"],
+    (anomaly_run.AnomalyConfig(), anomaly_run.run, ["--latent_dim", "0"],
      "error: --latent_dim must be positive, got 0"),
-    (denoising.DenoisingConfig(), denoising.run, ["--noise", "salt_pepper", "--noise_level", "2"],
+    (denoising_run.DenoisingConfig(), denoising_run.run, ["--noise", "salt_pepper", "--noise_level", "2"],
      "error: --noise_level must lie in [0, 1] for salt_pepper noise, got 2.0"),
-    (denoising.DenoisingConfig(), denoising.run, ["--eval_levels", "0.1;0.2"],
+    (denoising_run.DenoisingConfig(), denoising_run.run, ["--eval_levels", "0.1;0.2"],
      "error: --eval_levels must be comma-separated numbers, got '0.1;0.2'"),
-    (latent_study.LatentStudyConfig(), latent_study.run, ["--attribute_classes", "3,3"],
+    (latent_study_run.LatentStudyConfig(), latent_study_run.run, ["--attribute_classes", "3,3"],
      "error: --attribute_classes must be two different labels A,B in 0..9, got '3,3'"),
-    (latent_study.LatentStudyConfig(), latent_study.run, ["--vae_learning_rate", "0"],
+    (latent_study_run.LatentStudyConfig(), latent_study_run.run, ["--vae_learning_rate", "0"],
      "error: --vae_learning_rate must be a positive number, got 0.0"),
-    (conditional.CVAEConfig(), conditional.run, ["--hidden_dim", "0"],
+    (conditional_run.CVAEConfig(), conditional_run.run, ["--hidden_dim", "0"],
      "error: --hidden_dim must be positive, got 0"),
 ])
 def test_bad_flags_get_one_line(tmp_path, capsys, defaults, run, argv, message):
-    code = experiment.main(defaults, argv=argv + ["--workdir", str(tmp_path / "w")], run=run)
+    code = cli.main(defaults, argv=argv + ["--workdir", str(tmp_path / "w")], run=run)
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith(message) and "\n" not in err, err
     assert not (tmp_path / "w").exists()

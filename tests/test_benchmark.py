@@ -14,8 +14,10 @@ import numpy as np
 import optax
 import pytest
 
+from experiments.benchmarking import measure as benchmark
 from tests.helpers import run_python
-from vaejax import benchmark, gan, models, objectives
+from vaejax import models, objectives
+from vaejax.training import gan as gan_training
 
 TORCH = importlib.util.find_spec("torch") is not None
 needs_torch = pytest.mark.skipif(not TORCH and os.environ.get("CI") != "true",
@@ -56,12 +58,12 @@ def test_dcgan_flops_match_xla_cost_analysis(image_size, width):
     steps, Adam) with XLA's own convolutions, per real image. XLA also counts the elementwise
     work, linear in the width while the convolutions are quadratic: 1.2% more at width 64, 0.64%
     at 128. (HLO before compilation: the same count to 0.5%, without seconds of compiling.)"""
-    model = gan.GAN(gan.Generator(image_size, 1, width, conv_implementation="xla"),
-                    gan.Discriminator(image_size, width, "batch", conv_implementation="xla"), 100)
+    model = models.GAN(models.Generator(image_size, 1, width, conv_implementation="xla"),
+                    models.Discriminator(image_size, width, "batch", conv_implementation="xla"), 100)
     optimizer = optax.adam(2e-4, b1=0.5, b2=0.999)
-    update = gan.make_gan_update(model, loss="bce", generator_optimizer=optimizer,
+    update = gan_training.make_gan_update(model, loss="bce", generator_optimizer=optimizer,
                                  discriminator_optimizer=optimizer)
-    state = jax.eval_shape(lambda key: gan.create_gan_state(model.init(key), optimizer, optimizer),
+    state = jax.eval_shape(lambda key: gan_training.create_gan_state(model.init(key), optimizer, optimizer),
                            jax.random.key(0))
     batch = 64
     images = jax.ShapeDtypeStruct((batch, image_size, image_size, 1), jnp.float32)

@@ -15,10 +15,12 @@ import pytest
 from PIL import Image
 
 from tests.helpers import grid_size, run_on_devices, run_python
-from vaejax import diffusion, objectives, quality, training
-from vaejax.experiment import main
+from vaejax import models, objectives, training
+from vaejax.cli import main
+from vaejax.runs import ddpm as ddpm_run
+from vaejax.runs import quality as quality_run
 
-SCHEDULES = {"linear": diffusion.linear_schedule(1000), "cosine": diffusion.cosine_schedule(1000)}
+SCHEDULES = {"linear": objectives.linear_schedule(1000), "cosine": objectives.cosine_schedule(1000)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -57,20 +59,20 @@ def test_closed_form_marginal_matches_iterated_steps(name):
 
     def step(x, inputs):
         t, key = inputs
-        x = diffusion.q_step(schedule, x, jnp.full(x.shape, t), jax.random.normal(key, x.shape))
+        x = objectives.q_step(schedule, x, jnp.full(x.shape, t), jax.random.normal(key, x.shape))
         return x, x
 
     _, path = jax.lax.scan(step, x0, (jnp.arange(1000), jax.random.split(jax.random.key(0),
                                                                          1000)))
     path = np.asarray(path[checkpoints]).reshape(len(checkpoints), 4, 20000)
     for row, t in zip(path, checkpoints):
-        scale, variance = map(np.asarray, diffusion.marginal_moments(schedule, jnp.asarray(t)))
+        scale, variance = map(np.asarray, objectives.marginal_moments(schedule, jnp.asarray(t)))
         mean_tolerance = 5 * np.sqrt(variance / 20000)
         np.testing.assert_allclose(row.mean(axis=1), scale * np.array([-1, 0, 0.5, 1]),
                                    atol=mean_tolerance)
         np.testing.assert_allclose(row.var(axis=1), variance,
                                    atol=5 * variance * np.sqrt(2 / 20000))
-        closed = np.asarray(diffusion.q_sample(schedule, jnp.array([0.5]), jnp.array([t]),
+        closed = np.asarray(objectives.q_sample(schedule, jnp.array([0.5]), jnp.array([t]),
                                                jnp.array([0.3])))
         np.testing.assert_allclose(closed, scale * 0.5 + np.sqrt(variance) * 0.3, rtol=1e-6)
 
@@ -78,12 +80,12 @@ def test_closed_form_marginal_matches_iterated_steps(name):
 @pytest.mark.parametrize("name", ["linear", "cosine"])
 def test_x_T_is_close_to_standard_normal(name):
     schedule = SCHEDULES[name]
-    scale, variance = map(float, diffusion.marginal_moments(schedule, jnp.asarray(999)))
+    scale, variance = map(float, objectives.marginal_moments(schedule, jnp.asarray(999)))
     # KL(q(x_T | x_0) || N(0, 1)) per dimension for the worst pixel |x_0| = 1
     kl = 0.5 * (scale ** 2 + variance - 1 - np.log(variance))
     assert kl < 1e-4 and scale < 0.01
     x0 = jnp.ones((50000, 4))
-    x_T = np.asarray(diffusion.q_sample(schedule, x0, jnp.full((50000,), 999),
+    x_T = np.asarray(objectives.q_sample(schedule, x0, jnp.full((50000,), 999),
                                         jax.random.normal(jax.random.key(1), x0.shape)))
     assert abs(x_T.mean()) < 0.015 and abs(x_T.var() - 1) < 0.015
     correlation = np.corrcoef(x_T.T)
@@ -110,7 +112,7 @@ def test_posterior_matches_brute_force(name, t, x0, x_t):
     weights /= weights.sum()
     mean = (weights * grid).sum()
     variance = (weights * (grid - mean) ** 2).sum()
-    got_mean, got_variance = diffusion.posterior(schedule, jnp.array([x0]), jnp.array([x_t]),
+    got_mean, got_variance = objectives.posterior(schedule, jnp.array([x0]), jnp.array([x_t]),
                                                  jnp.array([t]))
     np.testing.assert_allclose(float(got_mean[0]), mean, rtol=2e-4, atol=2e-5)
     np.testing.assert_allclose(float(got_variance[0]), variance, rtol=2e-3)
@@ -118,7 +120,7 @@ def test_posterior_matches_brute_force(name, t, x0, x_t):
 
 def test_posterior_at_the_first_step_is_x0():
     schedule = SCHEDULES["linear"]
-    mean, variance = diffusion.posterior(schedule, jnp.array([[0.3, -0.4]]),
+    mean, variance = objectives.posterior(schedule, jnp.array([[0.3, -0.4]]),
                                          jnp.array([[1.0, 2.0]]), jnp.array([0]))
     np.testing.assert_allclose(mean, [[0.3, -0.4]], atol=1e-6)
     np.testing.assert_allclose(variance, [[0.0]], atol=1e-12)
@@ -129,12 +131,12 @@ def test_predict_x0_inverts_q_sample():
     x0 = jax.random.uniform(jax.random.key(0), (6, 3, 3, 1), minval=-1, maxval=1)
     noise = jax.random.normal(jax.random.key(1), x0.shape)
     t = jnp.array([0, 1, 100, 500, 900, 980])
-    x_t = diffusion.q_sample(schedule, x0, t, noise)
-    np.testing.assert_allclose(diffusion.predict_x0(schedule, x_t, t, noise), x0, atol=2e-3)
+    x_t = objectives.q_sample(schedule, x0, t, noise)
+    np.testing.assert_allclose(objectives.predict_x0(schedule, x_t, t, noise), x0, atol=2e-3)
 
 
 def test_timestep_embedding_known_values():
-    embedding = np.asarray(diffusion.timestep_embedding(jnp.array([0, 1, 250]), 4))
+    embedding = np.asarray(models.timestep_embedding(jnp.array([0, 1, 250]), 4))
     np.testing.assert_allclose(embedding[0], [0, 0, 1, 1], atol=1e-7)
     np.testing.assert_allclose(embedding[1], [np.sin(1), np.sin(0.01), np.cos(1), np.cos(0.01)],
                                rtol=1e-6)
@@ -143,12 +145,12 @@ def test_timestep_embedding_known_values():
 
 
 def test_ddim_timesteps():
-    times = diffusion.ddim_timesteps(1000, 50)
+    times = objectives.ddim_timesteps(1000, 50)
     assert len(times) == 50 and times[0] == 0 and times[-1] == 999
     assert (np.diff(times) > 0).all()
-    np.testing.assert_array_equal(diffusion.ddim_timesteps(10, 10), np.arange(10))
+    np.testing.assert_array_equal(objectives.ddim_timesteps(10, 10), np.arange(10))
     with pytest.raises(ValueError, match="1..1000"):
-        diffusion.ddim_timesteps(1000, 1001)
+        objectives.ddim_timesteps(1000, 1001)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,7 +159,7 @@ def test_ddim_timesteps():
 
 @pytest.mark.parametrize("size, multipliers", [(28, (1, 2, 2)), (32, (1, 2, 2, 2)), (8, (1,))])
 def test_unet_maps_images_to_noise_of_the_same_shape(size, multipliers):
-    model = diffusion.Diffusion(diffusion.UNet(8, multipliers), SCHEDULES["linear"])
+    model = objectives.Diffusion(models.UNet(8, multipliers), SCHEDULES["linear"])
     params = model.init(jax.random.key(0), (size, size, 1))
     x = jax.random.normal(jax.random.key(1), (3, size, size, 1))
     t = jnp.array([0, 10, 999])
@@ -190,22 +192,22 @@ class _Oracle(nn.Module):
         return (x - jnp.sqrt(alpha_bar) * self.target) / jnp.sqrt(1 - alpha_bar) + unused
 
 
-def _oracle(name: str, target: float) -> diffusion.Diffusion:
+def _oracle(name: str, target: float) -> objectives.Diffusion:
     schedule = SCHEDULES[name]
-    return diffusion.Diffusion(_Oracle(tuple(np.asarray(schedule.alpha_bars).tolist()), target),
+    return objectives.Diffusion(_Oracle(tuple(np.asarray(schedule.alpha_bars).tolist()), target),
                                schedule)
 
 
 def test_loss_is_zero_for_the_oracle_and_one_for_a_zero_predictor():
     model = _oracle("linear", 0.4)
-    loss = diffusion.noise_prediction_loss(model)
+    loss = objectives.noise_prediction_loss(model)
     params = model.init(jax.random.key(0), (8, 8, 1))
     x0 = jnp.full((64, 8, 8, 1), 0.4)
     terms = loss(params, x0, jax.random.key(3))
     assert terms["loss"].shape == (64,)
     assert float(terms["loss"].max()) < 1e-6
-    zero = diffusion.Diffusion(diffusion.UNet(8, (1,)), SCHEDULES["linear"])  # starts at eps = 0
-    terms = jax.jit(diffusion.noise_prediction_loss(zero))(zero.init(jax.random.key(0),
+    zero = objectives.Diffusion(models.UNet(8, (1,)), SCHEDULES["linear"])  # starts at eps = 0
+    terms = jax.jit(objectives.noise_prediction_loss(zero))(zero.init(jax.random.key(0),
                                                                      (8, 8, 1)), x0,
                                                            jax.random.key(3))
     np.testing.assert_allclose(float(terms["loss"].mean()), 1.0, atol=0.03)  # E eps^2
@@ -215,27 +217,27 @@ def test_loss_is_zero_for_the_oracle_and_one_for_a_zero_predictor():
 def test_samplers_return_the_data_point_under_the_oracle(sampler, steps):
     model = _oracle("cosine", -0.3)
     params = model.init(jax.random.key(0), (2,))
-    sample = diffusion.make_sampler(model, (2,), sampler=sampler, steps=steps)
+    sample = objectives.make_sampler(model, (2,), sampler=sampler, steps=steps)
     x = np.asarray(sample(params, jax.random.key(5), 16))
     np.testing.assert_allclose(x, -0.3, atol=1e-3)
 
 
 def test_ddim_with_eta_one_over_all_steps_is_ddpm():
     """Song et al.: eta = 1 gives DDPM's posterior variance; same noise, same samples."""
-    model = diffusion.Diffusion(diffusion.MLPDenoiser(16, 2), diffusion.linear_schedule(200))
+    model = objectives.Diffusion(models.MLPDenoiser(16, 2), objectives.linear_schedule(200))
     params = model.init(jax.random.key(0), (2,))
-    ddpm = diffusion.make_sampler(model, (2,), sampler="ddpm")
-    ddim = diffusion.make_sampler(model, (2,), sampler="ddim", steps=200, eta=1.0)
+    ddpm = objectives.make_sampler(model, (2,), sampler="ddpm")
+    ddim = objectives.make_sampler(model, (2,), sampler="ddim", steps=200, eta=1.0)
     a, b = (np.asarray(s(params, jax.random.key(7), 32)) for s in (ddpm, ddim))
     np.testing.assert_allclose(a, b, atol=2e-4)
-    deterministic = diffusion.make_sampler(model, (2,), sampler="ddim", steps=200)
+    deterministic = objectives.make_sampler(model, (2,), sampler="ddim", steps=200)
     assert np.abs(np.asarray(deterministic(params, jax.random.key(7), 32)) - a).max() > 0.05
 
 
 def test_sampling_clips_the_predicted_x0():
     model = _oracle("linear", 3.0)  # data outside [-1, 1]: clipping pulls every x0_hat to 1
     params = model.init(jax.random.key(0), (2,))
-    sample = diffusion.make_sampler(model, (2,), sampler="ddim", steps=10, clip=1.0)
+    sample = objectives.make_sampler(model, (2,), sampler="ddim", steps=10, clip=1.0)
     np.testing.assert_allclose(np.asarray(sample(params, jax.random.key(1), 8)), 1.0, atol=1e-5)
 
 
@@ -255,11 +257,11 @@ def _mixture(key, n):
 
 @pytest.fixture(scope="module")
 def toy_model():
-    model = diffusion.Diffusion(diffusion.MLPDenoiser(128, 3), diffusion.linear_schedule(1000))
+    model = objectives.Diffusion(models.MLPDenoiser(128, 3), objectives.linear_schedule(1000))
     steps = 6000
     tx = optax.adam(optax.cosine_decay_schedule(2e-3, steps))
     update = training.gradient_update(
-        objectives.batch_mean(diffusion.noise_prediction_loss(model)), tx)
+        objectives.batch_mean(objectives.noise_prediction_loss(model)), tx)
 
     @jax.jit
     def train(state, key):
@@ -276,7 +278,7 @@ def toy_model():
 @pytest.mark.parametrize("sampler, steps", [("ddpm", 0), ("ddim", 50)])
 def test_tiny_model_learns_the_mixture_of_eight_gaussians(toy_model, sampler, steps):
     model, params = toy_model
-    x = np.asarray(diffusion.make_sampler(model, (2,), sampler=sampler, steps=steps)(
+    x = np.asarray(objectives.make_sampler(model, (2,), sampler=sampler, steps=steps)(
         params, jax.random.key(2), 4000))
     distances = np.linalg.norm(x[:, None] - CENTERS[None], axis=-1)
     assignment = distances.argmin(axis=1)
@@ -300,21 +302,21 @@ EIGHT_DEVICES = r"""
 import json, sys
 import jax, jax.numpy as jnp, numpy as np, optax
 from vaejax import diffusion, objectives, training
-model = diffusion.Diffusion(diffusion.MLPDenoiser(32, 2), diffusion.linear_schedule(50))
+model = objectives.Diffusion(models.MLPDenoiser(32, 2), objectives.linear_schedule(50))
 params = model.init(jax.random.key(0), (3,))
-mesh = training.data_mesh()
+mesh = sharding.data_mesh()
 out = {"devices": mesh.size}
 for sampler in ("ddpm", "ddim"):
-    sample = diffusion.make_sampler(model, (3,), sampler=sampler, steps=7, mesh=mesh)
+    sample = objectives.make_sampler(model, (3,), sampler=sampler, steps=7, mesh=mesh)
     x = sample(params, jax.random.key(3), 16)
     out[sampler] = np.asarray(x).tolist()
     out[sampler + "_shards"] = len(x.addressable_shards)
 tx = optax.adam(1e-2)
-update = training.gradient_update(objectives.batch_mean(diffusion.noise_prediction_loss(model)),
+update = training.gradient_update(objectives.batch_mean(objectives.noise_prediction_loss(model)),
                                   tx)
 runner = training.make_epoch_runner(update, None, batch_size=16, num_examples=64, mesh=mesh)
 points = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
-state, points = training.put_replicated((training.create_train_state(params, tx), points), mesh)
+state, points = sharding.put_replicated((training.create_train_state(params, tx), points), mesh)
 state, metrics = runner(state, points, jax.random.key(4), jax.random.key(5), 0)
 out["loss"] = np.asarray(metrics["loss"]).tolist()
 out["params"] = [np.asarray(p).ravel().tolist() for p in jax.tree_util.tree_leaves(state.params)]
@@ -367,7 +369,7 @@ def test_ddpm_experiment_end_to_end(tmp_path, mnist_raw_dir, mnist_tfds_dir):
     assert change[0] < 5 and change[-1] > 30  # t = 0: beta_1 = 1e-4; t = T - 1 of 40 steps
     assert all(b > a - 1 for a, b in zip(change, change[1:]))  # the noise grows with t
 
-    trained = quality.load_run(workdir, "ddim", 4)  # what experiments.sample_quality scores
+    trained = quality_run.load_run(workdir, "ddim", 4)  # what experiments.sample_quality scores
     assert trained.kind == "ddim4"
     images = trained.sample(jax.random.key(0), 64)
     assert images.shape == (64, 28, 28, 1) and 0 <= images.min() and images.max() <= 1
@@ -385,7 +387,7 @@ def test_ddpm_experiment_rejects_bad_flags_in_one_line(tmp_path, capsys, flags, 
     workdir = tmp_path / "run"
     argv = ["--workdir", str(workdir), *TINY, *flags]
     try:
-        status = main(diffusion.DDPMConfig(), argv=argv, run=diffusion.run)
+        status = main(ddpm_run.DDPMConfig(), argv=argv, run=ddpm_run.run)
     except SystemExit as e:  # argparse's own errors
         status = e.code
     err = capsys.readouterr().err

@@ -11,7 +11,8 @@ import PIL.Image
 import pytest
 
 from tests.helpers import grid_size, run_python
-from vaejax import data, experiment, io, objectives, training
+from vaejax import cli, data, errors, io, objectives, training
+from vaejax.runs import vae as vae_run
 
 
 def test_vae_mnist_end_to_end(tmp_path, mnist_tfds_dir, mnist_raw_dir):
@@ -42,11 +43,11 @@ def test_vae_mnist_end_to_end(tmp_path, mnist_tfds_dir, mnist_raw_dir):
         assert picture.size == grid_size(2, 8)
     with PIL.Image.open(workdir / "sample_1.png") as picture:
         assert picture.size == grid_size(8, 8)
-    config = experiment.VAEConfig(**json.loads((workdir / "config.json").read_text()))
+    config = vae_run.VAEConfig(**json.loads((workdir / "config.json").read_text()))
     assert config.train_examples == 300 * 128 and config.epochs == 1
 
     # the saved parameters are the trained ones: they reproduce the logged test loss
-    model = experiment.build_model(config)
+    model = vae_run.build_model(config)
     template = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)), jax.random.key(0))
     params = io.load_params(workdir / "params.msgpack", template["params"])
     evaluate = training.make_evaluator(objectives.vae_per_example(model),
@@ -91,7 +92,7 @@ def test_vae_fashion_mnist_end_to_end(tmp_path, fashion_raw_dir):
 
 
 def _main(argv, defaults=None):
-    return experiment.main(defaults or dataclasses.replace(experiment.VAEConfig()), argv=argv)
+    return cli.main(defaults or dataclasses.replace(vae_run.VAEConfig()), argv=argv)
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -118,12 +119,12 @@ def test_bad_flags_get_one_line(tmp_path, capsys, argv, message):
 
 
 def test_batch_size_must_split_over_the_devices():
-    config = experiment.VAEConfig(batch_size=100)
-    experiment.validate(config, num_devices=4)
-    with pytest.raises(experiment.ConfigError,
+    config = vae_run.VAEConfig(batch_size=100)
+    vae_run.validate(config, num_devices=4)
+    with pytest.raises(errors.ConfigError,
                        match="--batch_size 100 does not split over 8 devices: use a multiple of "
                              "8, e.g. 96 or 104"):
-        experiment.validate(config, num_devices=8)
+        vae_run.validate(config, num_devices=8)
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -159,6 +160,6 @@ def test_unwritable_workdir_is_one_line(tmp_path, capsys):
 def test_help_lists_every_flag_with_its_default():
     proc = run_python(["-m", "experiments.vae_mnist", "--help"])
     assert proc.returncode == 0
-    for field in dataclasses.fields(experiment.VAEConfig):
+    for field in dataclasses.fields(vae_run.VAEConfig):
         assert f"--{field.name}" in proc.stdout
     assert "(default: 128)" in proc.stdout and "(default: 0.001)" in proc.stdout

@@ -3,7 +3,6 @@ penalty against known gradient norms, and the two-player update (slicing, 8 devi
 
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,7 +10,8 @@ import optax
 import pytest
 
 from tests.helpers import run_on_devices
-from vaejax import gan, training
+from vaejax import models, objectives, training
+from vaejax.training import gan as gan_training
 
 
 def _sigmoid(x):
@@ -21,18 +21,18 @@ def _sigmoid(x):
 @pytest.mark.parametrize("size, expected", [(28, (7, 2)), (32, (4, 3)), (64, (4, 4)),
                                             (8, (4, 1)), (14, (7, 1)), (56, (7, 3)), (128, (4, 5))])
 def test_layout(size, expected):
-    assert gan.layout(size) == expected
+    assert models.layout(size) == expected
 
 
 @pytest.mark.parametrize("size", [27, 30, 48, 4, 7, 0])
 def test_layout_rejects_other_sizes(size):
     with pytest.raises(ValueError, match=r"is not 7 \* 2\^k"):
-        gan.layout(size)
+        models.layout(size)
 
 
 @pytest.mark.parametrize("size, critic", [(28, False), (32, True)])
 def test_shapes_and_ranges(size, critic):
-    model = gan.dcgan(size, 1, width=8, noise_dim=16, critic=critic)
+    model = models.dcgan(size, 1, width=8, noise_dim=16, critic=critic)
     params = model.init(jax.random.key(0))
     images = model.generate(params["generator"], jax.random.normal(jax.random.key(1), (5, 16)))
     assert images.shape == (5, size, size, 1)
@@ -47,7 +47,7 @@ def test_shapes_and_ranges(size, critic):
 
 def test_batch_norm_uses_the_batch_statistics_per_channel():
     x = jax.random.normal(jax.random.key(0), (6, 3, 4, 2)) * jnp.array([2.0, 0.5]) + 3.0
-    norm = gan.BatchNorm()
+    norm = models.BatchNorm()
     params = norm.init(jax.random.key(1), x)
     params = jax.tree_util.tree_map(jnp.ones_like, params)  # scale 1, shift 1
     y = np.asarray(norm.apply(params, x))
@@ -61,11 +61,11 @@ def test_bce_losses_against_their_definitions():
     fake = np.array([-3.0, 0.5])
     d_real, d_fake = _sigmoid(real), _sigmoid(fake)
     expected = -np.mean(np.log(d_real)) - np.mean(np.log(1 - d_fake))
-    assert float(gan.discriminator_bce(jnp.array(real), jnp.array(fake))) == pytest.approx(
+    assert float(objectives.discriminator_bce(jnp.array(real), jnp.array(fake))) == pytest.approx(
         expected, rel=1e-6)
-    assert float(gan.generator_non_saturating(jnp.array(fake))) == pytest.approx(
+    assert float(objectives.generator_non_saturating(jnp.array(fake))) == pytest.approx(
         -np.mean(np.log(d_fake)), rel=1e-6)
-    assert float(gan.generator_minimax(jnp.array(fake))) == pytest.approx(
+    assert float(objectives.generator_minimax(jnp.array(fake))) == pytest.approx(
         np.mean(np.log(1 - d_fake)), rel=1e-6)
 
 
@@ -73,8 +73,8 @@ def test_minimax_gradient_vanishes_where_the_discriminator_rejects_the_fakes():
     """At logit -10 (D(G(z)) = 4.5e-5) the minimax loss's gradient is -sigmoid(-10), the
     non-saturating loss's -(1 - sigmoid(-10)): a factor of 22,000 apart."""
     logits = jnp.full((4,), -10.0)
-    minimax = jax.grad(gan.generator_minimax)(logits)
-    saturating = jax.grad(gan.generator_non_saturating)(logits)
+    minimax = jax.grad(objectives.generator_minimax)(logits)
+    saturating = jax.grad(objectives.generator_non_saturating)(logits)
     np.testing.assert_allclose(minimax, -_sigmoid(-10.0) / 4, rtol=1e-5)
     np.testing.assert_allclose(saturating, -(1 - _sigmoid(-10.0)) / 4, rtol=1e-5)
     assert float(jnp.abs(saturating[0] / minimax[0])) > 2e4
@@ -84,7 +84,7 @@ def test_minimax_gradient_vanishes_where_the_discriminator_rejects_the_fakes():
 
 def test_interpolates_lie_on_the_segments():
     real, fake = jnp.ones((500, 2, 2, 1)), jnp.zeros((500, 2, 2, 1))
-    x_hat = np.asarray(gan.interpolates(jax.random.key(0), real, fake))
+    x_hat = np.asarray(objectives.interpolates(jax.random.key(0), real, fake))
     u = x_hat[:, 0, 0, 0]
     assert np.all(x_hat == u[:, None, None, None])  # one u per image
     assert 0.0 <= u.min() and u.max() <= 1.0
@@ -98,11 +98,11 @@ def test_gradient_penalty_of_a_linear_critic_is_known():
     w = jax.random.normal(jax.random.key(0), (3, 3, 1)) * 0.7
     x_hat = jax.random.normal(jax.random.key(1), (5, 3, 3, 1))
     critic = lambda w: (lambda x: jnp.sum(x * w, axis=(1, 2, 3)))
-    penalty, norms = gan.gradient_penalty(critic(w), x_hat)
+    penalty, norms = objectives.gradient_penalty(critic(w), x_hat)
     norm_w = float(jnp.linalg.norm(w))
     np.testing.assert_allclose(norms, np.full(5, norm_w), rtol=1e-5)
     assert float(penalty) == pytest.approx((norm_w - 1) ** 2, rel=1e-5)
-    grad = jax.grad(lambda w: gan.gradient_penalty(critic(w), x_hat)[0])(w)
+    grad = jax.grad(lambda w: objectives.gradient_penalty(critic(w), x_hat)[0])(w)
     np.testing.assert_allclose(grad, 2 * (norm_w - 1) * w / norm_w, rtol=1e-4, atol=1e-6)
 
 
@@ -110,26 +110,26 @@ def test_gradient_penalty_of_a_quadratic_critic_uses_each_images_own_gradient():
     """f(x) = ||x||^2 / 2 has gradient x: the norms are the images' own norms."""
     x_hat = jax.random.normal(jax.random.key(2), (4, 2, 2, 1)) * jnp.arange(1.0, 5.0)[:, None,
                                                                                     None, None]
-    penalty, norms = gan.gradient_penalty(lambda x: 0.5 * jnp.sum(x ** 2, axis=(1, 2, 3)), x_hat)
+    penalty, norms = objectives.gradient_penalty(lambda x: 0.5 * jnp.sum(x ** 2, axis=(1, 2, 3)), x_hat)
     expected = np.linalg.norm(np.asarray(x_hat).reshape(4, -1), axis=1)
     np.testing.assert_allclose(norms, expected, rtol=1e-5)
     assert float(penalty) == pytest.approx(np.mean((expected - 1) ** 2), rel=1e-5)
 
 
 def test_gradient_penalty_is_finite_at_a_zero_gradient():
-    penalty, norms = gan.gradient_penalty(lambda x: jnp.zeros(x.shape[0]), jnp.ones((2, 2)))
+    penalty, norms = objectives.gradient_penalty(lambda x: jnp.zeros(x.shape[0]), jnp.ones((2, 2)))
     assert float(penalty) == pytest.approx(1.0, rel=1e-5)
-    grad = jax.grad(lambda s: gan.gradient_penalty(lambda x: s * jnp.sum(x, 1),
+    grad = jax.grad(lambda s: objectives.gradient_penalty(lambda x: s * jnp.sum(x, 1),
                                                    jnp.ones((2, 2)))[0])(0.0)
     assert np.isfinite(float(grad))
 
 
 def _tiny(loss, n_critic=1):
-    model = gan.dcgan(8, 1, width=4, noise_dim=6, critic=loss == "wgan-gp")
+    model = models.dcgan(8, 1, width=4, noise_dim=6, critic=loss == "wgan-gp")
     opt = optax.sgd(0.1)
-    update = gan.make_gan_update(model, loss=loss, generator_optimizer=opt,
+    update = gan_training.make_gan_update(model, loss=loss, generator_optimizer=opt,
                                  discriminator_optimizer=opt, n_critic=n_critic)
-    state = gan.create_gan_state(model.init(jax.random.key(0)), opt, opt)
+    state = gan_training.create_gan_state(model.init(jax.random.key(0)), opt, opt)
     return model, opt, update, state
 
 
@@ -171,7 +171,7 @@ def _discriminator_loss(model, loss, d_params, batch, key):
     r, f = model.critic(d_params, real), model.critic(d_params, fake)
     if loss == "bce":
         return -jnp.mean(jnp.log(jax.nn.sigmoid(r))) - jnp.mean(jnp.log(1 - jax.nn.sigmoid(f))), {}
-    x_hat = gan.interpolates(mix_key, real, fake)
+    x_hat = objectives.interpolates(mix_key, real, fake)
     grads = jax.vmap(jax.grad(lambda x: model.critic(d_params, x[None])[0]))(x_hat)
     norms = jnp.sqrt(jnp.sum(grads.reshape(len(grads), -1) ** 2, axis=1))
     return jnp.mean(f) - jnp.mean(r) + 10.0 * jnp.mean((norms - 1) ** 2), {}
@@ -201,18 +201,18 @@ MULTI_DEVICE_GAN = r"""
 import json, sys
 import jax, numpy as np, optax
 from vaejax import gan, training
-mesh = training.data_mesh()
+mesh = sharding.data_mesh()
 out = {"devices": jax.device_count()}
 for loss, n_critic in (("bce", 1), ("wgan-gp", 2)):
-    model = gan.dcgan(8, 1, width=4, noise_dim=6, critic=loss == "wgan-gp")
+    model = models.dcgan(8, 1, width=4, noise_dim=6, critic=loss == "wgan-gp")
     opt = optax.sgd(0.05)
-    update = gan.make_gan_update(model, loss=loss, generator_optimizer=opt,
+    update = gan_training.make_gan_update(model, loss=loss, generator_optimizer=opt,
                                  discriminator_optimizer=opt, n_critic=n_critic)
     images = np.random.default_rng(0).uniform(-1, 1, (128, 8, 8, 1)).astype(np.float32)
     runner = training.make_epoch_runner(update, None, batch_size=16 * n_critic,
                                         num_examples=128, mesh=mesh)
-    state = training.put_replicated(gan.create_gan_state(model.init(jax.random.key(0)), opt, opt), mesh)
-    state, metrics = runner(state, training.put_replicated(images, mesh), jax.random.key(1),
+    state = sharding.put_replicated(gan_training.create_gan_state(model.init(jax.random.key(0)), opt, opt), mesh)
+    state, metrics = runner(state, sharding.put_replicated(images, mesh), jax.random.key(1),
                             jax.random.key(2), 0)
     out[loss] = {"d_loss": np.asarray(metrics["d_loss"]).tolist(),
                  "params": [np.asarray(p).ravel().tolist() for p in jax.tree_util.tree_leaves(state)

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from vaejax import latent
+from vaejax.evaluation import latent
 
 
 def test_p_values():

@@ -8,13 +8,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vaejax import layers
+from vaejax import models
 
 CASES = [(3, 2, 8), (3, 2, 5), (3, 1, 7), (4, 2, 6), (5, 3, 4)]
 
 
 def _pair(transpose: bool, kernel_size: int, stride: int, implementation: str):
-    ours = (layers.ConvTranspose2D if transpose else layers.Conv2D)(
+    ours = (models.ConvTranspose2D if transpose else models.Conv2D)(
         4, kernel_size, stride=stride, implementation=implementation,
         bias_init=nn.initializers.normal(1.0))
     theirs = (nn.ConvTranspose if transpose else nn.Conv)(
@@ -63,6 +63,6 @@ def test_second_derivatives_match(transpose):
 
 def test_auto_and_unknown_implementation():
     expected = "matmul_grad" if jax.default_backend() == "cpu" else "xla"
-    assert layers.resolve_implementation("auto") == expected
+    assert models.resolve_implementation("auto") == expected
     with pytest.raises(ValueError, match="unknown convolution implementation"):
-        layers.resolve_implementation("winograd")
+        models.resolve_implementation("winograd")

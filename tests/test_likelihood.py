@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vaejax import likelihood, models, objectives
+from vaejax import errors, io, models, objectives
+from vaejax.runs import vae as vae_run
 
 DIM_X, DIM_Z, NOISE_VAR = 6, 2, 0.3
 
@@ -47,7 +48,7 @@ def _linear_gaussian_bounds(key, x, w, b, mean, log_var, k, chunk_size):
         residual = x - (z @ w.T + b)
         return -0.5 * jnp.sum(residual**2 / NOISE_VAR + np.log(2 * np.pi * NOISE_VAR), axis=-1)
 
-    return likelihood.importance_weighted_bound(key, log_likelihood_fn, mean, log_var, k,
+    return objectives.importance_weighted_bound(key, log_likelihood_fn, mean, log_var, k,
                                                 chunk_size)
 
 
@@ -119,7 +120,7 @@ def test_vae_bound_and_iwae_objective_on_a_real_vae():
     model = models.mlp_vae(4, (32,))
     x = jax.random.bernoulli(jax.random.key(0), 0.3, (5, 28, 28, 1)).astype(jnp.float32)
     params = model.init(jax.random.key(1), x, jax.random.key(1))["params"]
-    bound = likelihood.vae_bound(model, params, x, jax.random.key(2), 1)
+    bound = objectives.vae_bound(model, params, x, jax.random.key(2), 1)
     # K = 1: one log weight = -(negative ELBO with the same draw)
     mean, log_var = model.apply({"params": params}, x, method="encode")
     eps = jax.random.normal(jax.random.fold_in(jax.random.key(2), 0), (1, *mean.shape))[0]
@@ -127,10 +128,10 @@ def test_vae_bound_and_iwae_objective_on_a_real_vae():
     logits = model.apply({"params": params}, z, method="decode")
     want = objectives.log_importance_weights(x, logits, z, mean, log_var)
     np.testing.assert_allclose(bound["iwae"], want, rtol=1e-5)
-    terms = likelihood.iwae_per_example(model, 8)(params, x, jax.random.key(3))
+    terms = objectives.iwae_per_example(model, 8)(params, x, jax.random.key(3))
     assert terms["loss"].shape == (5,)
     assert np.all(terms["negative_iwae_bound"] <= terms["negative_elbo"] + 1e-4)
-    grads = jax.grad(lambda p: likelihood.iwae_per_example(model, 8)(p, x, jax.random.key(3))[
+    grads = jax.grad(lambda p: objectives.iwae_per_example(model, 8)(p, x, jax.random.key(3))[
         "loss"].mean())(params)
     assert all(np.all(np.isfinite(g)) for g in jax.tree_util.tree_leaves(grads))
 
@@ -162,7 +163,6 @@ def test_iwae_training_and_likelihood_evaluation_end_to_end(tmp_path, mnist_tfds
                        "--objective", "iwae", "--iwae_samples", "5"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "IWAE bound, k = 5" in proc.stdout and "-L_k" in proc.stdout
-    from vaejax import io
 
     last = io.read_jsonl(workdir / "metrics.jsonl")[-1]
     assert last["test_negative_iwae_bound"] <= last["test_negative_elbo"]
@@ -191,7 +191,6 @@ def test_iwae_training_and_likelihood_evaluation_end_to_end(tmp_path, mnist_tfds
 
 
 def test_iwae_objective_takes_no_beta():
-    from vaejax import experiment
 
-    with pytest.raises(experiment.ConfigError, match="--objective iwae bounds the likelihood"):
-        experiment.validate(experiment.VAEConfig(objective="iwae", beta=2.0), 1)
+    with pytest.raises(errors.ConfigError, match="--objective iwae bounds the likelihood"):
+        vae_run.validate(vae_run.VAEConfig(objective="iwae", beta=2.0), 1)

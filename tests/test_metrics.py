@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vaejax import metrics
+from vaejax.evaluation import metrics
 
 # the hand case used below: positives score 0.35 and 0.8, negatives 0.1 and 0.4
 HAND_SCORES = [0.1, 0.4, 0.35, 0.8]

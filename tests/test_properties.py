@@ -88,16 +88,16 @@ _LATENT = 3
 @jax.jit
 def _sample_moments(seed, mean, log_var):
     keys = jax.random.split(jax.random.key(seed), _NUM_DRAWS)
-    z = jax.vmap(lambda k: objectives.reparameterize(k, mean, log_var))(keys)
+    z = jax.vmap(lambda k: models.reparameterize(k, mean, log_var))(keys)
     return z.mean(0), z.var(0)
 
 
 @jax.jit
 def _reparameterize_jacobians(seed, mean, log_var):
     key = jax.random.key(seed)
-    z = objectives.reparameterize(key, mean, log_var)
-    d_mean = jax.jacfwd(lambda m: objectives.reparameterize(key, m, log_var))(mean)
-    d_log_var = jax.jacfwd(lambda v: objectives.reparameterize(key, mean, v))(log_var)
+    z = models.reparameterize(key, mean, log_var)
+    d_mean = jax.jacfwd(lambda m: models.reparameterize(key, m, log_var))(mean)
+    d_log_var = jax.jacfwd(lambda v: models.reparameterize(key, mean, v))(log_var)
     return z, d_mean, d_log_var
 
 
@@ -190,7 +190,7 @@ def test_log_importance_weights_of_a_vae_average_to_the_elbo():
 
     def one_sample(key):
         logits, mean, log_var = model.apply({"params": params}, x, key)
-        z = objectives.reparameterize(key, mean, log_var)  # the z the model decoded
+        z = models.reparameterize(key, mean, log_var)  # the z the model decoded
         terms = objectives.negative_elbo(x, logits, mean, log_var)
         log_w = objectives.log_importance_weights(x, logits, z, mean, log_var)
         decoded = model.apply({"params": params}, z, method="decode")

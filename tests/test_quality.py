@@ -12,8 +12,12 @@ import PIL.Image
 import pytest
 
 from tests.helpers import grid_size, run_python
-from vaejax import classifier, data, experiment, gan, io, models, objectives, quality
-from vaejax.experiment import ConfigError
+from vaejax import cli, data, io, models, objectives
+from vaejax.errors import ConfigError
+from vaejax.evaluation import judge
+from vaejax.runs import gan as gan_run
+from vaejax.runs import quality as quality_run
+from vaejax.runs import vae as vae_run
 
 
 def _size(path):
@@ -23,10 +27,10 @@ def _size(path):
 
 @pytest.fixture(scope="module")
 def judge_and_test(mnist_classifier_dir, mnist_tfds_dir):
-    trained = classifier.load(mnist_classifier_dir, "mnist")
+    trained = judge.load(mnist_classifier_dir, "mnist")
     train = data.load_split("mnist", "train", data_dir=mnist_tfds_dir)
     test = data.load_split("mnist", "test", data_dir=mnist_tfds_dir)
-    return quality.Judge.of(trained, train.images[:20000]), test
+    return judge.Judge.of(trained, train.images[:20000]), test
 
 
 def test_classifier_experiment_reaches_its_accuracy(mnist_classifier_dir):
@@ -40,11 +44,11 @@ def test_classifier_experiment_reaches_its_accuracy(mnist_classifier_dir):
 
 
 def test_classifier_cross_entropy_is_the_closed_form():
-    model = classifier.LeNet()
+    model = models.LeNet()
     params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
     images = jax.random.uniform(jax.random.key(1), (5, 28, 28, 1))
     labels = jnp.array([0, 3, 9, 3, 1])
-    terms = classifier.per_example(model)(params, (images, labels), None)
+    terms = objectives.classifier_per_example(model)(params, (images, labels), None)
     logits = np.asarray(model.apply({"params": params}, images).logits, np.float64)
     log_softmax = logits - np.log(np.exp(logits).sum(1, keepdims=True))
     np.testing.assert_allclose(terms["loss"], -log_softmax[np.arange(5), labels], rtol=1e-5)
@@ -80,22 +84,22 @@ def test_fid_is_small_for_real_images_and_grows_with_noise_and_blur(judge_and_te
 def test_load_fails_with_the_command_that_fixes_it(tmp_path, mnist_classifier_dir):
     with pytest.raises(ConfigError, match="no trained classifier in .*python -m "
                                           "experiments.classifier --dataset mnist"):
-        classifier.load(tmp_path / "none", "mnist")
+        judge.load(tmp_path / "none", "mnist")
     with pytest.raises(ConfigError, match="trained on mnist, not fashion_mnist"):
-        classifier.load(mnist_classifier_dir, "fashion_mnist")
+        judge.load(mnist_classifier_dir, "fashion_mnist")
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "classifier.json").write_text((mnist_classifier_dir / "classifier.json").read_text())
     (broken / "params.msgpack").write_bytes(b"\x00garbage")
     with pytest.raises(ConfigError, match="unreadable"):
-        classifier.load(broken, "mnist")
+        judge.load(broken, "mnist")
 
 
 def test_perceptual_term_is_zero_for_a_perfect_reconstruction(mnist_classifier_dir):
-    trained = classifier.load(mnist_classifier_dir, "mnist")
+    trained = judge.load(mnist_classifier_dir, "mnist")
     x = jax.random.uniform(jax.random.key(0), (3, 28, 28, 1))
     y = jax.random.uniform(jax.random.key(1), (3, 28, 28, 1))
-    distance = jax.jit(classifier.perceptual_loss(trained))
+    distance = jax.jit(judge.perceptual_loss(trained))
     assert np.all(np.asarray(distance(x, x)) == 0)
     assert np.all(np.asarray(distance(x, y)) > 0)
     padded = jnp.pad(x, [(0, 0), (2, 2), (2, 2), (0, 0)])  # a 32x32 model's images
@@ -104,13 +108,13 @@ def test_perceptual_term_is_zero_for_a_perfect_reconstruction(mnist_classifier_d
     params = model.init(jax.random.key(2), x, jax.random.key(2))["params"]
     plain = jax.jit(objectives.vae_per_example(model))(params, x, jax.random.key(3))
     weighted = jax.jit(objectives.vae_per_example(
-        model, perceptual=classifier.perceptual_loss(trained), perceptual_weight=0.5))(
+        model, perceptual=judge.perceptual_loss(trained), perceptual_weight=0.5))(
         params, x, jax.random.key(3))
     np.testing.assert_allclose(weighted["loss"],
                                plain["loss"] + 0.5 * weighted["perceptual"], rtol=1e-5)
     np.testing.assert_allclose(weighted["negative_elbo"], plain["negative_elbo"], rtol=1e-6)
     grads = jax.jit(jax.grad(lambda p: jnp.mean(objectives.vae_per_example(
-        model, perceptual=classifier.perceptual_loss(trained), perceptual_weight=1.0)(
+        model, perceptual=judge.perceptual_loss(trained), perceptual_weight=1.0)(
         p, x, jax.random.key(3))["perceptual"])))(params)
     assert max(float(jnp.abs(g).max()) for g in jax.tree_util.tree_leaves(grads["decoder"])) > 0
 
@@ -149,7 +153,7 @@ def test_gan_and_sample_quality_end_to_end(tmp_path, capsys, mnist_tfds_dir, mni
     assert "fid" not in last
 
     vae = tmp_path / "vae"  # in this process: the flags' parsing is the same
-    assert experiment.main(experiment.VAEConfig(), argv=[
+    assert cli.main(vae_run.VAEConfig(), argv=[
         *common, "--train_examples", "1280", "--epochs", "1", "--perceptual_weight", "0.01",
         "--workdir", str(vae)]) == 0
     last = io.read_jsonl(vae / "metrics.jsonl")[-1]
@@ -157,9 +161,9 @@ def test_gan_and_sample_quality_end_to_end(tmp_path, capsys, mnist_tfds_dir, mni
         last["train_negative_elbo"] + 0.01 * last["train_perceptual"], rel=1e-4)
 
     out = tmp_path / "quality"
-    assert experiment.main(quality.QualityConfig(), argv=[
+    assert cli.main(quality_run.QualityConfig(), argv=[
         *common, "--runs", f"{bce},{wgan},{vae}", "--num_samples", "1000", "--train_examples",
-        "5000", "--workdir", str(out)], run=quality.run) == 0
+        "5000", "--workdir", str(out)], run=quality_run.run) == 0
     printed = capsys.readouterr().out
     record = json.loads((out / "sample_quality.json").read_text())
     names = [row["name"] for row in record["rows"]]
@@ -172,8 +176,8 @@ def test_gan_and_sample_quality_end_to_end(tmp_path, capsys, mnist_tfds_dir, mni
     assert _size(out / "samples.png") == grid_size(4, 16)
     assert _size(out / "mode_coverage.png")[1] > 300
 
-    assert experiment.main(quality.QualityConfig(), argv=[
-        *common, "--runs", str(out), "--workdir", str(tmp_path / "q2")], run=quality.run) == 2
+    assert cli.main(quality_run.QualityConfig(), argv=[
+        *common, "--runs", str(out), "--workdir", str(tmp_path / "q2")], run=quality_run.run) == 2
     assert capsys.readouterr().err.startswith(f"error: {out} holds no finished run")
     assert not (tmp_path / "q2").exists()
 
@@ -190,8 +194,8 @@ def test_gan_and_sample_quality_end_to_end(tmp_path, capsys, mnist_tfds_dir, mni
     (["--learning_rate", "-1"], "error: --learning_rate must be >= 0"),
 ])
 def test_gan_bad_flags_get_one_line(tmp_path, capsys, argv, message):
-    code = experiment.main(gan.GANConfig(), argv=argv + ["--workdir", str(tmp_path / "w")],
-                           run=gan.run)
+    code = cli.main(gan_run.GANConfig(), argv=argv + ["--workdir", str(tmp_path / "w")],
+                           run=gan_run.run)
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith(message) and "\n" not in err, err
     assert not (tmp_path / "w").exists()
@@ -203,7 +207,7 @@ def test_vae_perceptual_flags_are_checked(tmp_path, capsys):
                            "error: --perceptual_weight adds to the ELBO"),
                           (["--perceptual_weight", "1", "--classifier_workdir",
                             str(tmp_path / "none")], "error: no trained classifier in")):
-        code = experiment.main(experiment.VAEConfig(),
+        code = cli.main(vae_run.VAEConfig(),
                                argv=argv + ["--workdir", str(tmp_path / "w")])
         err = capsys.readouterr().err.strip()
         assert code == 2 and err.startswith(message) and "\n" not in err, err

@@ -17,7 +17,8 @@ import pytest
 from flax import serialization
 
 from tests.helpers import REPO_ROOT
-from vaejax import checkpoints, io
+from vaejax import io
+from vaejax.training import checkpoints
 
 STEPS = 3 * (6000 // 50)  # 3 epochs of 120 steps
 

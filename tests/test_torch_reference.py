@@ -18,7 +18,8 @@ except ImportError:  # pragma: no cover - depends on the environment
         raise
     pytest.skip("torch is not installed (pip install -e '.[bench]')", allow_module_level=True)
 
-from vaejax import gan, models, objectives, torch_reference
+from experiments.benchmarking import torch_reference
+from vaejax import models, objectives
 
 
 def _batch(n=32):
@@ -135,7 +136,7 @@ def _torch_count(module) -> int:
 
 
 def _flax_counts(image_size, channels, width=64, critic=False):
-    shapes = jax.eval_shape(gan.dcgan(image_size, channels, width, critic=critic).init,
+    shapes = jax.eval_shape(models.dcgan(image_size, channels, width, critic=critic).init,
                             jax.random.key(0))
     return models.count_params(shapes["generator"]), models.count_params(shapes["discriminator"])
 
@@ -170,7 +171,7 @@ def test_torch_dcgan_initialization_is_pytorch_examples():
     assert np.std(scales) == pytest.approx(0.02, rel=0.15)
     assert not np.concatenate([m.bias.detach().numpy() for m in norms]).any()
     # vaejax's kernels come from the same N(0, 0.02)
-    kernel = np.asarray(gan.dcgan_init(jax.random.key(0), (4, 4, 256, 128)))
+    kernel = np.asarray(models.dcgan_init(jax.random.key(0), (4, 4, 256, 128)))
     assert np.mean(kernel) == pytest.approx(0, abs=1e-3)
     assert np.std(kernel) == pytest.approx(0.02, rel=0.02)
 
@@ -194,7 +195,7 @@ def _random_gan_params(model, seed):
 
 
 def _gan_pair(image_size, critic, seed=0, width=64):
-    model = gan.dcgan(image_size, 1, width, critic=critic)
+    model = models.dcgan(image_size, 1, width, critic=critic)
     params = _random_gan_params(model, seed)
     generator, discriminator = torch_reference.load_flax_gan_params(
         torch_reference.DCGANGenerator(image_size, 1, width),
@@ -246,11 +247,11 @@ def test_torch_dcgan_matches_vaejax_loss_gradients():
     fake = model.generate(g_params, jnp.asarray(z))
 
     def d_loss(d):
-        return gan.discriminator_bce(model.critic(d, jnp.asarray(real)), model.critic(d, fake))
+        return objectives.discriminator_bce(model.critic(d, jnp.asarray(real)), model.critic(d, fake))
 
     def g_loss(g):
         fake_logits = model.critic(d_params, model.generate(g, jnp.asarray(z)))
-        return gan.generator_non_saturating(fake_logits)
+        return objectives.generator_non_saturating(fake_logits)
 
     d_value, d_grads = jax.jit(jax.value_and_grad(d_loss))(d_params)
     g_value, g_grads = jax.jit(jax.value_and_grad(g_loss))(g_params)

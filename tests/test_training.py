@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,7 +9,7 @@ import optax
 import pytest
 
 from tests.helpers import run_on_devices
-from vaejax import data, models, objectives, training
+from vaejax import data, models, objectives, sharding, training
 
 
 def test_gradient_update_is_one_optimizer_step():
@@ -224,10 +223,10 @@ def test_evaluator_counts_every_example_once():
 
 
 def test_batch_size_must_split_over_devices():
-    training.check_batch_size(128, training.data_mesh().size)
+    sharding.check_batch_size(128, sharding.data_mesh().size)
     with pytest.raises(ValueError, match="does not split over 3 devices: use a multiple of 3, "
                                          "e.g. 126 or 129"):
-        training.check_batch_size(128, 3)
+        sharding.check_batch_size(128, 3)
     with pytest.raises(ValueError, match="exceeds the 10 training examples"):
         training.make_epoch_runner(_counting_update, None, batch_size=16, num_examples=10)
 
@@ -237,7 +236,7 @@ import json, sys
 import jax, jax.numpy as jnp, numpy as np, optax
 from vaejax import data, models, objectives, training
 
-mesh = training.data_mesh()
+mesh = sharding.data_mesh()
 model = models.mlp_vae()
 key = jax.random.key(0)
 params = model.init(key, jnp.zeros((1, 28, 28, 1)), key)["params"]
@@ -249,8 +248,8 @@ patterns = rng.random((4, 28, 28, 1)) < 0.2
 images = np.where(patterns[rng.integers(0, 4, 512)], 230, 10).astype(np.uint8)
 run_epoch = training.make_epoch_runner(update, data.make_batch_preprocessor(28, True),
                                        batch_size=64, num_examples=512, mesh=mesh)
-state = training.put_replicated(training.create_train_state(params, optimizer), mesh)
-on_device = training.put_replicated(images, mesh)
+state = sharding.put_replicated(training.create_train_state(params, optimizer), mesh)
+on_device = sharding.put_replicated(images, mesh)
 losses = []
 for epoch in range(2):  # 16 steps
     state, metrics = run_epoch(state, on_device, jax.random.key(2), jax.random.key(3), epoch)

@@ -23,7 +23,7 @@ time (compilation, warm-up), the test negative ELBO after training, and peak mem
 FLOPs are counted analytically (:func:`mlp_vae_train_flops`); the machine's matrix-multiply peak
 is measured in the same run (:func:`matmul_peak_flops`).
 
-``dcgan`` (:func:`run_jax_gan`, :func:`run_torch_gan`) trains :func:`vaejax.gan.dcgan` and its
+``dcgan`` (:func:`run_jax_gan`, :func:`run_torch_gan`) trains :func:`vaejax.models.dcgan` and its
 PyTorch twin (:class:`~vaejax.torch_reference.DCGANGenerator`,
 :class:`~vaejax.torch_reference.DCGANDiscriminator`) on MNIST scaled to [-1, 1] (28 x 28, or
 zero-padded to 32 x 32): Adam 2e-4, betas (0.5, 0.999) for both players, batch 64 by default. One
@@ -107,7 +107,7 @@ def dcgan_forward_macs(image_size: int = 28, channels: int = 1, width: int = 64,
     Along each axis a 4x4 stride-2 convolution (padding 1) from ``n`` pixels has 2n - 2 taps on
     data, a 4x4 stride-2 transposed convolution from ``n`` pixels 4n - 2.
     """
-    from vaejax.gan import layout  # flax: imported only when a DCGAN is counted
+    from vaejax.models.gan import layout  # flax: imported only when a DCGAN is counted
 
     start, layers = layout(image_size)
     generator_widths = [width * 2 ** (layers - 1 - i) for i in range(layers)] + [channels]
@@ -282,11 +282,12 @@ def run_jax_gan(variant: str, train: np.ndarray, *, batch_size: int, epochs: int
     import jax
     import optax
 
-    from vaejax import data, gan, training
+    from vaejax import data, models, training
+    from vaejax.training import gan as gan_training
 
     mesh = training.data_mesh()
     settings = SETTINGS["dcgan"]
-    model = gan.dcgan(image_size, 1, width, settings["noise_dim"])
+    model = models.dcgan(image_size, 1, width, settings["noise_dim"])
     data_key, step_key = (jax.random.fold_in(jax.random.key(seed), i) for i in range(1, 3))
     # the initial weights through the "rbg" generator: XLA compiles the init's threefry
     # draws for 20 s on a 2-core CPU (rbg: 4 s); not timed either way, and the same
@@ -294,10 +295,10 @@ def run_jax_gan(variant: str, train: np.ndarray, *, batch_size: int, epochs: int
     params = jax.jit(model.init)(jax.random.key(seed, impl="rbg"))
     beta1, beta2 = settings["betas"]
     optimizer = optax.adam(settings["learning_rate"], b1=beta1, b2=beta2)
-    update = gan.make_gan_update(model, loss="bce", generator_optimizer=optimizer,
+    update = gan_training.make_gan_update(model, loss="bce", generator_optimizer=optimizer,
                                  discriminator_optimizer=optimizer)
-    preprocess = gan.to_tanh_range(data.make_batch_preprocessor(image_size))
-    state = training.put_replicated(gan.create_gan_state(params, optimizer, optimizer), mesh)
+    preprocess = data.to_tanh_range(data.make_batch_preprocessor(image_size))
+    state = training.put_replicated(gan_training.create_gan_state(params, optimizer, optimizer), mesh)
     state, seconds, metrics = _jax_epochs(variant, update, preprocess, state, train, mesh,
                                           batch_size=batch_size, epochs=epochs,
                                           data_key=data_key, step_key=step_key)
@@ -343,7 +344,7 @@ def _torch_loss(model: str):
     """The summed loss of ``model``'s outputs: the example's, or Foster's (beta 2.048, logits)."""
     import functools
 
-    from vaejax.torch_reference import example_loss, foster_loss
+    from experiments.benchmarking.torch_reference import example_loss, foster_loss
 
     if model == "mlp":
         return example_loss
@@ -370,7 +371,11 @@ def run_torch(variant: str, train: np.ndarray, test: np.ndarray, *, batch_size: 
     present."""
     import torch
 
-    from vaejax.torch_reference import ExampleMLPVAE, FosterConvVAE, example_loss
+    from experiments.benchmarking.torch_reference import (
+        ExampleMLPVAE,
+        FosterConvVAE,
+        example_loss,
+    )
 
     if model == "conv" and variant == "torch_example":
         raise ValueError("torch_example is the pytorch/examples MLP; the conv model has "
@@ -480,8 +485,12 @@ def run_torch_gan(variant: str, train: np.ndarray, *, batch_size: int, epochs: i
     """
     import torch
 
-    from vaejax.torch_reference import (DCGANDiscriminator, DCGANGenerator,
-                                        dcgan_discriminator_loss, dcgan_generator_loss)
+    from experiments.benchmarking.torch_reference import (
+        DCGANDiscriminator,
+        DCGANGenerator,
+        dcgan_discriminator_loss,
+        dcgan_generator_loss,
+    )
 
     if variant != "torch_tuned":
         raise ValueError(f"the dcgan model's PyTorch variant is torch_tuned, not {variant!r}")

@@ -36,7 +36,8 @@ from typing import Any, Callable, Iterable
 import jax
 import numpy as np
 
-from vaejax import checkpoints, io, training
+from vaejax import io, sharding, training
+from vaejax.training import checkpoints
 
 CHECKPOINTS = "checkpoints"
 METRICS = "metrics.jsonl"
@@ -177,7 +178,7 @@ def train(runner: training.EpochRunner, state, data, *, data_key: jax.Array,
     """
     from tqdm.auto import tqdm
 
-    mesh = mesh or training.data_mesh()
+    mesh = mesh or sharding.data_mesh()
     writer = is_writer()
     say = tqdm.write if writer else (lambda text: None)
     steps_per_epoch = runner.steps_per_epoch
@@ -195,7 +196,7 @@ def train(runner: training.EpochRunner, state, data, *, data_key: jax.Array,
                                f"past the {total} steps of --epochs {epochs}: raise --epochs")
         restored = checkpoints.restore(ckpt_dir, start_step,
                                        {"train_state": state, "epoch_metrics": buffer})
-        state, buffer = training.put_replicated(
+        state, buffer = sharding.put_replicated(
             (restored["train_state"], restored["epoch_metrics"]), mesh)
         if writer:
             _keep_lines_up_to(workdir / METRICS, start_step)

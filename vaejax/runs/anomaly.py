@@ -21,9 +21,13 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from vaejax import autoencoders, data, io, metrics, objectives
-from vaejax.autoencoders import AEConfig
-from vaejax.experiment import ConfigError, _field
+from vaejax import data, io, objectives
+from vaejax.errors import ConfigError
+from vaejax.evaluation import metrics
+from vaejax.runs import autoencoders as autoencoders_run
+from vaejax.runs import config as run_config
+from vaejax.runs.autoencoders import AEConfig
+from vaejax.runs.config import _field
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +61,7 @@ def held_out_classes(config: AnomalyConfig) -> tuple[int, ...]:
 
 
 def validate(config: AnomalyConfig, num_devices: int) -> None:
-    autoencoders.validate_ae(config, num_devices)
+    autoencoders_run.validate_ae(config, num_devices)
     held_out_classes(config)
     if not 0 <= config.percentile <= 100:
         raise ConfigError(f"--percentile must be between 0 and 100, got {config.percentile}")
@@ -65,15 +69,15 @@ def validate(config: AnomalyConfig, num_devices: int) -> None:
         raise ConfigError(f"--vae_samples must be positive, got {config.vae_samples}")
 
 
-def autoencoder_scores(model: autoencoders.TrainedModel, images: np.ndarray, loss: str,
+def autoencoder_scores(model: autoencoders_run.TrainedModel, images: np.ndarray, loss: str,
                        batch_size: int = 1000) -> np.ndarray:
     """Reconstruction error per image [N] (``loss``, summed over pixels) of uint8 images."""
     per_example = objectives.autoencoder_per_example(model.module, loss)
-    return autoencoders.map_batches(
+    return autoencoders_run.map_batches(
         lambda m, x: per_example(m.params, m.prepare(x), None)["loss"], model, images, batch_size)
 
 
-def vae_scores(model: autoencoders.TrainedModel, images: np.ndarray, key: jax.Array,
+def vae_scores(model: autoencoders_run.TrainedModel, images: np.ndarray, key: jax.Array,
                samples: int, batch_size: int = 1000) -> np.ndarray:
     """Negative ELBO per image [N] in nats (beta 1, whatever beta trained the model), averaged
     over ``samples`` draws of z ~ q(z | x); draw ``s`` of image ``i`` uses fold_in(key, s) and
@@ -91,7 +95,7 @@ def vae_scores(model: autoencoders.TrainedModel, images: np.ndarray, key: jax.Ar
 
         return jax.lax.map(one_draw, np.arange(samples)).mean(axis=0)
 
-    return autoencoders.map_batches(score, model, (np.arange(len(images)), images), batch_size)
+    return autoencoders_run.map_batches(score, model, (np.arange(len(images)), images), batch_size)
 
 
 def detection_metrics(test_scores: np.ndarray, is_anomaly: np.ndarray, train_scores: np.ndarray,
@@ -134,7 +138,7 @@ def run(config: AnomalyConfig, workdir: Path) -> list[dict]:
     ``anomaly.json`` (one record per class) and ``anomaly.md`` (the table). Returns the records.
     """
     run_start = time.perf_counter()
-    train, test, spec, writer, log = autoencoders.start(config, validate)
+    train, test, spec, writer, log = run_config.start(config, validate)
     classes = held_out_classes(config)
     seed_key = jax.random.key(config.seed)
     rows = []
@@ -146,7 +150,7 @@ def run(config: AnomalyConfig, workdir: Path) -> list[dict]:
             f"the other classes")
         class_key = jax.random.fold_in(seed_key, c)
         for index, kind in enumerate(("ae", "vae")):
-            model = autoencoders.train_family_member(
+            model = autoencoders_run.train_family_member(
                 kind, config, workdir / f"class_{c}" / kind, train.images[normal], test.images,
                 jax.random.fold_in(class_key, index), log=log)
             if kind == "ae":

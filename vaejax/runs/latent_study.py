@@ -25,9 +25,14 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from vaejax import autoencoders, data, io, latent
-from vaejax.autoencoders import AEConfig, TrainedModel
-from vaejax.experiment import ConfigError, TrainSettings, _field, check_positive
+from vaejax import data, io
+from vaejax.errors import ConfigError
+from vaejax.evaluation import latent
+from vaejax.runs import autoencoders as autoencoders_run
+from vaejax.runs import config as run_config
+from vaejax.runs.autoencoders import AEConfig, TrainedModel
+from vaejax.runs.config import _field, check_positive
+from vaejax.training.fit import TrainSettings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +41,7 @@ class LatentStudyConfig(AEConfig):
 
     dataset: str = _field("fashion_mnist", "dataset", tuple(data.DATASETS))
     model: str = _field("conv", "conv: Foster's convolutional AE and VAE (32x32); mlp: the dense "
-                        "784-256-128-latent AE and VAE (28x28)", autoencoders.MODELS)
+                        "784-256-128-latent AE and VAE (28x28)", autoencoders_run.MODELS)
     batch_size: int = _field(100, "training batch size (a multiple of the device count)")
     epochs: int = _field(3, "training epochs of the autoencoder", resume=True)
     learning_rate: float = _field(1e-3, "Adam learning rate of the autoencoder")
@@ -67,10 +72,10 @@ def attribute_pair(config: LatentStudyConfig) -> tuple[int, int]:
 
 
 def validate(config: LatentStudyConfig, num_devices: int) -> None:
-    autoencoders.validate_ae(config, num_devices)
+    autoencoders_run.validate_ae(config, num_devices)
     check_positive(config, "vae_epochs", "vae_learning_rate", "knn_k")
     attribute_pair(config)
-    autoencoders.parse_floats(config.strengths, "strengths", -100, 100)
+    run_config.parse_floats(config.strengths, "strengths", -100, 100)
 
 
 def dimensionality_reduction(codes: dict[str, tuple[np.ndarray, np.ndarray]],
@@ -95,13 +100,13 @@ def interpolation_strips(ae: TrainedModel, vae: TrainedModel, starts: np.ndarray
     """For each pair of uint8 images (starts[i], ends[i]) three strips of ``steps`` decodes
     from one code to the other: AE straight line, VAE straight line, VAE spherical (slerp);
     [3 * pairs * steps, S, S, 1]."""
-    ae_z = [autoencoders.encode_images(ae, x) for x in (starts, ends)]
-    vae_z = [autoencoders.encode_images(vae, x) for x in (starts, ends)]
+    ae_z = [autoencoders_run.encode_images(ae, x) for x in (starts, ends)]
+    vae_z = [autoencoders_run.encode_images(vae, x) for x in (starts, ends)]
     strips = []
     for i in range(len(starts)):
-        strips += [autoencoders.decode_codes(ae, latent.lerp(ae_z[0][i], ae_z[1][i], steps)),
-                   autoencoders.decode_codes(vae, latent.lerp(vae_z[0][i], vae_z[1][i], steps)),
-                   autoencoders.decode_codes(vae, latent.slerp(vae_z[0][i], vae_z[1][i], steps))]
+        strips += [autoencoders_run.decode_codes(ae, latent.lerp(ae_z[0][i], ae_z[1][i], steps)),
+                   autoencoders_run.decode_codes(vae, latent.lerp(vae_z[0][i], vae_z[1][i], steps)),
+                   autoencoders_run.decode_codes(vae, latent.slerp(vae_z[0][i], vae_z[1][i], steps))]
     return np.concatenate(strips)
 
 
@@ -123,9 +128,9 @@ def attribute_grid(model: TrainedModel, train_codes: np.ndarray, train: data.Ima
     blocks = []
     for vector, images in ((ink_vector, test.images[:rows]),
                            (class_vector, test.images[test.labels == b][:rows])):
-        z = autoencoders.encode_images(model, images)
+        z = autoencoders_run.encode_images(model, images)
         shifted = latent.add_attribute(z, vector, strengths)  # [S, rows, D]
-        decoded = autoencoders.decode_codes(model, shifted.swapaxes(0, 1).reshape(-1, z.shape[1]))
+        decoded = autoencoders_run.decode_codes(model, shifted.swapaxes(0, 1).reshape(-1, z.shape[1]))
         blocks.append(decoded)
     return np.concatenate(blocks)
 
@@ -134,19 +139,19 @@ def run(config: LatentStudyConfig, workdir: Path) -> list[dict]:
     """Trains the autoencoder (``workdir/ae``) and the VAE (``workdir/vae``), then writes the
     pictures and tables listed in the README; returns the dimensionality-reduction table."""
     run_start = time.perf_counter()
-    train, test, spec, writer, log = autoencoders.start(config, validate)
-    strengths = autoencoders.parse_floats(config.strengths, "strengths")
+    train, test, spec, writer, log = run_config.start(config, validate)
+    strengths = run_config.parse_floats(config.strengths, "strengths")
     pair = attribute_pair(config)
     key = jax.random.key(config.seed)
-    ae = autoencoders.train_family_member(
+    ae = autoencoders_run.train_family_member(
         "ae", config, workdir / "ae", train.images, test.images, jax.random.fold_in(key, 0),
         log=log)
-    vae = autoencoders.train_family_member(
+    vae = autoencoders_run.train_family_member(
         "vae", config, workdir / "vae", train.images, test.images, jax.random.fold_in(key, 1),
         settings=TrainSettings.of(config, epochs=config.vae_epochs,
                                   learning_rate=config.vae_learning_rate), log=log)
 
-    codes = {name: tuple(autoencoders.encode_images(model, split.images)
+    codes = {name: tuple(autoencoders_run.encode_images(model, split.images)
                          for split in (train, test)) for name, model in (("ae", ae), ("vae", vae))}
     table = dimensionality_reduction(
         {"autoencoder codes": codes["ae"], "VAE posterior means": codes["vae"]},
@@ -163,13 +168,13 @@ def run(config: LatentStudyConfig, workdir: Path) -> list[dict]:
     preview = test.images[:10]
     io.save_image_grid(workdir / "reconstructions.png", np.concatenate([
         np.asarray(ae.prepare(preview)),
-        autoencoders.decode_codes(ae, autoencoders.encode_images(ae, preview)),
-        autoencoders.decode_codes(vae, autoencoders.encode_images(vae, preview))]), columns=10)
+        autoencoders_run.decode_codes(ae, autoencoders_run.encode_images(ae, preview)),
+        autoencoders_run.decode_codes(vae, autoencoders_run.encode_images(vae, preview))]), columns=10)
     sample_key = jax.random.fold_in(key, 2)
     box = latent.bounding_box(codes["ae"][1])
     io.save_image_grids(workdir / "samples.png", [
-        (autoencoders.decode_codes(ae, latent.sample_box(sample_key, *box, 64)), 8),
-        (autoencoders.decode_codes(vae, jax.random.normal(sample_key, (64, config.latent_dim))),
+        (autoencoders_run.decode_codes(ae, latent.sample_box(sample_key, *box, 64)), 8),
+        (autoencoders_run.decode_codes(vae, jax.random.normal(sample_key, (64, config.latent_dim))),
          8)])
     firsts = [int(np.flatnonzero(test.labels == c)[0]) for c in range(spec.num_classes)]
     starts = test.images[[firsts[c] for c in range(0, 8, 2)]]
@@ -192,8 +197,8 @@ def run(config: LatentStudyConfig, workdir: Path) -> list[dict]:
             test.labels, spec.class_names, axis_labels=("Phi(z[0])", "Phi(z[1])"),
             limits=(-0.02, 1.02))
         io.save_image_grids(workdir / "decoded_grid.png", [
-            (autoencoders.decode_codes(ae, latent.box_grid(*box, 15)), 15),
-            (autoencoders.decode_codes(vae, latent.normal_quantile_grid(15)), 15)])
+            (autoencoders_run.decode_codes(ae, latent.box_grid(*box, 15)), 15),
+            (autoencoders_run.decode_codes(vae, latent.normal_quantile_grid(15)), 15)])
     else:
         log(f"latent_space.png, latent_p_values.png and decoded_grid.png draw 2-D codes: "
             f"skipped for --latent_dim {config.latent_dim}")

@@ -13,10 +13,10 @@ needs the ``bench`` extra, i.e. ``torch``).
   (:class:`SameConv2d`, :class:`SameConvTranspose2d`), the flatten in Keras' channels-last
   order. :func:`load_flax_conv_params` copies a :func:`vaejax.models.conv_vae` tree into it.
 - :class:`DCGANGenerator` and :class:`DCGANDiscriminator` are the networks of pytorch/examples
-  ``dcgan/main.py`` (Radford et al. 2016) for any image size :func:`vaejax.gan.dcgan` takes,
+  ``dcgan/main.py`` (Radford et al. 2016) for any image size :func:`vaejax.models.dcgan` takes,
   with its weight initialization (:func:`dcgan_weights_init`); the discriminator returns logits
   and :func:`dcgan_discriminator_loss` / :func:`dcgan_generator_loss` are the example's BCE
-  losses on them. :func:`load_flax_gan_params` copies a :func:`vaejax.gan.dcgan` tree into the
+  losses on them. :func:`load_flax_gan_params` copies a :func:`vaejax.models.dcgan` tree into the
   pair, :func:`flax_gan_gradients` reads their ``.grad`` back as one.
 """
 
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vaejax.gan import layout
+from vaejax.models.gan import layout
 
 
 class ExampleMLPVAE(nn.Module):
@@ -357,7 +357,7 @@ def _gan_weight_to_flax(kind: str, weight: np.ndarray) -> np.ndarray:
 
 def load_flax_gan_params(generator: DCGANGenerator, discriminator: DCGANDiscriminator,
                          params) -> tuple[DCGANGenerator, DCGANDiscriminator]:
-    """Copies a :func:`vaejax.gan.dcgan` tree ({'generator', 'discriminator'}, built with the
+    """Copies a :func:`vaejax.models.dcgan` tree ({'generator', 'discriminator'}, built with the
     same image size, channels, widths and batch norm) into the pair; returns it. Batch norm
     ``scale`` / ``bias`` become ``weight`` / ``bias``; see :func:`_gan_weight_to_torch` for the
     kernels."""
@@ -374,7 +374,7 @@ def load_flax_gan_params(generator: DCGANGenerator, discriminator: DCGANDiscrimi
 
 
 def flax_gan_gradients(generator: DCGANGenerator, discriminator: DCGANDiscriminator) -> dict:
-    """The ``.grad`` of the pair's parameters as a :func:`vaejax.gan.dcgan` tree (numpy); a
+    """The ``.grad`` of the pair's parameters as a :func:`vaejax.models.dcgan` tree (numpy); a
     network whose parameters hold no gradient is left out."""
     tree: dict = {}
     for module, (part, layer), kind in _gan_layers(generator, discriminator):

@@ -22,16 +22,8 @@ import numpy as np
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 
+
 PerExampleFn = Callable[..., dict[str, jax.Array]]
-
-
-def reparameterize(key: jax.Array, mean: jax.Array, log_var: jax.Array) -> jax.Array:
-    """A sample z = mean + exp(log_var / 2) * eps, eps ~ N(0, I) drawn with ``key``.
-
-    Differentiable in ``mean`` and ``log_var`` (the reparameterization trick).
-    """
-    eps = jax.random.normal(key, mean.shape, mean.dtype)
-    return mean + jnp.exp(0.5 * log_var) * eps
 
 
 def kl_to_standard_normal(mean: jax.Array, log_var: jax.Array) -> jax.Array:

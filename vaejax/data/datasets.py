@@ -15,166 +15,19 @@ The path a dataset takes:
 
 from __future__ import annotations
 
-import dataclasses
-import gzip
-import hashlib
 import json
 import logging
 import os
 import time
 import urllib.error
 import urllib.request
-import zlib
 from pathlib import Path
-from typing import Callable, NamedTuple
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
+from vaejax.data.idx import *  # noqa
+
 log = logging.getLogger(__name__)
-
-RAW_DATA_DIR_ENV = "VAEJAX_RAW_DATA_DIR"
-TFDS_VERSION = "3.0.1"  # the version of tfds' own mnist / fashion_mnist builders: same layout
-
-
-class DataError(Exception):
-    """A dataset cannot be found, downloaded or read. The message names the fix."""
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetSpec:
-    """What is known about one raw IDX dataset."""
-
-    name: str
-    url: str
-    class_names: tuple[str, ...]
-    # md5 of the *uncompressed* IDX bytes of the official files. The gzip wrapper is not
-    # checked: re-compressed copies of the same data are equally valid.
-    md5: dict[str, str]
-    num_examples: dict[str, int] = dataclasses.field(
-        default_factory=lambda: {"train": 60_000, "test": 10_000}
-    )
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-
-IDX_FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
-IMAGE_SHAPE = (28, 28, 1)
-
-DATASETS: dict[str, DatasetSpec] = {
-    "mnist": DatasetSpec(
-        name="mnist",
-        url="https://storage.googleapis.com/cvdf-datasets/mnist/",
-        class_names=tuple(str(i) for i in range(10)),
-        md5={
-            "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
-            "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
-            "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
-            "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
-        },
-    ),
-    "fashion_mnist": DatasetSpec(
-        name="fashion_mnist",
-        url="http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-        class_names=(
-            "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-        ),
-        md5={
-            "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
-            "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
-            "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
-            "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
-        },
-    ),
-}
-
-
-def dataset_spec(name: str) -> DatasetSpec:
-    try:
-        return DATASETS[name]
-    except KeyError:
-        raise DataError(
-            f"unknown dataset {name!r}: choose one of {', '.join(sorted(DATASETS))}"
-        ) from None
-
-
-class ImageSplit(NamedTuple):
-    """One split in memory: ``images`` uint8 [N, 28, 28, 1], ``labels`` int32 [N]."""
-
-    images: np.ndarray
-    labels: np.ndarray
-
-
-# ---------------------------------------------------------------------------------------------
-# Raw IDX files
-
-
-def read_idx(path: os.PathLike | str, spec: DatasetSpec | None = None) -> np.ndarray:
-    """Reads a gzipped IDX file (the MNIST format) into a uint8 array.
-
-    IDX: 2 zero bytes, a type byte (0x08 = uint8), the number of dimensions, one big-endian
-    uint32 per dimension, then the data in C order. With ``spec`` the uncompressed bytes must also
-    match the official md5. Raises :class:`DataError` for a missing, truncated or corrupt file.
-    """
-    path = Path(path)
-    fix = "replace it with a fresh copy of the official file"
-    try:
-        with gzip.open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        raise DataError(f"missing raw data file {path}") from None
-    except (OSError, EOFError, zlib.error) as e:
-        raise DataError(f"{path} is not a readable gzip file ({e}): {fix}") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08 or raw[3] == 0:
-        raise DataError(f"{path} is not a uint8 IDX file (bad header {raw[:4]!r}): {fix}")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path} is truncated inside its header: {fix}")
-    shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    expected = header + int(np.prod(shape))
-    if len(raw) != expected:
-        raise DataError(
-            f"{path} holds {len(raw)} bytes but its header {shape} needs {expected}: {fix}"
-        )
-    if spec is not None:
-        stem = path.name.removesuffix(".gz")
-        want, got = spec.md5.get(stem), hashlib.md5(raw).hexdigest()
-        if want is not None and got != want:
-            others = [other.name for other in DATASETS.values() if other.md5.get(stem) == got]
-            if others:
-                raise DataError(f"{path} is {others[0]} data, not {spec.name}: point the raw data "
-                                f"folder at the {spec.name} files")
-            raise DataError(f"{path} does not match the official {spec.name} data (md5): {fix}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
-
-
-def read_idx_split(raw_dir: os.PathLike | str, split: str, spec: DatasetSpec) -> ImageSplit:
-    """Reads one split from a folder holding the raw ``.gz`` files; checks shapes and md5."""
-    image_file, label_file = IDX_FILES[split]
-    return read_idx_pair(Path(raw_dir) / f"{image_file}.gz", Path(raw_dir) / f"{label_file}.gz",
-                         split, spec)
-
-
-def read_idx_pair(image_path: os.PathLike | str, label_path: os.PathLike | str, split: str,
-                  spec: DatasetSpec) -> ImageSplit:
-    """Reads the image and label files of one split; checks shapes and md5."""
-    images = read_idx(image_path, spec)
-    labels = read_idx(label_path, spec)
-    n = spec.num_examples[split]
-    if images.shape != (n, 28, 28) or labels.shape != (n,):
-        raise DataError(
-            f"{spec.name} {split}: {image_path} has shape {images.shape} and {label_path} "
-            f"{labels.shape}, expected ({n}, 28, 28) and ({n},)"
-        )
-    return ImageSplit(images[..., None], labels.astype(np.int32))
 
 
 def _holds_raw_files(folder: Path) -> bool:
@@ -230,10 +83,6 @@ def check_reachable(url: str, timeout: float = 5.0) -> None:
         raise DataError(f"cannot reach {url} ({reason})") from None
 
 
-# ---------------------------------------------------------------------------------------------
-# tfds preparation and the decoded-array cache
-
-
 def default_data_dir() -> Path:
     """tfds' data directory: ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``."""
     return Path(os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets").expanduser()
@@ -273,7 +122,9 @@ def prepare(name: str, data_dir: os.PathLike | str | None = None,
     except OSError as e:
         raise DataError(f"cannot create the tfds data directory {data_dir} ({e}): "
                         "pass --data_dir to a writable folder") from None
-    from vaejax import tfds_builders  # imports tensorflow_datasets, which takes seconds
+    from vaejax.data import (
+        tfds_builders,  # imports tensorflow_datasets, which takes seconds
+    )
 
     builder = tfds_builders.builder(name, data_dir=data_dir, splits=splits)
     log.info("preparing %s in %s from %s (once)", name, builder_dir, raw_dir or spec.url)
@@ -376,79 +227,3 @@ def load_split(name: str, split: str, data_dir: os.PathLike | str | None = None,
         log.info("decoded %s/%s in %.1f s", name, split, time.perf_counter() - start)
         _save_cache(cache, loaded)
     return loaded
-
-
-# ---------------------------------------------------------------------------------------------
-# Pixels
-
-BINARIZATIONS = ("none", "dynamic", "static")
-
-
-def fixed_binarization(images: np.ndarray, seed: int) -> np.ndarray:
-    """One Bernoulli draw per pixel with P(1) = intensity / 255, reproducible from ``seed``.
-
-    Returns uint8 images with values in {0, 255}, so that they flow through the same
-    uint8 -> [0, 1] path as grey images. Uses numpy's PCG64, the same on every platform.
-    """
-    rng = np.random.Generator(np.random.PCG64(seed))
-    threshold = rng.random(images.shape, dtype=np.float32)
-    return np.where(threshold < images.astype(np.float32) / 255.0, 255, 0).astype(np.uint8)
-
-
-# Seeds of the fixed draws: the test set is binarized once with the same draw for every run
-# and both binarization protocols; static training data gets its own draw.
-TEST_BINARIZATION_SEED = 0
-STATIC_TRAIN_BINARIZATION_SEED = 1
-
-
-def apply_binarization_protocol(split: ImageSplit, binarization: str, train: bool) -> ImageSplit:
-    """The host-side part of a binarization protocol.
-
-    ``none``: unchanged. ``static``: both splits binarized once with fixed seeds. ``dynamic``:
-    the test split binarized once with a fixed seed; the training split stays grey and is drawn
-    afresh on the device each time an image is visited (once an epoch).
-    """
-    if binarization not in BINARIZATIONS:
-        raise DataError(f"unknown binarization {binarization!r}: choose {', '.join(BINARIZATIONS)}")
-    if binarization == "none" or (binarization == "dynamic" and train):
-        return split
-    seed = STATIC_TRAIN_BINARIZATION_SEED if train else TEST_BINARIZATION_SEED
-    return ImageSplit(fixed_binarization(split.images, seed), split.labels)
-
-
-def to_unit_interval(images: jax.Array) -> jax.Array:
-    """uint8 [..., H, W, C] -> float32 in [0, 1]."""
-    return images.astype(jnp.float32) / 255.0
-
-
-def binarize(key: jax.Array, images: jax.Array) -> jax.Array:
-    """A Bernoulli draw per pixel with P(1) = the pixel's value in [0, 1]; float32 in {0, 1}."""
-    return jax.random.bernoulli(key, images).astype(jnp.float32)
-
-
-def pad_images(images: jax.Array, size: int) -> jax.Array:
-    """Zero-pads [B, H, W, C] images evenly to [B, size, size, C] (28 -> 32 adds 2 each side)."""
-    height, width = images.shape[-3], images.shape[-2]
-    if size < height or size < width or (size - height) % 2 or (size - width) % 2:
-        raise ValueError(f"cannot pad {height}x{width} images evenly to {size}x{size}")
-    pad_h, pad_w = (size - height) // 2, (size - width) // 2
-    return jnp.pad(images, [(0, 0)] * (images.ndim - 3) + [(pad_h, pad_h), (pad_w, pad_w), (0, 0)])
-
-
-def make_batch_preprocessor(image_size: int = 28, dynamic_binarization: bool = False
-                            ) -> Callable[[jax.Array, jax.Array], jax.Array]:
-    """Returns ``preprocess(images_uint8, key) -> float32 [B, image_size, image_size, 1]``.
-
-    Runs on the device inside the compiled step: scale to [0, 1], optionally binarize with
-    ``key``, zero-pad to ``image_size``.
-    """
-
-    def preprocess(images: jax.Array, key: jax.Array) -> jax.Array:
-        x = to_unit_interval(images)
-        if dynamic_binarization:
-            x = binarize(key, x)
-        if image_size != x.shape[-2]:
-            x = pad_images(x, image_size)
-        return x
-
-    return preprocess

@@ -18,86 +18,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from pathlib import Path
 from typing import Callable, NamedTuple
 
 import jax
 import numpy as np
 
-from vaejax import classifier as classifiers
-from vaejax import io, sample_quality
-from vaejax.experiment import ConfigError, _field, load_data
-from vaejax.loop import WorkdirError
-
-INCEPTION_SPLITS = 10
-
-
-def _unit_float(images) -> np.ndarray:
-    """uint8 images in 0..255 or floats in [0, 1], 28x28 or 32x32 (padded: the center is kept)
-    -> float32 [N, 28, 28, 1] in [0, 1]."""
-    images = np.asarray(images)
-    if images.dtype == np.uint8:
-        images = images.astype(np.float32) / 255.0
-    images = classifiers.crop_padded(images)
-    if images.shape[1:] != (28, 28, 1):
-        raise ValueError(f"images must be [N, 28, 28, 1] (or 32x32, padded), got {images.shape}")
-    return images.astype(np.float32)
-
-
-class Judge(NamedTuple):
-    classifier: classifiers.TrainedClassifier
-    reference_mean: np.ndarray  # [F] mean feature of the real training images
-    reference_covariance: np.ndarray  # [F, F]
-
-    @classmethod
-    def of(cls, classifier: classifiers.TrainedClassifier, reference_images) -> "Judge":
-        """A judge against ``reference_images`` (the real training set: uint8 or [0, 1])."""
-        features = classifiers.activations(classifier, _unit_float(reference_images)).features
-        return cls(classifier, *sample_quality.gaussian_fit(features))
-
-    def score(self, images) -> dict:
-        """The metrics of the module docstring for images [N, 28 or 32, same, 1] (N >= 10)."""
-        acts = classifiers.activations(self.classifier, _unit_float(images))
-        mean, covariance = sample_quality.gaussian_fit(acts.features)
-        logits = acts.logits.astype(np.float64)
-        probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probabilities /= probabilities.sum(axis=1, keepdims=True)
-        score, spread = sample_quality.inception_score(probabilities, INCEPTION_SPLITS)
-        coverage = sample_quality.mode_coverage(np.argmax(acts.logits, axis=1),
-                                                acts.logits.shape[1])
-        return {"fid": sample_quality.frechet_distance(mean, covariance, self.reference_mean,
-                                                       self.reference_covariance),
-                "inception_score": score, "inception_score_std": spread,
-                "classes_covered": coverage["classes_covered"],
-                "largest_class_fraction": coverage["largest_class_fraction"],
-                "class_histogram": coverage["histogram"]}
-
-
-def epoch_judge(config, train_images, log) -> "Judge | None":
-    """The judge of a training run's per-epoch scores: None (said once through ``log``) when
-    ``config.eval_samples`` is 0 or there is no classifier in ``config.classifier_workdir``."""
-    if not config.eval_samples:
-        return None
-    try:
-        return Judge.of(classifiers.load(config.classifier_workdir, config.dataset), train_images)
-    except ConfigError as e:
-        log(f"vaejax: no per-epoch FID: {e}")
-        return None
-
-
-def judge_epoch(judge: Judge, sampler: "Sampler", key: jax.Array, n: int,
-                num_classes: int) -> tuple[dict, str]:
-    """Scores n samples drawn by ``sampler``: (the scores, '  FID ..  IS ..  classes ../..')."""
-    scores = judge.score(draw(sampler, key, n))
-    return scores, (f"  FID {scores['fid']:.2f}  IS {scores['inception_score']:.2f}  classes "
-                    f"{scores['classes_covered']}/{num_classes}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Samplers of trained runs
-
-Sampler = Callable[[jax.Array, int], np.ndarray]  # (key, n) -> images [n, 28, 28, 1] in [0, 1]
+from vaejax import io
+from vaejax.errors import ConfigError
+from vaejax.evaluation import judge, sampling
+from vaejax.evaluation.judge import Judge, Sampler, _unit_float, timed_draw
+from vaejax.runs import ddpm as ddpm_run
+from vaejax.runs import gan as gan_run
+from vaejax.runs.config import _field, load_data
+from vaejax.runs.likelihood import read_vae_run
+from vaejax.training.loop import WorkdirError
 
 
 class TrainedRun(NamedTuple):
@@ -126,7 +61,6 @@ def load_run(workdir: Path, sampler: str = "ddim", steps: int = 50) -> TrainedRu
         return TrainedRun("ddpm" if sampler == "ddpm" else f"ddim{steps}", record,
                           _diffusion_sampler(workdir, record, sampler, steps))
     if "likelihood" in record:  # VAEConfig (older runs lack "objective")
-        from vaejax.likelihood import read_vae_run
 
         _, model, params = read_vae_run(workdir)
         latent_dim = record["latent_dim"]
@@ -155,38 +89,24 @@ def _rebuild(workdir: Path, record: dict, config_class: type, build: Callable,
 
 
 def _gan_sampler(workdir: Path, record: dict) -> Sampler:
-    from vaejax import gan as gans
 
-    _, model, params = _rebuild(workdir, record, gans.GANConfig, gans.build,
+    _, model, params = _rebuild(workdir, record, gan_run.GANConfig, gan_run.build,
                                 lambda model, config: model.init(jax.random.key(0)))
     sample = jax.jit(lambda key, n: model.sample(params["generator"], key, n), static_argnums=1)
     return lambda key, n: _unit_float(np.asarray(sample(key, n)))
 
 
 def _diffusion_sampler(workdir: Path, record: dict, sampler: str, steps: int) -> Sampler:
-    from vaejax import diffusion
 
     def template(model, config):
         params = model.init(jax.random.key(0), (config.image_size, config.image_size, 1))
         return {"params": params, "ema": params}
 
-    config, model, params = _rebuild(workdir, record, diffusion.DDPMConfig, diffusion.build,
+    config, model, params = _rebuild(workdir, record, ddpm_run.DDPMConfig, ddpm_run.build,
                                      template)
-    sample = diffusion.image_sampler(model, config, sampler, min(steps, config.timesteps))
-    return lambda key, n: _unit_float(diffusion.sample_any_count(sample, params["ema"], key, n,
+    sample = ddpm_run.image_sampler(model, config, sampler, min(steps, config.timesteps))
+    return lambda key, n: _unit_float(sampling.sample_any_count(sample, params["ema"], key, n,
                                                                  jax.device_count()))
-
-
-def draw(sampler: Sampler, key: jax.Array, n: int, batch_size: int = 500) -> np.ndarray:
-    """n images from ``sampler``, batch b drawn with fold_in(key, b) (batches of 500: a GAN's
-    batch normalization sees that many)."""
-    parts = [sampler(jax.random.fold_in(key, b), min(batch_size, n - start))
-             for b, start in enumerate(range(0, n, batch_size))]
-    return np.concatenate(parts)
-
-
-# ---------------------------------------------------------------------------------------------
-# experiments.sample_quality
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,23 +153,6 @@ def _format_row(name: str, scores: dict, num_classes: int, training: dict | None
             + (f"{rate:>10.1f}" if rate else f"{'-':>10}"))
 
 
-def timed_draw(sampler: Sampler, key: jax.Array, n: int, batch_size: int = 500
-               ) -> tuple[np.ndarray, float | None]:
-    """:func:`draw`, and the samples per second of the batches after the first (which compiles);
-    None with a single batch."""
-    timings = []  # (images, seconds) per batch
-
-    def timed(key, size):
-        began = time.perf_counter()
-        images = sampler(key, size)  # a numpy array: the batch is done
-        timings.append((size, time.perf_counter() - began))
-        return images
-
-    images = draw(timed, key, n, batch_size)
-    later = timings[1:]
-    return images, (sum(s for s, _ in later) / sum(t for _, t in later) if later else None)
-
-
 def run(config: QualityConfig, workdir: Path) -> dict:
     """Scores the real test images and each run's samples; prints the table, writes
     ``sample_quality.json``, ``mode_coverage.png`` (label histograms) and ``samples.png`` (a row
@@ -258,7 +161,7 @@ def run(config: QualityConfig, workdir: Path) -> dict:
         raise ConfigError(f"--num_samples must be at least 10, got {config.num_samples}")
     runs = [Path(p) for p in config.runs.split(",") if p.strip()]
     classifier_dir = config.classifier_workdir.replace("{dataset}", config.dataset)
-    classifier = classifiers.load(classifier_dir, config.dataset)
+    classifier = judge.load(classifier_dir, config.dataset)
     if config.sampling_steps < 1:
         raise ConfigError(f"--sampling_steps must be >= 1, got {config.sampling_steps}")
     trained = [(path, load_run(path, config.sampler, config.sampling_steps))

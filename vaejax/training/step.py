@@ -25,11 +25,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
-DATA_AXIS = "data"
+from vaejax.sharding import batch_sharded, check_batch_size, data_mesh, replicated
 
 Update = Callable[[Any, Any, jax.Array], tuple[Any, dict[str, jax.Array]]]
+
+
 Preprocess = Callable[[Any, jax.Array], Any]
 
 
@@ -63,10 +65,6 @@ def gradient_update(loss_fn: Callable, optimizer: optax.GradientTransformation) 
     return update
 
 
-# ---------------------------------------------------------------------------------------------
-# Keys
-
-
 def step_key(base_key: jax.Array, step) -> jax.Array:
     """The key of training step ``step``: a function of (base key, step) only."""
     return jax.random.fold_in(base_key, step)
@@ -75,55 +73,6 @@ def step_key(base_key: jax.Array, step) -> jax.Array:
 def epoch_permutation(data_key: jax.Array, epoch, num_examples: int) -> jax.Array:
     """The order of the examples in ``epoch``: a function of (data key, epoch) only."""
     return jax.random.permutation(jax.random.fold_in(data_key, epoch), num_examples)
-
-
-# ---------------------------------------------------------------------------------------------
-# Devices
-
-
-def data_mesh(devices=None) -> Mesh:
-    """A 1-D mesh named ``data`` over ``devices`` (default: all devices)."""
-    devices = jax.devices() if devices is None else devices
-    return Mesh(np.asarray(devices), (DATA_AXIS,))
-
-
-def replicated(mesh: Mesh) -> NamedSharding:
-    return NamedSharding(mesh, PartitionSpec())
-
-
-def batch_sharded(mesh: Mesh) -> NamedSharding:
-    """Leading (batch) axis split over the ``data`` axis."""
-    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
-
-
-def check_batch_size(batch_size: int, num_devices: int, what: str = "batch size") -> None:
-    """Raises ValueError unless ``batch_size`` splits evenly over ``num_devices`` devices."""
-    n = num_devices
-    if batch_size <= 0 or batch_size % n:
-        lower = max(n, batch_size // n * n)
-        raise ValueError(
-            f"{what} {batch_size} does not split over {n} devices: use a multiple of {n}, "
-            f"e.g. {lower} or {lower + n}"
-        )
-
-
-def put_replicated(tree, mesh: Mesh):
-    """Places a pytree (state, dataset) in full on every device of ``mesh``.
-
-    With several processes every process passes the same values; each places its own copy
-    (``jax.device_put`` would first compare the values across processes, seconds for a dataset).
-    """
-    sharding = replicated(mesh)
-    if jax.process_count() == 1:
-        return jax.device_put(tree, sharding)
-
-    def put(leaf):
-        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
-            return jax.device_put(leaf, sharding)
-        host = np.asarray(leaf)
-        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
-
-    return jax.tree_util.tree_map(put, tree)
 
 
 def _identity_preprocess(batch, key):

@@ -26,8 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vaejax.layers import Conv2D, ConvTranspose2D
-from vaejax.objectives import reparameterize
+from vaejax.models.layers import Conv2D, ConvTranspose2D
 
 
 def torch_linear_init(fan_in: int) -> tuple[Callable, Callable]:
@@ -94,6 +93,8 @@ class MLPDecoder(nn.Module):
 
 # Keras' defaults, which Foster's models use.
 _keras_kernel_init = nn.initializers.glorot_uniform()
+
+
 _keras_bias_init = nn.initializers.zeros
 
 
@@ -259,3 +260,12 @@ def conv_autoencoder(latent_dim: int = 2, channels: Sequence[int] = (32, 64, 128
 def count_params(params) -> int:
     """Number of scalars in a parameter pytree."""
     return sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(params))
+
+
+def reparameterize(key: jax.Array, mean: jax.Array, log_var: jax.Array) -> jax.Array:
+    """A sample z = mean + exp(log_var / 2) * eps, eps ~ N(0, I) drawn with ``key``.
+
+    Differentiable in ``mean`` and ``log_var`` (the reparameterization trick).
+    """
+    eps = jax.random.normal(key, mean.shape, mean.dtype)
+    return mean + jnp.exp(0.5 * log_var) * eps

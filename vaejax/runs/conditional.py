@@ -16,18 +16,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vaejax import autoencoders, data, io, models, objectives, training
-from vaejax.experiment import (
+from vaejax import data, io, models, objectives
+from vaejax.data.preprocess import with_labels
+from vaejax.runs import config as run_config
+from vaejax.runs.config import (
     RunConfig,
-    RunKeys,
-    TrainSettings,
     _field,
-    _format_terms,
     check_positive,
-    fit,
     resumable_fields,
     validate_run,
 )
+from vaejax.runs.vae import _format_terms
+from vaejax.training.fit import RunKeys, TrainSettings, fit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,16 +45,6 @@ class CVAEConfig(RunConfig):
 def validate(config: CVAEConfig, num_devices: int) -> None:
     check_positive(config, "batch_size", "latent_dim", "hidden_dim", "samples_per_class")
     validate_run(config, num_devices)
-
-
-def with_labels(preprocess: training.Preprocess) -> training.Preprocess:
-    """Lifts an image preprocessor to ``(images, labels)`` batches (labels pass through)."""
-
-    def preprocess_pair(batch, key):
-        images, labels = batch
-        return preprocess(images, key), labels
-
-    return preprocess_pair
 
 
 def class_grid(model: models.ConditionalVAE, params, z: jax.Array, num_classes: int) -> jax.Array:
@@ -81,7 +71,7 @@ def run(config: CVAEConfig, workdir: Path) -> dict:
     ``class_samples.png`` and ``restyle.png`` (test images, each followed by its posterior mean
     decoded as every class). Returns the last metrics record."""
     run_start = time.perf_counter()
-    train, test, spec, writer, log = autoencoders.start(config, validate)
+    train, test, spec, writer, log = run_config.start(config, validate)
     num_classes = spec.num_classes
     keys = RunKeys.of(jax.random.key(config.seed))
     model = models.mlp_cvae(config.latent_dim, (config.hidden_dim,), num_classes)

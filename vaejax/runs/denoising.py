@@ -17,50 +17,19 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vaejax import autoencoders, data, io, metrics
-from vaejax.autoencoders import AEConfig
-from vaejax.experiment import ConfigError, _field
-
-NOISES = ("gaussian", "salt_pepper")
-
-
-def gaussian_noise(key: jax.Array, x: jax.Array, std: float) -> jax.Array:
-    """x + std * N(0, 1) per pixel, clipped to [0, 1]; same shape as x."""
-    return jnp.clip(x + std * jax.random.normal(key, x.shape, x.dtype), 0.0, 1.0)
-
-
-def salt_and_pepper(key: jax.Array, x: jax.Array, rate: float) -> jax.Array:
-    """Each pixel with probability ``rate`` set to 0 or 1 (a fair coin), else kept."""
-    hit_key, value_key = jax.random.split(key)
-    hit = jax.random.bernoulli(hit_key, rate, x.shape)
-    value = jax.random.bernoulli(value_key, 0.5, x.shape).astype(x.dtype)
-    return jnp.where(hit, value, x)
-
-
-def corrupt(noise: str, key: jax.Array, x: jax.Array, level: float) -> jax.Array:
-    """``noise`` ("gaussian": std ``level``; "salt_pepper": rate ``level``) applied to x."""
-    if noise == "gaussian":
-        return gaussian_noise(key, x, level)
-    if noise == "salt_pepper":
-        return salt_and_pepper(key, x, level)
-    raise ValueError(f"unknown noise {noise!r}: choose {', '.join(NOISES)}")
-
-
-def make_denoising_preprocessor(image_size: int, noise: str, level: float) -> Callable:
-    """``preprocess(uint8 images, key) -> (corrupted, clean)``, each [B, S, S, 1] in [0, 1]."""
-    plain = data.make_batch_preprocessor(image_size)
-
-    def preprocess(images, key):
-        clean = plain(images, None)
-        return corrupt(noise, key, clean, level), clean
-
-    return preprocess
+from vaejax import io
+from vaejax.data.preprocess import NOISES, corrupt, make_denoising_preprocessor
+from vaejax.errors import ConfigError
+from vaejax.evaluation import metrics
+from vaejax.runs import autoencoders as autoencoders_run
+from vaejax.runs import config as run_config
+from vaejax.runs.autoencoders import AEConfig
+from vaejax.runs.config import _field
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,15 +48,15 @@ class DenoisingConfig(AEConfig):
 
 
 def validate(config: DenoisingConfig, num_devices: int) -> None:
-    autoencoders.validate_ae(config, num_devices)
+    autoencoders_run.validate_ae(config, num_devices)
     high = 1.0 if config.noise == "salt_pepper" else 10.0
     if not 0 <= config.noise_level <= high:
         raise ConfigError(f"--noise_level must lie in [0, {high:g}] for {config.noise} noise, "
                           f"got {config.noise_level}")
-    autoencoders.parse_floats(config.eval_levels, "eval_levels", 0.0, high)
+    run_config.parse_floats(config.eval_levels, "eval_levels", 0.0, high)
 
 
-def denoise(model: autoencoders.TrainedModel, images: np.ndarray, noise: str, level: float,
+def denoise(model: autoencoders_run.TrainedModel, images: np.ndarray, noise: str, level: float,
             key: jax.Array, batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(corrupted, denoised, clean) [N, S, S, 1] in [0, 1] for uint8 test images; batch ``b`` is
     corrupted with fold_in(key, b)."""
@@ -99,7 +68,7 @@ def denoise(model: autoencoders.TrainedModel, images: np.ndarray, noise: str, le
         return jnp.stack([noisy, m.decode(m.encode(noisy)), clean], axis=1)
 
     batch_index = np.arange(len(images)) // batch_size
-    out = autoencoders.map_batches(apply, model, (batch_index, images), batch_size)
+    out = autoencoders_run.map_batches(apply, model, (batch_index, images), batch_size)
     return out[:, 0], out[:, 1], out[:, 2]
 
 
@@ -113,12 +82,12 @@ def run(config: DenoisingConfig, workdir: Path) -> list[dict]:
     PSNR, of identical images at level 0, as null), ``psnr.md`` and ``denoising.png`` (for each level a row of corrupted and a row of denoised test images,
     then the clean ones). Returns the PSNR records."""
     run_start = time.perf_counter()
-    train, test, _, writer, log = autoencoders.start(config, validate)
-    levels = autoencoders.parse_floats(config.eval_levels, "eval_levels")
+    train, test, _, writer, log = run_config.start(config, validate)
+    levels = run_config.parse_floats(config.eval_levels, "eval_levels")
     key = jax.random.key(config.seed)
-    size = autoencoders.image_size(config.model)
+    size = autoencoders_run.image_size(config.model)
     preprocess = make_denoising_preprocessor(size, config.noise, config.noise_level)
-    model = autoencoders.train_family_member(
+    model = autoencoders_run.train_family_member(
         "ae", config, workdir / "ae", train.images, test.images, jax.random.fold_in(key, 0),
         preprocess=preprocess, eval_preprocess=preprocess, log=log)
 

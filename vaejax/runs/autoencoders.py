@@ -18,28 +18,26 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vaejax import data, loop, models, objectives, training
-from vaejax.experiment import (
-    ConfigError,
+from vaejax import data, models, objectives
+from vaejax.runs.config import (
     RunConfig,
-    RunKeys,
-    TrainSettings,
     _field,
     check_positive,
-    fit,
-    load_data,
     resumable_fields,
     validate_run,
 )
+from vaejax.training.fit import RunKeys, TrainSettings, fit
 
 MODELS = ("mlp", "conv")
+
+
 MLP_HIDDEN = (256, 128)
 
 
@@ -59,38 +57,6 @@ def validate_ae(config: AEConfig, num_devices: int) -> None:
     """Raises :class:`~vaejax.experiment.ConfigError` for the first setting that cannot work."""
     check_positive(config, "batch_size", "latent_dim")
     validate_run(config, num_devices)
-
-
-class Start(NamedTuple):
-    """What every experiment's ``run`` starts from (see :func:`start`)."""
-
-    train: data.ImageSplit
-    test: data.ImageSplit
-    spec: data.DatasetSpec
-    writer: bool  # this process writes the files (process 0)
-    log: Callable[[str], None]  # print on the writing process, nothing elsewhere
-
-
-def start(config: RunConfig, validate: Callable[[Any, int], None]) -> Start:
-    """Validates ``config`` for this mesh (ConfigError: nothing loaded or written), then loads the
-    data."""
-    validate(config, training.data_mesh().size)
-    train, test = load_data(config)
-    writer = loop.is_writer()
-    return Start(train, test, data.dataset_spec(config.dataset), writer,
-                 print if writer else (lambda text: None))
-
-
-def parse_floats(text: str, flag: str, low: float = -np.inf, high: float = np.inf
-                 ) -> tuple[float, ...]:
-    """'0.1,0.3' -> (0.1, 0.3); raises ConfigError naming ``flag`` for anything else."""
-    try:
-        values = tuple(float(part) for part in text.split(","))
-    except ValueError:
-        raise ConfigError(f"--{flag} must be comma-separated numbers, got {text!r}") from None
-    if not all(low <= v <= high for v in values):
-        raise ConfigError(f"--{flag} values must lie in [{low:g}, {high:g}], got {text!r}")
-    return values
 
 
 def image_size(model: str) -> int:

@@ -1,0 +1,155 @@
+"""The config of a run: fields, the shared settings, their validation, and the data they name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable, NamedTuple, Sequence
+
+import numpy as np
+
+from vaejax import data, sharding
+from vaejax.errors import ConfigError
+from vaejax.training import loop, step
+
+
+def _field(default, help: str, choices: Sequence | None = None, resume: bool = False):
+    """A config field; ``resume=True``: it may differ when a run is resumed (it does not change
+    what is trained, e.g. the workdir, or extends it, e.g. the epochs)."""
+    return dataclasses.field(default=default,
+                             metadata={"help": help, "choices": choices, "resume": resume})
+
+
+def judge_field():
+    """The ``classifier_workdir`` field of a generative model's config."""
+    return _field("workdirs/classifier_{dataset}", "the classifier (experiments.classifier) "
+                  "behind the per-epoch FID / Inception-score analogue / mode coverage",
+                  resume=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """What every experiment shares: the data, the optimizer, the workdir and its checkpoints.
+
+    An experiment's config subclasses it with its own fields; a subclass may redeclare a field
+    to change its default.
+    """
+
+    dataset: str = _field("mnist", "dataset", tuple(data.DATASETS))
+    batch_size: int = _field(128, "training batch size (a multiple of the device count)")
+    epochs: int = _field(10, "training epochs", resume=True)
+    learning_rate: float = _field(1e-3, "Adam learning rate")
+    adam_eps: float = _field(1e-8, "Adam epsilon")
+    seed: int = _field(1, "random seed: initialization, data order, noise")
+    train_examples: int = _field(0, "train on the first N training images only (0 = all)")
+    eval_batch_size: int = _field(1000, "evaluation batch size (a multiple of the device count)",
+                                  resume=True)
+    data_dir: str = _field("", "tfds data directory (empty: $TFDS_DATA_DIR or "
+                           "~/tensorflow_datasets)", resume=True)
+    raw_data_dir: str = _field("", f"folder with the raw IDX .gz files, for offline use "
+                               f"(empty: ${data.RAW_DATA_DIR_ENV}, then tfds' manual dir "
+                               f"<data_dir>/downloads/manual, then download)", resume=True)
+    workdir: str = _field("workdirs/run", "where metrics, images, checkpoints and parameters "
+                          "go; rerunning with the same workdir resumes", resume=True)
+    checkpoint_every: int = _field(500, "save a checkpoint every N steps (also at the end and "
+                                   "on SIGTERM/SIGINT)", resume=True)
+    keep_checkpoints: int = _field(3, "keep the N newest checkpoints", resume=True)
+    nonfinite: str = _field("stop", "a step with a non-finite loss or gradient: stop (name the "
+                            "last good checkpoint) or skip it", step.NONFINITE_POLICIES,
+                            resume=True)
+
+
+def check_positive(config, *names: str) -> None:
+    """Raises :class:`ConfigError` unless each named field is > 0 (and finite)."""
+    for name in names:
+        value = getattr(config, name)
+        if not value > 0 or not np.isfinite(value):
+            kind = "a positive number" if isinstance(value, float) else "positive"
+            raise ConfigError(f"--{name} must be {kind}, got {value}")
+
+
+def validate_run(config: RunConfig, num_devices: int) -> None:
+    """Raises :class:`ConfigError` for the first shared setting that cannot work (and for any
+    field of a subclass outside its choices)."""
+    check_positive(config, "batch_size", "epochs", "eval_batch_size", "checkpoint_every",
+                   "keep_checkpoints", "learning_rate", "adam_eps")
+    if not 0 <= config.seed < 2**31:
+        raise ConfigError(f"--seed must be between 0 and {2**31 - 1}, got {config.seed}")
+    for field in dataclasses.fields(config):
+        choices = field.metadata.get("choices")
+        if choices and getattr(config, field.name) not in choices:
+            raise ConfigError(f"--{field.name} must be one of {', '.join(choices)}, "
+                              f"got {getattr(config, field.name)!r}")
+    n_available = data.dataset_spec(config.dataset).num_examples["train"]
+    if not 0 <= config.train_examples <= n_available:
+        raise ConfigError(f"--train_examples must be between 0 (all) and {n_available}, "
+                          f"got {config.train_examples}")
+    for name in ("batch_size", "eval_batch_size"):
+        try:
+            sharding.check_batch_size(getattr(config, name), num_devices, f"--{name}")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    n_train = config.train_examples or n_available
+    if config.batch_size > n_train:
+        raise ConfigError(f"--batch_size {config.batch_size} exceeds the {n_train} training "
+                          f"images: lower it or raise --train_examples")
+
+
+def resumable_fields(config_class: type) -> tuple[str, ...]:
+    """Fields of ``config_class`` that may change when a run is resumed."""
+    return tuple(f.name for f in dataclasses.fields(config_class) if f.metadata.get("resume"))
+
+
+def load_data(config: RunConfig, binarization: str = "none"
+              ) -> tuple[data.ImageSplit, data.ImageSplit]:
+    """Train and test splits as uint8 arrays, after the host side of the binarization protocol."""
+    kwargs = dict(data_dir=config.data_dir or None, raw_data_dir=config.raw_data_dir or None)
+    train = data.load_split(config.dataset, "train", **kwargs)
+    test = data.load_split(config.dataset, "test", **kwargs)
+    if config.train_examples:
+        train = data.ImageSplit(train.images[: config.train_examples],
+                                train.labels[: config.train_examples])
+    return (data.apply_binarization_protocol(train, binarization, train=True),
+            data.apply_binarization_protocol(test, binarization, train=False))
+
+
+def resolve_workdir(config) -> Path:
+    """``config.workdir`` with each ``{field}`` replaced by that field's value, e.g.
+    'workdirs/gan_{dataset}_{loss}' -> 'workdirs/gan_mnist_bce'."""
+    workdir = config.workdir
+    for field in dataclasses.fields(config):
+        workdir = workdir.replace("{" + field.name + "}", str(getattr(config, field.name)))
+    return Path(workdir)
+
+
+class Start(NamedTuple):
+    """What every experiment's ``run`` starts from (see :func:`start`)."""
+
+    train: data.ImageSplit
+    test: data.ImageSplit
+    spec: data.DatasetSpec
+    writer: bool  # this process writes the files (process 0)
+    log: Callable[[str], None]  # print on the writing process, nothing elsewhere
+
+
+def start(config: RunConfig, validate: Callable[[Any, int], None]) -> Start:
+    """Validates ``config`` for this mesh (ConfigError: nothing loaded or written), then loads the
+    data."""
+    validate(config, sharding.data_mesh().size)
+    train, test = load_data(config)
+    writer = loop.is_writer()
+    return Start(train, test, data.dataset_spec(config.dataset), writer,
+                 print if writer else (lambda text: None))
+
+
+def parse_floats(text: str, flag: str, low: float = -np.inf, high: float = np.inf
+                 ) -> tuple[float, ...]:
+    """'0.1,0.3' -> (0.1, 0.3); raises ConfigError naming ``flag`` for anything else."""
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--{flag} must be comma-separated numbers, got {text!r}") from None
+    if not all(low <= v <= high for v in values):
+        raise ConfigError(f"--{flag} values must lie in [{low:g}, {high:g}], got {text!r}")
+    return values

@@ -1,0 +1,268 @@
+"""Denoising diffusion (DDPM, Ho et al. 2020) and its fast deterministic sampler (DDIM, Song et al.
+2021).
+
+**Indexing.** Arrays over timesteps have T entries; index ``t`` in 0..T-1 is the paper's step
+t + 1. ``alpha_bars[t]`` is the product of ``1 - betas[s]`` for s <= t; "step -1" is the data,
+with alpha_bar = 1.
+
+**Forward process.** q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I); in closed form
+q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I) (:func:`q_sample`,
+:func:`marginal_moments`); its posterior q(x_{t-1} | x_t, x_0) = N(mu, beta_tilde_t I) with
+
+    mu = beta_t sqrt(alpha_bar_{t-1}) / (1 - alpha_bar_t) x_0
+         + (1 - alpha_bar_{t-1}) sqrt(alpha_t) / (1 - alpha_bar_t) x_t,
+    beta_tilde_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t      (:func:`posterior`).
+
+**Schedules.** ``linear``: beta from 1e-4 to 0.02 over T = 1000 (Ho et al.); ``cosine``:
+alpha_bar_t = f(t) / f(0), f(t) = cos^2((t / T + s) / (1 + s) pi / 2), s = 0.008, betas clipped
+at 0.999 (Nichol & Dhariwal 2021).
+
+**Model.** A denoiser eps_theta(x_t, t) predicts the noise of x_t = sqrt(alpha_bar_t) x_0 +
+sqrt(1 - alpha_bar_t) eps; it is trained on ||eps - eps_theta(x_t, t)||^2 with t uniform
+(Ho et al.'s L_simple, :func:`noise_prediction_loss`), through the same per-example objective
+and step machinery as every other model. :class:`UNet` is a small U-Net for images;
+:class:`MLPDenoiser` a tiny one for points in the plane.
+
+**Sampling** (:func:`make_sampler`): ancestral DDPM sampling over all T steps, x_{t-1} ~
+q(x_{t-1} | x_t, x0_hat) with x0_hat predicted from eps_theta; or DDIM over a subsequence of
+``steps`` timesteps, deterministic for ``eta = 0`` (eta = 1 over all T steps is DDPM). Each is one
+compiled ``lax.scan`` over timesteps, batched, the batch sharded over the devices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from vaejax import data, io, models, objectives, sharding, training
+from vaejax.data.preprocess import to_tanh_range
+from vaejax.errors import ConfigError
+from vaejax.evaluation import judge
+from vaejax.evaluation.sampling import (
+    denoising_strip,
+    noising_strip,
+    sample_any_count,
+    sampling_rate,
+    strip_timesteps,
+    to_unit,
+)
+from vaejax.models.unet import UNet
+from vaejax.objectives.diffusion import (
+    SCHEDULES,
+    Diffusion,
+    make_schedule,
+    noise_prediction_loss,
+)
+from vaejax.objectives.sampling import SAMPLERS, make_sampler
+from vaejax.runs.config import (
+    RunConfig,
+    _field,
+    check_positive,
+    judge_field,
+    resumable_fields,
+    start,
+    validate_run,
+)
+from vaejax.training.ema import DiffusionState, with_ema
+from vaejax.training.fit import RunKeys, TrainSettings, fit_state, train_and_test_record
+
+
+def optimizer(learning_rate: float, warmup_steps: int, clip_norm: float, adam_eps: float
+              ) -> optax.GradientTransformation:
+    """Ho et al.'s: gradients clipped to global norm ``clip_norm``, Adam with a linear warmup."""
+    rate = (optax.linear_schedule(0.0, learning_rate, warmup_steps) if warmup_steps else
+            learning_rate)
+    return optax.chain(optax.clip_by_global_norm(clip_norm), optax.adam(rate, eps=adam_eps))
+
+
+@dataclasses.dataclass(frozen=True)
+class DDPMConfig(RunConfig):
+    """Settings of ``experiments.ddpm_mnist``. Defaults: Ho et al.'s schedule and loss, a small
+    U-Net."""
+
+    epochs: int = _field(20, "training epochs", resume=True)
+    learning_rate: float = _field(1e-3, "Adam learning rate (after the warmup)")
+    warmup_steps: int = _field(200, "linear learning-rate warmup from 0 (0 = none)")
+    clip_norm: float = _field(1.0, "clip gradients to this global L2 norm")
+    ema_decay: float = _field(0.999, "decay of the parameters' moving average that samples "
+                              "(0 = sample with the trained parameters)")
+    schedule: str = _field("linear", "variance schedule: linear (1e-4..0.02) or cosine",
+                           SCHEDULES)
+    timesteps: int = _field(1000, "diffusion steps T")
+    channels: int = _field(32, "U-Net channels at full resolution")
+    multipliers: str = _field("1,2,2", "U-Net channel multiplier per resolution level "
+                              "(comma-separated; each level after the first halves H and W)")
+    image_size: int = _field(28, "28 (MNIST as is) or 32 (padded)")
+    sampler: str = _field("ddim", "sampler of the per-epoch grids and scores", SAMPLERS,
+                          resume=True)
+    sampling_steps: int = _field(50, "DDIM steps (the ddpm sampler always takes all T)",
+                                 resume=True)
+    eta: float = _field(0.0, "DDIM noise: 0 deterministic, 1 = DDPM's posterior variance",
+                        resume=True)
+    classifier_workdir: str = judge_field()
+    eval_samples: int = _field(1000, "samples scored by the classifier after every epoch (0 = "
+                               "no scoring)", resume=True)
+    final_samples: int = _field(64, "images of the final samples_ddpm.png / samples_ddim.png, "
+                                "whose sampling speed is reported", resume=True)
+    workdir: str = _field("workdirs/ddpm_{dataset}", "where metrics, sample grids, strips and "
+                          "checkpoints go ({dataset} is replaced); rerunning with the same "
+                          "workdir resumes", resume=True)
+
+    def parsed_multipliers(self) -> tuple[int, ...]:
+        try:
+            values = tuple(int(part) for part in self.multipliers.split(","))
+        except ValueError:
+            values = ()
+        if not values or min(values) < 1:
+            raise ConfigError(f"--multipliers must be comma-separated positive integers, e.g. "
+                              f"1,2,2, got {self.multipliers!r}")
+        return values
+
+
+def validate(config: DDPMConfig, num_devices: int) -> None:
+    check_positive(config, "timesteps", "channels", "clip_norm", "sampling_steps",
+                   "final_samples")
+    validate_run(config, num_devices)
+    for name in ("warmup_steps", "eval_samples"):
+        if getattr(config, name) < 0:
+            raise ConfigError(f"--{name} must be >= 0, got {getattr(config, name)}")
+    if not 0 <= config.ema_decay < 1:
+        raise ConfigError(f"--ema_decay must lie in [0, 1), got {config.ema_decay}")
+    if not 0 <= config.eta <= 1:
+        raise ConfigError(f"--eta must lie in [0, 1], got {config.eta}")
+    if config.image_size not in (28, 32):
+        raise ConfigError(f"--image_size must be 28 or 32, got {config.image_size}")
+    if config.sampling_steps > config.timesteps:
+        raise ConfigError(f"--sampling_steps {config.sampling_steps} exceeds --timesteps "
+                          f"{config.timesteps}")
+    levels = len(config.parsed_multipliers())
+    if config.image_size % 2 ** (levels - 1):
+        raise ConfigError(f"{levels} U-Net levels halve the image {levels - 1} times, which "
+                          f"{config.image_size} does not allow: use fewer --multipliers")
+    if config.channels % 8:
+        raise ConfigError(f"--channels must be a multiple of 8 (GroupNorm's 8 groups), got "
+                          f"{config.channels}")
+    for name in ("eval_samples", "final_samples"):
+        try:
+            sharding.check_batch_size(getattr(config, name) or num_devices, num_devices,
+                                      f"--{name}")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+
+
+def build(config: DDPMConfig) -> Diffusion:
+    return Diffusion(UNet(config.channels, config.parsed_multipliers()),
+                     make_schedule(config.schedule, config.timesteps))
+
+
+def image_sampler(model: Diffusion, config: DDPMConfig, sampler: str | None = None,
+                  steps: int | None = None, mesh=None):
+    """The jitted ``sample(params, key, n) -> images [n, S, S, 1] in [0, 1]`` of a run (x_0
+    predictions clipped to [-1, 1] on the way)."""
+    shape = (config.image_size, config.image_size, 1)
+    sample = make_sampler(model, shape, sampler=sampler or config.sampler,
+                          steps=config.sampling_steps if steps is None else steps,
+                          eta=config.eta, clip=1.0, mesh=mesh)
+    return jax.jit(lambda params, key, n: to_unit(sample(params, key, n)), static_argnums=2)
+
+
+def _describe(terms: dict[str, float]) -> str:
+    return f"noise MSE {terms['loss']:.4f}"
+
+
+def run(config: DDPMConfig, workdir: Path) -> dict:
+    """Trains the DDPM of ``config`` (:func:`~vaejax.experiment.fit_state`: metrics.jsonl,
+    timing.jsonl, checkpoints, resume). Every epoch: the test noise MSE, ``samples_<epoch>.png``
+    (64 fixed x_T through ``--sampler``) and, with a classifier, the FID / IS analogues of
+    ``eval_samples`` samples. At the end: ``params.msgpack`` ({'params', 'ema'}),
+    ``samples_ddpm.png`` (all T steps) and ``samples_ddim.png`` (``--sampling_steps``) with their
+    samples/s, ``noising.png`` and ``denoising.png``. Returns the last metrics record."""
+
+    run_start = time.perf_counter()
+    train, test, spec, writer, log = start(config, validate)
+    keys = RunKeys.of(jax.random.key(config.seed))
+    model = build(config)
+    shape = (config.image_size, config.image_size, 1)
+    params = model.init(keys.init, shape)
+    tx = optimizer(config.learning_rate, config.warmup_steps, config.clip_norm, config.adam_eps)
+    per_example = noise_prediction_loss(model)
+    preprocess = to_tanh_range(data.make_batch_preprocessor(config.image_size))
+    mesh = sharding.data_mesh()
+    evaluate = training.make_evaluator(per_example, preprocess,
+                                       batch_size=config.eval_batch_size, mesh=mesh)
+    test_images = sharding.put_replicated(test.images, mesh)
+    judge = judge.epoch_judge(config, train.images, log)
+    log(f"vaejax: DDPM ({config.schedule} schedule, T = {config.timesteps}; U-Net "
+        f"{config.channels} x ({config.multipliers}), {models.count_params(params):,} "
+        f"parameters) on {config.dataset}, {len(train.images):,} training images; Adam "
+        f"{config.learning_rate:g}, EMA {config.ema_decay:g}; per-epoch samples: "
+        f"{config.sampler}" + (f" {config.sampling_steps} steps" if config.sampler == "ddim"
+                               else f" {config.timesteps} steps"))
+    # pictures and scores: each process samples on its own devices, from host weights (a sampler
+    # sharded over every process would need all of them, while only process 0 writes)
+    local_mesh = sharding.data_mesh(jax.local_devices())
+    sample = image_sampler(model, config, mesh=local_mesh)
+    fixed_key = keys.sample
+
+    def end_of_epoch(epoch: int, state: DiffusionState, train_terms):
+        test_terms = {k: float(v) for k, v in evaluate(state.ema_params, test_images,
+                                                        keys.eval).items()}
+        record, text = train_and_test_record(epoch, train_terms, test_terms, _describe)
+        if epoch == 0:
+            return record, text
+        ema = jax.device_get(state.ema_params)
+        if judge is not None:
+            scores, scored = judge.judge_epoch(
+                judge, lambda key, n: sample_any_count(sample, ema, key, n, local_mesh.size),
+                keys.eval, config.eval_samples, spec.num_classes)
+            record.update(scores)
+            text += scored
+        if writer:
+            grid = sample_any_count(sample, ema, fixed_key, 64, local_mesh.size)
+            io.save_image_grid(workdir / f"samples_{epoch}.png", grid, 8)
+        return record, text
+
+    settings = TrainSettings.of(config)
+    state, record = fit_state(
+        workdir, config_record=dataclasses.asdict(config),
+        free_fields=resumable_fields(DDPMConfig), settings=settings,
+        state=DiffusionState(training.create_train_state(params, tx),
+                             jax.tree_util.tree_map(np.array, params)),  # own buffers: donated
+        update=with_ema(training.gradient_update(objectives.batch_mean(per_example), tx),
+                        config.ema_decay),
+        train_data=train.images, preprocess=preprocess, keys=keys, end_of_epoch=end_of_epoch,
+        mesh=mesh)
+    saved = {"params": jax.device_get(state.train.params), "ema": jax.device_get(
+        state.ema_params)}
+    ema = saved["ema"]
+    if writer:
+        io.save_params(workdir / "params.msgpack", saved)
+        rates = {}
+        for name, steps in (("ddpm", config.timesteps), ("ddim", config.sampling_steps)):
+            images, rates[name] = sampling_rate(image_sampler(model, config, name, steps,
+                                                              local_mesh),
+                                                ema, fixed_key, config.final_samples)
+            io.save_image_grid(workdir / f"samples_{name}.png", images, 8)
+            log(f"vaejax: {name} sampling, {steps} steps: {config.final_samples} images in "
+                f"{rates[name]['seconds']:.1f} s = {rates[name]['samples_per_second']:.2f} "
+                f"samples/s (compiling {rates[name]['compile_seconds']:.1f} s)")
+        io.atomic_write_bytes(workdir / "sampling_speed.json", (json.dumps(
+            {"devices": local_mesh.size, "platform": jax.devices()[0].platform, "samples":
+             config.final_samples, **rates}, indent=2) + "\n").encode())
+        times = strip_timesteps(config.timesteps)
+        x0 = preprocess(jnp.asarray(test.images[:1]), keys.eval)[0]
+        io.save_image_grid(workdir / "noising.png", np.asarray(to_unit(noising_strip(
+            model.schedule, x0, keys.eval, times))), len(times) + 1)
+        strip = jax.jit(lambda p, key: denoising_strip(model, p, key, shape, times))
+        io.save_image_grid(workdir / "denoising.png",
+                           np.asarray(to_unit(strip(ema, fixed_key))), len(times) + 1)
+    log(f"done: {config.epochs} epochs; whole run {time.perf_counter() - run_start:.1f} s; "
+        f"outputs in {workdir}")
+    return record

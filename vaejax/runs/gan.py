@@ -1,0 +1,208 @@
+"""GANs of the lectures: the DCGAN with its binary cross-entropy game, and WGAN-GP.
+
+Models (flax.linen, NHWC, images in [-1, 1], the generator's tanh range):
+
+- :class:`Generator`: z [B, noise_dim] -> image [B, S, S, C]. The pytorch/examples ``dcgan``
+  layout (Radford et al. 2016): a projection of z to a ``start`` x ``start`` map (a 1x1
+  transposed convolution's worth of weights, written as a dense layer), then 4x4 stride-2
+  transposed convolutions halving the channels, batch normalization and ReLU between, tanh at
+  the end. S = 64 gives pytorch/examples' generator exactly (widths 8w, 4w, 2w, w);
+  S = 28 starts at 7x7 (widths 2w, w); any S = 4 * 2^k starts at 4x4.
+- :class:`Discriminator`: the mirror: 4x4 stride-2 convolutions doubling the channels,
+  LeakyReLU 0.2, batch normalization after all but the first, then one logit per image from
+  the ``start`` x ``start`` map. With ``normalization="none"`` it is the WGAN-GP critic: the
+  gradient penalty is per image, and batch normalization would mix the images of a batch
+  (Gulrajani et al. 2017, sec. 4).
+
+Batch normalization here uses the statistics of the batch at hand, in training and sampling
+alike, as pytorch/examples' dcgan does (it never switches to running averages), so the models
+hold no state besides their parameters. Draw samples in batches of 64 or more.
+
+Losses, on logits ``l`` (D(x) = sigmoid(l)):
+
+- discriminator: -log D(x) - log(1 - D(G(z))) = softplus(-l_real) + softplus(l_fake);
+- generator, non-saturating: -log D(G(z)) = softplus(-l_fake);
+- generator, minimax (Goodfellow et al.'s original): log(1 - D(G(z))) = -softplus(l_fake). Its
+  gradient d/dl = -sigmoid(l) vanishes where the discriminator rejects the fakes (l << 0),
+  early in training; the non-saturating one's, -(1 - sigmoid(l)), is then about -1;
+- WGAN-GP critic: mean f(G(z)) - mean f(x) + lambda * mean (||grad f(x_hat)||_2 - 1)^2 over
+  x_hat on random segments between real and fake images; generator: -mean f(G(z)).
+
+One **update** (:func:`make_gan_update`) is ``n_critic`` discriminator steps, each on its own
+slice of the real batch, then one generator step: two :func:`~vaejax.training.gradient_update`
+on the two halves of :class:`GANState`, trained by the same epoch runner and loop as every
+other model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import optax
+
+from vaejax import data, io, models
+from vaejax.data.preprocess import to_tanh_range
+from vaejax.errors import ConfigError
+from vaejax.evaluation import judge
+from vaejax.models.gan import GAN, dcgan
+from vaejax.objectives.gan import GENERATOR_LOSSES, LOSSES
+from vaejax.runs.config import (
+    RunConfig,
+    _field,
+    check_positive,
+    judge_field,
+    resumable_fields,
+    start,
+    validate_run,
+)
+from vaejax.training.fit import RunKeys, TrainSettings, fit_state
+from vaejax.training.gan import GANState, create_gan_state, make_gan_update
+
+# (learning rate, Adam beta2, critic steps per generator step) where the flags say 0: Radford et
+# al. for the BCE game, Gulrajani et al. for WGAN-GP
+LOSS_DEFAULTS = {"bce": (2e-4, 0.999, 1), "wgan-gp": (1e-4, 0.9, 5)}
+
+
+@dataclasses.dataclass(frozen=True)
+class GANConfig(RunConfig):
+    """Settings of ``experiments.gan_mnist``."""
+
+    loss: str = _field("bce", "bce: the DCGAN game (discriminator with sigmoid cross-entropy); "
+                       "wgan-gp: Wasserstein critic with gradient penalty", LOSSES)
+    generator_loss: str = _field("non-saturating", "the generator's side of the bce game: "
+                                 "non-saturating (-log D(G(z))) or minimax (log(1 - D(G(z))), "
+                                 "whose gradient vanishes early)", GENERATOR_LOSSES)
+    batch_size: int = _field(64, "images per discriminator step (a multiple of the device "
+                             "count); a generator step draws as many fakes")
+    epochs: int = _field(5, "passes of the discriminator over the training images", resume=True)
+    learning_rate: float = _field(0.0, "Adam learning rate of both players (0: 2e-4 for bce, "
+                                  "1e-4 for wgan-gp)")
+    adam_beta1: float = _field(0.5, "Adam beta1 of both players")
+    adam_beta2: float = _field(0.0, "Adam beta2 of both players (0: 0.999 for bce, 0.9 for "
+                               "wgan-gp)")
+    n_critic: int = _field(0, "discriminator steps per generator step (0: 1 for bce, 5 for "
+                           "wgan-gp)")
+    penalty_weight: float = _field(10.0, "weight of the wgan-gp gradient penalty (lambda)")
+    noise_dim: int = _field(100, "size of z")
+    width: int = _field(64, "channels of the generator's last and the discriminator's first "
+                        "hidden layer (pytorch/examples' ngf = ndf)")
+    image_size: int = _field(28, "28 (MNIST as is) or 32 (padded)")
+    classifier_workdir: str = judge_field()
+    eval_samples: int = _field(2000, "generated images scored by the classifier after every "
+                               "epoch (0 = no scoring)", resume=True)
+    checkpoint_every: int = _field(200, "save a checkpoint every N generator steps (also at the "
+                                   "end and on SIGTERM/SIGINT)", resume=True)
+    workdir: str = _field("workdirs/gan_{dataset}_{loss}", "where metrics, sample grids and "
+                          "checkpoints go ({dataset} and {loss} are replaced); rerunning with the "
+                          "same workdir resumes", resume=True)
+
+    def resolved(self) -> tuple[float, float, int]:
+        """(learning rate, beta2, n_critic) with the loss's defaults filled in."""
+        rate, beta2, n_critic = LOSS_DEFAULTS[self.loss]
+        return self.learning_rate or rate, self.adam_beta2 or beta2, self.n_critic or n_critic
+
+
+def validate(config: GANConfig, num_devices: int) -> None:
+    check_positive(config, "batch_size", "noise_dim", "width", "penalty_weight")
+    for name in ("learning_rate", "adam_beta2", "n_critic", "eval_samples"):
+        if not getattr(config, name) >= 0:
+            raise ConfigError(f"--{name} must be >= 0 (0 = the loss's default), got "
+                              f"{getattr(config, name)}")
+    for name in ("adam_beta1", "adam_beta2"):
+        if not 0 <= getattr(config, name) < 1:
+            raise ConfigError(f"--{name} must lie in [0, 1), got {getattr(config, name)}")
+    if config.image_size not in (28, 32):
+        raise ConfigError(f"--image_size must be 28 or 32, got {config.image_size}")
+    if config.loss == "wgan-gp" and config.generator_loss != "non-saturating":
+        raise ConfigError("--generator_loss chooses the bce game's generator loss; wgan-gp's is "
+                          "-f(G(z)): drop --generator_loss or use --loss bce")
+    learning_rate, _, n_critic = config.resolved()
+    validate_run(dataclasses.replace(config, learning_rate=learning_rate), num_devices)
+    n_train = config.train_examples or data.dataset_spec(config.dataset).num_examples["train"]
+    if n_critic * config.batch_size > n_train:
+        raise ConfigError(f"one generator step takes n_critic x batch_size = "
+                          f"{n_critic * config.batch_size} real images, more than the {n_train} "
+                          f"training images: lower --batch_size or --n_critic")
+
+
+def build(config: GANConfig) -> GAN:
+    return dcgan(config.image_size, 1, config.width, config.noise_dim,
+                 critic=config.loss == "wgan-gp")
+
+
+def _describe(terms: dict[str, float]) -> str:
+    if "d_real" in terms:
+        critic = (f"D loss {terms['d_loss']:.3f} (D(x) {terms['d_real']:.2f}, D(G(z)) "
+                  f"{terms['d_fake']:.2f})")
+    else:
+        critic = (f"W estimate {terms['d_wasserstein']:.3f}  penalty "
+                  f"{terms['d_gradient_penalty']:.3f}")
+    return f"{critic}  G loss {terms['g_loss']:.3f}  |grad G| {terms['g_grad_norm']:.3g}"
+
+
+def run(config: GANConfig, workdir: Path) -> dict:
+    """Trains the GAN of ``config``; writes the files of :func:`~vaejax.experiment.fit_state`,
+    ``samples_<epoch>.png`` (64 fixed z, the same every epoch) and at the end ``samples.png``
+    and ``params.msgpack`` ({'generator', 'discriminator'}). With a classifier, every epoch's
+    metrics line holds the FID / Inception-score analogues and the mode coverage of
+    ``eval_samples`` generated images. Returns the last metrics record."""
+
+    run_start = time.perf_counter()
+    train, _, spec, writer, log = start(config, validate)
+    learning_rate, beta2, n_critic = config.resolved()
+    keys = RunKeys.of(jax.random.key(config.seed))
+    gan = build(config)
+    params = gan.init(keys.init)
+    optimizer = optax.adam(learning_rate, b1=config.adam_beta1, b2=beta2, eps=config.adam_eps)
+    update = make_gan_update(gan, loss=config.loss, generator_optimizer=optimizer,
+                             discriminator_optimizer=optimizer, n_critic=n_critic,
+                             generator_loss=config.generator_loss,
+                             penalty_weight=config.penalty_weight)
+    judge = judge.epoch_judge(config, train.images, log)
+    game = (f"{config.loss}, {config.generator_loss} generator" if config.loss == "bce" else
+            f"wgan-gp, lambda {config.penalty_weight:g}")
+    log(f"vaejax: DCGAN ({game}; generator {models.count_params(params['generator']):,}, "
+        f"{'critic' if config.loss == 'wgan-gp' else 'discriminator'} "
+        f"{models.count_params(params['discriminator']):,} parameters) on {config.dataset}, "
+        f"{len(train.images):,} training images; Adam {learning_rate:g} betas "
+        f"({config.adam_beta1:g}, {beta2:g}), {n_critic} critic step(s) per generator step")
+
+    fixed_z = jax.random.normal(keys.sample, (64, config.noise_dim))
+    grid = jax.jit(lambda p: (gan.generate(p, fixed_z) + 1.0) / 2.0)
+    sample = jax.jit(gan.sample, static_argnums=2)
+
+    def end_of_epoch(epoch: int, state: GANState, train_terms):
+        record = {f"train_{k}": v for k, v in (train_terms or {}).items()}
+        text = f"epoch {epoch:3d}" + (f"  {_describe(train_terms)}" if train_terms else "")
+        if judge is not None:
+            params = state.generator.params
+            scores, scored = judge.judge_epoch(
+                judge, lambda key, n: np.asarray(sample(params, key, n)), keys.eval,
+                config.eval_samples, spec.num_classes)
+            record.update(scores)
+            text += scored
+        if writer and epoch > 0:
+            io.save_image_grid(workdir / f"samples_{epoch}.png",
+                               np.asarray(grid(jax.device_get(state.generator.params))), 8)
+        return record, text
+
+    settings = TrainSettings.of(config, batch_size=n_critic * config.batch_size,
+                                learning_rate=learning_rate)
+    state, record = fit_state(
+        workdir, config_record=dataclasses.asdict(config),
+        free_fields=resumable_fields(GANConfig), settings=settings,
+        state=create_gan_state(params, optimizer, optimizer), update=update,
+        train_data=train.images, preprocess=to_tanh_range(data.make_batch_preprocessor(
+            config.image_size)), keys=keys, end_of_epoch=end_of_epoch)
+    params = {"generator": jax.device_get(state.generator.params),
+              "discriminator": jax.device_get(state.discriminator.params)}
+    if writer:
+        io.save_params(workdir / "params.msgpack", params)
+        io.save_image_grid(workdir / "samples.png", np.asarray(grid(params["generator"])), 8)
+    log(f"done: {config.epochs} epochs; whole run {time.perf_counter() - run_start:.1f} s; "
+        f"outputs in {workdir}")
+    return record

@@ -1,0 +1,146 @@
+"""Training any state with any update through the shared loop: :func:`fit_state`, and :func:`fit` for one model on a per-example loss.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import optax
+
+from vaejax import io, objectives, sharding
+from vaejax.training import loop, step
+
+
+class RunKeys(NamedTuple):
+    """The independent random streams of a run, each a function of one key alone."""
+
+    init: jax.Array
+    data: jax.Array  # the data order
+    step: jax.Array  # per-step keys (noise, binarization, corruption)
+    eval: jax.Array
+    sample: jax.Array  # fixed samples for the pictures
+
+    @classmethod
+    def of(cls, key: jax.Array) -> "RunKeys":
+        return cls(*(jax.random.fold_in(key, i) for i in range(5)))
+
+
+class TrainSettings(NamedTuple):
+    """The optimizer and loop settings of one model's training (read from any config with these fields)."""
+
+    batch_size: int
+    epochs: int
+    learning_rate: float
+    adam_eps: float
+    eval_batch_size: int
+    checkpoint_every: int
+    keep_checkpoints: int
+    nonfinite: str
+
+    @classmethod
+    def of(cls, config: Any, **overrides) -> "TrainSettings":
+        return cls(**{**{name: getattr(config, name) for name in cls._fields}, **overrides})
+
+
+Describe = Callable[[dict[str, float]], str]
+
+
+AfterEpoch = Callable[[int, Any], None]
+
+
+def fit_state(workdir: Path, *, config_record: dict[str, Any], free_fields: Sequence[str],
+              settings: TrainSettings, state, update: step.Update, train_data,
+              preprocess: step.Preprocess, keys: RunKeys, end_of_epoch: loop.EndOfEpoch,
+              mesh=None):
+    """Trains any ``state`` with any ``update`` through the shared loop (:func:`vaejax.loop.train`:
+    whole epochs compiled on the device, checkpoints, resume, signals, non-finite guard): the
+    machinery under every experiment, one model or two players.
+
+    ``train_data`` is a pytree of host arrays with a leading example axis; ``preprocess(raw_batch,
+    key)`` runs on the device in each step; ``end_of_epoch(epoch, state, train_terms) -> (record,
+    text)`` evaluates (see :func:`vaejax.loop.train`; skipped non-finite steps are added to its
+    text). A workdir already holding this run resumes it (``free_fields`` may differ). Returns
+    ``(state on the device(s), last metrics record)``.
+    """
+    mesh = mesh or sharding.data_mesh()
+    start_step = loop.resume_step(workdir, config_record, free_fields)
+    runner = step.make_epoch_runner(
+        update, preprocess, batch_size=settings.batch_size,
+        num_examples=len(jax.tree_util.tree_leaves(train_data)[0]), mesh=mesh,
+        nonfinite=settings.nonfinite)
+    state, train_data = sharding.put_replicated((state, train_data), mesh)
+
+    def end_of_epoch_with_skips(epoch: int, state, train_terms):
+        record, text = end_of_epoch(epoch, state, train_terms)
+        skipped = (train_terms or {}).get("skipped_steps", 0)
+        return record, text + (f"  ({skipped} non-finite steps skipped)" if skipped else "")
+
+    return loop.train(
+        runner, state, train_data, data_key=keys.data, base_key=keys.step,
+        epochs=settings.epochs, workdir=workdir, config=config_record, start_step=start_step,
+        checkpoint_every=settings.checkpoint_every, keep_checkpoints=settings.keep_checkpoints,
+        end_of_epoch=end_of_epoch_with_skips, mesh=mesh)
+
+
+def train_and_test_record(epoch: int, train_terms: dict | None, test_terms: dict,
+                          describe: Describe) -> tuple[dict, str]:
+    """An epoch's metrics record ({train_*, test_*}) and console line ('epoch   3  train ..  test
+    ..'; no train part before the first epoch)."""
+    record = {**{f"train_{k}": v for k, v in (train_terms or {}).items()},
+              **{f"test_{k}": v for k, v in test_terms.items()}}
+    train = f"  train {describe(train_terms)}" if train_terms is not None else ""
+    return record, f"epoch {epoch:3d}{train}  test {describe(test_terms)}"
+
+
+def fit(workdir: Path, *, config_record: dict[str, Any], free_fields: Sequence[str],
+        settings: TrainSettings, params, per_example: objectives.PerExampleFn, train_data,
+        test_data, preprocess: step.Preprocess, eval_preprocess: step.Preprocess,
+        keys: RunKeys, describe: Describe, after_epoch: AfterEpoch | None = None,
+        mesh=None) -> tuple[Any, dict[str, Any] | None]:
+    """Trains ``params`` on ``batch_mean(per_example)`` with Adam (:func:`fit_state`) and
+    evaluates ``per_example`` on ``test_data`` after every epoch: every one-model experiment.
+
+    ``train_data``/``test_data`` are pytrees of host arrays with a leading example axis (images,
+    or e.g. ``(images, labels)``); ``preprocess`` runs in training, ``eval_preprocess`` in
+    evaluation. ``describe(terms)`` formats a metrics dict for the console; ``after_epoch(epoch,
+    host_params)`` runs on the writing process after each epoch (pictures). Writes
+    ``config.json`` (``config_record``), ``metrics.jsonl``, ``timing.jsonl``, ``checkpoints/``
+    and at the end ``params.msgpack`` into ``workdir``. Returns ``(host params, last metrics
+    record)``.
+    """
+    mesh = mesh or sharding.data_mesh()
+    optimizer = optax.adam(settings.learning_rate, eps=settings.adam_eps)
+    evaluate = step.make_evaluator(per_example, eval_preprocess,
+                                       batch_size=settings.eval_batch_size, mesh=mesh)
+    test_data = sharding.put_replicated(test_data, mesh)
+    writer = loop.is_writer()
+
+    def end_of_epoch(epoch: int, state, train_terms):
+        test_terms = {k: float(v) for k, v in evaluate(state.params, test_data,
+                                                        keys.eval).items()}
+        if writer and epoch > 0 and after_epoch is not None:
+            after_epoch(epoch, jax.device_get(state.params))
+        return train_and_test_record(epoch, train_terms, test_terms, describe)
+
+    state, record = fit_state(
+        workdir, config_record=config_record, free_fields=free_fields, settings=settings,
+        state=step.create_train_state(params, optimizer),
+        update=step.gradient_update(objectives.batch_mean(per_example), optimizer),
+        train_data=train_data, preprocess=preprocess, keys=keys, end_of_epoch=end_of_epoch,
+        mesh=mesh)
+    params = jax.device_get(state.params)
+    if writer:
+        io.save_params(workdir / "params.msgpack", params)
+    return params, record
+
+
+def training_summary(workdir: Path, batch_size: int) -> str:
+    """'training 28.2 s (21,300 img/s)' from ``timing.jsonl`` (only the steps this workdir's
+    runs took; empty if none)."""
+    timing = io.read_jsonl(workdir / loop.TIMING) if (workdir / loop.TIMING).exists() else []
+    seconds = sum(t.get("seconds", 0.0) for t in timing)
+    trained = sum(t.get("steps", 0) for t in timing)
+    rate = f" ({trained * batch_size / seconds:,.0f} img/s)" if seconds else ""
+    return f"training {seconds:.1f} s{rate}"
