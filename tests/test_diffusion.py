@@ -18,7 +18,7 @@ from tests.helpers import grid_size, run_on_devices, run_python
 from vaejax import models, objectives, training
 from vaejax.cli import main
 from vaejax.runs import ddpm as ddpm_run
-from vaejax.runs import quality as quality_run
+from vaejax.runs.load import load_run
 
 SCHEDULES = {"linear": objectives.linear_schedule(1000), "cosine": objectives.cosine_schedule(1000)}
 
@@ -301,7 +301,7 @@ def test_tiny_model_learns_the_mixture_of_eight_gaussians(toy_model, sampler, st
 EIGHT_DEVICES = r"""
 import json, sys
 import jax, jax.numpy as jnp, numpy as np, optax
-from vaejax import diffusion, objectives, training
+from vaejax import models, objectives, sharding, training
 model = objectives.Diffusion(models.MLPDenoiser(32, 2), objectives.linear_schedule(50))
 params = model.init(jax.random.key(0), (3,))
 mesh = sharding.data_mesh()
@@ -369,8 +369,8 @@ def test_ddpm_experiment_end_to_end(tmp_path, mnist_raw_dir, mnist_tfds_dir):
     assert change[0] < 5 and change[-1] > 30  # t = 0: beta_1 = 1e-4; t = T - 1 of 40 steps
     assert all(b > a - 1 for a, b in zip(change, change[1:]))  # the noise grows with t
 
-    trained = quality_run.load_run(workdir, "ddim", 4)  # what experiments.sample_quality scores
-    assert trained.kind == "ddim4"
+    trained = load_run(workdir, sampler="ddim", steps=4)  # what experiments.sample_quality scores
+    assert trained.kind == "ddpm" and trained.config.timesteps == 40
     images = trained.sample(jax.random.key(0), 64)
     assert images.shape == (64, 28, 28, 1) and 0 <= images.min() and images.max() <= 1
 

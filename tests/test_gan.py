@@ -200,7 +200,8 @@ def test_bce_game_trains_in_the_epoch_runner():
 MULTI_DEVICE_GAN = r"""
 import json, sys
 import jax, numpy as np, optax
-from vaejax import gan, training
+from vaejax import models, sharding, training
+from vaejax.training import gan as gan_training
 mesh = sharding.data_mesh()
 out = {"devices": jax.device_count()}
 for loss, n_critic in (("bce", 1), ("wgan-gp", 2)):

@@ -234,7 +234,7 @@ def test_batch_size_must_split_over_devices():
 MULTI_DEVICE_SCRIPT = r"""
 import json, sys
 import jax, jax.numpy as jnp, numpy as np, optax
-from vaejax import data, models, objectives, training
+from vaejax import data, models, objectives, sharding, training
 
 mesh = sharding.data_mesh()
 model = models.mlp_vae()

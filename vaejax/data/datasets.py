@@ -4,13 +4,15 @@ The path a dataset takes:
 
 1. Raw files: the four IDX ``.gz`` files, found in a local folder (offline) or downloaded from
    the official URLs through tfds' download manager (online).
-2. tfds: the builders in :mod:`vaejax.tfds_builders` read them with ``gzip`` + numpy and write the
-   standard layout ``<data_dir>/<name>/3.0.1/`` (array_record files) — no TensorFlow needed.
+2. tfds: the builders in :mod:`vaejax.data.tfds_builders` read them with ``gzip`` + numpy and
+   write the standard layout ``<data_dir>/<name>/3.0.1/`` (array_record files) — no TensorFlow
+   needed.
 3. Arrays: ``tfds.data_source`` reads the prepared split once; the decoded uint8 arrays are
    cached next to the tfds files (``vaejax_decoded_<split>.npz``) so later runs load in
    milliseconds.
 4. Device: the whole split is placed on the device(s) as uint8 and turned into float batches
-   there (:func:`make_batch_preprocessor`): scaling to [0, 1], dynamic binarization, padding.
+   there (:func:`vaejax.data.preprocess.make_batch_preprocessor`): scaling to [0, 1], dynamic
+   binarization, padding.
 """
 
 from __future__ import annotations
@@ -25,7 +27,16 @@ from pathlib import Path
 
 import numpy as np
 
-from vaejax.data.idx import *  # noqa
+from vaejax.data.idx import (
+    IDX_FILES,
+    IMAGE_SHAPE,
+    RAW_DATA_DIR_ENV,
+    TFDS_VERSION,
+    DataError,
+    ImageSplit,
+    dataset_spec,
+    read_idx_split,
+)
 
 log = logging.getLogger(__name__)
 

@@ -1,17 +1,21 @@
-"""Images on the device: uint8 -> float batches (scaling, binarization, padding, shifts, corruption).
+"""Images on the device: uint8 -> float batches (scaling, binarization, padding, shifts,
+corruption).
+
+A **preprocessor** is a function ``preprocess(raw_batch, key) -> batch`` that the training step
+(:mod:`vaejax.training.step`) applies on the device to each gathered batch, with its own key.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from vaejax.data.idx import DataError, ImageSplit
-from vaejax.training import step
 
+Preprocess = Callable[[Any, jax.Array], Any]
 BINARIZATIONS = ("none", "dynamic", "static")
 
 
@@ -87,7 +91,7 @@ def make_batch_preprocessor(image_size: int = 28, dynamic_binarization: bool = F
     return preprocess
 
 
-def to_tanh_range(preprocess: step.Preprocess) -> step.Preprocess:
+def to_tanh_range(preprocess: Preprocess) -> Preprocess:
     """Lifts an images -> [0, 1] preprocessor to the generator's range [-1, 1]."""
     return lambda batch, key: preprocess(batch, key) * 2.0 - 1.0
 
@@ -153,7 +157,7 @@ def make_denoising_preprocessor(image_size: int, noise: str, level: float) -> Ca
     return preprocess
 
 
-def with_labels(preprocess: step.Preprocess) -> step.Preprocess:
+def with_labels(preprocess: Preprocess) -> Preprocess:
     """Lifts an image preprocessor to ``(images, labels)`` batches (labels pass through)."""
 
     def preprocess_pair(batch, key):

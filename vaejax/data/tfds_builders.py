@@ -17,32 +17,32 @@ import os
 import PIL.Image
 import tensorflow_datasets as tfds
 
-from vaejax import data
+from vaejax.data import idx
 
 
 class _IdxImageBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Builds a 28x28 grey-image classification dataset from the four IDX ``.gz`` files."""
 
-    VERSION = tfds.core.Version(data.TFDS_VERSION)
+    VERSION = tfds.core.Version(idx.TFDS_VERSION)
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "Put train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz "
         "and t10k-labels-idx1-ubyte.gz in <manual_dir>/<name>/ or pass raw_data_dir."
     )
 
-    def __init__(self, *, splits: dict[str, data.ImageSplit] | None = None, **kwargs):
+    def __init__(self, *, splits: dict[str, idx.ImageSplit] | None = None, **kwargs):
         self._splits = splits  # already read and checked from local raw files; None: download
         super().__init__(**kwargs)
 
     @property
-    def spec(self) -> data.DatasetSpec:
-        return data.DATASETS[self.name]
+    def spec(self) -> idx.DatasetSpec:
+        return idx.DATASETS[self.name]
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
             builder=self,
             description=f"{self.name}: 28x28 grey images in 10 classes, read from raw IDX files.",
             features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=data.IMAGE_SHAPE),
+                "image": tfds.features.Image(shape=idx.IMAGE_SHAPE),
                 "label": tfds.features.ClassLabel(names=list(self.spec.class_names)),
             }),
             supervised_keys=("image", "label"),
@@ -54,14 +54,14 @@ class _IdxImageBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         if splits is None:
             # download (not download_and_extract): the reader opens the .gz files itself
             urls = {stem: f"{self.spec.url}{stem}.gz"
-                    for pair in data.IDX_FILES.values() for stem in pair}
+                    for pair in idx.IDX_FILES.values() for stem in pair}
             paths = dl_manager.download(urls)
-            splits = {split: data.read_idx_pair(paths[image_stem], paths[label_stem], split,
+            splits = {split: idx.read_idx_pair(paths[image_stem], paths[label_stem], split,
                                                 self.spec)
-                      for split, (image_stem, label_stem) in data.IDX_FILES.items()}
+                      for split, (image_stem, label_stem) in idx.IDX_FILES.items()}
         return {split: self._generate_examples(arrays) for split, arrays in splits.items()}
 
-    def _generate_examples(self, arrays: data.ImageSplit):
+    def _generate_examples(self, arrays: idx.ImageSplit):
         for index, (image, label) in enumerate(zip(arrays.images, arrays.labels)):
             # A PIL image is PNG-encoded by PIL; a numpy array would need TensorFlow to encode.
             yield index, {"image": PIL.Image.fromarray(image[..., 0]),
@@ -80,11 +80,11 @@ BUILDERS = {cls.name: cls for cls in (Mnist, FashionMnist)}
 
 
 def builder(name: str, *, data_dir: os.PathLike | str,
-            splits: dict[str, data.ImageSplit] | None = None) -> _IdxImageBuilder:
+            splits: dict[str, idx.ImageSplit] | None = None) -> _IdxImageBuilder:
     """The array_record builder for ``name`` (``mnist`` or ``fashion_mnist``).
 
     ``splits``: the train and test arrays, read from local raw files; None downloads them.
     """
-    data.dataset_spec(name)  # a clear error for an unknown name
+    idx.dataset_spec(name)  # a clear error for an unknown name
     return BUILDERS[name](data_dir=os.fspath(data_dir), splits=splits,
                           file_format="array_record")

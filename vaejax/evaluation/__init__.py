@@ -1,1 +1,2 @@
-"""Evaluation: metrics, likelihood bounds, FID / Inception-score analogues and their judge, latent-space tools, sampling."""
+"""Evaluation: metrics, likelihood bounds, FID / Inception-score analogues and their judge,
+latent-space tools, sampling."""

@@ -1,30 +1,21 @@
 """Judging generated images with the project's classifier: FID, Inception-score analogue, modes.
 
-A :class:`Judge` holds a trained classifier (:mod:`vaejax.classifier`) and the Gaussian fit of
-its penultimate features over the real training images; ``judge.score(images)`` gives
+A :class:`Judge` holds a trained classifier (:class:`vaejax.models.classifier.LeNet`, trained by
+``experiments.classifier``) and the Gaussian fit of its penultimate features over the real
+training images; ``judge.score(images)`` gives
 
 - ``fid``: the Fréchet distance between the images' feature Gaussian and the real one;
 - ``inception_score`` (and ``inception_score_std`` over 10 splits): exp E KL(p(y|x) || p(y))
   under the classifier's softmax, between 1 and the number of classes;
 - ``class_histogram``, ``classes_covered``, ``largest_class_fraction``: the classifier's labels
-  of the images (:func:`vaejax.sample_quality.mode_coverage`): mode collapse, measured.
+  of the images (:func:`vaejax.evaluation.sample_quality.mode_coverage`): mode collapse,
+  measured.
 
 These are *analogues* of Inception-based FID and IS: comparable between models judged by the
-same classifier, never with the Inception numbers of papers. ``experiments.sample_quality``
-scores real test images (the floor) and the samples of trained VAE and GAN runs side by side.
-
-A small LeNet-style classifier per dataset: the feature extractor of the sample-quality metrics.
-
-No Inception network can be downloaded here, so FID and the Inception score are computed the
-same way with this network in its place (:mod:`vaejax.sample_quality`, :mod:`vaejax.quality`):
-its penultimate layer (128 ReLU units) gives the features of the Fréchet distance, its softmax
-the class probabilities of the score, and its conv maps the perceptual loss of the VAE
-experiments. The numbers compare models with each other under one trained classifier; they are
-not comparable with Inception-based numbers in papers.
-
-Architecture (LeCun et al. 1998, widened): conv 5x5 16 -> ReLU -> max-pool 2 -> conv 5x5 32 ->
-ReLU -> max-pool 2 -> dense 128 -> ReLU (the features) -> dense 10. 'SAME' convolutions on
-28x28x1 images in [0, 1].
+same classifier, never with the Inception numbers of papers (no Inception network can be
+downloaded here). ``experiments.sample_quality`` scores real test images (the floor) and the
+samples of trained VAE and GAN runs side by side. The same classifier's conv maps give the
+perceptual loss of the VAE experiments (:func:`perceptual_distance`).
 """
 
 from __future__ import annotations
@@ -91,7 +82,7 @@ def activations(classifier: TrainedClassifier, images, batch_size: int = 1000) -
                          for f in Activations._fields))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compiled_apply(model: LeNet):
     """One compiled forward pass per architecture (flax modules hash by their fields)."""
     return jax.jit(lambda params, x: model.apply({"params": params}, x))
@@ -140,7 +131,7 @@ class Judge(NamedTuple):
     reference_covariance: np.ndarray  # [F, F]
 
     @classmethod
-    def of(cls, classifier: TrainedClassifier, reference_images) -> "Judge":
+    def of(cls, classifier: TrainedClassifier, reference_images) -> Judge:
         """A judge against ``reference_images`` (the real training set: uint8 or [0, 1])."""
         features = activations(classifier, _unit_float(reference_images)).features
         return cls(classifier, *sample_quality.gaussian_fit(features))
@@ -163,7 +154,7 @@ class Judge(NamedTuple):
                 "class_histogram": coverage["histogram"]}
 
 
-def epoch_judge(config, train_images, log) -> "Judge | None":
+def epoch_judge(config, train_images, log) -> Judge | None:
     """The judge of a training run's per-epoch scores: None (said once through ``log``) when
     ``config.eval_samples`` is 0 or there is no classifier in ``config.classifier_workdir``."""
     if not config.eval_samples:
@@ -175,7 +166,7 @@ def epoch_judge(config, train_images, log) -> "Judge | None":
         return None
 
 
-def judge_epoch(judge: Judge, sampler: "Sampler", key: jax.Array, n: int,
+def judge_epoch(judge: Judge, sampler: Sampler, key: jax.Array, n: int,
                 num_classes: int) -> tuple[dict, str]:
     """Scores n samples drawn by ``sampler``: (the scores, '  FID ..  IS ..  classes ../..')."""
     scores = judge.score(draw(sampler, key, n))

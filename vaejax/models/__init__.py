@@ -1,4 +1,5 @@
-"""The flax.linen modules of every family: layers, VAEs and autoencoders, DCGAN, U-Net, the LeNet judge."""
+"""The flax.linen modules of every family: layers, VAEs and autoencoders, DCGAN, U-Net, the
+LeNet judge."""
 
 from vaejax.models.classifier import (
     Activations,

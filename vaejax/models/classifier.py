@@ -1,11 +1,11 @@
 """A small LeNet-style classifier per dataset: the feature extractor of the sample-quality metrics.
 
 No Inception network can be downloaded here, so FID and the Inception score are computed the
-same way with this network in its place (:mod:`vaejax.sample_quality`, :mod:`vaejax.quality`):
-its penultimate layer (128 ReLU units) gives the features of the Fréchet distance, its softmax
-the class probabilities of the score, and its conv maps the perceptual loss of the VAE
-experiments. The numbers compare models with each other under one trained classifier; they are
-not comparable with Inception-based numbers in papers.
+same way with this network in its place (:mod:`vaejax.evaluation.sample_quality`,
+:mod:`vaejax.evaluation.judge`): its penultimate layer (128 ReLU units) gives the features of
+the Fréchet distance, its softmax the class probabilities of the score, and its conv maps the
+perceptual loss of the VAE experiments. The numbers compare models with each other under one
+trained classifier; they are not comparable with Inception-based numbers in papers.
 
 Architecture (LeCun et al. 1998, widened): conv 5x5 16 -> ReLU -> max-pool 2 -> conv 5x5 32 ->
 ReLU -> max-pool 2 -> dense 128 -> ReLU (the features) -> dense 10. 'SAME' convolutions on

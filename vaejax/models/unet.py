@@ -52,12 +52,13 @@ class UNet(nn.Module):
     A 3x3 conv to ``channels``; per level a residual block (``channels * multiplier``) whose
     output is kept for the skip, then a stride-2 3x3 conv down (not after the last level); two
     residual blocks in the middle; going up, nearest-neighbour 2x upsampling + 3x3 conv to the
-    level's channels, the level's skip concatenated, a residual block; GroupNorm, swish and a zero-initialized 3x3
-    conv out. The timestep enters every residual block through a sinusoidal embedding and a
-    2-layer MLP (width 4 x ``channels``). H and W must halve evenly ``len(multipliers) - 1`` times
-    (28 -> 14 -> 7 for three levels). No attention layers (Ho et al. have one at 16x16): at
-    7x7 it buys little on MNIST and costs CPU time. The convolutions are :class:`vaejax.layers.Conv2D`
-    (flax's, with a backward pass that stays fast inside the epoch loop on CPU).
+    level's channels, the level's skip concatenated, a residual block; GroupNorm, swish and a
+    zero-initialized 3x3 conv out. The timestep enters every residual block through a
+    sinusoidal embedding and a 2-layer MLP (width 4 x ``channels``). H and W must halve evenly
+    ``len(multipliers) - 1`` times (28 -> 14 -> 7 for three levels). No attention layers (Ho et
+    al. have one at 16x16): at 7x7 it buys little on MNIST and costs CPU time. The convolutions
+    are :class:`vaejax.models.layers.Conv2D` (flax's, with a backward pass that stays fast
+    inside the epoch loop on CPU).
     """
 
     channels: int = 32

@@ -30,7 +30,8 @@ from vaejax.models.layers import Conv2D, ConvTranspose2D
 
 
 def torch_linear_init(fan_in: int) -> tuple[Callable, Callable]:
-    """PyTorch's default ``nn.Linear`` init: weights and biases ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    """PyTorch's default ``nn.Linear`` init: weights and biases ~ U(-1/sqrt(fan_in),
+    1/sqrt(fan_in)).
 
     (``kaiming_uniform_(a=sqrt(5))`` on the weight reduces to that bound.)
     """
@@ -72,7 +73,8 @@ class MLPEncoder(nn.Module):
             h = ACTIVATIONS[self.activation](TorchDense(width)(h))
         if not self.variational:
             return TorchDense(self.latent_dim, name="z")(h)
-        return TorchDense(self.latent_dim, name="mean")(h), TorchDense(self.latent_dim, name="log_var")(h)
+        return (TorchDense(self.latent_dim, name="mean")(h),
+                TorchDense(self.latent_dim, name="log_var")(h))
 
 
 class MLPDecoder(nn.Module):
@@ -108,7 +110,7 @@ class ConvEncoder(nn.Module):
     latent_dim: int = 2
     channels: Sequence[int] = (32, 64, 128)
     variational: bool = True
-    conv_implementation: str = "auto"  # see vaejax.layers
+    conv_implementation: str = "auto"  # see vaejax.models.layers
 
     @nn.compact
     def __call__(self, x):
@@ -125,7 +127,8 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-    """Foster's decoder: Dense to 4x4x128, ConvTranspose 128/64/32 (3x3, stride 2, ReLU), Conv 1 (3x3).
+    """Foster's decoder: Dense to 4x4x128, ConvTranspose 128/64/32 (3x3, stride 2, ReLU), Conv 1
+    (3x3).
 
     [B, latent_dim] -> logits [B, 32, 32, 1] (Foster applies a sigmoid; here it lives in the loss).
     Parameter count with latent_dim 2: 246,273.
@@ -134,7 +137,7 @@ class ConvDecoder(nn.Module):
     channels: Sequence[int] = (128, 64, 32)
     image_channels: int = 1
     start_size: int = 4
-    conv_implementation: str = "auto"  # see vaejax.layers
+    conv_implementation: str = "auto"  # see vaejax.models.layers
 
     @nn.compact
     def __call__(self, z):
@@ -253,8 +256,9 @@ def conv_vae(latent_dim: int = 2, channels: Sequence[int] = (32, 64, 128),
 def conv_autoencoder(latent_dim: int = 2, channels: Sequence[int] = (32, 64, 128),
                      conv_implementation: str = "auto") -> Autoencoder:
     """Foster's convolutional autoencoder on [B, 32, 32, 1] images."""
-    return Autoencoder(ConvEncoder(latent_dim, tuple(channels), False, conv_implementation),
-                       ConvDecoder(tuple(reversed(channels)), conv_implementation=conv_implementation))
+    return Autoencoder(
+        ConvEncoder(latent_dim, tuple(channels), False, conv_implementation),
+        ConvDecoder(tuple(reversed(channels)), conv_implementation=conv_implementation))
 
 
 def count_params(params) -> int:

@@ -1,4 +1,5 @@
-"""Objectives: the ELBO and its terms, the IWAE bound, autoencoder and classifier losses, GAN losses, the diffusion process and its samplers."""
+"""Objectives: the ELBO and its terms, the IWAE bound, autoencoder and classifier losses, GAN
+losses, the diffusion process and its samplers."""
 
 from vaejax.objectives.classification import (
     classifier_per_example,

@@ -20,8 +20,8 @@ at 0.999 (Nichol & Dhariwal 2021).
 **Model.** A denoiser eps_theta(x_t, t) predicts the noise of x_t = sqrt(alpha_bar_t) x_0 +
 sqrt(1 - alpha_bar_t) eps; it is trained on ||eps - eps_theta(x_t, t)||^2 with t uniform
 (Ho et al.'s L_simple, :func:`noise_prediction_loss`), through the same per-example objective
-and step machinery as every other model. :class:`UNet` is a small U-Net for images;
-:class:`MLPDenoiser` a tiny one for points in the plane.
+and step machinery as every other model. :class:`vaejax.models.unet.UNet` is a small U-Net for
+images; :class:`vaejax.models.unet.MLPDenoiser` a tiny one for points in the plane.
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ class Schedule(NamedTuple):
     one_minus_alpha_bars: jax.Array
     posterior_x0_weights: jax.Array  # beta_t sqrt(alpha_bar_{t-1}) / (1 - alpha_bar_t)
     posterior_xt_weights: jax.Array  # (1 - alpha_bar_{t-1}) sqrt(1 - beta_t) / (1 - alpha_bar_t)
-    posterior_variances: jax.Array  # beta_tilde_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t
+    # beta_tilde_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t
+    posterior_variances: jax.Array
 
     @property
     def timesteps(self) -> int:

@@ -20,7 +20,7 @@ from vaejax.objectives.diffusion import (
     posterior,
     predict_x0,
 )
-from vaejax.training import step
+from vaejax.sharding import batch_sharded, check_batch_size, data_mesh
 
 SAMPLERS = ("ddpm", "ddim")
 
@@ -114,8 +114,8 @@ def make_sampler(model: Diffusion, example_shape: Sequence[int], *, sampler: str
     steps' noise from ``key``, then :func:`sample_loop`; the batch sharded over ``mesh``
     (default: all devices; n must split evenly). The same key gives the same samples on any
     number of devices."""
-    mesh = mesh or step.data_mesh()
-    sharding = step.batch_sharded(mesh)
+    mesh = mesh or data_mesh()
+    sharding = batch_sharded(mesh)
 
     def sample(params, key, n):
         start_key, loop_key = jax.random.split(key)
@@ -126,7 +126,7 @@ def make_sampler(model: Diffusion, example_shape: Sequence[int], *, sampler: str
     compiled = jax.jit(sample, static_argnums=2, out_shardings=sharding)
 
     def checked(params, key, n):
-        step.check_batch_size(n, mesh.size, "number of samples")
+        check_batch_size(n, mesh.size, "number of samples")
         return compiled(params, key, n)
 
     return checked

@@ -134,7 +134,7 @@ def vae_per_example(model, *, likelihood: str = "bernoulli", beta: float = 1.0,
     """``f(params, x, key) -> negative_elbo terms [B]`` for a :class:`vaejax.models.VAE`.
 
     With ``perceptual(x, x_hat) -> [B]`` (a distance between images in [0, 1], e.g.
-    :func:`vaejax.classifier.perceptual_distance`), the terms hold ``perceptual`` of x and the
+    :func:`vaejax.evaluation.judge.perceptual_distance`), the terms hold ``perceptual`` of x and the
     decoder's mean sigmoid(logits), and ``loss`` adds ``perceptual_weight`` times it (the
     ``negative_elbo`` term stays the plain bound).
     """
@@ -199,8 +199,9 @@ def batch_mean(per_example: PerExampleFn) -> Callable:
 def foster_beta(num_pixels: int, reconstruction_weight: float = 500.0) -> float:
     """The beta on the summed ELBO equivalent to Foster's VAE loss.
 
-    Foster: ``w * mean_pixels(BCE) + sum_latents(KL)`` = ``(w / D) * (sum_pixels(BCE) + (D / w) KL)``
-    with D pixels. Up to the constant factor w / D (to which Adam is invariant, but for its
-    epsilon), that is the negative ELBO with beta = D / w: 1024 / 500 = 2.048 on 32x32 images.
+    Foster: ``w * mean_pixels(BCE) + sum_latents(KL)``
+    = ``(w / D) * (sum_pixels(BCE) + (D / w) KL)`` with D pixels. Up to the constant factor
+    w / D (to which Adam is invariant, but for its epsilon), that is the negative ELBO with
+    beta = D / w: 1024 / 500 = 2.048 on 32x32 images.
     """
     return num_pixels / reconstruction_weight

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vaejax import data, models, objectives
+from vaejax.runs.base import RUN_FIELDS, Run, register
 from vaejax.runs.config import (
     RunConfig,
     _field,
@@ -33,6 +34,7 @@ from vaejax.runs.config import (
     resumable_fields,
     validate_run,
 )
+from vaejax.runs.trained import TrainedAutoencoder
 from vaejax.training.fit import RunKeys, TrainSettings, fit
 
 MODELS = ("mlp", "conv")
@@ -165,10 +167,51 @@ def train_family_member(kind: str, config: AEConfig, workdir: Path, train_images
     plain = data.make_batch_preprocessor(size)
     log(f"{kind}: {what}, {models.count_params(params):,} parameters, latent {config.latent_dim}, "
         f"{len(train_images):,} training images -> {workdir}")
+    member = MEMBER_RUNS[kind]
     params, _ = fit(
-        workdir, config_record={**dataclasses.asdict(config), "part": workdir.name},
-        free_fields=resumable_fields(type(config)), settings=settings or TrainSettings.of(config),
+        workdir, config_record={**dataclasses.asdict(config), "part": workdir.name,
+                                "kind": member.kind, "run": f"{__name__}:{member.__name__}"},
+        free_fields=(*resumable_fields(type(config)), *RUN_FIELDS), settings=settings or TrainSettings.of(config),
         params=params, per_example=per_example, train_data=train_images, test_data=test_images,
         preprocess=preprocess or plain, eval_preprocess=eval_preprocess or plain, keys=keys,
         describe=_describe)
     return TrainedModel(params=params, kind=kind, module=module, image_size=size)
+
+
+class AutoencoderMember(Run):
+    """A plain autoencoder trained as part of an autoencoder-family experiment (its own
+    sub-workdir); registered so that :func:`~vaejax.runs.load.load_run` reads it."""
+
+    kind = "autoencoder"
+    Config = AEConfig
+
+    def build(self) -> models.Autoencoder:
+        return build_autoencoder(self.config.model, self.config.latent_dim)
+
+    def init_params(self, model, key: jax.Array):
+        size = image_size(self.config.model)
+        return model.init(key, jnp.zeros((1, size, size, 1)))["params"]
+
+    def trained(self, model, params) -> TrainedAutoencoder:
+        return TrainedAutoencoder(self.kind, self.config, params, model, self.workdir,
+                                  image_size=image_size(self.config.model), is_vae=False,
+                                  latent_dim=self.config.latent_dim)
+
+
+class FamilyVAEMember(AutoencoderMember):
+    """The VAE of an autoencoder-family experiment (the same layers with a Gaussian head)."""
+
+    kind = "family_vae"
+
+    def build(self) -> models.VAE:
+        return build_vae(self.config.model, self.config.latent_dim)
+
+    def init_params(self, model, key: jax.Array):
+        size = image_size(self.config.model)
+        return model.init(key, jnp.zeros((1, size, size, 1)), key)["params"]
+
+    def trained(self, model, params) -> TrainedAutoencoder:
+        return dataclasses.replace(super().trained(model, params), is_vae=True)
+
+
+MEMBER_RUNS = {"ae": register(AutoencoderMember), "vae": register(FamilyVAEMember)}

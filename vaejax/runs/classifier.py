@@ -16,27 +16,27 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
-from vaejax import io, models, objectives
+from vaejax import data, io, models, objectives
 from vaejax.data.preprocess import make_classifier_preprocessor
 from vaejax.errors import ConfigError
 from vaejax.evaluation.judge import SUMMARY
 from vaejax.models.classifier import LeNet
+from vaejax.runs.base import Data, Run, Training, register
 from vaejax.runs.config import (
     RunConfig,
     _field,
     check_positive,
-    resumable_fields,
-    start,
     validate_run,
 )
-from vaejax.training.fit import RunKeys, TrainSettings, fit
+from vaejax.runs.trained import TrainedRun
+from vaejax.training.fit import RunKeys, one_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,31 +59,61 @@ def validate(config: ClassifierConfig, num_devices: int) -> None:
     validate_run(config, num_devices)
 
 
+@register
+class ClassifierRun(Run):
+    """The judge: a LeNet-style classifier of ``config.dataset``. Writes the files of every
+    training run and ``classifier.json`` (dataset, test accuracy, sizes)."""
+
+    kind = "classifier"
+    Config = ClassifierConfig
+
+    def validate(self, num_devices: int) -> None:
+        validate(self.config, num_devices)
+
+    def build(self) -> LeNet:
+        return LeNet(data.dataset_spec(self.config.dataset).num_classes,
+                     hidden_dim=self.config.hidden_dim)
+
+    def init_params(self, model: LeNet, key: jax.Array):
+        return model.init(key, jnp.zeros((1, 28, 28, 1)))["params"]
+
+    def training(self, data_: Data, keys: RunKeys, mesh) -> Training:
+        config = self.config
+        model = self.build()
+        params = self.init_params(model, keys.init)
+        trained = one_model(
+            params, objectives.classifier_per_example(model),
+            optax.adam(config.learning_rate, eps=config.adam_eps),
+            test_data=(data_.test.images, data_.test.labels.astype(np.int32)),
+            eval_preprocess=make_classifier_preprocessor(),
+            eval_batch_size=config.eval_batch_size, eval_key=keys.eval,
+            describe=lambda t: f"cross-entropy {t['loss']:.4f}  accuracy {1 - t['error']:.2%}",
+            mesh=mesh)
+        return Training(trained.state, trained.update,
+                        make_classifier_preprocessor(config.shift),
+                        (data_.train.images, data_.train.labels.astype(np.int32)),
+                        trained.end_of_epoch, "LeNet-style classifier",
+                        models.count_params(params))
+
+    def summary(self, record: dict) -> str:
+        return f"test accuracy {1.0 - record['test_error']:.2%}"
+
+    def execute(self) -> dict | None:
+        record = super().execute()
+        config = self.config
+        summary = {"dataset": config.dataset,
+                   "num_classes": data.dataset_spec(config.dataset).num_classes,
+                   "hidden_dim": config.hidden_dim, "epochs": config.epochs,
+                   "test_accuracy": 1.0 - record["test_error"] if record else None}
+        if self.writer:
+            io.atomic_write_bytes(self.workdir / SUMMARY,
+                                  (json.dumps(summary, indent=2) + "\n").encode())
+        return summary
+
+    def trained(self, model: LeNet, params) -> TrainedRun:
+        return TrainedRun(self.kind, self.config, params, model, self.workdir)
+
+
 def run(config: ClassifierConfig, workdir: Path) -> dict:
-    """Trains the classifier on ``config.dataset``; writes the files of
-    :func:`~vaejax.experiment.fit` and ``classifier.json`` (dataset, test accuracy, sizes).
-    Returns the summary."""
-    run_start = time.perf_counter()
-    train, test, spec, writer, log = start(config, validate)
-    keys = RunKeys.of(jax.random.key(config.seed))
-    model = LeNet(spec.num_classes, hidden_dim=config.hidden_dim)
-    params = model.init(keys.init, jnp.zeros((1, 28, 28, 1)))["params"]
-    log(f"vaejax: LeNet-style classifier ({models.count_params(params):,} parameters) on "
-        f"{config.dataset}, {len(train.images):,} training images")
-    describe = lambda t: f"cross-entropy {t['loss']:.4f}  accuracy {1 - t['error']:.2%}"
-    params, record = fit(
-        workdir, config_record=dataclasses.asdict(config),
-        free_fields=resumable_fields(ClassifierConfig), settings=TrainSettings.of(config),
-        params=params, per_example=objectives.classifier_per_example(model),
-        train_data=(train.images, train.labels.astype(np.int32)),
-        test_data=(test.images, test.labels.astype(np.int32)),
-        preprocess=make_classifier_preprocessor(config.shift), eval_preprocess=make_classifier_preprocessor(), keys=keys,
-        describe=describe)
-    summary = {"dataset": config.dataset, "num_classes": spec.num_classes,
-               "hidden_dim": config.hidden_dim, "epochs": config.epochs,
-               "test_accuracy": 1.0 - record["test_error"] if record else None}
-    if writer:
-        io.atomic_write_bytes(workdir / SUMMARY, (json.dumps(summary, indent=2) + "\n").encode())
-    log(f"done: test accuracy {summary['test_accuracy']:.2%} on {config.dataset}; whole run "
-        f"{time.perf_counter() - run_start:.1f} s; outputs in {workdir}")
-    return summary
+    """Trains the classifier (:class:`ClassifierRun`); returns the summary."""
+    return ClassifierRun(config, workdir).execute()

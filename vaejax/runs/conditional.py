@@ -9,25 +9,26 @@ label keeps the style (slant, thickness) and changes the class.
 from __future__ import annotations
 
 import dataclasses
-import time
+import functools
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from vaejax import data, io, models, objectives
 from vaejax.data.preprocess import with_labels
-from vaejax.runs import config as run_config
+from vaejax.runs.base import Data, Run, Training, register
 from vaejax.runs.config import (
     RunConfig,
     _field,
     check_positive,
-    resumable_fields,
     validate_run,
 )
+from vaejax.runs.trained import TrainedRun
 from vaejax.runs.vae import _format_terms
-from vaejax.training.fit import RunKeys, TrainSettings, fit
+from vaejax.training.fit import RunKeys, one_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,45 +66,81 @@ def restyle(model: models.ConditionalVAE, params, x: jax.Array, labels: jax.Arra
     return jnp.concatenate([x[:, None], decoded], axis=1).reshape(-1, *x.shape[1:])
 
 
-def run(config: CVAEConfig, workdir: Path) -> dict:
-    """Trains the conditional VAE; writes the files of :func:`~vaejax.experiment.fit`,
+@register
+class CVAERun(Run):
+    """The conditional VAE. Writes the files of every training run,
     ``class_samples_<epoch>.png`` (rows = classes, columns = fixed z ~ N(0, I)), at the end
     ``class_samples.png`` and ``restyle.png`` (test images, each followed by its posterior mean
-    decoded as every class). Returns the last metrics record."""
-    run_start = time.perf_counter()
-    train, test, spec, writer, log = run_config.start(config, validate)
-    num_classes = spec.num_classes
-    keys = RunKeys.of(jax.random.key(config.seed))
-    model = models.mlp_cvae(config.latent_dim, (config.hidden_dim,), num_classes)
-    params = model.init(keys.init, jnp.zeros((1, 28, 28, 1)), jnp.zeros((1,), jnp.int32),
-                        keys.init)["params"]
-    log(f"vaejax: conditional VAE ({models.count_params(params):,} parameters, latent "
-        f"{config.latent_dim}) on {config.dataset}, {len(train.images):,} training images")
-    fixed_z = jax.random.normal(keys.sample, (config.samples_per_class, config.latent_dim))
-    grid = jax.jit(lambda p: class_grid(model, p, fixed_z, num_classes))
+    decoded as every class)."""
 
-    def after_epoch(epoch, p):
-        io.save_image_grid(workdir / f"class_samples_{epoch}.png", np.asarray(grid(p)),
-                           columns=config.samples_per_class)
+    kind = "cvae"
+    Config = CVAEConfig
 
-    plain = data.make_batch_preprocessor(28)
-    labels = test.labels.astype(np.int32)
-    params, record = fit(
-        workdir, config_record=dataclasses.asdict(config),
-        free_fields=resumable_fields(CVAEConfig), settings=TrainSettings.of(config),
-        params=params, per_example=objectives.cvae_per_example(model),
-        train_data=(train.images, train.labels.astype(np.int32)),
-        test_data=(test.images, labels), preprocess=with_labels(plain),
-        eval_preprocess=with_labels(plain), keys=keys,
-        describe=lambda terms: _format_terms(terms, 1.0), after_epoch=after_epoch)
-    if writer:
-        io.save_image_grid(workdir / "class_samples.png", np.asarray(grid(params)),
-                           columns=config.samples_per_class)
-        firsts = [int(np.flatnonzero(labels == c)[0]) for c in range(num_classes)]
-        io.save_image_grid(workdir / "restyle.png", np.asarray(restyle(
-            model, params, plain(test.images[firsts], None), labels[firsts], num_classes)),
-            columns=num_classes + 1)
-    if record is not None:
-        log(f"done: test -ELBO {record['test_negative_elbo']:.2f} nats/image (conditional on "
-            f"the label); whole run {time.perf_counter() - run_start:.1f} s; outputs in {workdir}")
-    return record
+    def validate(self, num_devices: int) -> None:
+        validate(self.config, num_devices)
+
+    def build(self) -> models.ConditionalVAE:
+        num_classes = data.dataset_spec(self.config.dataset).num_classes
+        return models.mlp_cvae(self.config.latent_dim, (self.config.hidden_dim,), num_classes)
+
+    def init_params(self, model: models.ConditionalVAE, key: jax.Array):
+        return model.init(key, jnp.zeros((1, 28, 28, 1)), jnp.zeros((1,), jnp.int32),
+                          key)["params"]
+
+    def training(self, data_: Data, keys: RunKeys, mesh) -> Training:
+        config, workdir = self.config, self.workdir
+        model = self.model = self.build()
+        params = self.init_params(model, keys.init)
+        fixed_z = jax.random.normal(keys.sample, (config.samples_per_class, config.latent_dim))
+        self.grid = jax.jit(lambda p: class_grid(model, p, fixed_z, model.num_classes))
+
+        def after_epoch(epoch, p):
+            io.save_image_grid(workdir / f"class_samples_{epoch}.png", np.asarray(self.grid(p)),
+                               columns=config.samples_per_class)
+
+        self.plain = plain = data.make_batch_preprocessor(28)
+        trained = one_model(
+            params, objectives.cvae_per_example(model),
+            optax.adam(config.learning_rate, eps=config.adam_eps),
+            test_data=(data_.test.images, data_.test.labels.astype(np.int32)),
+            eval_preprocess=with_labels(plain), eval_batch_size=config.eval_batch_size,
+            eval_key=keys.eval, describe=lambda terms: _format_terms(terms, 1.0),
+            after_epoch=after_epoch, mesh=mesh)
+        return Training(trained.state, trained.update, with_labels(plain),
+                        (data_.train.images, data_.train.labels.astype(np.int32)),
+                        trained.end_of_epoch, f"conditional VAE, latent {config.latent_dim}",
+                        models.count_params(params))
+
+    def finish(self, state, data_: Data, keys: RunKeys):
+        params = jax.device_get(state.params)
+        if self.writer:
+            num_classes, labels = self.model.num_classes, data_.test.labels.astype(np.int32)
+            io.save_image_grid(self.workdir / "class_samples.png",
+                               np.asarray(self.grid(params)),
+                               columns=self.config.samples_per_class)
+            firsts = [int(np.flatnonzero(labels == c)[0]) for c in range(num_classes)]
+            io.save_image_grid(self.workdir / "restyle.png", np.asarray(restyle(
+                self.model, params, self.plain(data_.test.images[firsts], None),
+                labels[firsts], num_classes)), columns=num_classes + 1)
+        return params
+
+    def summary(self, record: dict) -> str:
+        return (f"test -ELBO {record['test_negative_elbo']:.2f} nats/image (conditional on the "
+                f"label)")
+
+    def trained(self, model: models.ConditionalVAE, params) -> TrainedRun:
+        """``sample(key, n)``: image i is of class i mod the number of classes."""
+
+        @functools.partial(jax.jit, static_argnums=1)
+        def sample(key, n):
+            z = jax.random.normal(key, (n, self.config.latent_dim))
+            labels = jnp.arange(n) % model.num_classes
+            return jax.nn.sigmoid(model.apply({"params": params}, z, labels, method="decode"))
+
+        return TrainedRun(self.kind, self.config, params, model, self.workdir, sample)
+
+
+def run(config: CVAEConfig, workdir: Path) -> dict:
+    """Trains the conditional VAE into ``workdir`` (:class:`CVAERun`); returns the last metrics
+    record."""
+    return CVAERun(config, workdir).execute()

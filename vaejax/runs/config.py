@@ -14,18 +14,104 @@ from vaejax.errors import ConfigError
 from vaejax.training import loop, step
 
 
-def _field(default, help: str, choices: Sequence | None = None, resume: bool = False):
-    """A config field; ``resume=True``: it may differ when a run is resumed (it does not change
-    what is trained, e.g. the workdir, or extends it, e.g. the epochs)."""
+def flag_text(name: str, value: Any) -> str:
+    """How the command line spells ``--name value``: '--model conv', '--ema' / '--no-ema' for a
+    bool, '--multipliers 1,2,2' for a tuple, '--gan_lr auto' for None."""
+    if isinstance(value, bool):
+        return f"--{name}" if value else f"--no-{name}"
+    return f"--{name} {value_text(value)}"
+
+
+def value_text(value: Any) -> str:
+    """A value as the command line spells it: tuples comma-separated, None as 'auto'."""
+    if value is None:
+        return "auto"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple):
+        return ",".join(value_text(v) for v in value)
+    return str(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Applies:
+    """When a config field applies to the other settings: ``test(config)`` is True.
+
+    The command line refuses a flag given explicitly whose field does not apply to the final
+    config, with '--<field> applies only <text>, not <the settings named in ``names``>: drop it'
+    (without ``text``: '--<field> does not apply to these settings: drop it'). Build one with
+    :func:`applies_when`, or pass ``config_field(applies=...)`` a predicate or a
+    ``(text, predicate)`` pair.
+    """
+
+    test: Callable[[Any], bool]
+    text: str = ""  # e.g. 'to --model mlp'; shown in --help as '(applies only to --model mlp)'
+    names: tuple[str, ...] = ()  # the fields ``test`` reads: their values are shown when refused
+
+    def refusal(self, name: str, config: Any) -> str:
+        """The one-line refusal of ``--name`` under ``config`` (where ``test`` is False)."""
+        head = (f"--{name} applies only {self.text}" if self.text
+                else f"--{name} does not apply to these settings")
+        if len(self.names) == 1:  # '--hidden_dim applies only to --model mlp, not conv'
+            if not isinstance(getattr(config, self.names[0]), bool):  # not '--ema, not --no-ema'
+                head += f", not {value_text(getattr(config, self.names[0]))}"
+        elif self.names:
+            head += ", not " + " ".join(flag_text(n, getattr(config, n)) for n in self.names)
+        return f"{head}: drop it"
+
+
+def applies_when(**settings: Any) -> Applies:
+    """The field applies when each named field has the given value, or one of a tuple of values:
+    ``applies_when(model="mlp")``, ``applies_when(likelihood=("gaussian", "laplace"))``,
+    ``applies_when(ema=True)``. Refused: '--hidden_dim applies only to --model mlp, not conv:
+    drop it'."""
+    if not settings:
+        raise TypeError("applies_when needs at least one setting, e.g. model='mlp'")
+    allowed = {name: value if isinstance(value, tuple) else (value,)
+               for name, value in settings.items()}
+    text = " with ".join(
+        " or ".join(flag_text(name, v) for v in values) if isinstance(values[0], bool)
+        else f"--{name} " + " or ".join(value_text(v) for v in values)
+        for name, values in allowed.items())
+    return Applies(lambda config: all(getattr(config, name) in values
+                                      for name, values in allowed.items()),
+                   "to " + text, tuple(settings))
+
+
+def config_field(default, help: str, choices: Sequence | None = None, resume: bool = False,
+                 applies: Applies | Callable[[Any], bool] | tuple[str, Callable[[Any], bool]]
+                 | None = None):
+    """A config field: its ``--flag`` takes the type of the field's annotation (int, float, str,
+    bool, tuple[int | float | str, ...], or any of these ``| None``; see :mod:`vaejax.cli`).
+
+    ``choices``: the allowed values (of each element, for a tuple). ``resume=True``: it may
+    differ when a run is resumed (it does not change what is trained, e.g. the workdir, or
+    extends it, e.g. the epochs). ``applies``: when the field applies to the other settings, an
+    :class:`Applies` (see :func:`applies_when`), a ``(config) -> bool`` predicate, or a
+    ``(text, predicate)`` pair such as ``("with --likelihood gaussian", lambda c: ...)``; a flag
+    given explicitly where it does not apply is refused.
+    """
+    if applies is not None and not isinstance(applies, Applies):
+        if isinstance(applies, tuple) and len(applies) == 2 and callable(applies[1]):
+            applies = Applies(applies[1], applies[0])
+        elif callable(applies):
+            applies = Applies(applies)
+        else:
+            raise TypeError(f"applies must be an Applies, a predicate or a (text, predicate) "
+                            f"pair, got {applies!r}")
     return dataclasses.field(default=default,
-                             metadata={"help": help, "choices": choices, "resume": resume})
+                             metadata={"help": help, "choices": choices, "resume": resume,
+                                       "applies": applies})
+
+
+_field = config_field  # the former name; the experiments' configs still import it
 
 
 def judge_field():
     """The ``classifier_workdir`` field of a generative model's config."""
-    return _field("workdirs/classifier_{dataset}", "the classifier (experiments.classifier) "
-                  "behind the per-epoch FID / Inception-score analogue / mode coverage",
-                  resume=True)
+    return config_field("workdirs/classifier_{dataset}", "the classifier "
+                        "(experiments.classifier) behind the per-epoch FID / Inception-score "
+                        "analogue / mode coverage", resume=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,28 +122,29 @@ class RunConfig:
     to change its default.
     """
 
-    dataset: str = _field("mnist", "dataset", tuple(data.DATASETS))
-    batch_size: int = _field(128, "training batch size (a multiple of the device count)")
-    epochs: int = _field(10, "training epochs", resume=True)
-    learning_rate: float = _field(1e-3, "Adam learning rate")
-    adam_eps: float = _field(1e-8, "Adam epsilon")
-    seed: int = _field(1, "random seed: initialization, data order, noise")
-    train_examples: int = _field(0, "train on the first N training images only (0 = all)")
-    eval_batch_size: int = _field(1000, "evaluation batch size (a multiple of the device count)",
-                                  resume=True)
-    data_dir: str = _field("", "tfds data directory (empty: $TFDS_DATA_DIR or "
-                           "~/tensorflow_datasets)", resume=True)
-    raw_data_dir: str = _field("", f"folder with the raw IDX .gz files, for offline use "
-                               f"(empty: ${data.RAW_DATA_DIR_ENV}, then tfds' manual dir "
-                               f"<data_dir>/downloads/manual, then download)", resume=True)
-    workdir: str = _field("workdirs/run", "where metrics, images, checkpoints and parameters "
-                          "go; rerunning with the same workdir resumes", resume=True)
-    checkpoint_every: int = _field(500, "save a checkpoint every N steps (also at the end and "
-                                   "on SIGTERM/SIGINT)", resume=True)
-    keep_checkpoints: int = _field(3, "keep the N newest checkpoints", resume=True)
-    nonfinite: str = _field("stop", "a step with a non-finite loss or gradient: stop (name the "
-                            "last good checkpoint) or skip it", step.NONFINITE_POLICIES,
-                            resume=True)
+    dataset: str = config_field("mnist", "dataset", tuple(data.DATASETS))
+    batch_size: int = config_field(128, "training batch size (a multiple of the device count)")
+    epochs: int = config_field(10, "training epochs", resume=True)
+    learning_rate: float = config_field(1e-3, "Adam learning rate")
+    adam_eps: float = config_field(1e-8, "Adam epsilon")
+    seed: int = config_field(1, "random seed: initialization, data order, noise")
+    train_examples: int = config_field(0, "train on the first N training images only (0 = all)")
+    eval_batch_size: int = config_field(
+        1000, "evaluation batch size (a multiple of the device count)", resume=True)
+    data_dir: str = config_field("", "tfds data directory (empty: $TFDS_DATA_DIR or "
+                                 "~/tensorflow_datasets)", resume=True)
+    raw_data_dir: str = config_field("", f"folder with the raw IDX .gz files, for offline use "
+                                     f"(empty: ${data.RAW_DATA_DIR_ENV}, then tfds' manual dir "
+                                     f"<data_dir>/downloads/manual, then download)", resume=True)
+    workdir: str = config_field("workdirs/run", "where metrics, images, checkpoints and "
+                                "parameters go; rerunning with the same workdir resumes",
+                                resume=True)
+    checkpoint_every: int = config_field(500, "save a checkpoint every N steps (also at the end "
+                                         "and on SIGTERM/SIGINT)", resume=True)
+    keep_checkpoints: int = config_field(3, "keep the N newest checkpoints", resume=True)
+    nonfinite: str = config_field("stop", "a step with a non-finite loss or gradient: stop (name "
+                                  "the last good checkpoint) or skip it",
+                                  step.NONFINITE_POLICIES, resume=True)
 
 
 def check_positive(config, *names: str) -> None:

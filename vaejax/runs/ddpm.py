@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from pathlib import Path
 
 import jax
@@ -61,17 +60,17 @@ from vaejax.objectives.diffusion import (
     noise_prediction_loss,
 )
 from vaejax.objectives.sampling import SAMPLERS, make_sampler
+from vaejax.runs.base import Data, Run, Training, register
 from vaejax.runs.config import (
     RunConfig,
     _field,
     check_positive,
     judge_field,
-    resumable_fields,
-    start,
     validate_run,
 )
+from vaejax.runs.trained import TrainedRun
 from vaejax.training.ema import DiffusionState, with_ema
-from vaejax.training.fit import RunKeys, TrainSettings, fit_state, train_and_test_record
+from vaejax.training.fit import RunKeys, train_and_test_record
 
 
 def optimizer(learning_rate: float, warmup_steps: int, clip_norm: float, adam_eps: float
@@ -177,92 +176,134 @@ def _describe(terms: dict[str, float]) -> str:
     return f"noise MSE {terms['loss']:.4f}"
 
 
-def run(config: DDPMConfig, workdir: Path) -> dict:
-    """Trains the DDPM of ``config`` (:func:`~vaejax.experiment.fit_state`: metrics.jsonl,
-    timing.jsonl, checkpoints, resume). Every epoch: the test noise MSE, ``samples_<epoch>.png``
-    (64 fixed x_T through ``--sampler``) and, with a classifier, the FID / IS analogues of
-    ``eval_samples`` samples. At the end: ``params.msgpack`` ({'params', 'ema'}),
-    ``samples_ddpm.png`` (all T steps) and ``samples_ddim.png`` (``--sampling_steps``) with their
-    samples/s, ``noising.png`` and ``denoising.png``. Returns the last metrics record."""
+@register
+class DDPMRun(Run):
+    """A DDPM trained on L_simple with an EMA of its weights. Every epoch: the test noise MSE
+    (EMA weights), ``samples_<epoch>.png`` (64 fixed x_T through ``--sampler``) and, with a
+    classifier, the FID / IS analogues of ``eval_samples`` samples. At the end:
+    ``params.msgpack`` ({'params', 'ema'}), ``samples_ddpm.png`` (all T steps) and
+    ``samples_ddim.png`` (``--sampling_steps``) with their samples/s in
+    ``sampling_speed.json``, ``noising.png`` and ``denoising.png``."""
 
-    run_start = time.perf_counter()
-    train, test, spec, writer, log = start(config, validate)
-    keys = RunKeys.of(jax.random.key(config.seed))
-    model = build(config)
-    shape = (config.image_size, config.image_size, 1)
-    params = model.init(keys.init, shape)
-    tx = optimizer(config.learning_rate, config.warmup_steps, config.clip_norm, config.adam_eps)
-    per_example = noise_prediction_loss(model)
-    preprocess = to_tanh_range(data.make_batch_preprocessor(config.image_size))
-    mesh = sharding.data_mesh()
-    evaluate = training.make_evaluator(per_example, preprocess,
-                                       batch_size=config.eval_batch_size, mesh=mesh)
-    test_images = sharding.put_replicated(test.images, mesh)
-    judge = judge.epoch_judge(config, train.images, log)
-    log(f"vaejax: DDPM ({config.schedule} schedule, T = {config.timesteps}; U-Net "
-        f"{config.channels} x ({config.multipliers}), {models.count_params(params):,} "
-        f"parameters) on {config.dataset}, {len(train.images):,} training images; Adam "
-        f"{config.learning_rate:g}, EMA {config.ema_decay:g}; per-epoch samples: "
-        f"{config.sampler}" + (f" {config.sampling_steps} steps" if config.sampler == "ddim"
-                               else f" {config.timesteps} steps"))
-    # pictures and scores: each process samples on its own devices, from host weights (a sampler
-    # sharded over every process would need all of them, while only process 0 writes)
-    local_mesh = sharding.data_mesh(jax.local_devices())
-    sample = image_sampler(model, config, mesh=local_mesh)
-    fixed_key = keys.sample
+    kind = "ddpm"
+    Config = DDPMConfig
 
-    def end_of_epoch(epoch: int, state: DiffusionState, train_terms):
-        test_terms = {k: float(v) for k, v in evaluate(state.ema_params, test_images,
-                                                        keys.eval).items()}
-        record, text = train_and_test_record(epoch, train_terms, test_terms, _describe)
-        if epoch == 0:
+    def validate(self, num_devices: int) -> None:
+        validate(self.config, num_devices)
+
+    def build(self) -> Diffusion:
+        return build(self.config)
+
+    def init_params(self, model: Diffusion, key: jax.Array):
+        params = model.init(key, self.shape)
+        return {"params": params, "ema": params}
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.config.image_size, self.config.image_size, 1)
+
+    def training(self, data_: Data, keys: RunKeys, mesh) -> Training:
+        config = self.config
+        model = self.build()
+        params = model.init(keys.init, self.shape)
+        tx = optimizer(config.learning_rate, config.warmup_steps, config.clip_norm,
+                       config.adam_eps)
+        per_example = noise_prediction_loss(model)
+        self.preprocess = to_tanh_range(data.make_batch_preprocessor(config.image_size))
+        evaluate = training.make_evaluator(per_example, self.preprocess,
+                                           batch_size=config.eval_batch_size, mesh=mesh)
+        test_images = sharding.put_replicated(data_.test.images, mesh)
+        scorer = judge.epoch_judge(config, data_.train.images, self.log)
+        total_steps = config.epochs * (len(data_.train.images) // config.batch_size)
+        if config.warmup_steps >= total_steps:
+            self.log(f"vaejax: warning: --warmup_steps {config.warmup_steps} is not below the "
+                     f"run's {total_steps} training steps: the learning rate never reaches "
+                     f"--learning_rate {config.learning_rate:g}; lower --warmup_steps or train "
+                     f"longer")
+        # pictures and scores: each process samples on its own devices, from host weights (a
+        # sampler sharded over every process would need all of them; only process 0 writes)
+        self.local_mesh = local_mesh = sharding.data_mesh(jax.local_devices())
+        sample = image_sampler(model, config, mesh=local_mesh)
+
+        def end_of_epoch(epoch: int, state: DiffusionState, train_terms):
+            test_terms = {k: float(v) for k, v in evaluate(state.ema_params, test_images,
+                                                            keys.eval).items()}
+            record, text = train_and_test_record(epoch, train_terms, test_terms, _describe)
+            if epoch == 0:
+                return record, text
+            ema = jax.device_get(state.ema_params)
+            if scorer is not None:
+                scores, scored = judge.judge_epoch(
+                    scorer, lambda key, n: sample_any_count(sample, ema, key, n,
+                                                            local_mesh.size),
+                    keys.eval, config.eval_samples, data_.spec.num_classes)
+                record.update(scores)
+                text += scored
+            if self.writer:
+                grid = sample_any_count(sample, ema, keys.sample, 64, local_mesh.size)
+                io.save_image_grid(self.workdir / f"samples_{epoch}.png", grid, 8)
             return record, text
-        ema = jax.device_get(state.ema_params)
-        if judge is not None:
-            scores, scored = judge.judge_epoch(
-                judge, lambda key, n: sample_any_count(sample, ema, key, n, local_mesh.size),
-                keys.eval, config.eval_samples, spec.num_classes)
-            record.update(scores)
-            text += scored
-        if writer:
-            grid = sample_any_count(sample, ema, fixed_key, 64, local_mesh.size)
-            io.save_image_grid(workdir / f"samples_{epoch}.png", grid, 8)
-        return record, text
 
-    settings = TrainSettings.of(config)
-    state, record = fit_state(
-        workdir, config_record=dataclasses.asdict(config),
-        free_fields=resumable_fields(DDPMConfig), settings=settings,
-        state=DiffusionState(training.create_train_state(params, tx),
-                             jax.tree_util.tree_map(np.array, params)),  # own buffers: donated
-        update=with_ema(training.gradient_update(objectives.batch_mean(per_example), tx),
-                        config.ema_decay),
-        train_data=train.images, preprocess=preprocess, keys=keys, end_of_epoch=end_of_epoch,
-        mesh=mesh)
-    saved = {"params": jax.device_get(state.train.params), "ema": jax.device_get(
-        state.ema_params)}
-    ema = saved["ema"]
-    if writer:
-        io.save_params(workdir / "params.msgpack", saved)
+        steps = (f"{config.sampling_steps}" if config.sampler == "ddim"
+                 else f"{config.timesteps}")
+        return Training(
+            DiffusionState(training.create_train_state(params, tx),
+                           jax.tree_util.tree_map(np.array, params)),  # own buffers: donated
+            with_ema(training.gradient_update(objectives.batch_mean(per_example), tx),
+                     config.ema_decay),
+            self.preprocess, data_.train.images, end_of_epoch,
+            f"DDPM ({config.schedule} schedule, T = {config.timesteps}; U-Net "
+            f"{config.channels} x ({config.multipliers})); Adam {config.learning_rate:g}, EMA "
+            f"{config.ema_decay:g}; per-epoch samples: {config.sampler} {steps} steps",
+            models.count_params(params))
+
+    def finish(self, state: DiffusionState, data_: Data, keys: RunKeys):
+        saved = {"params": jax.device_get(state.train.params),
+                 "ema": jax.device_get(state.ema_params)}
+        if self.writer:
+            self.final_pictures(saved["ema"], data_, keys)
+        return saved
+
+    def final_pictures(self, ema, data_: Data, keys: RunKeys) -> None:
+        config, workdir, model = self.config, self.workdir, self.build()
         rates = {}
         for name, steps in (("ddpm", config.timesteps), ("ddim", config.sampling_steps)):
-            images, rates[name] = sampling_rate(image_sampler(model, config, name, steps,
-                                                              local_mesh),
-                                                ema, fixed_key, config.final_samples)
+            images, rates[name] = sampling_rate(
+                image_sampler(model, config, name, steps, self.local_mesh), ema, keys.sample,
+                config.final_samples)
             io.save_image_grid(workdir / f"samples_{name}.png", images, 8)
-            log(f"vaejax: {name} sampling, {steps} steps: {config.final_samples} images in "
-                f"{rates[name]['seconds']:.1f} s = {rates[name]['samples_per_second']:.2f} "
-                f"samples/s (compiling {rates[name]['compile_seconds']:.1f} s)")
+            self.log(f"vaejax: {name} sampling, {steps} steps: {config.final_samples} images in "
+                     f"{rates[name]['seconds']:.1f} s = "
+                     f"{rates[name]['samples_per_second']:.2f} samples/s (compiling "
+                     f"{rates[name]['compile_seconds']:.1f} s)")
         io.atomic_write_bytes(workdir / "sampling_speed.json", (json.dumps(
-            {"devices": local_mesh.size, "platform": jax.devices()[0].platform, "samples":
-             config.final_samples, **rates}, indent=2) + "\n").encode())
+            {"devices": self.local_mesh.size, "platform": jax.devices()[0].platform,
+             "samples": config.final_samples, **rates}, indent=2) + "\n").encode())
         times = strip_timesteps(config.timesteps)
-        x0 = preprocess(jnp.asarray(test.images[:1]), keys.eval)[0]
+        x0 = self.preprocess(jnp.asarray(data_.test.images[:1]), keys.eval)[0]
         io.save_image_grid(workdir / "noising.png", np.asarray(to_unit(noising_strip(
             model.schedule, x0, keys.eval, times))), len(times) + 1)
-        strip = jax.jit(lambda p, key: denoising_strip(model, p, key, shape, times))
+        strip = jax.jit(lambda p, key: denoising_strip(model, p, key, self.shape, times))
         io.save_image_grid(workdir / "denoising.png",
-                           np.asarray(to_unit(strip(ema, fixed_key))), len(times) + 1)
-    log(f"done: {config.epochs} epochs; whole run {time.perf_counter() - run_start:.1f} s; "
-        f"outputs in {workdir}")
-    return record
+                           np.asarray(to_unit(strip(ema, keys.sample))), len(times) + 1)
+
+    def summary(self, record: dict) -> str:
+        return f"test noise MSE {record['test_loss']:.4f}"
+
+    def trained(self, model: Diffusion, params, sampler: str | None = None,
+                steps: int | None = None) -> TrainedRun:
+        """Samples from the EMA weights with ``sampler`` (default: the run's) and ``steps``
+        (DDIM; default: the run's ``sampling_steps``)."""
+        config = self.config
+        steps = min(steps or config.sampling_steps, config.timesteps)
+        sample = image_sampler(model, config, sampler or config.sampler, steps)
+        devices = jax.device_count()
+        return TrainedRun(self.kind, config, params["ema"], model, self.workdir,
+                          lambda key, n: sample_any_count(sample, params["ema"], key, n,
+                                                          devices))
+
+
+def run(config: DDPMConfig, workdir: Path) -> dict:
+    """Trains the DDPM of ``config`` into ``workdir`` (:class:`DDPMRun`); returns the last
+    metrics record."""
+    return DDPMRun(config, workdir).execute()

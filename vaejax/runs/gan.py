@@ -37,7 +37,6 @@ other model.
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 
 import jax
@@ -50,16 +49,16 @@ from vaejax.errors import ConfigError
 from vaejax.evaluation import judge
 from vaejax.models.gan import GAN, dcgan
 from vaejax.objectives.gan import GENERATOR_LOSSES, LOSSES
+from vaejax.runs.base import Data, Run, Training, register
 from vaejax.runs.config import (
     RunConfig,
     _field,
     check_positive,
     judge_field,
-    resumable_fields,
-    start,
     validate_run,
 )
-from vaejax.training.fit import RunKeys, TrainSettings, fit_state
+from vaejax.runs.trained import TrainedRun
+from vaejax.training.fit import RunKeys, TrainSettings
 from vaejax.training.gan import GANState, create_gan_state, make_gan_update
 
 # (learning rate, Adam beta2, critic steps per generator step) where the flags say 0: Radford et
@@ -144,65 +143,87 @@ def _describe(terms: dict[str, float]) -> str:
     return f"{critic}  G loss {terms['g_loss']:.3f}  |grad G| {terms['g_grad_norm']:.3g}"
 
 
+@register
+class GANRun(Run):
+    """A DCGAN (BCE game) or WGAN-GP. Writes the files of every training run,
+    ``samples_<epoch>.png`` (64 fixed z, the same every epoch) and at the end ``samples.png`` and
+    ``params.msgpack`` ({'generator', 'discriminator'}). With a classifier, every epoch's metrics
+    line holds the FID / Inception-score analogues and the mode coverage of ``eval_samples``
+    generated images."""
+
+    kind = "gan"
+    Config = GANConfig
+
+    def validate(self, num_devices: int) -> None:
+        validate(self.config, num_devices)
+
+    def build(self) -> GAN:
+        return build(self.config)
+
+    def init_params(self, model: GAN, key: jax.Array):
+        return model.init(key)
+
+    def training(self, data_: Data, keys: RunKeys, mesh) -> Training:
+        config = self.config
+        learning_rate, beta2, n_critic = config.resolved()
+        gan = self.build()
+        params = self.init_params(gan, keys.init)
+        optimizer = optax.adam(learning_rate, b1=config.adam_beta1, b2=beta2,
+                               eps=config.adam_eps)
+        update = make_gan_update(gan, loss=config.loss, generator_optimizer=optimizer,
+                                 discriminator_optimizer=optimizer, n_critic=n_critic,
+                                 generator_loss=config.generator_loss,
+                                 penalty_weight=config.penalty_weight)
+        scorer = judge.epoch_judge(config, data_.train.images, self.log)
+        fixed_z = jax.random.normal(keys.sample, (64, config.noise_dim))
+        self.grid = jax.jit(lambda p: (gan.generate(p, fixed_z) + 1.0) / 2.0)
+        sample = jax.jit(gan.sample, static_argnums=2)
+
+        def end_of_epoch(epoch: int, state: GANState, train_terms):
+            record = {f"train_{k}": v for k, v in (train_terms or {}).items()}
+            text = f"epoch {epoch:3d}" + (f"  {_describe(train_terms)}" if train_terms else "")
+            if scorer is not None:
+                params = state.generator.params
+                scores, scored = judge.judge_epoch(
+                    scorer, lambda key, n: np.asarray(sample(params, key, n)), keys.eval,
+                    config.eval_samples, data_.spec.num_classes)
+                record.update(scores)
+                text += scored
+            if self.writer and epoch > 0:
+                io.save_image_grid(self.workdir / f"samples_{epoch}.png",
+                                   np.asarray(self.grid(jax.device_get(state.generator.params))),
+                                   8)
+            return record, text
+
+        game = (f"{config.loss}, {config.generator_loss} generator" if config.loss == "bce"
+                else f"wgan-gp, lambda {config.penalty_weight:g}")
+        return Training(
+            create_gan_state(params, optimizer, optimizer), update,
+            to_tanh_range(data.make_batch_preprocessor(config.image_size)), data_.train.images,
+            end_of_epoch,
+            f"DCGAN ({game}; generator {models.count_params(params['generator']):,}, "
+            f"{'critic' if config.loss == 'wgan-gp' else 'discriminator'} "
+            f"{models.count_params(params['discriminator']):,}); Adam {learning_rate:g} betas "
+            f"({config.adam_beta1:g}, {beta2:g}), {n_critic} critic step(s) per generator step",
+            models.count_params(params),
+            TrainSettings.of(config, batch_size=n_critic * config.batch_size,
+                             learning_rate=learning_rate))
+
+    def finish(self, state: GANState, data_: Data, keys: RunKeys):
+        params = {"generator": jax.device_get(state.generator.params),
+                  "discriminator": jax.device_get(state.discriminator.params)}
+        if self.writer:
+            io.save_image_grid(self.workdir / "samples.png",
+                               np.asarray(self.grid(params["generator"])), 8)
+        return params
+
+    def trained(self, model: GAN, params) -> TrainedRun:
+        sample = jax.jit(lambda key, n: model.sample(params["generator"], key, n),
+                         static_argnums=1)
+        return TrainedRun(self.kind, self.config, params, model, self.workdir, sample)
+
+
 def run(config: GANConfig, workdir: Path) -> dict:
-    """Trains the GAN of ``config``; writes the files of :func:`~vaejax.experiment.fit_state`,
-    ``samples_<epoch>.png`` (64 fixed z, the same every epoch) and at the end ``samples.png``
-    and ``params.msgpack`` ({'generator', 'discriminator'}). With a classifier, every epoch's
-    metrics line holds the FID / Inception-score analogues and the mode coverage of
-    ``eval_samples`` generated images. Returns the last metrics record."""
-
-    run_start = time.perf_counter()
-    train, _, spec, writer, log = start(config, validate)
-    learning_rate, beta2, n_critic = config.resolved()
-    keys = RunKeys.of(jax.random.key(config.seed))
-    gan = build(config)
-    params = gan.init(keys.init)
-    optimizer = optax.adam(learning_rate, b1=config.adam_beta1, b2=beta2, eps=config.adam_eps)
-    update = make_gan_update(gan, loss=config.loss, generator_optimizer=optimizer,
-                             discriminator_optimizer=optimizer, n_critic=n_critic,
-                             generator_loss=config.generator_loss,
-                             penalty_weight=config.penalty_weight)
-    judge = judge.epoch_judge(config, train.images, log)
-    game = (f"{config.loss}, {config.generator_loss} generator" if config.loss == "bce" else
-            f"wgan-gp, lambda {config.penalty_weight:g}")
-    log(f"vaejax: DCGAN ({game}; generator {models.count_params(params['generator']):,}, "
-        f"{'critic' if config.loss == 'wgan-gp' else 'discriminator'} "
-        f"{models.count_params(params['discriminator']):,} parameters) on {config.dataset}, "
-        f"{len(train.images):,} training images; Adam {learning_rate:g} betas "
-        f"({config.adam_beta1:g}, {beta2:g}), {n_critic} critic step(s) per generator step")
-
-    fixed_z = jax.random.normal(keys.sample, (64, config.noise_dim))
-    grid = jax.jit(lambda p: (gan.generate(p, fixed_z) + 1.0) / 2.0)
-    sample = jax.jit(gan.sample, static_argnums=2)
-
-    def end_of_epoch(epoch: int, state: GANState, train_terms):
-        record = {f"train_{k}": v for k, v in (train_terms or {}).items()}
-        text = f"epoch {epoch:3d}" + (f"  {_describe(train_terms)}" if train_terms else "")
-        if judge is not None:
-            params = state.generator.params
-            scores, scored = judge.judge_epoch(
-                judge, lambda key, n: np.asarray(sample(params, key, n)), keys.eval,
-                config.eval_samples, spec.num_classes)
-            record.update(scores)
-            text += scored
-        if writer and epoch > 0:
-            io.save_image_grid(workdir / f"samples_{epoch}.png",
-                               np.asarray(grid(jax.device_get(state.generator.params))), 8)
-        return record, text
-
-    settings = TrainSettings.of(config, batch_size=n_critic * config.batch_size,
-                                learning_rate=learning_rate)
-    state, record = fit_state(
-        workdir, config_record=dataclasses.asdict(config),
-        free_fields=resumable_fields(GANConfig), settings=settings,
-        state=create_gan_state(params, optimizer, optimizer), update=update,
-        train_data=train.images, preprocess=to_tanh_range(data.make_batch_preprocessor(
-            config.image_size)), keys=keys, end_of_epoch=end_of_epoch)
-    params = {"generator": jax.device_get(state.generator.params),
-              "discriminator": jax.device_get(state.discriminator.params)}
-    if writer:
-        io.save_params(workdir / "params.msgpack", params)
-        io.save_image_grid(workdir / "samples.png", np.asarray(grid(params["generator"])), 8)
-    log(f"done: {config.epochs} epochs; whole run {time.perf_counter() - run_start:.1f} s; "
-        f"outputs in {workdir}")
-    return record
+    """Trains the GAN of ``config`` into ``workdir`` (:class:`GANRun`); returns the last
+    metrics record."""
+    return GANRun(config, workdir).execute()

@@ -19,14 +19,14 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from vaejax import data, io
 from vaejax.errors import ConfigError
 from vaejax.evaluation.likelihood import evaluate_bounds
 from vaejax.runs.config import _field, load_data
-from vaejax.runs.vae import VAEConfig, build_model
+from vaejax.runs.load import load_run
+from vaejax.runs.vae import VAEConfig
 from vaejax.training.loop import WorkdirError
 
 
@@ -46,32 +46,13 @@ class EvaluateConfig:
 
 
 def read_vae_run(workdir: Path):
-    """(VAEConfig, host params) of the finished run in ``workdir``; one-line errors."""
-    from flax import serialization
-
-
-    config_path, params_path = workdir / "config.json", workdir / "params.msgpack"
-    if not config_path.is_file() or not params_path.is_file():
-        raise WorkdirError(f"{workdir} holds no finished VAE run (config.json and params.msgpack):"
-                           f" train one first, e.g. python -m experiments.vae_mnist --workdir "
-                           f"{workdir}")
-    try:
-        record = json.loads(config_path.read_text())
-        names = {f.name for f in dataclasses.fields(VAEConfig)}
-        config = VAEConfig(**{k: v for k, v in record.items() if k in names})
-    except (ValueError, TypeError) as e:
-        raise WorkdirError(f"{config_path} is not a VAE run's config ({e}): pass the workdir of "
-                           f"vae_mnist or vae_fashion_mnist") from None
-    model = build_model(config)
-    size = config.resolved_image_size
-    key = jax.random.key(0)
-    template = model.init(key, jnp.zeros((1, size, size, 1)), key)["params"]
-    try:
-        params = serialization.from_bytes(template, params_path.read_bytes())
-    except Exception as e:
-        raise WorkdirError(f"{params_path} is damaged or belongs to another model "
-                           f"({type(e).__name__}): retrain, or resume the run to rewrite it")
-    return config, model, params
+    """(VAEConfig, model, host params) of the finished VAE run in ``workdir``
+    (:func:`~vaejax.runs.load.load_run`); one-line errors."""
+    trained = load_run(workdir)
+    if not isinstance(trained.config, VAEConfig):
+        raise WorkdirError(f"{workdir} holds a {trained.kind} run, not a VAE: pass the workdir of "
+                           f"vae_mnist, vae_fashion_mnist or burda_mnist")
+    return trained.config, trained.model, trained.params
 
 
 def run(config: EvaluateConfig, workdir: Path) -> dict:

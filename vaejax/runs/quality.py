@@ -19,94 +19,17 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Callable, NamedTuple
 
 import jax
 import numpy as np
 
 from vaejax import io
 from vaejax.errors import ConfigError
-from vaejax.evaluation import judge, sampling
-from vaejax.evaluation.judge import Judge, Sampler, _unit_float, timed_draw
-from vaejax.runs import ddpm as ddpm_run
-from vaejax.runs import gan as gan_run
+from vaejax.evaluation import judge
+from vaejax.evaluation.judge import Judge, _unit_float, timed_draw
 from vaejax.runs.config import _field, load_data
-from vaejax.runs.likelihood import read_vae_run
-from vaejax.training.loop import WorkdirError
-
-
-class TrainedRun(NamedTuple):
-    kind: str  # "vae", "gan", "ddpm" or "ddim<steps>"
-    config: dict
-    sample: Sampler
-
-
-def load_run(workdir: Path, sampler: str = "ddim", steps: int = 50) -> TrainedRun:
-    """The sampler of the finished VAE, GAN or diffusion run in ``workdir`` (its config.json says
-    which); a diffusion run samples with ``sampler`` (ddpm: all T steps; ddim: ``steps``) from
-    its EMA weights. Raises WorkdirError with the fix when there is none."""
-    config_path = workdir / "config.json"
-    if not config_path.is_file() or not (workdir / "params.msgpack").is_file():
-        raise WorkdirError(f"{workdir} holds no finished run (config.json and params.msgpack): "
-                           f"train one first, e.g. python -m experiments.gan_mnist --workdir "
-                           f"{workdir}")
-    try:
-        record = json.loads(config_path.read_text())
-    except ValueError as e:
-        raise WorkdirError(f"{config_path} is not readable JSON ({e}): rerun the training to "
-                           f"rewrite it") from None
-    if "noise_dim" in record:
-        return TrainedRun("gan", record, _gan_sampler(workdir, record))
-    if "timesteps" in record:
-        return TrainedRun("ddpm" if sampler == "ddpm" else f"ddim{steps}", record,
-                          _diffusion_sampler(workdir, record, sampler, steps))
-    if "likelihood" in record:  # VAEConfig (older runs lack "objective")
-
-        _, model, params = read_vae_run(workdir)
-        latent_dim = record["latent_dim"]
-        decode = jax.jit(lambda z: jax.nn.sigmoid(model.apply({"params": params}, z,
-                                                              method="decode")))
-        return TrainedRun("vae", record, lambda key, n: _unit_float(np.asarray(
-            decode(jax.random.normal(key, (n, latent_dim))))))
-    raise WorkdirError(f"{workdir} holds no VAE run (vae_mnist, vae_fashion_mnist), GAN run "
-                       f"(gan_mnist) or diffusion run (ddpm_mnist): pass one of those workdirs")
-
-
-def _rebuild(workdir: Path, record: dict, config_class: type, build: Callable,
-             template: Callable):
-    """(config, model, params) of a finished run: ``build(config)`` and ``params.msgpack`` read
-    against ``template(model, config)``; WorkdirError for a damaged or foreign file."""
-    names = {f.name for f in dataclasses.fields(config_class)}
-    try:
-        config = config_class(**{k: v for k, v in record.items() if k in names})
-        model = build(config)
-        params = io.load_params(workdir / "params.msgpack",
-                                jax.device_get(template(model, config)))
-    except Exception as e:  # one line, nothing lost
-        raise WorkdirError(f"{workdir / 'params.msgpack'} is damaged or belongs to another model "
-                           f"({type(e).__name__}): retrain, or resume the run to rewrite it") from None
-    return config, model, params
-
-
-def _gan_sampler(workdir: Path, record: dict) -> Sampler:
-
-    _, model, params = _rebuild(workdir, record, gan_run.GANConfig, gan_run.build,
-                                lambda model, config: model.init(jax.random.key(0)))
-    sample = jax.jit(lambda key, n: model.sample(params["generator"], key, n), static_argnums=1)
-    return lambda key, n: _unit_float(np.asarray(sample(key, n)))
-
-
-def _diffusion_sampler(workdir: Path, record: dict, sampler: str, steps: int) -> Sampler:
-
-    def template(model, config):
-        params = model.init(jax.random.key(0), (config.image_size, config.image_size, 1))
-        return {"params": params, "ema": params}
-
-    config, model, params = _rebuild(workdir, record, ddpm_run.DDPMConfig, ddpm_run.build,
-                                     template)
-    sample = ddpm_run.image_sampler(model, config, sampler, min(steps, config.timesteps))
-    return lambda key, n: _unit_float(sampling.sample_any_count(sample, params["ema"], key, n,
-                                                                 jax.device_count()))
+from vaejax.runs.load import load_run
+from vaejax.runs.trained import TrainedRun
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +76,21 @@ def _format_row(name: str, scores: dict, num_classes: int, training: dict | None
             + (f"{rate:>10.1f}" if rate else f"{'-':>10}"))
 
 
+def _is_diffusion(workdir: Path) -> bool:
+    try:
+        return json.loads((workdir / "config.json").read_text()).get("kind") == "ddpm"
+    except (OSError, ValueError, AttributeError):
+        return False  # load_run says what is wrong
+
+
+def _label(trained_run: TrainedRun, config: QualityConfig) -> str:
+    """'vae', 'gan', or for a diffusion run its sampler: 'ddpm' or 'ddim<steps>'."""
+    if trained_run.kind != "ddpm":
+        return trained_run.kind
+    steps = min(config.sampling_steps, trained_run.config.timesteps)
+    return "ddpm" if config.sampler == "ddpm" else f"ddim{steps}"
+
+
 def run(config: QualityConfig, workdir: Path) -> dict:
     """Scores the real test images and each run's samples; prints the table, writes
     ``sample_quality.json``, ``mode_coverage.png`` (label histograms) and ``samples.png`` (a row
@@ -164,32 +102,34 @@ def run(config: QualityConfig, workdir: Path) -> dict:
     classifier = judge.load(classifier_dir, config.dataset)
     if config.sampling_steps < 1:
         raise ConfigError(f"--sampling_steps must be >= 1, got {config.sampling_steps}")
-    trained = [(path, load_run(path, config.sampler, config.sampling_steps))
+    options = {"sampler": config.sampler, "steps": config.sampling_steps}
+    trained = [(path, load_run(path, **(options if _is_diffusion(path) else {})))
                for path in runs]  # every error before the slow part
     for path, trained_run in trained:
-        if trained_run.config.get("dataset") != config.dataset:
-            raise ConfigError(f"{path} was trained on {trained_run.config.get('dataset')}, not "
-                              f"{config.dataset}: pass --dataset {trained_run.config.get('dataset')}")
+        if trained_run.config.dataset != config.dataset:
+            raise ConfigError(f"{path} was trained on {trained_run.config.dataset}, not "
+                              f"{config.dataset}: pass --dataset {trained_run.config.dataset}")
     train, test = load_data(config)
-    judge = Judge.of(classifier, train.images)
+    scorer = Judge.of(classifier, train.images)
     num_classes = classifier.model.num_classes
     header = (f"{'images':<40} {'FID':>8}  {'IS':>12}  {'classes':>7}  {'top':>6}  "
               f"{'epochs':>6}  {'train s':>8}  {'samples/s':>10}")
     print(f"vaejax: classifier {classifier_dir} (test accuracy "
           f"{classifier.test_accuracy:.2%}); FID against {len(train.images):,} training images")
     print(header)
-    real = judge.score(test.images)
+    real = scorer.score(test.images)
     rows = [{"name": "real test images", "images": len(test.images), **real}]
     print(_format_row("real test images", real, num_classes, None))
     previews = [(_unit_float(test.images[:16]), 16)]
     for i, (path, trained_run) in enumerate(trained):
-        images, rate = timed_draw(trained_run.sample,
-                                  jax.random.fold_in(jax.random.key(config.seed), i),
-                                  config.num_samples)
-        scores = judge.score(images)
-        name = f"{trained_run.kind}: {path}"
+        images, rate = timed_draw(
+            lambda key, n, sample=trained_run.sample: _unit_float(sample(key, n)),
+            jax.random.fold_in(jax.random.key(config.seed), i), config.num_samples)
+        scores = scorer.score(images)
+        kind = _label(trained_run, config)
+        name = f"{kind}: {path}"
         training = _training_time(path)
-        rows.append({"name": name, "workdir": str(path), "kind": trained_run.kind,
+        rows.append({"name": name, "workdir": str(path), "kind": kind,
                      "images": config.num_samples, "samples_per_second": rate,
                      "platform": jax.devices()[0].platform, **(training or {}), **scores})
         print(_format_row(name, scores, num_classes, training, rate))

@@ -13,27 +13,27 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
-from vaejax import data, io, models, objectives, sharding
+from vaejax import data, io, models, objectives
 from vaejax.errors import ConfigError
 from vaejax.evaluation import judge, latent
+from vaejax.runs.base import Data, Run, Training, register
 from vaejax.runs.config import (
     RunConfig,
     _field,
     check_positive,
     load_data,
-    resumable_fields,
     validate_run,
 )
-from vaejax.training import loop
-from vaejax.training.fit import RunKeys, TrainSettings, fit, training_summary
+from vaejax.runs.trained import TrainedAutoencoder
+from vaejax.training.fit import RunKeys, one_model
 
 MODELS = ("mlp", "conv", "burda")
 
@@ -157,79 +157,96 @@ def _wants_latent_plots(config: VAEConfig) -> bool:
                                            and config.latent_dim == 2)
 
 
-def train_and_evaluate(config: VAEConfig, workdir: os.PathLike | str) -> dict[str, Any]:
-    """Trains the VAE of ``config``, evaluates it every epoch, writes everything into ``workdir``.
+@register
+class VAERun(Run):
+    """A VAE trained on the ELBO (or beta-ELBO, or the IWAE bound), evaluated on the test set
+    every epoch.
 
     Writes ``config.json``, ``metrics.jsonl`` (one line per epoch, epoch 0 = before training; a
     function of the seed and the flags alone), ``timing.jsonl``, ``reconstruction_<epoch>.png``
     (8 test images over their reconstructions from the posterior mean), ``sample_<epoch>.png``
     (64 decodes of fixed z ~ N(0, I)), ``checkpoints/<step>/``, at the end ``params.msgpack`` and,
-    for a 2-D latent space, ``latent_space.png`` and ``latent_manifold.png``. A workdir with
-    checkpoints is resumed (see :mod:`vaejax.loop`). Returns the last epoch's metrics line.
-
-    Raises :class:`ConfigError`, :class:`~vaejax.data.DataError`,
-    :class:`~vaejax.loop.WorkdirError` or :class:`~vaejax.checkpoints.CheckpointError` (nothing
-    written), :class:`~vaejax.loop.Diverged` or :class:`~vaejax.loop.Interrupted`.
+    for a 2-D latent space, ``latent_space.png`` and ``latent_manifold.png``.
     """
-    run_start = time.perf_counter()
-    workdir = Path(workdir)
-    mesh = sharding.data_mesh()
-    validate(config, mesh.size)
-    config_record = dataclasses.asdict(config)
-    start_step = loop.resume_step(workdir, config_record, resumable_fields(VAEConfig))  # before loading
 
-    perceptual = None
-    if config.perceptual_weight:
+    kind = "vae"
+    Config = VAEConfig
 
-        perceptual = judge.perceptual_loss(
-            judge.load(config.classifier_workdir, config.dataset))
-    start = time.perf_counter()
-    train, test = load_data(config, config.binarization)
-    data_seconds = time.perf_counter() - start
-    writer = loop.is_writer()
+    def validate(self, num_devices: int) -> None:
+        validate(self.config, num_devices)
 
-    keys = RunKeys.of(jax.random.key(config.seed))
-    size = config.resolved_image_size
-    model = build_model(config)
-    params = model.init(keys.init, jnp.zeros((1, size, size, 1)), keys.init)["params"]
-    if config.objective == "iwae":
+    def load_data(self) -> Data:
+        config = self.config
+        if config.perceptual_weight:  # before the data: a missing classifier fails fast
+            self.perceptual = judge.perceptual_loss(
+                judge.load(config.classifier_workdir, config.dataset))
+        train, test = load_data(config, config.binarization)
+        return Data(train, test, data.dataset_spec(config.dataset))
 
-        per_example = objectives.iwae_per_example(model, config.iwae_samples, config.likelihood,
-                                                  config.gaussian_variance)
-    else:
-        per_example = objectives.vae_per_example(
+    def build(self) -> models.VAE:
+        return build_model(self.config)
+
+    def init_params(self, model: models.VAE, key: jax.Array):
+        size = self.config.resolved_image_size
+        return model.init(key, jnp.zeros((1, size, size, 1)), key)["params"]
+
+    def per_example(self, model: models.VAE):
+        config = self.config
+        if config.objective == "iwae":
+            return objectives.iwae_per_example(model, config.iwae_samples, config.likelihood,
+                                               config.gaussian_variance)
+        return objectives.vae_per_example(
             model, likelihood=config.likelihood, beta=config.beta,
-            variance=config.gaussian_variance, perceptual=perceptual,
+            variance=config.gaussian_variance, perceptual=getattr(self, "perceptual", None),
             perceptual_weight=config.perceptual_weight)
-    images = _ImageWriter(model, test.images, size, keys.sample, config.latent_dim)
 
-    log = print if writer else (lambda text: None)
-    resumed = "" if start_step is None else f"; resuming from step {start_step}"
-    objective = (f"IWAE bound, k = {config.iwae_samples}" if config.objective == "iwae" else
-                 "ELBO" if config.beta == 1 else f"beta-ELBO, beta {config.beta:g}")
-    log(f"vaejax: {config.model} VAE, {objective} ({models.count_params(params):,} parameters) on "
-        f"{config.dataset} ({len(train.images):,} train / {len(test.images):,} test images, "
-        f"binarization {config.binarization}), {mesh.size} {jax.devices()[0].platform} "
-        f"device(s) in {jax.process_count()} process(es); data {data_seconds:.1f} s{resumed}")
+    def training(self, data_: Data, keys: RunKeys, mesh) -> Training:
+        config = self.config
+        size = config.resolved_image_size
+        model = self.build()
+        params = self.init_params(model, keys.init)
+        self.images = _ImageWriter(model, data_.test.images, size, keys.sample,
+                                   config.latent_dim)
+        trained = one_model(
+            params, self.per_example(model),
+            optax.adam(config.learning_rate, eps=config.adam_eps), test_data=data_.test.images,
+            eval_preprocess=data.make_batch_preprocessor(size),
+            eval_batch_size=config.eval_batch_size, eval_key=keys.eval,
+            describe=lambda terms: _format_terms(terms, config.beta),
+            after_epoch=lambda epoch, p: self.images.write(self.workdir, epoch, p), mesh=mesh)
+        objective = (f"IWAE bound, k = {config.iwae_samples}" if config.objective == "iwae"
+                     else "ELBO" if config.beta == 1 else f"beta-ELBO, beta {config.beta:g}")
+        return Training(
+            trained.state, trained.update,
+            data.make_batch_preprocessor(size, config.binarization == "dynamic"),
+            data_.train.images, trained.end_of_epoch,
+            f"{config.model} VAE, {objective}, binarization {config.binarization}",
+            models.count_params(params))
 
-    params, record = fit(
-        workdir, config_record=config_record, free_fields=resumable_fields(VAEConfig),
-        settings=TrainSettings.of(config), params=params, per_example=per_example,
-        train_data=train.images, test_data=test.images,
-        preprocess=data.make_batch_preprocessor(size, config.binarization == "dynamic"),
-        eval_preprocess=data.make_batch_preprocessor(size), keys=keys,
-        describe=lambda terms: _format_terms(terms, config.beta),
-        after_epoch=lambda epoch, p: images.write(workdir, epoch, p), mesh=mesh)
+    def finish(self, state, data_: Data, keys: RunKeys):
+        params = jax.device_get(state.params)
+        config, images = self.config, self.images
+        if self.writer and _wants_latent_plots(config):
+            size = config.resolved_image_size
+            z = images.encode_mean(params, data.make_batch_preprocessor(size)(
+                data_.test.images, None))
+            io.save_latent_scatter(self.workdir / "latent_space.png", np.asarray(z),
+                                   data_.test.labels, data_.spec.class_names,
+                                   f"{config.dataset} test set, posterior means")
+            io.save_image_grid(self.workdir / "latent_manifold.png", np.asarray(
+                images.decode(params, latent.normal_quantile_grid(20))), columns=20)
+        return params
 
-    if writer and _wants_latent_plots(config):
-        z = images.encode_mean(params, data.make_batch_preprocessor(size)(test.images, None))
-        io.save_latent_scatter(workdir / "latent_space.png", np.asarray(z), test.labels,
-                               data.dataset_spec(config.dataset).class_names,
-                               f"{config.dataset} test set, posterior means")
-        io.save_image_grid(workdir / "latent_manifold.png",
-                           np.asarray(images.decode(params, latent.normal_quantile_grid(20))), columns=20)
-    if record is not None:
-        log(f"done: test -ELBO {record['test_negative_elbo']:.2f} nats/image after "
-            f"{config.epochs} epochs; {training_summary(workdir, config.batch_size)}, whole run "
-            f"{time.perf_counter() - run_start:.1f} s; outputs in {workdir}")
-    return record
+    def summary(self, record: dict) -> str:
+        return f"test -ELBO {record['test_negative_elbo']:.2f} nats/image"
+
+    def trained(self, model: models.VAE, params) -> TrainedAutoencoder:
+        return TrainedAutoencoder(self.kind, self.config, params, model, self.workdir,
+                                  image_size=self.config.resolved_image_size, is_vae=True,
+                                  latent_dim=self.config.latent_dim)
+
+
+def train_and_evaluate(config: VAEConfig, workdir: os.PathLike | str) -> dict[str, Any]:
+    """Trains the VAE of ``config`` into ``workdir`` (:class:`VAERun`); returns the last metrics
+    record."""
+    return VAERun(config, workdir).execute()

@@ -80,7 +80,8 @@ def close(manager) -> None:
 
 
 def _unreadable(directory: Path, step: int, error: Exception) -> CheckpointError:
-    reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+    text = str(error).strip()
+    reason = text.splitlines()[0][:200] if text else type(error).__name__
     return CheckpointError(
         f"checkpoint {directory / str(step)} cannot be restored ({reason}): move that folder "
         f"away to resume from an earlier checkpoint, or pass a new --workdir")

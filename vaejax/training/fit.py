@@ -94,53 +94,80 @@ def train_and_test_record(epoch: int, train_terms: dict | None, test_terms: dict
     return record, f"epoch {epoch:3d}{train}  test {describe(test_terms)}"
 
 
-def fit(workdir: Path, *, config_record: dict[str, Any], free_fields: Sequence[str],
-        settings: TrainSettings, params, per_example: objectives.PerExampleFn, train_data,
-        test_data, preprocess: step.Preprocess, eval_preprocess: step.Preprocess,
-        keys: RunKeys, describe: Describe, after_epoch: AfterEpoch | None = None,
-        mesh=None) -> tuple[Any, dict[str, Any] | None]:
-    """Trains ``params`` on ``batch_mean(per_example)`` with Adam (:func:`fit_state`) and
-    evaluates ``per_example`` on ``test_data`` after every epoch: every one-model experiment.
+class OneModel(NamedTuple):
+    """One model trained on a per-example loss and evaluated on test data every epoch."""
 
-    ``train_data``/``test_data`` are pytrees of host arrays with a leading example axis (images,
-    or e.g. ``(images, labels)``); ``preprocess`` runs in training, ``eval_preprocess`` in
-    evaluation. ``describe(terms)`` formats a metrics dict for the console; ``after_epoch(epoch,
-    host_params)`` runs on the writing process after each epoch (pictures). Writes
-    ``config.json`` (``config_record``), ``metrics.jsonl``, ``timing.jsonl``, ``checkpoints/``
-    and at the end ``params.msgpack`` into ``workdir``. Returns ``(host params, last metrics
-    record)``.
-    """
+    state: step.TrainState
+    update: step.Update
+    end_of_epoch: loop.EndOfEpoch
+
+
+def one_model(params, per_example: objectives.PerExampleFn,
+              optimizer: optax.GradientTransformation, *, test_data,
+              eval_preprocess: step.Preprocess, eval_batch_size: int, eval_key: jax.Array,
+              describe: Describe, after_epoch: AfterEpoch | None = None, mesh=None) -> OneModel:
+    """The train state, update and end-of-epoch evaluation of one model trained on
+    ``batch_mean(per_example)`` with ``optimizer``; after every epoch ``per_example`` is averaged
+    over ``test_data`` (a pytree of host arrays) and ``after_epoch(epoch, host params)`` runs on
+    the writing process (pictures)."""
     mesh = mesh or sharding.data_mesh()
-    optimizer = optax.adam(settings.learning_rate, eps=settings.adam_eps)
-    evaluate = step.make_evaluator(per_example, eval_preprocess,
-                                       batch_size=settings.eval_batch_size, mesh=mesh)
+    evaluate = step.make_evaluator(per_example, eval_preprocess, batch_size=eval_batch_size,
+                                   mesh=mesh)
     test_data = sharding.put_replicated(test_data, mesh)
     writer = loop.is_writer()
 
     def end_of_epoch(epoch: int, state, train_terms):
         test_terms = {k: float(v) for k, v in evaluate(state.params, test_data,
-                                                        keys.eval).items()}
+                                                        eval_key).items()}
         if writer and epoch > 0 and after_epoch is not None:
             after_epoch(epoch, jax.device_get(state.params))
         return train_and_test_record(epoch, train_terms, test_terms, describe)
 
+    return OneModel(step.create_train_state(params, optimizer),
+                    step.gradient_update(objectives.batch_mean(per_example), optimizer),
+                    end_of_epoch)
+
+
+def fit(workdir: Path, *, config_record: dict[str, Any], free_fields: Sequence[str],
+        settings: TrainSettings, params, per_example: objectives.PerExampleFn, train_data,
+        test_data, preprocess: step.Preprocess, eval_preprocess: step.Preprocess,
+        keys: RunKeys, describe: Describe, after_epoch: AfterEpoch | None = None,
+        mesh=None) -> tuple[Any, dict[str, Any] | None]:
+    """Trains ``params`` on ``batch_mean(per_example)`` with Adam (:func:`one_model`,
+    :func:`fit_state`) and evaluates ``per_example`` on ``test_data`` after every epoch.
+
+    ``train_data``/``test_data`` are pytrees of host arrays with a leading example axis (images,
+    or e.g. ``(images, labels)``); ``preprocess`` runs in training, ``eval_preprocess`` in
+    evaluation. ``describe(terms)`` formats a metrics dict for the console. Writes
+    ``config.json`` (``config_record``), ``metrics.jsonl``, ``timing.jsonl``, ``checkpoints/``
+    and at the end ``params.msgpack`` into ``workdir``. Returns ``(host params, last metrics
+    record)``.
+    """
+    mesh = mesh or sharding.data_mesh()
+    model = one_model(params, per_example, optax.adam(settings.learning_rate,
+                                                      eps=settings.adam_eps),
+                      test_data=test_data, eval_preprocess=eval_preprocess,
+                      eval_batch_size=settings.eval_batch_size, eval_key=keys.eval,
+                      describe=describe, after_epoch=after_epoch, mesh=mesh)
     state, record = fit_state(
         workdir, config_record=config_record, free_fields=free_fields, settings=settings,
-        state=step.create_train_state(params, optimizer),
-        update=step.gradient_update(objectives.batch_mean(per_example), optimizer),
-        train_data=train_data, preprocess=preprocess, keys=keys, end_of_epoch=end_of_epoch,
-        mesh=mesh)
+        state=model.state, update=model.update, train_data=train_data, preprocess=preprocess,
+        keys=keys, end_of_epoch=model.end_of_epoch, mesh=mesh)
     params = jax.device_get(state.params)
-    if writer:
+    if loop.is_writer():
         io.save_params(workdir / "params.msgpack", params)
     return params, record
 
 
-def training_summary(workdir: Path, batch_size: int) -> str:
-    """'training 28.2 s (21,300 img/s)' from ``timing.jsonl`` (only the steps this workdir's
-    runs took; empty if none)."""
+def training_summary(workdir: Path, batch_size: int, after_step: int | None = None) -> str:
+    """'training 28.2 s (21,300 img/s)' from ``timing.jsonl``: the epochs that ended after
+    checkpoint ``after_step`` (this command's, when it resumed from there; None: all of them),
+    or 'nothing left to train'."""
     timing = io.read_jsonl(workdir / loop.TIMING) if (workdir / loop.TIMING).exists() else []
+    timing = [t for t in timing if after_step is None or t.get("step", 0) > after_step]
     seconds = sum(t.get("seconds", 0.0) for t in timing)
     trained = sum(t.get("steps", 0) for t in timing)
+    if not trained:
+        return "nothing left to train"
     rate = f" ({trained * batch_size / seconds:,.0f} img/s)" if seconds else ""
     return f"training {seconds:.1f} s{rate}"

@@ -14,7 +14,7 @@ The pieces compose like optax transformations:
 - Both shard the batch over a 1-D ``data`` mesh of all devices and replicate the state, so one
   device and eight run the same code. Keys depend only on (seed, step), and the data order only
   on (seed, epoch): a run is reproducible, the compiled loop and the Python loop take the same
-  steps, and a run stopped at any step resumes exactly (:mod:`vaejax.loop`).
+  steps, and a run stopped at any step resumes exactly (:mod:`vaejax.training.loop`).
 """
 
 from __future__ import annotations
@@ -27,12 +27,10 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
+from vaejax.data.preprocess import Preprocess
 from vaejax.sharding import batch_sharded, check_batch_size, data_mesh, replicated
 
 Update = Callable[[Any, Any, jax.Array], tuple[Any, dict[str, jax.Array]]]
-
-
-Preprocess = Callable[[Any, jax.Array], Any]
 
 
 class TrainState(NamedTuple):
@@ -180,8 +178,8 @@ def make_epoch_runner(update: Update, preprocess: Preprocess | None, *, batch_si
     remainder is **dropped** (a different remainder every epoch, so every example is seen equally
     often on average, and every step has the same shape). Global step ``epoch * steps_per_epoch
     + i`` keys step ``i``. The data are a pytree of arrays with ``num_examples`` rows already on
-    the device(s) (:func:`put_replicated`); batches are gathered, preprocessed and stepped on
-    inside one compiled loop.
+    the device(s) (:func:`~vaejax.sharding.put_replicated`); batches are gathered, preprocessed
+    and stepped on inside one compiled loop.
 
     Every step checks that its metrics (the loss, the gradient norm: a non-finite parameter
     shows in the next step's loss) are finite. ``nonfinite="stop"`` ends the stretch at the
@@ -197,9 +195,34 @@ def make_epoch_runner(update: Update, preprocess: Preprocess | None, *, batch_si
     steps = num_examples // batch_size
     if steps == 0:
         raise ValueError(f"batch size {batch_size} exceeds the {num_examples} training examples")
+    skip_nonfinite = nonfinite == "skip"
+    guarded_step = _guarded_step(update, preprocess, mesh, skip_nonfinite)
+
+    def order_fn(data_key, epoch):
+        order = epoch_permutation(data_key, epoch, num_examples)[: steps * batch_size]
+        return order.reshape(steps, batch_size).astype(jnp.int32)
+
+    def new_metrics(state, data):
+        shapes = jax.eval_shape(guarded_step, state, jnp.zeros((steps, batch_size), jnp.int32),
+                                data, jax.random.key(0), 0, 0)[1]
+        return {k: jnp.zeros((steps, *v.shape), v.dtype) for k, v in shapes.items()}
+
+    out = replicated(mesh)
+    return EpochRunner(
+        steps_per_epoch=steps, batch_size=batch_size,
+        order=jax.jit(order_fn, out_shardings=out),
+        new_metrics=jax.jit(new_metrics, out_shardings=out),
+        run=jax.jit(_stretch_loop(guarded_step, steps, skip_nonfinite), donate_argnums=(0, 1),
+                    out_shardings=out))
+
+
+def _guarded_step(update: Update, preprocess: Preprocess | None, mesh: Mesh,
+                  skip_nonfinite: bool) -> Callable:
+    """``guarded_step(state, order, data, base_key, global_step, i) -> (state, metrics)``:
+    gathers batch ``order[i]`` of ``data``, takes the step, and adds ``finite`` to its metrics;
+    with ``skip_nonfinite`` a non-finite step leaves the state as it was."""
     step = _step_body(update, preprocess, mesh)
     index_sharding = batch_sharded(mesh)
-    skip_nonfinite = nonfinite == "skip"
 
     def guarded_step(state, order, data, base_key, global_step, i):
         idx = jax.lax.with_sharding_constraint(order[i], index_sharding)
@@ -210,14 +233,12 @@ def make_epoch_runner(update: Update, preprocess: Preprocess | None, *, batch_si
             new_state = jax.lax.cond(finite, lambda: new_state, lambda: state)
         return new_state, {**metrics, "finite": finite}
 
-    def order_fn(data_key, epoch):
-        order = epoch_permutation(data_key, epoch, num_examples)[: steps * batch_size]
-        return order.reshape(steps, batch_size).astype(jnp.int32)
+    return guarded_step
 
-    def new_metrics(state, data):
-        shapes = jax.eval_shape(guarded_step, state, jnp.zeros((steps, batch_size), jnp.int32),
-                                data, jax.random.key(0), 0, 0)[1]
-        return {k: jnp.zeros((steps, *v.shape), v.dtype) for k, v in shapes.items()}
+
+def _stretch_loop(guarded_step: Callable, steps: int, skip_nonfinite: bool) -> Callable:
+    """:attr:`EpochRunner.run` (before compilation): steps ``start, ..., stop - 1`` of an epoch
+    of ``steps`` steps in one ``while_loop``, halting at a non-finite step unless skipping."""
 
     def run(state, metrics, data, order, base_key, epoch, start, stop):
         def cond(carry):
@@ -236,12 +257,7 @@ def make_epoch_runner(update: Update, preprocess: Preprocess | None, *, batch_si
             cond, body, (jnp.asarray(start, jnp.int32), state, metrics, jnp.array(False)))
         return state, metrics, position
 
-    out = replicated(mesh)
-    return EpochRunner(
-        steps_per_epoch=steps, batch_size=batch_size,
-        order=jax.jit(order_fn, out_shardings=out),
-        new_metrics=jax.jit(new_metrics, out_shardings=out),
-        run=jax.jit(run, donate_argnums=(0, 1), out_shardings=out))
+    return run
 
 
 def make_evaluator(per_example: Callable, preprocess: Preprocess | None = None, *,

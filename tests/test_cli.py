@@ -1,0 +1,256 @@
+"""The command line: typed flags from a config's annotations, one-line errors, flags that do not
+apply, and the one line when JAX's backend cannot start."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+
+import jax
+import pytest
+
+import experiments
+from tests.helpers import run_python
+from vaejax import cli
+from vaejax.runs.config import Applies, RunConfig, applies_when, config_field
+
+
+@dataclasses.dataclass(frozen=True)
+class Toy:
+    count: int = config_field(3, "a count")
+    rate: float = config_field(0.5, "a rate (100% sure)")
+    name: str = config_field("a", "a name", ("a", "b", "c"))
+    text: str = config_field("", "free text")
+    flag: bool = config_field(False, "a switch")
+    ints: tuple[int, ...] = config_field((1, 2, 2), "channel multipliers")
+    floats: tuple[float, ...] = config_field((-2.0, 0.5), "strengths")
+    words: tuple[str, ...] = config_field(("x",), "words", ("x", "y", "z"))
+    lr: float | None = config_field(None, "learning rate (auto: the loss's own)")
+    size: int | None = config_field(None, "a size (auto: the model's own)")
+    model: str = config_field("mlp", "model", ("mlp", "conv"))
+    hidden: int = config_field(400, "hidden width", applies=applies_when(model="mlp"))
+    decay: float = config_field(0.99, "EMA decay", applies=applies_when(flag=True))
+    variance: float = config_field(1.0, "variance", applies=("with --name b", lambda c:
+                                                             c.name == "b"))
+    depth: int = config_field(2, "depth", applies=lambda c: c.count > 1)
+
+
+def parse(argv, defaults=Toy()):
+    return cli.parse_config(defaults, argv)
+
+
+def one_line_error(capsys, argv, defaults=Toy()) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        parse(argv, defaults)
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1 and captured.err.startswith("error: ")
+    assert captured.err.endswith(" (see --help)\n")
+    return captured.err.strip()
+
+
+def test_no_flags_give_the_defaults():
+    assert parse([]) == Toy()
+    custom = Toy(flag=True, ints=(4,), lr=1e-4)
+    assert parse([], custom) == custom
+
+
+@pytest.mark.parametrize("argv,field,value", [
+    (["--count", "7"], "count", 7),
+    (["--count=-3"], "count", -3),
+    (["--rate", "1"], "rate", 1.0),
+    (["--rate", "-1e-3"], "rate", -1e-3),
+    (["--name", "b"], "name", "b"),
+    (["--text", " two words "], "text", " two words "),
+    (["--flag"], "flag", True),
+    (["--flag", "--no-flag"], "flag", False),
+    (["--ints", "4,5"], "ints", (4, 5)),
+    (["--ints=1, 2"], "ints", (1, 2)),
+    (["--ints", ""], "ints", ()),
+    (["--floats", "-2,-1,0.5"], "floats", (-2.0, -1.0, 0.5)),
+    (["--floats", "0.1"], "floats", (0.1,)),
+    (["--words", "y,z"], "words", ("y", "z")),
+    (["--lr", "2e-4"], "lr", 2e-4),
+    (["--lr", "auto"], "lr", None),
+    (["--lr", ""], "lr", None),
+    (["--size", "5"], "size", 5),
+    (["--size", "AUTO"], "size", None),
+])
+def test_each_type_round_trips(argv, field, value):
+    config = parse(argv)
+    assert getattr(config, field) == value
+    assert type(getattr(config, field)) is type(value)
+    if isinstance(value, tuple):
+        assert all(type(v) is type(getattr(Toy(), field)[0]) for v in value)
+    assert config == dataclasses.replace(Toy(), **{field: value})
+
+
+def test_optional_bools_and_tuples_take_values():
+    @dataclasses.dataclass(frozen=True)
+    class Maybe:
+        shuffle: bool | None = config_field(None, "shuffle (auto: when training)")
+        steps: tuple[int, ...] | None = config_field(None, "steps (auto: the schedule's)")
+
+    assert parse(["--shuffle", "true", "--steps", "1,2"], Maybe()) == Maybe(True, (1, 2))
+    assert parse(["--shuffle", "off", "--steps", "auto"], Maybe(steps=(3,))) == Maybe(False)
+    with pytest.raises(SystemExit):
+        parse(["--shuffle", "maybe"], Maybe())
+
+
+def test_an_optional_default_is_overridden_and_reset():
+    assert parse(["--lr", "auto"], Toy(lr=1e-3)).lr is None
+    assert parse(["--no-flag"], Toy(flag=True)).flag is False
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--count", "1.5"], "argument --count: invalid int value: '1.5'; expected an integer, e.g. "
+                         "--count 3"),
+    (["--rate", "x"], "argument --rate: invalid float value: 'x'; expected a number, e.g. "
+                      "--rate 0.5"),
+    (["--name", "d"], "argument --name: invalid choice: 'd' (choose from 'a', 'b', 'c')"),
+    (["--flag=yes"], "argument --flag/--no-flag: ignored explicit argument 'yes'"),
+    (["--ints", "1,x"], "argument --ints: invalid value: '1,x'; expected comma-separated "
+                        "integers, e.g. --ints 1,2,2"),
+    (["--ints", "1,,2"], "argument --ints: invalid value: '1,,2' (an empty item); expected "
+                         "comma-separated integers, e.g. --ints 1,2,2"),
+    (["--floats", "0.1,abc"], "argument --floats: invalid value: '0.1,abc'; expected "
+                              "comma-separated numbers, e.g. --floats -2.0,0.5"),
+    (["--words", "x,w"], "argument --words: invalid choice: 'w' in 'x,w' (choose from 'x', 'y', "
+                         "'z')"),
+    (["--lr", "fast"], "argument --lr: invalid value: 'fast'; expected a number or auto, e.g. "
+                       "--lr 0.1"),
+    (["--size", "2.5"], "argument --size: invalid value: '2.5'; expected an integer or auto, "
+                        "e.g. --size 1"),
+    (["--count"], "argument --count: expected one argument"),
+    (["--bogus", "1"], "unrecognized arguments: --bogus 1"),
+])
+def test_a_bad_value_is_one_line(capsys, argv, message):
+    assert one_line_error(capsys, argv) == f"error: {message} (see --help)"
+
+
+def test_choices_apply_to_each_element(capsys):
+    @dataclasses.dataclass(frozen=True)
+    class Classes:
+        classes: tuple[int, ...] = config_field((0, 1), "digits", tuple(range(10)))
+
+    assert parse(["--classes", "3,9"], Classes()).classes == (3, 9)
+    assert one_line_error(capsys, ["--classes", "3,10"], Classes()) == (
+        "error: argument --classes: invalid choice: 10 in '3,10' (choose from 0, 1, 2, 3, 4, 5, "
+        "6, 7, 8, 9) (see --help)")
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--model", "conv", "--hidden", "300"], "--hidden applies only to --model mlp, not conv"),
+    (["--hidden", "400", "--model", "conv"], "--hidden applies only to --model mlp, not conv"),
+    (["--decay", "0.9"], "--decay applies only to --flag"),
+    (["--variance", "2"], "--variance applies only with --name b"),
+    (["--count", "1", "--depth", "3"], "--depth does not apply to these settings"),
+])
+def test_a_flag_given_where_it_does_not_apply_is_refused(capsys, argv, message):
+    assert one_line_error(capsys, argv) == f"error: {message}: drop it (see --help)"
+
+
+@pytest.mark.parametrize("argv", [
+    ["--model", "conv"],  # --hidden not given: its default is never refused
+    ["--hidden", "300"],
+    ["--model", "mlp", "--hidden", "300"],
+    ["--flag", "--decay", "0.9"],
+    ["--name", "b", "--variance", "2"],
+    ["--count", "1"],
+])
+def test_flags_that_apply_or_are_not_given_pass(argv):
+    parse(argv)
+
+
+def test_applies_when_several_settings_and_values():
+    applies = applies_when(model=("mlp", "conv"), flag=True)
+    assert applies.text == "to --model mlp or conv with --flag"
+    assert applies.test(Toy(model="conv", flag=True)) and not applies.test(Toy(model="conv"))
+    assert applies.refusal("hidden", Toy(model="conv")) == (
+        "--hidden applies only to --model mlp or conv with --flag, not --model conv --no-flag: "
+        "drop it")
+    assert isinstance(dataclasses.fields(Toy)[-1].metadata["applies"], Applies)
+    with pytest.raises(TypeError):
+        config_field(1, "x", applies="model == mlp")
+
+
+def test_help_shows_types_defaults_and_formats():
+    text = cli.build_parser(Toy(), "Toy's description.", "toy").format_help()
+    for part in ("Toy's description.", "--flag, --no-flag", "(default: --no-flag)",
+                 "--ints N,...", "(default: 1,2,2)", "--words {x,y,z},...", "--lr LR|auto",
+                 "(default: auto)", "--size SIZE|auto", "(100% sure)",
+                 "(default: 400; applies only to --model mlp)", "lists are comma-separated",
+                 "booleans are --name (true) and --no-name (false)", "'auto' (or an empty value)"):
+        assert part in " ".join(text.split()), part
+
+
+def test_unsupported_annotations_and_mistyped_defaults_fail_when_building():
+    @dataclasses.dataclass(frozen=True)
+    class Listy:
+        values: list[int] = dataclasses.field(default_factory=list, metadata={"help": "x"})
+
+    @dataclasses.dataclass(frozen=True)
+    class Stale:
+        multipliers: tuple[int, ...] = config_field("1,2,2", "not converted yet")
+
+    with pytest.raises(TypeError, match="Listy.values: unsupported annotation"):
+        cli.build_parser(Listy())
+    with pytest.raises(TypeError, match="Stale.multipliers: default '1,2,2' is not comma-sep"):
+        cli.build_parser(Stale())
+
+
+def test_every_experiment_builds_its_command_line():
+    configs = [getattr(importlib.import_module(f"experiments.{module.name}"), "CONFIG", None)
+               for module in pkgutil.iter_modules(experiments.__path__)]
+    configs = [config for config in configs if config is not None]
+    assert len(configs) >= 10
+    for config in configs:
+        cli.build_parser(config).format_help()
+        assert cli.parse_config(config, []) == config
+
+
+@dataclasses.dataclass(frozen=True)
+class Tiny(RunConfig):
+    width: int = config_field(8, "width", applies=applies_when(dataset="mnist"))
+    sizes: tuple[int, ...] = config_field((1, 2), "sizes")
+
+
+def test_main_runs_the_parsed_config(tmp_path, capsys):
+    seen = []
+    argv = ["--sizes", "3,4", "--workdir", str(tmp_path / "{dataset}"), "--width", "4"]
+    assert cli.main(Tiny(), argv=argv, run=lambda config, workdir: seen.append((config, workdir)
+                                                                                )) == 0
+    assert seen == [(Tiny(sizes=(3, 4), width=4, workdir=str(tmp_path / "{dataset}")),
+                     tmp_path / "mnist")]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(Tiny(), argv=["--dataset", "fashion_mnist", "--width", "4"], run=seen.append)
+    assert exit_info.value.code == 2 and len(seen) == 1
+    assert capsys.readouterr().err == ("error: --width applies only to --dataset mnist, not "
+                                       "fashion_mnist: drop it (see --help)\n")
+
+
+def test_backend_error_names_the_fix(monkeypatch):
+    monkeypatch.setenv("JAX_PLATFORMS", "tpu")
+    line = cli.backend_error(RuntimeError(
+        "Unable to initialize backend 'tpu': INTERNAL: Failed to open libtpu.so (set "
+        "JAX_PLATFORMS='' to automatically choose an available backend)\nmore"))
+    assert line == ('JAX could not start the tpu backend (INTERNAL: Failed to open libtpu.so): '
+                    'install the matching jaxlib, e.g. pip install -U "jax[cuda12]" (GPU) or '
+                    '"jax[tpu]" (TPU), or unset JAX_PLATFORMS to run on the CPU')
+    monkeypatch.delenv("JAX_PLATFORMS")
+    assert "set JAX_PLATFORMS=cpu" in cli.backend_error(AssertionError())
+
+
+@pytest.mark.skipif(any(device.platform == "gpu" for device in jax.devices()),
+                    reason="a GPU is present: JAX_PLATFORMS=cuda starts")
+def test_a_backend_that_cannot_start_is_one_line(tmp_path):
+    workdir = tmp_path / "w"
+    done = run_python(["-m", "experiments.vae_mnist", "--epochs", "1", "--workdir", str(workdir)],
+                      env={"JAX_PLATFORMS": "cuda"}, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.startswith("error: JAX could not start the cuda backend (")
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert 'pip install -U "jax[cuda12]"' in done.stderr
+    assert not workdir.exists()

@@ -1,0 +1,253 @@
+"""The Run protocol, the registry of run kinds, and the one driver that runs them all.
+
+A :class:`Run` is one kind of experiment. It declares its config dataclass and, for a kind that
+trains, hands the driver a :class:`Training`: the initial train state (its own optimizer,
+schedule and EMA included), the update, the on-device preprocessing, the training data and the
+end-of-epoch evaluation (metrics and pictures). :func:`execute` does the rest for every kind,
+through the shared loop (:func:`vaejax.training.fit.fit_state`: compiled epochs, checkpoints,
+exact resume, signals, the non-finite guard)::
+
+    @register
+    class MyRun(Run):
+        kind = "my_model"
+        Config = MyConfig
+
+        def build(self): ...                       # the model (from self.config alone)
+        def init_params(self, model, key): ...      # the pytree saved as params.msgpack
+        def training(self, data, keys, mesh): ...   # -> Training
+        def trained(self, model, params): ...       # -> what load_run returns (sample, ...)
+
+``config.json`` records the run's ``kind`` and the ``run`` class (``module:QualName``), so that
+:func:`vaejax.runs.load.load_run` rebuilds any finished run, one defined outside this package
+included. A kind that does not train (likelihood evaluation, sample quality) overrides
+:meth:`Run.execute`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, ClassVar, NamedTuple
+
+import jax
+
+from vaejax import data as datasets
+from vaejax import io, sharding
+from vaejax.runs.config import load_data, resumable_fields, validate_run
+from vaejax.training import loop, step
+from vaejax.training.fit import RunKeys, TrainSettings, fit_state, training_summary
+
+_REGISTRY: dict[str, type[Run]] = {}
+RUN_FIELDS = ("kind", "run")  # what config.json holds besides the config's fields
+
+
+class Data(NamedTuple):
+    """The data of a run: uint8 splits after the binarization protocol, and the dataset's spec."""
+
+    train: datasets.ImageSplit
+    test: datasets.ImageSplit
+    spec: datasets.DatasetSpec
+
+
+class Training(NamedTuple):
+    """What a training run hands the driver (see :func:`vaejax.training.fit.fit_state`)."""
+
+    state: Any  # the initial train state (host or device arrays)
+    update: step.Update  # (state, batch, key) -> (state, metrics)
+    preprocess: step.Preprocess  # (raw batch, key) -> batch, on the device
+    train_data: Any  # pytree of host arrays with a leading example axis
+    end_of_epoch: loop.EndOfEpoch  # (epoch, state, train terms) -> (record, console text)
+    model: str  # the model, optimizer and objective, for the start line
+    parameters: int  # trained parameters, for the start line
+    settings: TrainSettings | None = None  # None: read from the config
+
+
+class Run:
+    """One kind of experiment: a config and the hooks :func:`execute` calls (see the module)."""
+
+    kind: ClassVar[str]
+    Config: ClassVar[type]
+
+    def __init__(self, config, workdir: Path | str | None = None):
+        self.config = config
+        self.workdir = Path(workdir) if workdir is not None else None
+        self.writer = loop.is_writer()
+
+    # -- every kind
+    def log(self, text: str) -> None:
+        """Prints ``text`` on the writing process (process 0) only."""
+        if self.writer:
+            print(text, flush=True)
+
+    def validate(self, num_devices: int) -> None:
+        """Raises :class:`~vaejax.errors.ConfigError` for the first setting that cannot work."""
+        validate_run(self.config, num_devices)
+
+    def execute(self) -> dict | None:
+        """Runs the experiment into ``self.workdir``; returns the last metrics record."""
+        return execute(self)
+
+    # -- kinds that train
+    def load_data(self) -> Data:
+        train, test = load_data(self.config)
+        return Data(train, test, datasets.dataset_spec(self.config.dataset))
+
+    def build(self):
+        """The model (a flax module or a bundle of them), from ``self.config`` alone."""
+        raise NotImplementedError(f"{type(self).__name__} does not build a model")
+
+    def init_params(self, model, key: jax.Array):
+        """Fresh parameters in the layout saved as ``params.msgpack`` (the template of
+        :func:`~vaejax.runs.load.load_run`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no parameters")
+
+    def training(self, data: Data, keys: RunKeys, mesh) -> Training:
+        raise NotImplementedError(f"{type(self).__name__} does not train")
+
+    def finish(self, state, data: Data, keys: RunKeys):
+        """Called after training on every process with the final state on the device(s);
+        returns the host pytree saved as ``params.msgpack`` (the layout of
+        :meth:`init_params`) and writes the final pictures on the writer. Default: the
+        ``params`` of a :class:`~vaejax.training.step.TrainState`."""
+        return jax.device_get(state.params)
+
+    def summary(self, record: dict) -> str:
+        """The result part of the closing line, e.g. 'test -ELBO 105.54 nats/image'."""
+        return ""
+
+    # -- using a finished run
+    def trained(self, model, params):
+        """What :func:`~vaejax.runs.load.load_run` returns for this kind."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be loaded")
+
+
+def register(cls: type[Run]) -> type[Run]:
+    """Class decorator: adds a Run to the registry under its ``kind``."""
+    other = _REGISTRY.get(cls.kind)
+    if other is not None and other is not cls and _qualified(other) != _qualified(cls):
+        raise ValueError(f"run kind {cls.kind!r} is taken by {_qualified(other)}")
+    _REGISTRY[cls.kind] = cls
+    return cls
+
+
+def _qualified(cls: type) -> str:
+    """'module:QualName'; a class of a module run with ``python -m`` gets that module's name."""
+    module = cls.__module__
+    if module == "__main__":
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        module = spec.name if spec is not None else module
+    return f"{module}:{cls.__qualname__}"
+
+
+def registered_kinds() -> tuple[str, ...]:
+    _import_builtin_runs()
+    return tuple(sorted(_REGISTRY))
+
+
+def run_class(kind: str, qualified: str | None = None) -> type[Run]:
+    """The Run of ``kind``; ``qualified`` ('module:QualName', from config.json) is imported if
+    the kind is not registered yet (a Run defined outside vaejax). Raises KeyError."""
+    _import_builtin_runs()
+    if kind not in _REGISTRY and qualified:
+        module, _, name = qualified.partition(":")
+        try:
+            cls = importlib.import_module(module)
+            for part in name.split("."):
+                cls = getattr(cls, part)
+        except (ImportError, AttributeError):
+            pass
+        else:
+            register(cls)
+    return _REGISTRY[kind]
+
+
+def run_for_config(config) -> type[Run]:
+    """The Run whose ``Config`` is the type of ``config``."""
+    _import_builtin_runs()
+    for cls in _REGISTRY.values():
+        if type(config) is cls.Config:
+            return cls
+    raise KeyError(f"no run kind takes a {type(config).__name__}")
+
+
+def _import_builtin_runs() -> None:
+    from vaejax.runs import registry  # noqa: F401  (its imports register the built-in kinds)
+
+
+def config_record(run: Run) -> dict[str, Any]:
+    """What ``config.json`` and every checkpoint hold: the config's fields, the kind, the Run."""
+    return {**dataclasses.asdict(run.config), "kind": run.kind, "run": _qualified(type(run))}
+
+
+def free_fields(run: Run) -> tuple[str, ...]:
+    """Fields that may differ when a run is resumed (the kind and Run: older runs lack them)."""
+    return (*resumable_fields(type(run.config)), *RUN_FIELDS)
+
+
+class Phase:
+    """``with Phase(log, "preparing data"):`` says what the run is doing and how long it took."""
+
+    def __init__(self, log: Callable[[str], None], label: str):
+        self.log, self.label = log, label
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *error):
+        if error[0] is None:
+            self.seconds = time.perf_counter() - self.start
+            if self.seconds > 1.0:
+                self.log(f"vaejax: {self.label}: {self.seconds:.1f} s")
+
+
+def start_line(run: Run, training: Training, data: Data, mesh, start_step: int | None) -> str:
+    """The first line every training run prints."""
+    resumed = "starting" if start_step is None else f"resuming from step {start_step}"
+    return (f"vaejax: {run.kind}: {training.model} ({training.parameters:,} parameters) on "
+            f"{run.config.dataset} ({len(data.train.images):,} train / "
+            f"{len(data.test.images):,} test images); {mesh.size} "
+            f"{jax.devices()[0].platform} device(s) in {jax.process_count()} process(es); "
+            f"{resumed}")
+
+
+def execute(run: Run) -> dict | None:
+    """Trains ``run`` into its workdir through the shared loop, then saves ``params.msgpack``
+    and prints one closing line. Returns the last metrics record.
+
+    Raises :class:`~vaejax.errors.ConfigError`, :class:`~vaejax.data.DataError`,
+    :class:`~vaejax.training.loop.WorkdirError` or
+    :class:`~vaejax.training.checkpoints.CheckpointError` before anything is written;
+    :class:`~vaejax.training.loop.Diverged` or :class:`~vaejax.training.loop.Interrupted`.
+    """
+    run_start = time.perf_counter()
+    config, workdir = run.config, run.workdir
+    mesh = sharding.data_mesh()
+    run.validate(mesh.size)
+    record = config_record(run)
+    free = free_fields(run)
+    start_step = loop.resume_step(workdir, record, free)  # before anything is loaded
+    with Phase(run.log, "preparing data"):
+        data = run.load_data()
+    keys = RunKeys.of(jax.random.key(config.seed))
+    plan = run.training(data, keys, mesh)
+    run.log(start_line(run, plan, data, mesh, start_step))
+    state, last = fit_state(
+        workdir, config_record=record, free_fields=free,
+        settings=plan.settings or TrainSettings.of(config), state=plan.state,
+        update=plan.update, train_data=plan.train_data, preprocess=plan.preprocess, keys=keys,
+        end_of_epoch=plan.end_of_epoch, mesh=mesh)
+    with Phase(run.log, "final pictures"):
+        saved = run.finish(state, data, keys)
+    if run.writer:
+        io.save_params(workdir / "params.msgpack", saved)
+    if last is not None:
+        images_per_step = (plan.settings or TrainSettings.of(config)).batch_size
+        result = run.summary(last)
+        run.log(f"done: {result + '; ' if result else ''}{config.epochs} epochs; "
+                f"{training_summary(workdir, images_per_step, after_step=start_step)}; whole run "
+                f"{time.perf_counter() - run_start:.1f} s; outputs in {workdir}")
+    return last
