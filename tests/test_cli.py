@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import pkgutil
+import logging
+from pathlib import Path
 
 import jax
 import pytest
 
 import experiments
 from tests.helpers import run_python
-from vaejax import cli
+from vaejax import cli, errors
 from vaejax.runs.config import Applies, RunConfig, applies_when, config_field
 
 
@@ -87,7 +88,7 @@ def test_each_type_round_trips(argv, field, value):
     assert config == dataclasses.replace(Toy(), **{field: value})
 
 
-def test_optional_bools_and_tuples_take_values():
+def test_optional_bools_and_tuples_take_values(capsys):
     @dataclasses.dataclass(frozen=True)
     class Maybe:
         shuffle: bool | None = config_field(None, "shuffle (auto: when training)")
@@ -97,6 +98,9 @@ def test_optional_bools_and_tuples_take_values():
     assert parse(["--shuffle", "off", "--steps", "auto"], Maybe(steps=(3,))) == Maybe(False)
     with pytest.raises(SystemExit):
         parse(["--shuffle", "maybe"], Maybe())
+    assert capsys.readouterr().err == (
+        "error: argument --shuffle: invalid value: 'maybe'; expected true or false or auto, e.g. "
+        "--shuffle true (see --help)\n")
 
 
 def test_an_optional_default_is_overridden_and_reset():
@@ -181,8 +185,8 @@ def test_help_shows_types_defaults_and_formats():
     for part in ("Toy's description.", "--flag, --no-flag", "(default: --no-flag)",
                  "--ints N,...", "(default: 1,2,2)", "--words {x,y,z},...", "--lr LR|auto",
                  "(default: auto)", "--size SIZE|auto", "(100% sure)",
-                 "(default: 400; applies only to --model mlp)", "lists are comma-separated",
-                 "booleans are --name (true) and --no-name (false)", "'auto' (or an empty value)"):
+                 "(default: 400; applies only to --model mlp)", "lists: comma-separated",
+                 "booleans: --name (true), --no-name (false)", "auto (or an empty value): the "):
         assert part in " ".join(text.split()), part
 
 
@@ -202,9 +206,9 @@ def test_unsupported_annotations_and_mistyped_defaults_fail_when_building():
 
 
 def test_every_experiment_builds_its_command_line():
-    configs = [getattr(importlib.import_module(f"experiments.{module.name}"), "CONFIG", None)
-               for module in pkgutil.iter_modules(experiments.__path__)]
-    configs = [config for config in configs if config is not None]
+    folder = Path(experiments.__file__).parent  # the modules that declare a CONFIG only
+    configs = [importlib.import_module(f"experiments.{path.stem}").CONFIG
+               for path in sorted(folder.glob("*.py")) if "\nCONFIG = " in path.read_text()]
     assert len(configs) >= 10
     for config in configs:
         cli.build_parser(config).format_help()
@@ -241,6 +245,42 @@ def test_backend_error_names_the_fix(monkeypatch):
                     '"jax[tpu]" (TPU), or unset JAX_PLATFORMS to run on the CPU')
     monkeypatch.delenv("JAX_PLATFORMS")
     assert "set JAX_PLATFORMS=cpu" in cli.backend_error(AssertionError())
+    monkeypatch.setenv("JAX_PLATFORMS", "cuda")
+    assert cli.backend_error(
+        RuntimeError("Unable to initialize backend 'cuda': Backend 'cuda' is not in the list of "
+                     "known backends: ['cpu']. (set JAX_PLATFORMS='' to ...)"),
+        ["Exception when calling jax_plugins.xla_cuda13.initialize(): operation cuInit(0) "
+         "failed: CUDA_ERROR_NO_DEVICE"]).startswith(
+        "JAX could not start the cuda backend (Backend 'cuda' is not in the list of known "
+        "backends: ['cpu']; Exception when calling jax_plugins.xla_cuda13.initialize(): "
+        "operation cuInit(0) failed: CUDA_ERROR_NO_DEVICE): install the matching jaxlib")
+
+
+def test_check_backend_holds_back_jax_logs_and_passes_them_on(monkeypatch, caplog):
+    def failing_devices():
+        try:
+            raise RuntimeError("operation cuInit(0) failed: CUDA_ERROR_NO_DEVICE")
+        except RuntimeError:
+            logging.getLogger("jax._src.xla_bridge").exception(
+                "Exception when calling jax_plugins.xla_cuda13.initialize()")
+        raise AssertionError
+
+    monkeypatch.setenv("JAX_PLATFORMS", "cuda")
+    monkeypatch.setattr(jax, "devices", failing_devices)
+    with pytest.raises(errors.ConfigError, match=r"^JAX could not start the cuda backend \(no "
+                       r"cuda device or plugin found; Exception when calling jax_plugins\."
+                       r"xla_cuda13\.initialize\(\): operation cuInit\(0\) failed: "
+                       r"CUDA_ERROR_NO_DEVICE\): install"):
+        cli.check_backend()
+    assert not caplog.records  # held back: no traceback before the one line
+
+    def warning_devices():
+        logging.getLogger("jax._src.xla_bridge").warning("falling back to cpu")
+        return []
+
+    monkeypatch.setattr(jax, "devices", warning_devices)
+    cli.check_backend()
+    assert [record.getMessage() for record in caplog.records] == ["falling back to cpu"]
 
 
 @pytest.mark.skipif(any(device.platform == "gpu" for device in jax.devices()),

@@ -68,6 +68,7 @@ class FlagType(NamedTuple):
         """Whether ``value`` (a default) has this type."""
         if value is None:
             return self.optional
+
         def one(v: Any) -> bool:
             if self.kind is bool:
                 return isinstance(v, bool)
@@ -125,7 +126,7 @@ def parse_value(text: str, name: str, flag: FlagType, choices: Sequence | None =
     if flag.optional and text.strip().lower() in (AUTO, ""):
         return None
     if example is None or (isinstance(example, tuple) and not example):
-        example = (choices[: 2 if flag.sequence else 1] if choices
+        example = (tuple(choices)[: 2 if flag.sequence else 1] if choices
                    else _EXAMPLES[flag.kind][: None if flag.sequence else 1])
         example = tuple(example) if flag.sequence else example[0]
 
@@ -133,7 +134,7 @@ def parse_value(text: str, name: str, flag: FlagType, choices: Sequence | None =
         scalar = not flag.sequence and not flag.optional and flag.kind in (int, float)
         return argparse.ArgumentTypeError(  # argparse's own words first, then the example
             f"invalid {flag.kind.__name__ + ' ' if scalar else ''}value: {text!r}{why}; "
-            f"expected {flag.describe()}, e.g. {flag_text(name, example)}")
+            f"expected {flag.describe()}, e.g. --{name} {value_text(example)}")
 
     if flag.sequence:
         if not text.strip():
@@ -164,13 +165,12 @@ def _formats(flags: Sequence[FlagType]) -> str | None:
     """The --help epilog: how lists, booleans and 'auto' are written, for those the config has."""
     lines = []
     if any(flag.sequence for flag in flags):
-        lines.append("lists are comma-separated: --name 1,2,2 (--name -2,-1,0 needs no '='; an "
-                     "empty value is the empty list)")
+        lines.append("lists: comma-separated, --name 1,2,2 or --name -2,-1,0 (empty: no items)")
     if any(flag.kind is bool and not flag.optional for flag in flags):
-        lines.append("booleans are --name (true) and --no-name (false)")
+        lines.append("booleans: --name (true), --no-name (false)")
     if any(flag.optional for flag in flags):
-        lines.append(f"'{AUTO}' (or an empty value) gives a setting whose default is {AUTO} its "
-                     f"automatic value")
+        lines.append(f"{AUTO} (or an empty value): the automatic value of a setting whose "
+                     f"default is {AUTO}")
     return "\n".join(["values:"] + [f"  {line}" for line in lines]) if lines else None
 
 
@@ -331,20 +331,26 @@ _INSTALL = ('install the matching jaxlib, e.g. pip install -U "jax[cuda12]" (GPU
             '"jax[tpu]" (TPU)')
 
 
-def backend_error(error: BaseException) -> str:
-    """The one line naming the fix for ``error``, raised when JAX's backend could not start."""
+def _first_line(text: str) -> str:
+    return (text.strip().splitlines() or [""])[0].strip()
+
+
+def backend_error(error: BaseException, plugin_errors: Sequence[str] = ()) -> str:
+    """The one line naming the fix for ``error``, raised when JAX's backend could not start
+    (``plugin_errors``: what JAX logged about its plugins meanwhile, e.g. a CUDA plugin's)."""
     platforms = os.environ.get("JAX_PLATFORMS", "")
     try:
         platforms = jax.config.jax_platforms or platforms
     except AttributeError:
         pass
-    detail = (str(error).strip().splitlines() or [""])[0]
+    detail = _first_line(str(error))
     detail = re.sub(r"^Unable to initialize backend '[^']*': ", "", detail)
     detail = re.sub(r"\s*\(set JAX_PLATFORMS=.*\)$|\s*\(you may need to .*\)$", "", detail)
     if not detail:  # jax asserts when the platforms asked for are all absent (no GPU: no cuda)
         detail = f"no {platforms or 'usable'} device or plugin found"
-    if len(detail) > 200:
-        detail = detail[:197] + "..."
+    detail = "; ".join([detail.rstrip("."), *plugin_errors])
+    if len(detail) > 300:
+        detail = detail[:297] + "..."
     if platforms:
         return (f"JAX could not start the {platforms} backend ({detail}): {_INSTALL}, or unset "
                 f"JAX_PLATFORMS to run on the CPU")
@@ -352,13 +358,38 @@ def backend_error(error: BaseException) -> str:
             f"at one version (pip install -U jax jaxlib), or set JAX_PLATFORMS=cpu")
 
 
+class _Held(logging.Handler):
+    """Holds the records of JAX's loggers while its backend starts (a plugin that fails to
+    initialize logs its traceback there)."""
+
+    def __init__(self):
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
 def check_backend() -> None:
     """Starts JAX's backend (``jax.devices()``); raises :class:`ConfigError` with one line naming
-    the install fix when it cannot start (e.g. JAX_PLATFORMS=cuda with a CPU-only jaxlib)."""
+    the install fix when it cannot start (e.g. JAX_PLATFORMS=cuda with a CPU-only jaxlib), with
+    no traceback: what JAX logs meanwhile is held back, and passed on when the backend starts."""
+    held, jax_log = _Held(), logging.getLogger("jax")
+    jax_log.addHandler(held)
+    propagate, jax_log.propagate = jax_log.propagate, False
     try:
         jax.devices()
     except Exception as e:  # RuntimeError, or AssertionError when no platform asked for exists
-        raise ConfigError(backend_error(e)) from None
+        plugin_errors = [
+            f"{_first_line(record.getMessage())}: {_first_line(str(record.exc_info[1]))}"
+            for record in held.records if record.levelno >= logging.ERROR and record.exc_info
+            and record.exc_info[1] is not None]
+        raise ConfigError(backend_error(e, plugin_errors)) from None
+    finally:
+        jax_log.removeHandler(held)
+        jax_log.propagate = propagate
+    for record in held.records:  # started: JAX's warnings go where they would have gone
+        logging.getLogger(record.name).handle(record)
 
 
 def main(defaults: RunConfig, description: str | None = None,

@@ -27,6 +27,7 @@ from vaejax.evaluation import metrics
 from vaejax.runs import autoencoders as autoencoders_run
 from vaejax.runs import config as run_config
 from vaejax.runs.autoencoders import AEConfig
+from vaejax.runs.base import Run, register
 from vaejax.runs.config import _field
 
 
@@ -152,7 +153,7 @@ def run(config: AnomalyConfig, workdir: Path) -> list[dict]:
         for index, kind in enumerate(("ae", "vae")):
             model = autoencoders_run.train_family_member(
                 kind, config, workdir / f"class_{c}" / kind, train.images[normal], test.images,
-                jax.random.fold_in(class_key, index), log=log)
+                jax.random.fold_in(class_key, index))
             if kind == "ae":
                 scores = [autoencoder_scores(model, x, config.loss, config.eval_batch_size)
                           for x in (test.images, train.images[normal])]
@@ -173,3 +174,18 @@ def run(config: AnomalyConfig, workdir: Path) -> list[dict]:
         f"({config.vae_samples} draws)\n{table}\nwhole run {time.perf_counter() - run_start:.1f} s;"
         f" outputs in {workdir}")
     return rows
+
+
+@register
+class AnomalyRun(Run):
+    """Anomaly detection: per held-out class an autoencoder and a VAE trained on the other
+    classes, scored by ROC-AUC and average precision."""
+
+    kind = "anomaly"
+    Config = AnomalyConfig
+
+    def validate(self, num_devices: int) -> None:
+        validate(self.config, num_devices)
+
+    def execute(self):
+        return run(self.config, self.workdir)

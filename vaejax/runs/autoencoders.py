@@ -24,18 +24,18 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from vaejax import data, models, objectives
-from vaejax.runs.base import RUN_FIELDS, Run, register
+from vaejax.runs.base import Data, Run, Training, register
 from vaejax.runs.config import (
     RunConfig,
     _field,
     check_positive,
-    resumable_fields,
     validate_run,
 )
 from vaejax.runs.trained import TrainedAutoencoder
-from vaejax.training.fit import RunKeys, TrainSettings, fit
+from vaejax.training.fit import RunKeys, TrainSettings, one_model
 
 MODELS = ("mlp", "conv")
 
@@ -143,47 +143,77 @@ def train_family_member(kind: str, config: AEConfig, workdir: Path, train_images
                         test_images: np.ndarray, key: jax.Array, *,
                         settings: TrainSettings | None = None,
                         preprocess: Callable | None = None,
-                        eval_preprocess: Callable | None = None,
-                        log: Callable[[str], None] = print) -> TrainedModel:
+                        eval_preprocess: Callable | None = None) -> TrainedModel:
     """Trains the ``kind`` ("ae" or "vae") of ``config.model`` on uint8 images in ``workdir``
-    (resuming it if it holds this run), with keys from ``key``.
+    through the shared driver (resuming it if it holds this run), with keys from ``key``.
 
     ``preprocess``/``eval_preprocess`` default to scaling and padding; a denoising autoencoder
     passes ones that return ``(corrupted, clean)`` pairs. ``settings`` default to the config's.
     """
-    size = image_size(config.model)
-    keys = RunKeys.of(key)
-    x0 = jnp.zeros((1, size, size, 1))
-    if kind == "ae":
-        module = build_autoencoder(config.model, config.latent_dim)
-        params = module.init(keys.init, x0)["params"]
-        per_example = objectives.autoencoder_per_example(module, config.loss)
-        what = f"{config.model} autoencoder ({config.loss} loss)"
-    else:
-        module = build_vae(config.model, config.latent_dim)
-        params = module.init(keys.init, x0, keys.init)["params"]
-        per_example = objectives.vae_per_example(module, beta=vae_beta(config.model))
-        what = f"{config.model} VAE (beta {vae_beta(config.model):g})"
-    plain = data.make_batch_preprocessor(size)
-    log(f"{kind}: {what}, {models.count_params(params):,} parameters, latent {config.latent_dim}, "
-        f"{len(train_images):,} training images -> {workdir}")
-    member = MEMBER_RUNS[kind]
-    params, _ = fit(
-        workdir, config_record={**dataclasses.asdict(config), "part": workdir.name,
-                                "kind": member.kind, "run": f"{__name__}:{member.__name__}"},
-        free_fields=(*resumable_fields(type(config)), *RUN_FIELDS), settings=settings or TrainSettings.of(config),
-        params=params, per_example=per_example, train_data=train_images, test_data=test_images,
-        preprocess=preprocess or plain, eval_preprocess=eval_preprocess or plain, keys=keys,
-        describe=_describe)
-    return TrainedModel(params=params, kind=kind, module=module, image_size=size)
+    member = MEMBER_RUNS[kind](config, workdir, images=(train_images, test_images), key=key,
+                               settings=settings, preprocess=preprocess,
+                               eval_preprocess=eval_preprocess)
+    member.execute()
+    return TrainedModel(params=member.params, kind=kind, module=member.build(),
+                        image_size=image_size(config.model))
 
 
 class AutoencoderMember(Run):
-    """A plain autoencoder trained as part of an autoencoder-family experiment (its own
-    sub-workdir); registered so that :func:`~vaejax.runs.load.load_run` reads it."""
+    """A plain autoencoder trained as part of an autoencoder-family experiment, in its own
+    sub-workdir (``part``), on images the experiment hands it; registered so that
+    :func:`~vaejax.runs.load.load_run` reads it."""
 
     kind = "autoencoder"
     Config = AEConfig
+
+    def __init__(self, config: AEConfig, workdir: Path | str | None = None, *,
+                 images: tuple[np.ndarray, np.ndarray] | None = None, key: jax.Array | None = None,
+                 settings: TrainSettings | None = None, preprocess: Callable | None = None,
+                 eval_preprocess: Callable | None = None):
+        super().__init__(config, workdir)
+        self.images, self.key, self.settings = images, key, settings
+        self.preprocess, self.eval_preprocess = preprocess, eval_preprocess
+
+    def validate(self, num_devices: int) -> None:
+        pass  # the experiment validated its config
+
+    def keys(self) -> RunKeys:
+        return RunKeys.of(self.key)
+
+    def record(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self.config), "part": self.workdir.name, "kind": self.kind,
+                "run": f"{__name__}:{type(self).__name__}"}
+
+    def load_data(self) -> Data:
+        train, test = self.images
+        return Data(data.ImageSplit(train, None), data.ImageSplit(test, None),
+                    data.dataset_spec(self.config.dataset))
+
+    def per_example(self, model) -> tuple[objectives.PerExampleFn, str]:
+        return (objectives.autoencoder_per_example(model, self.config.loss),
+                f"{self.config.model} autoencoder ({self.config.loss} loss)")
+
+    def training(self, data_: Data, keys: RunKeys, mesh) -> Training:
+        config = self.config
+        settings = self.settings or TrainSettings.of(config)
+        model = self.build()
+        params = self.init_params(model, keys.init)
+        per_example, what = self.per_example(model)
+        plain = data.make_batch_preprocessor(image_size(config.model))
+        trained = one_model(
+            params, per_example, optax.adam(settings.learning_rate, eps=settings.adam_eps),
+            test_data=data_.test.images, eval_preprocess=self.eval_preprocess or plain,
+            eval_batch_size=settings.eval_batch_size, eval_key=keys.eval, describe=_describe,
+            mesh=mesh)
+        return Training(trained.state, trained.update, self.preprocess or plain,
+                        data_.train.images, trained.end_of_epoch,
+                        f"{what}, latent {config.latent_dim}", models.count_params(params),
+                        settings)
+
+    def summary(self, record: dict) -> str:
+        if "test_negative_elbo" in record:
+            return f"test -ELBO {record['test_negative_elbo']:.2f} nats/image"
+        return f"test loss {record['test_loss']:.2f}"
 
     def build(self) -> models.Autoencoder:
         return build_autoencoder(self.config.model, self.config.latent_dim)
@@ -205,6 +235,11 @@ class FamilyVAEMember(AutoencoderMember):
 
     def build(self) -> models.VAE:
         return build_vae(self.config.model, self.config.latent_dim)
+
+    def per_example(self, model) -> tuple[objectives.PerExampleFn, str]:
+        beta = vae_beta(self.config.model)
+        return (objectives.vae_per_example(model, beta=beta),
+                f"{self.config.model} VAE (beta {beta:g})")
 
     def init_params(self, model, key: jax.Array):
         size = image_size(self.config.model)

@@ -86,6 +86,15 @@ class Run:
         """Raises :class:`~vaejax.errors.ConfigError` for the first setting that cannot work."""
         validate_run(self.config, num_devices)
 
+    def keys(self) -> RunKeys:
+        """The run's keys (initialization, data order, steps, evaluation, pictures)."""
+        return RunKeys.of(jax.random.key(self.config.seed))
+
+    def record(self) -> dict[str, Any]:
+        """What ``config.json`` and every checkpoint hold: the config's fields, the kind, the
+        Run class."""
+        return {**dataclasses.asdict(self.config), "kind": self.kind, "run": _qualified(type(self))}
+
     def execute(self) -> dict | None:
         """Runs the experiment into ``self.workdir``; returns the last metrics record."""
         return execute(self)
@@ -177,11 +186,6 @@ def _import_builtin_runs() -> None:
     from vaejax.runs import registry  # noqa: F401  (its imports register the built-in kinds)
 
 
-def config_record(run: Run) -> dict[str, Any]:
-    """What ``config.json`` and every checkpoint hold: the config's fields, the kind, the Run."""
-    return {**dataclasses.asdict(run.config), "kind": run.kind, "run": _qualified(type(run))}
-
-
 def free_fields(run: Run) -> tuple[str, ...]:
     """Fields that may differ when a run is resumed (the kind and Run: older runs lack them)."""
     return (*resumable_fields(type(run.config)), *RUN_FIELDS)
@@ -227,12 +231,12 @@ def execute(run: Run) -> dict | None:
     config, workdir = run.config, run.workdir
     mesh = sharding.data_mesh()
     run.validate(mesh.size)
-    record = config_record(run)
+    record = run.record()
     free = free_fields(run)
     start_step = loop.resume_step(workdir, record, free)  # before anything is loaded
     with Phase(run.log, "preparing data"):
         data = run.load_data()
-    keys = RunKeys.of(jax.random.key(config.seed))
+    keys = run.keys()
     plan = run.training(data, keys, mesh)
     run.log(start_line(run, plan, data, mesh, start_step))
     state, last = fit_state(
@@ -242,12 +246,13 @@ def execute(run: Run) -> dict | None:
         end_of_epoch=plan.end_of_epoch, mesh=mesh)
     with Phase(run.log, "final pictures"):
         saved = run.finish(state, data, keys)
+    run.params = saved
     if run.writer:
         io.save_params(workdir / "params.msgpack", saved)
     if last is not None:
-        images_per_step = (plan.settings or TrainSettings.of(config)).batch_size
+        settings = plan.settings or TrainSettings.of(config)
         result = run.summary(last)
-        run.log(f"done: {result + '; ' if result else ''}{config.epochs} epochs; "
-                f"{training_summary(workdir, images_per_step, after_step=start_step)}; whole run "
+        run.log(f"done: {result + '; ' if result else ''}{settings.epochs} epochs; "
+                f"{training_summary(workdir, settings.batch_size, after_step=start_step)}; whole run "
                 f"{time.perf_counter() - run_start:.1f} s; outputs in {workdir}")
     return last

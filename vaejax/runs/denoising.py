@@ -29,6 +29,7 @@ from vaejax.evaluation import metrics
 from vaejax.runs import autoencoders as autoencoders_run
 from vaejax.runs import config as run_config
 from vaejax.runs.autoencoders import AEConfig
+from vaejax.runs.base import Run, register
 from vaejax.runs.config import _field
 
 
@@ -89,7 +90,7 @@ def run(config: DenoisingConfig, workdir: Path) -> list[dict]:
     preprocess = make_denoising_preprocessor(size, config.noise, config.noise_level)
     model = autoencoders_run.train_family_member(
         "ae", config, workdir / "ae", train.images, test.images, jax.random.fold_in(key, 0),
-        preprocess=preprocess, eval_preprocess=preprocess, log=log)
+        preprocess=preprocess, eval_preprocess=preprocess)
 
     rows, picture = [], []
     for i, level in enumerate(levels):
@@ -114,3 +115,17 @@ def run(config: DenoisingConfig, workdir: Path) -> list[dict]:
         f"images (peak 1; pooled squared error)\n{table}\nwhole run "
         f"{time.perf_counter() - run_start:.1f} s; outputs in {workdir}")
     return rows
+
+
+@register
+class DenoisingRun(Run):
+    """A denoising autoencoder (sub-workdir ``ae``) and its PSNR gain at several noise levels."""
+
+    kind = "denoising"
+    Config = DenoisingConfig
+
+    def validate(self, num_devices: int) -> None:
+        validate(self.config, num_devices)
+
+    def execute(self):
+        return run(self.config, self.workdir)

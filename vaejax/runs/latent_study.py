@@ -31,6 +31,7 @@ from vaejax.evaluation import latent
 from vaejax.runs import autoencoders as autoencoders_run
 from vaejax.runs import config as run_config
 from vaejax.runs.autoencoders import AEConfig, TrainedModel
+from vaejax.runs.base import Run, register
 from vaejax.runs.config import _field, check_positive
 from vaejax.training.fit import TrainSettings
 
@@ -144,12 +145,11 @@ def run(config: LatentStudyConfig, workdir: Path) -> list[dict]:
     pair = attribute_pair(config)
     key = jax.random.key(config.seed)
     ae = autoencoders_run.train_family_member(
-        "ae", config, workdir / "ae", train.images, test.images, jax.random.fold_in(key, 0),
-        log=log)
+        "ae", config, workdir / "ae", train.images, test.images, jax.random.fold_in(key, 0))
     vae = autoencoders_run.train_family_member(
         "vae", config, workdir / "vae", train.images, test.images, jax.random.fold_in(key, 1),
         settings=TrainSettings.of(config, epochs=config.vae_epochs,
-                                  learning_rate=config.vae_learning_rate), log=log)
+                                  learning_rate=config.vae_learning_rate))
 
     codes = {name: tuple(autoencoders_run.encode_images(model, split.images)
                          for split in (train, test)) for name, model in (("ae", ae), ("vae", vae))}
@@ -205,3 +205,18 @@ def run(config: LatentStudyConfig, workdir: Path) -> list[dict]:
     log(f"\n{config.dataset} test set, {config.model} models, latent {config.latent_dim}\n"
         f"{markdown}\nwhole run {time.perf_counter() - run_start:.1f} s; outputs in {workdir}")
     return table
+
+
+@register
+class LatentStudyRun(Run):
+    """The autoencoder and the VAE of a family side by side: latent spaces, samples, interpolation,
+    attribute vectors, dimensionality reduction (each member in its own sub-workdir)."""
+
+    kind = "latent_study"
+    Config = LatentStudyConfig
+
+    def validate(self, num_devices: int) -> None:
+        validate(self.config, num_devices)
+
+    def execute(self):
+        return run(self.config, self.workdir)

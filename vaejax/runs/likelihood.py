@@ -24,6 +24,7 @@ import numpy as np
 from vaejax import data, io
 from vaejax.errors import ConfigError
 from vaejax.evaluation.likelihood import evaluate_bounds
+from vaejax.runs.base import Run, register
 from vaejax.runs.config import _field, load_data
 from vaejax.runs.load import load_run
 from vaejax.runs.vae import VAEConfig
@@ -97,3 +98,17 @@ def run(config: EvaluateConfig, workdir: Path) -> dict:
           f"{result['test_nll']:.2f} ± {result['test_nll_standard_error']:.2f} nats/image "
           f"(standard error over the images); {seconds:.1f} s ({n / seconds:,.1f} img/s)")
     return result
+
+
+@register
+class LikelihoodRun(Run):
+    """Evaluates a finished VAE run's likelihood (trains nothing)."""
+
+    kind = "likelihood"
+    Config = EvaluateConfig
+
+    def validate(self, num_devices: int) -> None:
+        pass  # checked by run()
+
+    def execute(self):
+        return run(self.config, self.workdir)

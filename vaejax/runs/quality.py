@@ -27,6 +27,7 @@ from vaejax import io
 from vaejax.errors import ConfigError
 from vaejax.evaluation import judge
 from vaejax.evaluation.judge import Judge, _unit_float, timed_draw
+from vaejax.runs.base import Run, register
 from vaejax.runs.config import _field, load_data
 from vaejax.runs.load import load_run
 from vaejax.runs.trained import TrainedRun
@@ -144,3 +145,17 @@ def run(config: QualityConfig, workdir: Path) -> dict:
     io.save_image_grids(workdir / "samples.png", [(np.concatenate([p for p, _ in previews]), 16)])
     print(f"vaejax: wrote sample_quality.json, mode_coverage.png and samples.png to {workdir}")
     return record
+
+
+@register
+class SampleQualityRun(Run):
+    """Scores finished runs' samples with the judge (trains nothing)."""
+
+    kind = "sample_quality"
+    Config = QualityConfig
+
+    def validate(self, num_devices: int) -> None:
+        pass  # checked by run()
+
+    def execute(self):
+        return run(self.config, self.workdir)
