@@ -8,9 +8,9 @@ k-NN vs PCA table dimensionality_reduction.md; ae/ and vae/ hold each model's tr
 """
 
 from vaejax.cli import main
-from vaejax.runs.latent_study import LatentStudyConfig, run
+from vaejax.runs.latent_study import LatentStudyConfig
 
 CONFIG = LatentStudyConfig()
 
 if __name__ == "__main__":
-    raise SystemExit(main(CONFIG, __doc__, prog="python -m experiments.ae_fashion_mnist", run=run))
+    raise SystemExit(main(CONFIG, __doc__, prog="python -m experiments.ae_fashion_mnist"))

@@ -7,10 +7,9 @@ scores, with class c as the anomaly. Prints the table and writes anomaly.md and 
 """
 
 from vaejax.cli import main
-from vaejax.runs.anomaly import AnomalyConfig, run
+from vaejax.runs.anomaly import AnomalyConfig
 
 CONFIG = AnomalyConfig()
 
 if __name__ == "__main__":
-    raise SystemExit(main(CONFIG, __doc__, prog="python -m experiments.anomaly_detection",
-                          run=run))
+    raise SystemExit(main(CONFIG, __doc__, prog="python -m experiments.anomaly_detection"))

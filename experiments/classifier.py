@@ -7,9 +7,9 @@ at least 99% test accuracy on MNIST, 90% on Fashion-MNIST.
 """
 
 from vaejax.cli import main
-from vaejax.runs.classifier import ClassifierConfig, run
+from vaejax.runs.classifier import ClassifierConfig
 
 CONFIG = ClassifierConfig()
 
 if __name__ == "__main__":
-    raise SystemExit(main(CONFIG, __doc__, prog="python -m experiments.classifier", run=run))
+    raise SystemExit(main(CONFIG, __doc__, prog="python -m experiments.classifier"))

@@ -7,9 +7,9 @@ class_samples_<epoch>.png, metrics.jsonl (conditional -ELBO, nats per image) and
 """
 
 from vaejax.cli import main
-from vaejax.runs.conditional import CVAEConfig, run
+from vaejax.runs.conditional import CVAEConfig
 
 CONFIG = CVAEConfig()
 
 if __name__ == "__main__":
-    raise SystemExit(main(CONFIG, __doc__, prog="python -m experiments.cvae_mnist", run=run))
+    raise SystemExit(main(CONFIG, __doc__, prog="python -m experiments.cvae_mnist"))

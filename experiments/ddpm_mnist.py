@@ -12,9 +12,9 @@ denoising.png (one sample from x_T to x_0) into --workdir (default workdirs/ddpm
 """
 
 from vaejax.cli import main
-from vaejax.runs.ddpm import DDPMConfig, run
+from vaejax.runs.ddpm import DDPMConfig
 
 CONFIG = DDPMConfig()
 
 if __name__ == "__main__":
-    raise SystemExit(main(CONFIG, __doc__, prog="python -m experiments.ddpm_mnist", run=run))
+    raise SystemExit(main(CONFIG, __doc__, prog="python -m experiments.ddpm_mnist"))

@@ -7,9 +7,9 @@ denoising.png (per level a corrupted row over a denoised row; the clean images l
 """
 
 from vaejax.cli import main
-from vaejax.runs.denoising import DenoisingConfig, run
+from vaejax.runs.denoising import DenoisingConfig
 
 CONFIG = DenoisingConfig()
 
 if __name__ == "__main__":
-    raise SystemExit(main(CONFIG, __doc__, prog="python -m experiments.denoising_ae", run=run))
+    raise SystemExit(main(CONFIG, __doc__, prog="python -m experiments.denoising_ae"))

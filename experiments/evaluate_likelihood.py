@@ -8,10 +8,9 @@ Writes likelihood_<K>.json into the workdir.
 """
 
 from vaejax.cli import main
-from vaejax.runs.likelihood import EvaluateConfig, run
+from vaejax.runs.likelihood import EvaluateConfig
 
 CONFIG = EvaluateConfig()
 
 if __name__ == "__main__":
-    raise SystemExit(main(CONFIG, __doc__, prog="python -m experiments.evaluate_likelihood",
-                          run=run))
+    raise SystemExit(main(CONFIG, __doc__, prog="python -m experiments.evaluate_likelihood"))

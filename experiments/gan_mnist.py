@@ -10,9 +10,9 @@ timing.jsonl, checkpoints (resumable) and params.msgpack into --workdir
 """
 
 from vaejax.cli import main
-from vaejax.runs.gan import GANConfig, run
+from vaejax.runs.gan import GANConfig
 
 CONFIG = GANConfig()
 
 if __name__ == "__main__":
-    raise SystemExit(main(CONFIG, __doc__, prog="python -m experiments.gan_mnist", run=run))
+    raise SystemExit(main(CONFIG, __doc__, prog="python -m experiments.gan_mnist"))

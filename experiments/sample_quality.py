@@ -10,9 +10,9 @@ sample_quality.json, mode_coverage.png and samples.png into --workdir.
 """
 
 from vaejax.cli import main
-from vaejax.runs.quality import QualityConfig, run
+from vaejax.runs.quality import QualityConfig
 
 CONFIG = QualityConfig()
 
 if __name__ == "__main__":
-    raise SystemExit(main(CONFIG, __doc__, prog="python -m experiments.sample_quality", run=run))
+    raise SystemExit(main(CONFIG, __doc__, prog="python -m experiments.sample_quality"))

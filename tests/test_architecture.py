@@ -41,13 +41,12 @@ MAX_FUNCTION_LINES = 60  # from the ``def`` line to the last line of the body, d
 # What is still over the limits, each with the reason it stays. A module is keyed by its path, a
 # function by ``path:qualified.name``. Remove an entry once it is split: a stale entry fails.
 ALLOWED_OVERSIZE = {
-    # owned by the runs layer's maintainers, to be split there (one experiment's whole run)
-    "vaejax/runs/ddpm.py:run": "DDPM run: train, EMA, per-epoch samples, final evaluation",
-    "vaejax/runs/gan.py:run": "GAN run: build, train, per-epoch judge, final pictures",
-    "vaejax/runs/latent_study.py:run": "latent study: trains then runs every latent probe",
-    "vaejax/runs/vae.py:train_and_evaluate": "VAE run: train, bounds, latent pictures",
-    # one pure update function: both players' steps share its closure (n_critic, the penalty)
-    "vaejax/training/gan.py:make_gan_update": "the GAN update; owned by the training/gan author",
+    # the whole latent study in one function (train, then every latent probe); the runs layer is
+    # being restructured by its maintainers, who split it there
+    "vaejax/runs/latent_study.py:run": "latent study: trains, then runs every latent probe",
+    # one pure update: both players' steps share its closure (n_critic, the gradient penalty);
+    # its owner splits it (the discriminator step, the generator step)
+    "vaejax/training/gan.py:make_gan_update": "the GAN update, both players in one closure",
 }
 
 
@@ -154,6 +153,23 @@ def _package_imports(module: Module) -> list[Import]:
             if i.module == PACKAGE or i.module.startswith(PACKAGE + ".")]
 
 
+def test_imports_are_found_at_any_depth_and_resolved():
+    source = ("from __future__ import annotations\n"
+              "from typing import TYPE_CHECKING\n"
+              "from . import idx\n"
+              "from .. import sharding\n"
+              "from vaejax import data\n"
+              "if TYPE_CHECKING:\n    from vaejax.runs import config\n"
+              "def f():\n    import vaejax.training.step\n"
+              "    importlib.import_module('vaejax.evaluation.judge')\n")
+    path = REPO_ROOT / PACKAGE / "data" / "example.py"
+    module = Module("vaejax.data.example", path, 0, ast.parse(source))
+    found = [(i.module, i.top_level) for i in _package_imports(module)]
+    assert found == [("vaejax.data.idx", True), ("vaejax.sharding", True), ("vaejax.data", True),
+                     ("vaejax.runs.config", False), ("vaejax.training.step", False),
+                     ("vaejax.evaluation.judge", False)]
+
+
 def test_every_module_has_a_layer():
     unplaced = [name for name in MODULES if name != FACADE and layer_of(name) is None]
     assert not unplaced, f"modules in no layer (add them to LAYERS): {unplaced}"
@@ -167,8 +183,8 @@ def test_layers_import_only_downwards():
         own = layer_of(name)
         for imp in _package_imports(module):
             if imp.module == FACADE:
-                offending.append(f"{module.relpath}:{imp.line} {name} -> {FACADE} (the lazy facade: "
-                                 f"import from the module that defines the name)")
+                offending.append(f"{module.relpath}:{imp.line} {name} -> {FACADE} (the lazy "
+                                 f"facade: import from the module that defines the name)")
                 continue
             theirs = layer_of(imp.module)
             if theirs is None or own is None or theirs > own:

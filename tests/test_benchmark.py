@@ -14,7 +14,8 @@ import numpy as np
 import optax
 import pytest
 
-from experiments.benchmarking import measure as benchmark
+from experiments.benchmarking import flops
+from experiments.benchmarking.measure import run_variant
 from tests.helpers import run_python
 from vaejax import models, objectives
 from vaejax.training import gan as gan_training
@@ -39,8 +40,8 @@ def test_analytic_flops_match_xla_cost_analysis():
     xla_per_image = _xla_train_flops_per_image(models.mlp_vae(), 28, 128)
     # XLA also counts the elementwise work (activations, the loss), which the analytic count
     # leaves out: about 1% here
-    assert benchmark.mlp_vae_train_flops() == 3_280_000
-    assert xla_per_image == pytest.approx(benchmark.mlp_vae_train_flops(), rel=0.02)
+    assert flops.mlp_vae_train_flops() == 3_280_000
+    assert xla_per_image == pytest.approx(flops.mlp_vae_train_flops(), rel=0.02)
 
 
 def test_conv_flops_match_xla_cost_analysis():
@@ -48,8 +49,8 @@ def test_conv_flops_match_xla_cost_analysis():
     xla_per_image = _xla_train_flops_per_image(models.conv_vae(conv_implementation="xla"), 32, 16)
     # 13,280,416 multiply-adds forward that touch data (the README's "13.3 M"); the first
     # conv's 47 x 47 taps x 32 channels need no input gradient
-    assert benchmark.conv_vae_train_flops() == 2 * (3 * 13_280_416 - 47 * 47 * 32)
-    assert xla_per_image == pytest.approx(benchmark.conv_vae_train_flops(), rel=0.02)
+    assert flops.conv_vae_train_flops() == 2 * (3 * 13_280_416 - 47 * 47 * 32)
+    assert xla_per_image == pytest.approx(flops.conv_vae_train_flops(), rel=0.02)
 
 
 @pytest.mark.parametrize("image_size, width", [(28, 64), (32, 64), (28, 128)])
@@ -58,18 +59,20 @@ def test_dcgan_flops_match_xla_cost_analysis(image_size, width):
     steps, Adam) with XLA's own convolutions, per real image. XLA also counts the elementwise
     work, linear in the width while the convolutions are quadratic: 1.2% more at width 64, 0.64%
     at 128. (HLO before compilation: the same count to 0.5%, without seconds of compiling.)"""
-    model = models.GAN(models.Generator(image_size, 1, width, conv_implementation="xla"),
-                    models.Discriminator(image_size, width, "batch", conv_implementation="xla"), 100)
+    model = models.GAN(
+        models.Generator(image_size, 1, width, conv_implementation="xla"),
+        models.Discriminator(image_size, width, "batch", conv_implementation="xla"), 100)
     optimizer = optax.adam(2e-4, b1=0.5, b2=0.999)
     update = gan_training.make_gan_update(model, loss="bce", generator_optimizer=optimizer,
-                                 discriminator_optimizer=optimizer)
-    state = jax.eval_shape(lambda key: gan_training.create_gan_state(model.init(key), optimizer, optimizer),
-                           jax.random.key(0))
+                                          discriminator_optimizer=optimizer)
+    state = jax.eval_shape(
+        lambda key: gan_training.create_gan_state(model.init(key), optimizer, optimizer),
+        jax.random.key(0))
     batch = 64
     images = jax.ShapeDtypeStruct((batch, image_size, image_size, 1), jnp.float32)
     cost = jax.jit(update).lower(state, images, jax.random.key(0)).cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
-    analytic = benchmark.dcgan_train_flops(image_size, 1, width)
+    analytic = flops.dcgan_train_flops(image_size, 1, width)
     assert 1.0 <= cost["flops"] / batch / analytic <= 1 + 1.0 / width
 
 
@@ -78,13 +81,13 @@ def test_dcgan_flops_of_the_default_model():
     # D forward 54^2 x 64 + 26^2 x 64 x 128 + 7 x 7 x 128
     g = 100 * 49 * 128 + 26**2 * 128 * 64 + 54**2 * 64
     d = 54**2 * 64 + 26**2 * 64 * 128 + 49 * 128
-    assert benchmark.dcgan_forward_macs() == {"generator": g, "discriminator": d,
+    assert flops.dcgan_forward_macs() == {"generator": g, "discriminator": d,
                                               "projection": 100 * 49 * 128,
                                               "first_conv": 54**2 * 64}
-    assert benchmark.dcgan_train_flops() == 2 * (4 * g + 8 * d - 2 * 54**2 * 64 - 100 * 49 * 128)
-    assert benchmark.train_flops("dcgan") == benchmark.dcgan_train_flops() == 140_503_040
-    assert (benchmark.train_flops("dcgan", image_size=32, width=8)
-            == benchmark.dcgan_train_flops(32, 1, 8))
+    assert flops.dcgan_train_flops() == 2 * (4 * g + 8 * d - 2 * 54**2 * 64 - 100 * 49 * 128)
+    assert flops.train_flops("dcgan") == flops.dcgan_train_flops() == 140_503_040
+    assert (flops.train_flops("dcgan", image_size=32, width=8)
+            == flops.dcgan_train_flops(32, 1, 8))
 
 
 def _subset(n_train=1280):
@@ -101,7 +104,7 @@ def _subset(n_train=1280):
 ])
 def test_each_variant_trains_and_reports(model, variant):
     train, test = _subset(1280 if model == "mlp" else 200)
-    result = benchmark.run_variant(variant, train, test, batch_size=128 if model == "mlp" else 100,
+    result = run_variant(variant, train, test, batch_size=128 if model == "mlp" else 100,
                                    epochs=2, model=model)
     assert result["variant"] == variant and result["model"] == model
     assert len(result["epoch_seconds"]) == 2
@@ -112,8 +115,8 @@ def test_each_variant_trains_and_reports(model, variant):
 
 
 def test_matmul_peak_is_a_rate():
-    flops = benchmark.matmul_peak_flops(n=256, repeats=3)
-    assert 1e8 < flops < 1e16
+    rate = flops.matmul_peak_flops(n=256, repeats=3)
+    assert 1e8 < rate < 1e16
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -150,7 +153,8 @@ def test_the_command_runs_end_to_end_on_real_data(tmp_path, mnist_tfds_dir, mnis
     assert conv[0]["train_examples"] == 300 and conv[0]["model"] == "conv"
     assert results["batch_sweep"][0]["batch_size"] == 4096
     assert results["device_sweep"][0]["devices"] == 2
-    assert "of peak" in proc.stdout and "vs first" in proc.stdout and "conv VAE, batch 100" in proc.stdout
+    assert "of peak" in proc.stdout and "vs first" in proc.stdout
+    assert "conv VAE, batch 100" in proc.stdout
 
 
 def test_the_dcgan_benchmark_runs_end_to_end(tmp_path, mnist_tfds_dir, mnist_raw_dir):
@@ -167,7 +171,7 @@ def test_the_dcgan_benchmark_runs_end_to_end(tmp_path, mnist_tfds_dir, mnist_raw
                        "--out", str(out)])
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(out.read_text())
-    assert results["train_flops_per_image"]["dcgan"] == benchmark.dcgan_train_flops(28, 1, 8)
+    assert results["train_flops_per_image"]["dcgan"] == flops.dcgan_train_flops(28, 1, 8)
     rows = results["models"]["dcgan"]
     assert [r["variant"] for r in rows] == variants and "mlp" not in results["models"]
     baseline = variants[0]

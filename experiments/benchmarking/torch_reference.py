@@ -235,7 +235,7 @@ class DCGANGenerator(nn.Module):
     ``BatchNorm2d`` and ReLU after each but the last, which goes to ``channels`` and tanh; no
     biases. ``image_size`` 64 with ``channels`` 3 is the example's network (ngf = ``width``),
     3,576,704 parameters. Batch norm uses batch statistics in ``train()`` mode, as the example
-    and :class:`vaejax.gan.Generator` do."""
+    and :class:`vaejax.models.gan.Generator` do."""
 
     def __init__(self, image_size: int = 28, channels: int = 1, width: int = 64,
                  noise_dim: int = 100):
@@ -293,14 +293,14 @@ class DCGANDiscriminator(nn.Module):
 
 def dcgan_discriminator_loss(real_logits, fake_logits):
     """The example's ``errD_real + errD_fake``: mean BCE of D(x) against 1 plus mean BCE of
-    D(G(z)) against 0, on logits (:func:`vaejax.gan.discriminator_bce`)."""
+    D(G(z)) against 0, on logits (:func:`vaejax.objectives.gan.discriminator_bce`)."""
     return (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
             + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
 
 
 def dcgan_generator_loss(fake_logits):
     """The example's ``errG``, the non-saturating -mean log D(G(z)), on logits
-    (:func:`vaejax.gan.generator_non_saturating`)."""
+    (:func:`vaejax.objectives.gan.generator_non_saturating`)."""
     return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
 
 
