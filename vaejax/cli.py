@@ -34,7 +34,7 @@ import jax
 from vaejax import data
 from vaejax.errors import ConfigError
 from vaejax.runs.config import Applies, RunConfig, flag_text, value_text
-from vaejax.runs.vae import train_and_evaluate
+from vaejax.runs.base import run_for_config
 from vaejax.training import checkpoints, loop
 
 
@@ -392,11 +392,15 @@ def check_backend() -> None:
         logging.getLogger(record.name).handle(record)
 
 
+def _registered_run(config, workdir: Path):
+    return run_for_config(config)(config, workdir).execute()
+
+
 def main(defaults: RunConfig, description: str | None = None,
          argv: Sequence[str] | None = None, prog: str | None = None,
          run: Callable[[Any, Path], Any] | None = None) -> int:
-    """Parses flags over ``defaults`` and calls ``run(config, workdir)`` (default
-    :func:`train_and_evaluate`). Exit status: 0 done; 2 a user error (flags,
+    """Parses flags over ``defaults`` and runs the experiment: ``run(config, workdir)``, by
+    default the registered Run whose ``Config`` is the type of ``defaults``. Exit status: 0 done; 2 a user error (flags,
     data, workdir, checkpoint: one line on stderr, nothing written); 3 training diverged; 128 +
     the signal number when stopped by SIGTERM/SIGINT after saving a checkpoint."""
     config, launch, _ = parse_command_line(defaults, argv, description, prog)
@@ -410,7 +414,7 @@ def main(defaults: RunConfig, description: str | None = None,
         if launch.pop("distributed") or launch["coordinator_address"]:
             initialize_distributed(**launch)
         check_backend()  # after jax.distributed.initialize, which must come first
-        (run or train_and_evaluate)(config, resolve_workdir(config))
+        (run or _registered_run)(config, resolve_workdir(config))
     except (ConfigError, data.DataError, loop.WorkdirError, checkpoints.CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
