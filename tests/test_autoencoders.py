@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,7 +14,6 @@ from vaejax.errors import ConfigError
 from vaejax.runs import anomaly as anomaly_run
 from vaejax.runs import autoencoders as autoencoders_run
 from vaejax.runs import conditional as conditional_run
-from vaejax.runs import config as run_config
 from vaejax.runs import denoising as denoising_run
 
 KEY = jax.random.key(0)
@@ -166,9 +167,9 @@ def test_detection_metrics_on_a_known_case():
 def test_held_out_classes_parse_or_fail_in_one_line():
     config = anomaly_run.AnomalyConfig()
     assert anomaly_run.held_out_classes(config) == tuple(range(10))
-    assert anomaly_run.held_out_classes(anomaly_run.AnomalyConfig(classes="3,0")) == (3, 0)
-    for bad in ("10", "1,1", "a", ""):
-        with pytest.raises(ConfigError, match="--classes must be all or distinct labels 0..9"):
+    assert anomaly_run.held_out_classes(anomaly_run.AnomalyConfig(classes=(3, 0))) == (3, 0)
+    for bad in ((10,), (1, 1), (-1,), ()):
+        with pytest.raises(ConfigError, match=r"--classes must be distinct labels in 0\.\.9 "):
             anomaly_run.held_out_classes(anomaly_run.AnomalyConfig(classes=bad))
 
 
@@ -183,9 +184,11 @@ def test_anomaly_table_has_a_row_per_class_and_the_mean():
     assert "P / R AE (p95)" in lines[0] and "0.25 / 0.75" in lines[2]
 
 
-def test_parse_floats():
-    assert run_config.parse_floats("0.1,0.5", "eval_levels", 0, 1) == (0.1, 0.5)
-    with pytest.raises(ConfigError, match="--eval_levels must be comma-separated numbers"):
-        run_config.parse_floats("0.1;0.5", "eval_levels")
-    with pytest.raises(ConfigError, match=r"--eval_levels values must lie in \[0, 1\]"):
-        run_config.parse_floats("0.1,2", "eval_levels", 0, 1)
+def test_eval_levels_are_checked_against_the_noise():
+    config = denoising_run.DenoisingConfig(noise="salt_pepper", eval_levels=(0.1, 0.5))
+    denoising_run.validate(config, 1)
+    with pytest.raises(ConfigError, match=r"--eval_levels must lie in \[0, 1\] for salt_pepper "
+                                          r"noise, got 0.1,2.0"):
+        denoising_run.validate(dataclasses.replace(config, eval_levels=(0.1, 2.0)), 1)
+    with pytest.raises(ConfigError, match="--eval_levels needs at least one level"):
+        denoising_run.validate(dataclasses.replace(config, eval_levels=()), 1)

@@ -376,7 +376,10 @@ def test_ddpm_experiment_end_to_end(tmp_path, mnist_raw_dir, mnist_tfds_dir):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--multipliers", "1,x"], "--multipliers must be comma-separated positive integers"),
+    (["--multipliers", "1,x"], "error: argument --multipliers: invalid value: '1,x'; expected "
+                               "comma-separated integers, e.g. --multipliers 1,2,2"),
+    (["--multipliers", "1,0"], "error: --multipliers must be positive integers, one per U-Net "
+                               "level, e.g. 1,2,2, got 1,0"),
     (["--sampling_steps", "50", "--timesteps", "40"], "--sampling_steps 50 exceeds"),
     (["--channels", "12"], "--channels must be a multiple of 8"),
     (["--multipliers", "1,2,2,2"], "use fewer --multipliers"),

@@ -132,6 +132,14 @@ def test_batch_size_must_split_over_the_devices():
     (["--learning_rate", "abc"], "error: argument --learning_rate: invalid float value: 'abc'"),
     (["--epoch", "3", "--bogus"], "error: unrecognized arguments: --bogus"),
     (["--nonfinite", "ignore"], "error: argument --nonfinite: invalid choice: 'ignore'"),
+    (["--model", "conv", "--hidden_dim", "64"],
+     "error: --hidden_dim applies only to --model mlp, not conv: drop it"),
+    (["--iwae_samples", "5"], "error: --iwae_samples applies only to --objective iwae, not elbo: "
+                              "drop it"),
+    (["--gaussian_variance", "0.5"], "error: --gaussian_variance applies only to --likelihood "
+                                     "gaussian, not bernoulli: drop it"),
+    (["--classifier_workdir", "elsewhere"], "error: --classifier_workdir applies only with a "
+                                            "--perceptual_weight above 0, not 0.0: drop it"),
 ])
 def test_the_parser_rejects_in_one_line(capsys, argv, message):
     with pytest.raises(SystemExit) as e:

@@ -28,7 +28,7 @@ from vaejax.runs import autoencoders as autoencoders_run
 from vaejax.runs import config as run_config
 from vaejax.runs.autoencoders import AEConfig
 from vaejax.runs.base import Run, register
-from vaejax.runs.config import _field
+from vaejax.runs.config import _field, value_text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,8 +37,8 @@ class AnomalyConfig(AEConfig):
 
     latent_dim: int = _field(8, "size of the latent code z")
     epochs: int = _field(5, "training epochs of each model", resume=True)
-    classes: str = _field("all", "held-out classes to run: all, or comma-separated labels "
-                          "such as 0,7", resume=True)
+    classes: tuple[int, ...] | None = _field(None, "held-out classes to run, labels such as "
+                                             "0,7 (auto: all)", resume=True)
     percentile: float = _field(95.0, "flag a test image when its score exceeds this percentile "
                                "of the training scores", resume=True)
     vae_samples: int = _field(8, "draws of z per image in the VAE's -ELBO score", resume=True)
@@ -47,17 +47,15 @@ class AnomalyConfig(AEConfig):
 
 
 def held_out_classes(config: AnomalyConfig) -> tuple[int, ...]:
-    """The labels named by ``--classes``; raises ConfigError for anything else."""
+    """The labels named by ``--classes`` (None: every class); raises ConfigError for labels
+    outside the dataset's, repeated, or none."""
     n = data.dataset_spec(config.dataset).num_classes
-    if config.classes == "all":
+    if config.classes is None:
         return tuple(range(n))
-    try:
-        labels = tuple(int(part) for part in config.classes.split(","))
-    except ValueError:
-        labels = ()
+    labels = config.classes
     if not labels or not all(0 <= c < n for c in labels) or len(set(labels)) != len(labels):
-        raise ConfigError(f"--classes must be all or distinct labels 0..{n - 1} separated by "
-                          f"commas, got {config.classes!r}")
+        raise ConfigError(f"--classes must be distinct labels in 0..{n - 1} such as 0,7 (or auto "
+                          f"for all), got {value_text(labels) or 'none'}")
     return labels
 
 

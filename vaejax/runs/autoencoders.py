@@ -27,7 +27,7 @@ import numpy as np
 import optax
 
 from vaejax import data, models, objectives
-from vaejax.runs.base import Data, Run, Training, register
+from vaejax.runs.base import Data, Run, Training, json_record, register
 from vaejax.runs.config import (
     RunConfig,
     _field,
@@ -181,8 +181,8 @@ class AutoencoderMember(Run):
         return RunKeys.of(self.key)
 
     def record(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self.config), "part": self.workdir.name, "kind": self.kind,
-                "run": f"{__name__}:{type(self).__name__}"}
+        return json_record({**dataclasses.asdict(self.config), "part": self.workdir.name,
+                            "kind": self.kind, "run": f"{__name__}:{type(self).__name__}"})
 
     def load_data(self) -> Data:
         train, test = self.images

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import sys
 import time
 from pathlib import Path
@@ -92,8 +93,10 @@ class Run:
 
     def record(self) -> dict[str, Any]:
         """What ``config.json`` and every checkpoint hold: the config's fields, the kind, the
-        Run class."""
-        return {**dataclasses.asdict(self.config), "kind": self.kind, "run": _qualified(type(self))}
+        Run class; as JSON reads it back (tuples as lists), so that a resumed run compares like
+        with like."""
+        return json_record({**dataclasses.asdict(self.config), "kind": self.kind,
+                            "run": _qualified(type(self))})
 
     def execute(self) -> dict | None:
         """Runs the experiment into ``self.workdir``; returns the last metrics record."""
@@ -131,6 +134,12 @@ class Run:
     def trained(self, model, params):
         """What :func:`~vaejax.runs.load.load_run` returns for this kind."""
         raise NotImplementedError(f"{type(self).__name__} cannot be loaded")
+
+
+def json_record(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` as JSON writes and reads it: tuples become lists (as in ``config.json`` and the
+    checkpoints' metadata)."""
+    return json.loads(json.dumps(record))
 
 
 def register(cls: type[Run]) -> type[Run]:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
@@ -148,9 +147,12 @@ class RunConfig:
 
 
 def check_positive(config, *names: str) -> None:
-    """Raises :class:`ConfigError` unless each named field is > 0 (and finite)."""
+    """Raises :class:`ConfigError` unless each named field is > 0 (and finite); a None (the
+    field's automatic setting, resolved elsewhere) passes."""
     for name in names:
         value = getattr(config, name)
+        if value is None:
+            continue
         if not value > 0 or not np.isfinite(value):
             kind = "a positive number" if isinstance(value, float) else "positive"
             raise ConfigError(f"--{name} must be {kind}, got {value}")
@@ -165,9 +167,13 @@ def validate_run(config: RunConfig, num_devices: int) -> None:
         raise ConfigError(f"--seed must be between 0 and {2**31 - 1}, got {config.seed}")
     for field in dataclasses.fields(config):
         choices = field.metadata.get("choices")
-        if choices and getattr(config, field.name) not in choices:
-            raise ConfigError(f"--{field.name} must be one of {', '.join(choices)}, "
-                              f"got {getattr(config, field.name)!r}")
+        value = getattr(config, field.name)
+        if not choices or value is None:  # None: the field's automatic setting
+            continue
+        for item in value if isinstance(value, tuple) else (value,):
+            if item not in choices:
+                raise ConfigError(f"--{field.name} must be one of "
+                                  f"{', '.join(map(str, choices))}, got {item!r}")
     n_available = data.dataset_spec(config.dataset).num_examples["train"]
     if not 0 <= config.train_examples <= n_available:
         raise ConfigError(f"--train_examples must be between 0 (all) and {n_available}, "
@@ -201,15 +207,6 @@ def load_data(config: RunConfig, binarization: str = "none"
             data.apply_binarization_protocol(test, binarization, train=False))
 
 
-def resolve_workdir(config) -> Path:
-    """``config.workdir`` with each ``{field}`` replaced by that field's value, e.g.
-    'workdirs/gan_{dataset}_{loss}' -> 'workdirs/gan_mnist_bce'."""
-    workdir = config.workdir
-    for field in dataclasses.fields(config):
-        workdir = workdir.replace("{" + field.name + "}", str(getattr(config, field.name)))
-    return Path(workdir)
-
-
 class Start(NamedTuple):
     """What every experiment's ``run`` starts from (see :func:`start`)."""
 
@@ -228,15 +225,3 @@ def start(config: RunConfig, validate: Callable[[Any, int], None]) -> Start:
     writer = loop.is_writer()
     return Start(train, test, data.dataset_spec(config.dataset), writer,
                  print if writer else (lambda text: None))
-
-
-def parse_floats(text: str, flag: str, low: float = -np.inf, high: float = np.inf
-                 ) -> tuple[float, ...]:
-    """'0.1,0.3' -> (0.1, 0.3); raises ConfigError naming ``flag`` for anything else."""
-    try:
-        values = tuple(float(part) for part in text.split(","))
-    except ValueError:
-        raise ConfigError(f"--{flag} must be comma-separated numbers, got {text!r}") from None
-    if not all(low <= v <= high for v in values):
-        raise ConfigError(f"--{flag} values must lie in [{low:g}, {high:g}], got {text!r}")
-    return values

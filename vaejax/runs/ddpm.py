@@ -67,6 +67,7 @@ from vaejax.runs.config import (
     check_positive,
     judge_field,
     validate_run,
+    value_text,
 )
 from vaejax.runs.trained import TrainedRun
 from vaejax.training.ema import DiffusionState, with_ema
@@ -96,8 +97,8 @@ class DDPMConfig(RunConfig):
                            SCHEDULES)
     timesteps: int = _field(1000, "diffusion steps T")
     channels: int = _field(32, "U-Net channels at full resolution")
-    multipliers: str = _field("1,2,2", "U-Net channel multiplier per resolution level "
-                              "(comma-separated; each level after the first halves H and W)")
+    multipliers: tuple[int, ...] = _field((1, 2, 2), "U-Net channel multiplier per resolution "
+                                          "level (each level after the first halves H and W)")
     image_size: int = _field(28, "28 (MNIST as is) or 32 (padded)")
     sampler: str = _field("ddim", "sampler of the per-epoch grids and scores", SAMPLERS,
                           resume=True)
@@ -113,16 +114,6 @@ class DDPMConfig(RunConfig):
     workdir: str = _field("workdirs/ddpm_{dataset}", "where metrics, sample grids, strips and "
                           "checkpoints go ({dataset} is replaced); rerunning with the same "
                           "workdir resumes", resume=True)
-
-    def parsed_multipliers(self) -> tuple[int, ...]:
-        try:
-            values = tuple(int(part) for part in self.multipliers.split(","))
-        except ValueError:
-            values = ()
-        if not values or min(values) < 1:
-            raise ConfigError(f"--multipliers must be comma-separated positive integers, e.g. "
-                              f"1,2,2, got {self.multipliers!r}")
-        return values
 
 
 def validate(config: DDPMConfig, num_devices: int) -> None:
@@ -141,7 +132,10 @@ def validate(config: DDPMConfig, num_devices: int) -> None:
     if config.sampling_steps > config.timesteps:
         raise ConfigError(f"--sampling_steps {config.sampling_steps} exceeds --timesteps "
                           f"{config.timesteps}")
-    levels = len(config.parsed_multipliers())
+    if not config.multipliers or min(config.multipliers) < 1:
+        raise ConfigError(f"--multipliers must be positive integers, one per U-Net level, e.g. "
+                          f"1,2,2, got {value_text(config.multipliers) or 'none'}")
+    levels = len(config.multipliers)
     if config.image_size % 2 ** (levels - 1):
         raise ConfigError(f"{levels} U-Net levels halve the image {levels - 1} times, which "
                           f"{config.image_size} does not allow: use fewer --multipliers")
@@ -157,7 +151,7 @@ def validate(config: DDPMConfig, num_devices: int) -> None:
 
 
 def build(config: DDPMConfig) -> Diffusion:
-    return Diffusion(UNet(config.channels, config.parsed_multipliers()),
+    return Diffusion(UNet(config.channels, config.multipliers),
                      make_schedule(config.schedule, config.timesteps))
 
 
@@ -253,8 +247,9 @@ class DDPMRun(Run):
                      config.ema_decay),
             self.preprocess, data_.train.images, end_of_epoch,
             f"DDPM ({config.schedule} schedule, T = {config.timesteps}; U-Net "
-            f"{config.channels} x ({config.multipliers})); Adam {config.learning_rate:g}, EMA "
-            f"{config.ema_decay:g}; per-epoch samples: {config.sampler} {steps} steps",
+            f"{config.channels} x ({value_text(config.multipliers)})); Adam "
+            f"{config.learning_rate:g}, EMA {config.ema_decay:g}; per-epoch samples: "
+            f"{config.sampler} {steps} steps",
             models.count_params(params))
 
     def finish(self, state: DiffusionState, data_: Data, keys: RunKeys):

@@ -30,7 +30,7 @@ from vaejax.runs import autoencoders as autoencoders_run
 from vaejax.runs import config as run_config
 from vaejax.runs.autoencoders import AEConfig
 from vaejax.runs.base import Run, register
-from vaejax.runs.config import _field
+from vaejax.runs.config import _field, value_text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,9 +41,9 @@ class DenoisingConfig(AEConfig):
     noise: str = _field("gaussian", "corruption: gaussian (std = level) or salt_pepper "
                         "(rate = level)", NOISES)
     noise_level: float = _field(0.5, "corruption level during training")
-    eval_levels: str = _field("0,0.1,0.3,0.5,0.7", "comma-separated corruption levels for the "
-                              "PSNR table and the picture (0: the clean images, the "
-                              "autoencoder's own ceiling)", resume=True)
+    eval_levels: tuple[float, ...] = _field(
+        (0.0, 0.1, 0.3, 0.5, 0.7), "corruption levels of the PSNR table and the picture (0: "
+        "the clean images, the autoencoder's own ceiling)", resume=True)
     workdir: str = _field("workdirs/denoising_mnist", "where the model, table and pictures go; "
                           "rerunning with the same workdir resumes", resume=True)
 
@@ -54,7 +54,11 @@ def validate(config: DenoisingConfig, num_devices: int) -> None:
     if not 0 <= config.noise_level <= high:
         raise ConfigError(f"--noise_level must lie in [0, {high:g}] for {config.noise} noise, "
                           f"got {config.noise_level}")
-    run_config.parse_floats(config.eval_levels, "eval_levels", 0.0, high)
+    if not config.eval_levels:
+        raise ConfigError("--eval_levels needs at least one level, e.g. 0,0.1,0.3,0.5,0.7")
+    if not all(0 <= level <= high for level in config.eval_levels):
+        raise ConfigError(f"--eval_levels must lie in [0, {high:g}] for {config.noise} noise, "
+                          f"got {value_text(config.eval_levels)}")
 
 
 def denoise(model: autoencoders_run.TrainedModel, images: np.ndarray, noise: str, level: float,
@@ -84,7 +88,7 @@ def run(config: DenoisingConfig, workdir: Path) -> list[dict]:
     then the clean ones). Returns the PSNR records."""
     run_start = time.perf_counter()
     train, test, _, writer, log = run_config.start(config, validate)
-    levels = run_config.parse_floats(config.eval_levels, "eval_levels")
+    levels = config.eval_levels
     key = jax.random.key(config.seed)
     size = autoencoders_run.image_size(config.model)
     preprocess = make_denoising_preprocessor(size, config.noise, config.noise_level)

@@ -53,6 +53,7 @@ from vaejax.runs.base import Data, Run, Training, register
 from vaejax.runs.config import (
     RunConfig,
     _field,
+    applies_when,
     check_positive,
     judge_field,
     validate_run,
@@ -61,8 +62,8 @@ from vaejax.runs.trained import TrainedRun
 from vaejax.training.fit import RunKeys, TrainSettings
 from vaejax.training.gan import GANState, create_gan_state, make_gan_update
 
-# (learning rate, Adam beta2, critic steps per generator step) where the flags say 0: Radford et
-# al. for the BCE game, Gulrajani et al. for WGAN-GP
+# (learning rate, Adam beta2, critic steps per generator step) where the flags say auto (None):
+# Radford et al. for the BCE game, Gulrajani et al. for WGAN-GP
 LOSS_DEFAULTS = {"bce": (2e-4, 0.999, 1), "wgan-gp": (1e-4, 0.9, 5)}
 
 
@@ -74,18 +75,20 @@ class GANConfig(RunConfig):
                        "wgan-gp: Wasserstein critic with gradient penalty", LOSSES)
     generator_loss: str = _field("non-saturating", "the generator's side of the bce game: "
                                  "non-saturating (-log D(G(z))) or minimax (log(1 - D(G(z))), "
-                                 "whose gradient vanishes early)", GENERATOR_LOSSES)
+                                 "whose gradient vanishes early)", GENERATOR_LOSSES,
+                                 applies=applies_when(loss="bce"))
     batch_size: int = _field(64, "images per discriminator step (a multiple of the device "
                              "count); a generator step draws as many fakes")
     epochs: int = _field(5, "passes of the discriminator over the training images", resume=True)
-    learning_rate: float = _field(0.0, "Adam learning rate of both players (0: 2e-4 for bce, "
-                                  "1e-4 for wgan-gp)")
+    learning_rate: float | None = _field(None, "Adam learning rate of both players (auto: "
+                                         "2e-4 for bce, 1e-4 for wgan-gp)")
     adam_beta1: float = _field(0.5, "Adam beta1 of both players")
-    adam_beta2: float = _field(0.0, "Adam beta2 of both players (0: 0.999 for bce, 0.9 for "
-                               "wgan-gp)")
-    n_critic: int = _field(0, "discriminator steps per generator step (0: 1 for bce, 5 for "
-                           "wgan-gp)")
-    penalty_weight: float = _field(10.0, "weight of the wgan-gp gradient penalty (lambda)")
+    adam_beta2: float | None = _field(None, "Adam beta2 of both players (auto: 0.999 for bce, "
+                                      "0.9 for wgan-gp)")
+    n_critic: int | None = _field(None, "discriminator steps per generator step (auto: 1 for "
+                                  "bce, 5 for wgan-gp)")
+    penalty_weight: float = _field(10.0, "weight of the wgan-gp gradient penalty (lambda)",
+                                   applies=applies_when(loss="wgan-gp"))
     noise_dim: int = _field(100, "size of z")
     width: int = _field(64, "channels of the generator's last and the discriminator's first "
                         "hidden layer (pytorch/examples' ngf = ndf)")
@@ -100,20 +103,22 @@ class GANConfig(RunConfig):
                           "same workdir resumes", resume=True)
 
     def resolved(self) -> tuple[float, float, int]:
-        """(learning rate, beta2, n_critic) with the loss's defaults filled in."""
-        rate, beta2, n_critic = LOSS_DEFAULTS[self.loss]
-        return self.learning_rate or rate, self.adam_beta2 or beta2, self.n_critic or n_critic
+        """(learning rate, beta2, n_critic), the loss's defaults (``LOSS_DEFAULTS``) in place of
+        None."""
+        given = (self.learning_rate, self.adam_beta2, self.n_critic)
+        return tuple(default if value is None else value
+                     for value, default in zip(given, LOSS_DEFAULTS[self.loss]))
 
 
 def validate(config: GANConfig, num_devices: int) -> None:
-    check_positive(config, "batch_size", "noise_dim", "width", "penalty_weight")
-    for name in ("learning_rate", "adam_beta2", "n_critic", "eval_samples"):
-        if not getattr(config, name) >= 0:
-            raise ConfigError(f"--{name} must be >= 0 (0 = the loss's default), got "
-                              f"{getattr(config, name)}")
-    for name in ("adam_beta1", "adam_beta2"):
-        if not 0 <= getattr(config, name) < 1:
-            raise ConfigError(f"--{name} must lie in [0, 1), got {getattr(config, name)}")
+    check_positive(config, "batch_size", "noise_dim", "width", "penalty_weight", "n_critic")
+    if not config.eval_samples >= 0:
+        raise ConfigError(f"--eval_samples must be >= 0 (0 = no scoring), got "
+                          f"{config.eval_samples}")
+    _, adam_beta2, _ = config.resolved()
+    for name, value in (("adam_beta1", config.adam_beta1), ("adam_beta2", adam_beta2)):
+        if not 0 <= value < 1:
+            raise ConfigError(f"--{name} must lie in [0, 1), got {value}")
     if config.image_size not in (28, 32):
         raise ConfigError(f"--image_size must be 28 or 32, got {config.image_size}")
     if config.loss == "wgan-gp" and config.generator_loss != "non-saturating":

@@ -32,7 +32,7 @@ from vaejax.runs import autoencoders as autoencoders_run
 from vaejax.runs import config as run_config
 from vaejax.runs.autoencoders import AEConfig, TrainedModel
 from vaejax.runs.base import Run, register
-from vaejax.runs.config import _field, check_positive
+from vaejax.runs.config import _field, check_positive, value_text
 from vaejax.training.fit import TrainSettings
 
 
@@ -49,11 +49,11 @@ class LatentStudyConfig(AEConfig):
     adam_eps: float = _field(1e-7, "Adam epsilon (Keras' default)")
     vae_epochs: int = _field(5, "training epochs of the VAE", resume=True)
     vae_learning_rate: float = _field(5e-4, "Adam learning rate of the VAE")
-    attribute_classes: str = _field("9,7", "the class-pair attribute vector A,B: mean code of "
-                                    "class A minus that of class B, added to class B images "
-                                    "(fashion_mnist 9,7: ankle boot minus sneaker)", resume=True)
-    strengths: str = _field("-2,-1,0,1,2", "strengths at which attribute vectors are added",
-                            resume=True)
+    attribute_classes: tuple[int, ...] = _field(
+        (9, 7), "the class-pair attribute vector A,B: mean code of class A minus that of class "
+        "B, added to class B images (fashion_mnist 9,7: ankle boot minus sneaker)", resume=True)
+    strengths: tuple[float, ...] = _field((-2.0, -1.0, 0.0, 1.0, 2.0), "strengths at which "
+                                          "attribute vectors are added", resume=True)
     knn_k: int = _field(5, "neighbours of the k-NN classifier in the dimensionality-reduction "
                         "table", resume=True)
     workdir: str = _field("workdirs/ae_fashion_mnist", "where models, pictures and tables go; "
@@ -61,22 +61,25 @@ class LatentStudyConfig(AEConfig):
 
 
 def attribute_pair(config: LatentStudyConfig) -> tuple[int, int]:
+    """(A, B) of ``--attribute_classes``; raises ConfigError unless they are two different
+    labels of the dataset."""
     n = data.dataset_spec(config.dataset).num_classes
-    try:
-        a, b = (int(part) for part in config.attribute_classes.split(","))
-    except ValueError:
-        a = b = -1
-    if not (0 <= a < n and 0 <= b < n and a != b):
+    pair = config.attribute_classes
+    if not (len(pair) == 2 and all(0 <= c < n for c in pair) and pair[0] != pair[1]):
         raise ConfigError(f"--attribute_classes must be two different labels A,B in 0..{n - 1}, "
-                          f"got {config.attribute_classes!r}")
-    return a, b
+                          f"e.g. 9,7, got {value_text(pair) or 'none'}")
+    return pair[0], pair[1]
 
 
 def validate(config: LatentStudyConfig, num_devices: int) -> None:
     autoencoders_run.validate_ae(config, num_devices)
     check_positive(config, "vae_epochs", "vae_learning_rate", "knn_k")
     attribute_pair(config)
-    run_config.parse_floats(config.strengths, "strengths", -100, 100)
+    if not config.strengths:
+        raise ConfigError("--strengths needs at least one strength, e.g. -2,-1,0,1,2")
+    if not all(-100 <= v <= 100 for v in config.strengths):
+        raise ConfigError(f"--strengths must lie in [-100, 100], got "
+                          f"{value_text(config.strengths)}")
 
 
 def dimensionality_reduction(codes: dict[str, tuple[np.ndarray, np.ndarray]],
@@ -141,7 +144,7 @@ def run(config: LatentStudyConfig, workdir: Path) -> list[dict]:
     pictures and tables listed in the README; returns the dimensionality-reduction table."""
     run_start = time.perf_counter()
     train, test, spec, writer, log = run_config.start(config, validate)
-    strengths = run_config.parse_floats(config.strengths, "strengths")
+    strengths = config.strengths
     pair = attribute_pair(config)
     key = jax.random.key(config.seed)
     ae = autoencoders_run.train_family_member(

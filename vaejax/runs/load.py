@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import typing
 from pathlib import Path
 
 import jax
@@ -16,6 +17,36 @@ from vaejax.runs.trained import TrainedRun
 from vaejax.training.loop import CONFIG, WorkdirError
 
 PARAMS = "params.msgpack"
+
+
+def _as_tuple(value, element: type):
+    """A tuple field's value from JSON: a list, or the comma-separated string that runs of
+    older versions recorded ('1,2,2'); anything else as it is."""
+    if isinstance(value, list):
+        return tuple(value)
+    if isinstance(value, str) and element in (int, float, str):
+        try:
+            return tuple(element(part.strip()) for part in value.split(",") if part.strip())
+        except ValueError:
+            return value
+    return value
+
+
+def config_from_record(config_class: type, record: dict):
+    """The ``config_class`` of a ``config.json`` record (its other keys left out), JSON's lists
+    back as the config's tuples. TypeError when the record does not fit."""
+    hints = typing.get_type_hints(config_class)
+    kwargs = {}
+    for field in dataclasses.fields(config_class):
+        if field.name not in record or field.name in RUN_FIELDS:
+            continue
+        value, hint = record[field.name], hints.get(field.name)
+        tuple_types = [h for h in (hint, *typing.get_args(hint))
+                       if typing.get_origin(h) is tuple]
+        if tuple_types:
+            value = _as_tuple(value, (typing.get_args(tuple_types[0]) or (None,))[0])
+        kwargs[field.name] = value
+    return config_class(**kwargs)
 
 
 def load_run(workdir: os.PathLike | str, **options) -> TrainedRun:
@@ -46,10 +77,8 @@ def load_run(workdir: os.PathLike | str, **options) -> TrainedRun:
         raise WorkdirError(f"{workdir} holds a run of kind {kind!r}, which is not registered "
                            f"(and {record.get('run')!r} cannot be imported): import the module "
                            f"that defines it first") from None
-    names = {f.name for f in dataclasses.fields(cls.Config)}
     try:
-        config = cls.Config(**{k: v for k, v in record.items()
-                               if k in names and k not in RUN_FIELDS})
+        config = config_from_record(cls.Config, record)
     except TypeError as e:
         raise WorkdirError(f"{config_path} does not fit {cls.Config.__name__} ({e}): retrain "
                            f"into a new --workdir") from None

@@ -39,8 +39,8 @@ class QualityConfig:
 
     dataset: str = _field("mnist", "dataset of the classifier and the runs",
                           ("mnist", "fashion_mnist"))
-    runs: str = _field("", "comma-separated workdirs of finished VAE / GAN runs to score "
-                       "(empty: real test images only)")
+    runs: tuple[str, ...] = _field((), "workdirs of finished VAE / GAN / diffusion runs to "
+                                   "score (none: real test images only)")
     classifier_workdir: str = _field("workdirs/classifier_{dataset}", "the classifier trained "
                                      "by experiments.classifier ({dataset} is replaced)")
     num_samples: int = _field(10000, "generated images per run (the test set has 10,000)")
@@ -98,7 +98,7 @@ def run(config: QualityConfig, workdir: Path) -> dict:
     of samples per run) into ``workdir``. Returns the JSON record."""
     if config.num_samples < 10:
         raise ConfigError(f"--num_samples must be at least 10, got {config.num_samples}")
-    runs = [Path(p) for p in config.runs.split(",") if p.strip()]
+    runs = [Path(p) for p in config.runs]
     classifier_dir = config.classifier_workdir.replace("{dataset}", config.dataset)
     classifier = judge.load(classifier_dir, config.dataset)
     if config.sampling_steps < 1:

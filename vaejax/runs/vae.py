@@ -26,8 +26,10 @@ from vaejax.errors import ConfigError
 from vaejax.evaluation import judge, latent
 from vaejax.runs.base import Data, Run, Training, register
 from vaejax.runs.config import (
+    Applies,
     RunConfig,
     _field,
+    applies_when,
     check_positive,
     load_data,
     validate_run,
@@ -53,19 +55,22 @@ class VAEConfig(RunConfig):
                         "(tanh)-latent VAE", MODELS)
     objective: str = _field("elbo", "training objective: elbo (the VAE) or iwae (the "
                             "importance-weighted bound with --iwae_samples draws)", OBJECTIVES)
-    iwae_samples: int = _field(50, "draws of z per image of the iwae objective (k)")
+    iwae_samples: int = _field(50, "draws of z per image of the iwae objective (k)",
+                               applies=applies_when(objective="iwae"))
     latent_dim: int = _field(20, "size of the latent code z")
-    hidden_dim: int = _field(400, "width of the hidden layer of the mlp model")
+    hidden_dim: int = _field(400, "width of the hidden layer of the mlp model",
+                             applies=applies_when(model="mlp"))
     likelihood: str = _field("bernoulli", "pixel likelihood p(x|z): bernoulli (cross-entropy) "
                              "or gaussian with fixed variance (squared error)",
                              objectives.LIKELIHOODS)
-    gaussian_variance: float = _field(1.0, "variance of the gaussian likelihood")
+    gaussian_variance: float = _field(1.0, "variance of the gaussian likelihood",
+                                      applies=applies_when(likelihood="gaussian"))
     beta: float = _field(1.0, "weight of the KL term (1 = the ELBO)")
     binarization: str = _field("none", "pixels: none (grey in [0,1]), dynamic (a fresh "
                                "Bernoulli draw every visit) or static (one fixed draw)",
                                data.BINARIZATIONS)
-    image_size: int = _field(0, "pad images to this size: 28 (none) or 32; 0 = the model's "
-                             "own (mlp 28, conv 32)")
+    image_size: int | None = _field(None, "pad images to this size: 28 (none) or 32 (auto: "
+                                    "the model's own, conv 32, else 28)")
     workdir: str = _field("workdirs/vae_mnist", "where metrics, images, checkpoints and "
                           "parameters go; rerunning with the same workdir resumes", resume=True)
     latent_plots: str = _field("auto", "latent_space.png (posterior means of the test set) and "
@@ -76,10 +81,15 @@ class VAEConfig(RunConfig):
                                       "its reconstruction (0 = off)")
     classifier_workdir: str = _field("workdirs/classifier_{dataset}", "the classifier "
                                      "(experiments.classifier) of --perceptual_weight",
-                                     resume=True)
+                                     resume=True, applies=Applies(
+                                         lambda config: config.perceptual_weight > 0,
+                                         "with a --perceptual_weight above 0",
+                                         ("perceptual_weight",)))
 
     @property
     def resolved_image_size(self) -> int:
+        """``image_size``, or the model's own for None (and for the 0 that runs of older
+        versions recorded)."""
         return self.image_size or (32 if self.model == "conv" else 28)
 
 
@@ -96,8 +106,8 @@ def validate(config: VAEConfig, num_devices: int) -> None:
     if config.objective == "iwae" and config.beta != 1:
         raise ConfigError(f"--objective iwae bounds the likelihood itself: it takes no --beta "
                           f"(got {config.beta}); drop --beta")
-    if config.image_size not in (0, 28, 32):
-        raise ConfigError(f"--image_size must be 28 or 32 (or 0 for the model's own), "
+    if config.image_size not in (None, 28, 32):
+        raise ConfigError(f"--image_size must be 28 or 32 (or auto for the model's own), "
                           f"got {config.image_size}")
     if config.model == "conv" and config.resolved_image_size != 32:
         raise ConfigError("the conv model needs 32x32 images: drop --image_size or pass 32")
