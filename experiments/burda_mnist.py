@@ -9,9 +9,17 @@ python -m experiments.evaluate_likelihood --workdir <the workdir>.
 from vaejax.cli import main
 from vaejax.runs.vae import VAEConfig
 
-CONFIG = VAEConfig(dataset="mnist", model="burda", latent_dim=50, binarization="dynamic",
-                   batch_size=100, epochs=100, learning_rate=1e-3, adam_eps=1e-4,
-                   workdir="workdirs/burda_mnist")
+CONFIG = VAEConfig(
+    dataset="mnist",
+    model="burda",
+    latent_dim=50,
+    binarization="dynamic",
+    batch_size=100,
+    epochs=100,
+    learning_rate=1e-3,
+    adam_eps=1e-4,
+    workdir="workdirs/burda_mnist",
+)
 
 if __name__ == "__main__":
     raise SystemExit(main(CONFIG, __doc__, prog="python -m experiments.burda_mnist"))

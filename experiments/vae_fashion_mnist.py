@@ -10,9 +10,17 @@ from vaejax.cli import main
 from vaejax.objectives.vae import foster_beta
 from vaejax.runs.vae import VAEConfig
 
-CONFIG = VAEConfig(dataset="fashion_mnist", model="conv", latent_dim=2, batch_size=100,
-                   epochs=5, learning_rate=5e-4, adam_eps=1e-7, beta=foster_beta(32 * 32),
-                   workdir="workdirs/vae_fashion_mnist")
+CONFIG = VAEConfig(
+    dataset="fashion_mnist",
+    model="conv",
+    latent_dim=2,
+    batch_size=100,
+    epochs=5,
+    learning_rate=5e-4,
+    adam_eps=1e-7,
+    beta=foster_beta(32 * 32),
+    workdir="workdirs/vae_fashion_mnist",
+)
 
 if __name__ == "__main__":
     raise SystemExit(main(CONFIG, __doc__, prog="python -m experiments.vae_fashion_mnist"))

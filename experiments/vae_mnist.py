@@ -9,8 +9,16 @@ sample_<epoch>.png, params.msgpack and (with --latent_dim 2) latent_space.png in
 from vaejax.cli import main
 from vaejax.runs.vae import VAEConfig
 
-CONFIG = VAEConfig(dataset="mnist", model="mlp", latent_dim=20, hidden_dim=400, batch_size=128,
-                   epochs=10, learning_rate=1e-3, workdir="workdirs/vae_mnist")
+CONFIG = VAEConfig(
+    dataset="mnist",
+    model="mlp",
+    latent_dim=20,
+    hidden_dim=400,
+    batch_size=128,
+    epochs=10,
+    learning_rate=1e-3,
+    workdir="workdirs/vae_mnist",
+)
 
 if __name__ == "__main__":
     raise SystemExit(main(CONFIG, __doc__, prog="python -m experiments.vae_mnist"))

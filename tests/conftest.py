@@ -17,10 +17,15 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 # experiments the tests start: the same tiny models compile in many tests (on a 2-core CPU a
 # U-Net's training step takes 24 s to compile and 4 s to load). The key holds the program, the
 # jax version and the flags, so a stale entry is never used.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
-                      str(REPO_ROOT / ".pytest_cache" / "jax_compilation_cache"))
-RAW_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", str(REPO_ROOT / ".pytest_cache" / "jax_compilation_cache")
+)
+RAW_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
 
 
 def _raw_dir(name: str) -> Path:
@@ -75,8 +80,23 @@ def mnist_classifier_dir(tmp_path_factory, mnist_tfds_dir, mnist_raw_dir) -> Pat
     from tests.helpers import run_python
 
     workdir = tmp_path_factory.mktemp("classifier") / "mnist"
-    proc = run_python(["-m", "experiments.classifier", "--raw_data_dir", str(mnist_raw_dir),
-                       "--data_dir", str(mnist_tfds_dir), "--train_examples", "3200",
-                       "--epochs", "2", "--batch_size", "64", "--workdir", str(workdir)])
+    proc = run_python(
+        [
+            "-m",
+            "experiments.classifier",
+            "--raw_data_dir",
+            str(mnist_raw_dir),
+            "--data_dir",
+            str(mnist_tfds_dir),
+            "--train_examples",
+            "3200",
+            "--epochs",
+            "2",
+            "--batch_size",
+            "64",
+            "--workdir",
+            str(workdir),
+        ]
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return workdir

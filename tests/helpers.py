@@ -16,20 +16,34 @@ def run_python(args, *, env=None, timeout=600, cwd=REPO_ROOT):
     full_env = dict(os.environ)
     full_env.update(env or {})
     full_env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO_ROOT)] + [p for p in [full_env.get("PYTHONPATH")] if p])
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=full_env, capture_output=True,
-                          text=True, timeout=timeout)
+        [str(REPO_ROOT)] + [p for p in [full_env.get("PYTHONPATH")] if p]
+    )
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def run_on_devices(script: str, devices: int, *args: str) -> dict:
     """Runs ``python -c script args...`` on ``devices`` forced CPU devices and returns the JSON
     object the script prints on its last line."""
-    done = run_python(["-c", script, *args], env={
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"})
+    done = run_python(
+        ["-c", script, *args],
+        env={
+            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+            "JAX_PLATFORMS": "cpu",
+        },
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def grid_size(rows, columns, image=28, padding=2, scale=2):
     """(width, height) of a PNG written by ``vaejax.io.save_image_grid``."""
-    return (columns * (image + padding) + padding) * scale, (rows * (image + padding) + padding) * scale
+    return (columns * (image + padding) + padding) * scale, (
+        rows * (image + padding) + padding
+    ) * scale

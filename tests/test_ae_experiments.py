@@ -22,9 +22,20 @@ def _size(path):
 
 
 def test_cvae_mnist_with_a_relative_workdir_and_resume(tmp_path, mnist_tfds_dir, mnist_raw_dir):
-    args = ["-m", "experiments.cvae_mnist", "--raw_data_dir", str(mnist_raw_dir), "--data_dir",
-            str(mnist_tfds_dir), "--workdir", "runs/cvae", "--epochs", "1",
-            "--train_examples", "2560"]
+    args = [
+        "-m",
+        "experiments.cvae_mnist",
+        "--raw_data_dir",
+        str(mnist_raw_dir),
+        "--data_dir",
+        str(mnist_tfds_dir),
+        "--workdir",
+        "runs/cvae",
+        "--epochs",
+        "1",
+        "--train_examples",
+        "2560",
+    ]
     proc = run_python(args, cwd=tmp_path)  # orbax needs absolute paths: the default is relative
     assert proc.returncode == 0, proc.stderr[-3000:]
     workdir = tmp_path / "runs" / "cvae"
@@ -41,9 +52,24 @@ def test_cvae_mnist_with_a_relative_workdir_and_resume(tmp_path, mnist_tfds_dir,
 
 def test_denoising_ae_reports_psnr(tmp_path, mnist_tfds_dir, mnist_raw_dir):
     workdir = tmp_path / "dn"
-    proc = run_python(["-m", "experiments.denoising_ae", "--raw_data_dir", str(mnist_raw_dir),
-                       "--data_dir", str(mnist_tfds_dir), "--workdir", str(workdir),
-                       "--epochs", "2", "--train_examples", "6400", "--eval_levels", "0,0.2,0.6"])
+    proc = run_python(
+        [
+            "-m",
+            "experiments.denoising_ae",
+            "--raw_data_dir",
+            str(mnist_raw_dir),
+            "--data_dir",
+            str(mnist_tfds_dir),
+            "--workdir",
+            str(workdir),
+            "--epochs",
+            "2",
+            "--train_examples",
+            "6400",
+            "--eval_levels",
+            "0,0.2,0.6",
+        ]
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads((workdir / "psnr.json").read_text())
     assert [r["level"] for r in rows] == [0, 0.2, 0.6]
@@ -59,9 +85,24 @@ def test_denoising_ae_reports_psnr(tmp_path, mnist_tfds_dir, mnist_raw_dir):
 
 def test_anomaly_detection_table_is_reproduced_on_rerun(tmp_path, mnist_tfds_dir, mnist_raw_dir):
     workdir = tmp_path / "an"
-    args = ["-m", "experiments.anomaly_detection", "--raw_data_dir", str(mnist_raw_dir),
-            "--data_dir", str(mnist_tfds_dir), "--workdir", str(workdir), "--classes", "1",
-            "--epochs", "1", "--train_examples", "3000", "--batch_size", "100"]
+    args = [
+        "-m",
+        "experiments.anomaly_detection",
+        "--raw_data_dir",
+        str(mnist_raw_dir),
+        "--data_dir",
+        str(mnist_tfds_dir),
+        "--workdir",
+        str(workdir),
+        "--classes",
+        "1",
+        "--epochs",
+        "1",
+        "--train_examples",
+        "3000",
+        "--batch_size",
+        "100",
+    ]
     proc = run_python(args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads((workdir / "anomaly.json").read_text())
@@ -83,10 +124,26 @@ def test_anomaly_detection_table_is_reproduced_on_rerun(tmp_path, mnist_tfds_dir
 
 def test_ae_fashion_mnist_writes_every_figure_and_the_table(tmp_path, fashion_raw_dir):
     workdir = tmp_path / "ls"
-    proc = run_python(["-m", "experiments.ae_fashion_mnist", "--raw_data_dir",
-                       str(fashion_raw_dir), "--data_dir", str(tmp_path / "tfds"), "--workdir",
-                       str(workdir), "--model", "mlp", "--epochs", "1", "--vae_epochs", "1",
-                       "--train_examples", "2000"])
+    proc = run_python(
+        [
+            "-m",
+            "experiments.ae_fashion_mnist",
+            "--raw_data_dir",
+            str(fashion_raw_dir),
+            "--data_dir",
+            str(tmp_path / "tfds"),
+            "--workdir",
+            str(workdir),
+            "--model",
+            "mlp",
+            "--epochs",
+            "1",
+            "--vae_epochs",
+            "1",
+            "--train_examples",
+            "2000",
+        ]
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = json.loads((workdir / "dimensionality_reduction.json").read_text())
     assert [r["dimensions"] for r in table] == [2, 2, 2, 784]
@@ -99,31 +156,70 @@ def test_ae_fashion_mnist_writes_every_figure_and_the_table(tmp_path, fashion_ra
         assert _size(workdir / f"attributes_{kind}.png") == grid_size(2 * 5, 5)
     for name in ("latent_space", "latent_p_values", "decoded_grid", "samples"):
         assert _size(workdir / f"{name}.png")[0] > 400
-    assert _size(workdir / "decoded_grid.png") == (2 * grid_size(15, 15)[0] + 2 * 12,
-                                                   grid_size(15, 15)[1])
+    assert _size(workdir / "decoded_grid.png") == (
+        2 * grid_size(15, 15)[0] + 2 * 12,
+        grid_size(15, 15)[1],
+    )
     for kind in ("ae", "vae"):
         assert (workdir / kind / "params.msgpack").exists()
 
 
-@pytest.mark.parametrize("defaults,run,argv,message", [
-    (anomaly_run.AnomalyConfig(), anomaly_run.run, ["--classes", "12"],
-     "error: --classes must be distinct labels in 0..9 such as 0,7 (or auto for all), got 12"),
-    (anomaly_run.AnomalyConfig(), anomaly_run.run, ["--percentile", "101"],
-     "error: --percentile must be between 0 and 100, got 101.0"),
-    (anomaly_run.AnomalyConfig(), anomaly_run.run, ["--latent_dim", "0"],
-     "error: --latent_dim must be positive, got 0"),
-    (denoising_run.DenoisingConfig(), denoising_run.run, ["--noise", "salt_pepper", "--noise_level", "2"],
-     "error: --noise_level must lie in [0, 1] for salt_pepper noise, got 2.0"),
-    (denoising_run.DenoisingConfig(), denoising_run.run, ["--eval_levels", "0.1;0.2"],
-     "error: argument --eval_levels: invalid value: '0.1;0.2'; expected comma-separated "
-     "numbers, e.g. --eval_levels 0.0,0.1,0.3,0.5,0.7"),
-    (latent_study_run.LatentStudyConfig(), latent_study_run.run, ["--attribute_classes", "3,3"],
-     "error: --attribute_classes must be two different labels A,B in 0..9, e.g. 9,7, got 3,3"),
-    (latent_study_run.LatentStudyConfig(), latent_study_run.run, ["--vae_learning_rate", "0"],
-     "error: --vae_learning_rate must be a positive number, got 0.0"),
-    (conditional_run.CVAEConfig(), conditional_run.run, ["--hidden_dim", "0"],
-     "error: --hidden_dim must be positive, got 0"),
-])
+@pytest.mark.parametrize(
+    "defaults,run,argv,message",
+    [
+        (
+            anomaly_run.AnomalyConfig(),
+            anomaly_run.run,
+            ["--classes", "12"],
+            "error: --classes must be distinct labels in 0..9 such as 0,7 "
+            "(or auto for all), got 12",
+        ),
+        (
+            anomaly_run.AnomalyConfig(),
+            anomaly_run.run,
+            ["--percentile", "101"],
+            "error: --percentile must be between 0 and 100, got 101.0",
+        ),
+        (
+            anomaly_run.AnomalyConfig(),
+            anomaly_run.run,
+            ["--latent_dim", "0"],
+            "error: --latent_dim must be positive, got 0",
+        ),
+        (
+            denoising_run.DenoisingConfig(),
+            denoising_run.run,
+            ["--noise", "salt_pepper", "--noise_level", "2"],
+            "error: --noise_level must lie in [0, 1] for salt_pepper noise, got 2.0",
+        ),
+        (
+            denoising_run.DenoisingConfig(),
+            denoising_run.run,
+            ["--eval_levels", "0.1;0.2"],
+            "error: argument --eval_levels: invalid value: '0.1;0.2'; expected comma-separated "
+            "numbers, e.g. --eval_levels 0.0,0.1,0.3,0.5,0.7",
+        ),
+        (
+            latent_study_run.LatentStudyConfig(),
+            latent_study_run.run,
+            ["--attribute_classes", "3,3"],
+            "error: --attribute_classes must be two different labels A,B in 0..9, "
+            "e.g. 9,7, got 3,3",
+        ),
+        (
+            latent_study_run.LatentStudyConfig(),
+            latent_study_run.run,
+            ["--vae_learning_rate", "0"],
+            "error: --vae_learning_rate must be a positive number, got 0.0",
+        ),
+        (
+            conditional_run.CVAEConfig(),
+            conditional_run.run,
+            ["--hidden_dim", "0"],
+            "error: --hidden_dim must be positive, got 0",
+        ),
+    ],
+)
 def test_bad_flags_get_one_line(tmp_path, capsys, defaults, run, argv, message):
     try:
         code = cli.main(defaults, argv=argv + ["--workdir", str(tmp_path / "w")], run=run)

@@ -82,8 +82,9 @@ def _read_modules(folder: str) -> dict[str, Module]:
     modules = {}
     for path in sorted((REPO_ROOT / folder).rglob("*.py")):
         text = path.read_text()
-        modules[_module_name(path)] = Module(_module_name(path), path, len(text.splitlines()),
-                                             ast.parse(text, filename=str(path)))
+        modules[_module_name(path)] = Module(
+            _module_name(path), path, len(text.splitlines()), ast.parse(text, filename=str(path))
+        )
     return modules
 
 
@@ -103,7 +104,8 @@ def layer_of(module: str) -> int | None:
 def _is_type_checking(node: ast.If) -> bool:
     test = node.test
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _resolve_from(module: Module, node: ast.ImportFrom) -> str:
@@ -122,12 +124,22 @@ def _targets(module: Module, node: ast.AST) -> list[str]:
         return [alias.name for alias in node.names]
     if isinstance(node, ast.ImportFrom):
         source = _resolve_from(module, node)
-        return sorted({f"{source}.{alias.name}" if f"{source}.{alias.name}" in MODULES else source
-                       for alias in node.names})
-    if (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
-            and isinstance(node.args[0].value, str)
-            and ((isinstance(node.func, ast.Attribute) and node.func.attr == "import_module")
-                 or (isinstance(node.func, ast.Name) and node.func.id == "__import__"))):
+        return sorted(
+            {
+                f"{source}.{alias.name}" if f"{source}.{alias.name}" in MODULES else source
+                for alias in node.names
+            }
+        )
+    if (
+        isinstance(node, ast.Call)
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
+        and isinstance(node.args[0].value, str)
+        and (
+            (isinstance(node.func, ast.Attribute) and node.func.attr == "import_module")
+            or (isinstance(node.func, ast.Name) and node.func.id == "__import__")
+        )
+    ):
         return [node.args[0].value]
     return []
 
@@ -141,7 +153,8 @@ def imports_of(module: Module) -> list[Import]:
             found.append(Import(node.lineno, target, top_level))
         for child in ast.iter_child_nodes(node):
             nested = isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)) or (
-                isinstance(node, ast.If) and _is_type_checking(node) and child in node.body)
+                isinstance(node, ast.If) and _is_type_checking(node) and child in node.body
+            )
             visit(child, top_level and not nested)
 
     visit(module.tree, True)
@@ -149,25 +162,33 @@ def imports_of(module: Module) -> list[Import]:
 
 
 def _package_imports(module: Module) -> list[Import]:
-    return [i for i in imports_of(module)
-            if i.module == PACKAGE or i.module.startswith(PACKAGE + ".")]
+    return [
+        i for i in imports_of(module) if i.module == PACKAGE or i.module.startswith(PACKAGE + ".")
+    ]
 
 
 def test_imports_are_found_at_any_depth_and_resolved():
-    source = ("from __future__ import annotations\n"
-              "from typing import TYPE_CHECKING\n"
-              "from . import idx\n"
-              "from .. import sharding\n"
-              "from vaejax import data\n"
-              "if TYPE_CHECKING:\n    from vaejax.runs import config\n"
-              "def f():\n    import vaejax.training.step\n"
-              "    importlib.import_module('vaejax.evaluation.judge')\n")
+    source = (
+        "from __future__ import annotations\n"
+        "from typing import TYPE_CHECKING\n"
+        "from . import idx\n"
+        "from .. import sharding\n"
+        "from vaejax import data\n"
+        "if TYPE_CHECKING:\n    from vaejax.runs import config\n"
+        "def f():\n    import vaejax.training.step\n"
+        "    importlib.import_module('vaejax.evaluation.judge')\n"
+    )
     path = REPO_ROOT / PACKAGE / "data" / "example.py"
     module = Module("vaejax.data.example", path, 0, ast.parse(source))
     found = [(i.module, i.top_level) for i in _package_imports(module)]
-    assert found == [("vaejax.data.idx", True), ("vaejax.sharding", True), ("vaejax.data", True),
-                     ("vaejax.runs.config", False), ("vaejax.training.step", False),
-                     ("vaejax.evaluation.judge", False)]
+    assert found == [
+        ("vaejax.data.idx", True),
+        ("vaejax.sharding", True),
+        ("vaejax.data", True),
+        ("vaejax.runs.config", False),
+        ("vaejax.training.step", False),
+        ("vaejax.evaluation.judge", False),
+    ]
 
 
 def test_every_module_has_a_layer():
@@ -183,23 +204,32 @@ def test_layers_import_only_downwards():
         own = layer_of(name)
         for imp in _package_imports(module):
             if imp.module == FACADE:
-                offending.append(f"{module.relpath}:{imp.line} {name} -> {FACADE} (the lazy "
-                                 f"facade: import from the module that defines the name)")
+                offending.append(
+                    f"{module.relpath}:{imp.line} {name} -> {FACADE} (the lazy "
+                    f"facade: import from the module that defines the name)"
+                )
                 continue
             theirs = layer_of(imp.module)
             if theirs is None or own is None or theirs > own:
                 what = "no layer" if theirs is None else f"layer {theirs} {LAYERS[theirs][0]}"
-                offending.append(f"{module.relpath}:{imp.line} {name} (layer {own} "
-                                 f"{LAYERS[own][0]}) -> {imp.module} ({what})")
+                offending.append(
+                    f"{module.relpath}:{imp.line} {name} (layer {own} "
+                    f"{LAYERS[own][0]}) -> {imp.module} ({what})"
+                )
     assert not offending, "imports from a higher layer:\n" + "\n".join(offending)
 
 
 def _import_graph() -> dict[str, set[str]]:
     """Module -> the package modules its top-level imports name (a submodule importing its own
     package's ``__init__``, ``from vaejax import data`` in ``vaejax.data.x``, is an edge to it)."""
-    return {name: {i.module for i in _package_imports(module)
-                   if i.top_level and i.module in MODULES and i.module != name}
-            for name, module in MODULES.items()}
+    return {
+        name: {
+            i.module
+            for i in _package_imports(module)
+            if i.top_level and i.module in MODULES and i.module != name
+        }
+        for name, module in MODULES.items()
+    }
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -212,7 +242,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state:
                 cycle = visit(nxt)
                 if cycle:
@@ -240,16 +270,22 @@ def test_no_import_cycles():
 
 
 def test_no_torch_in_the_package():
-    offending = [f"{m.relpath}:{i.line} imports {i.module}" for m in MODULES.values()
-                 for i in imports_of(m) if i.module.split(".")[0] in ("torch", "torchvision")]
+    offending = [
+        f"{m.relpath}:{i.line} imports {i.module}"
+        for m in MODULES.values()
+        for i in imports_of(m)
+        if i.module.split(".")[0] in ("torch", "torchvision")
+    ]
     assert not offending, "torch in vaejax:\n" + "\n".join(offending)
 
 
 def test_importing_every_module_leaves_torch_out():
     names = sorted(MODULES)
-    code = ("import importlib, sys\nimport vaejax\n"
-            f"for name in {names!r}:\n    importlib.import_module(name)\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision')))")
+    code = (
+        "import importlib, sys\nimport vaejax\n"
+        f"for name in {names!r}:\n    importlib.import_module(name)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision')))"
+    )
     proc = run_python(["-c", code], timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout[-2000:]
@@ -287,8 +323,10 @@ def _oversize() -> dict[str, str]:
 def test_modules_and_functions_are_small():
     over = _oversize()
     new = [f"{key} ({size})" for key, size in sorted(over.items()) if key not in ALLOWED_OVERSIZE]
-    assert not new, (f"over {MAX_MODULE_LINES} lines a module or {MAX_FUNCTION_LINES} a "
-                     f"function (split it):\n" + "\n".join(new))
+    assert not new, (
+        f"over {MAX_MODULE_LINES} lines a module or {MAX_FUNCTION_LINES} a "
+        f"function (split it):\n" + "\n".join(new)
+    )
     stale = sorted(set(ALLOWED_OVERSIZE) - set(over))
     assert not stale, f"ALLOWED_OVERSIZE lists what is no longer over (remove it): {stale}"
 
@@ -303,8 +341,11 @@ def test_print_layer_graph():
             theirs = layer_of(imp.module)
             if own is not None and theirs is not None and theirs != own:
                 graph.setdefault(own, set()).add(theirs)
-    out = ["", "vaejax layers (lowest first; facade vaejax/__init__.py "
-           f"{MODULES[FACADE].lines} lines, exempt)"]
+    out = [
+        "",
+        "vaejax layers (lowest first; facade vaejax/__init__.py "
+        f"{MODULES[FACADE].lines} lines, exempt)",
+    ]
     for index, (layer, _) in enumerate(LAYERS):
         members = [m for n, m in MODULES.items() if n != FACADE and layer_of(n) == index]
         uses = ", ".join(LAYERS[i][0] for i in sorted(graph.get(index, ()))) or "-"
@@ -312,10 +353,12 @@ def test_print_layer_graph():
         out += [f"    {m.name} {m.lines}" for m in members]
     everything = [*MODULES.values(), *EXPERIMENTS.values()]
     largest = max(everything, key=lambda m: m.lines)
-    name, lines, where = max(((n, k, m.relpath) for m in everything for n, k in _functions(m)),
-                             key=lambda f: f[1])
-    out.append(f"largest module: {largest.relpath} {largest.lines} lines "
-               f"(limit {MAX_MODULE_LINES})")
+    name, lines, where = max(
+        ((n, k, m.relpath) for m in everything for n, k in _functions(m)), key=lambda f: f[1]
+    )
+    out.append(
+        f"largest module: {largest.relpath} {largest.lines} lines (limit {MAX_MODULE_LINES})"
+    )
     out.append(f"largest function: {where}:{name} {lines} lines (limit {MAX_FUNCTION_LINES})")
     print("\n".join(out))
     assert len(out) > len(LAYERS)

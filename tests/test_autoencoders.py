@@ -21,7 +21,7 @@ KEY = jax.random.key(0)
 
 def _trained(kind: str, latent: int = 3) -> autoencoders_run.TrainedModel:
     """An untrained (randomly initialized) dense family member: scores need no training."""
-    module = (models.mlp_autoencoder(latent) if kind == "ae" else models.mlp_vae(latent, (32,)))
+    module = models.mlp_autoencoder(latent) if kind == "ae" else models.mlp_vae(latent, (32,))
     x = jnp.zeros((1, 28, 28, 1))
     params = module.init(KEY, x)["params"] if kind == "ae" else module.init(KEY, x, KEY)["params"]
     return autoencoders_run.TrainedModel(params=params, kind=kind, module=module, image_size=28)
@@ -39,13 +39,15 @@ def test_denoising_loss_scores_the_clean_target():
         per_example = objectives.autoencoder_per_example(model, kind)
         logits, _ = model.apply({"params": params}, noisy)
         got = per_example(params, (noisy, clean), None)["loss"]
-        np.testing.assert_allclose(got, objectives.reconstruction_loss(clean, logits, kind),
-                                   rtol=1e-6)
+        np.testing.assert_allclose(
+            got, objectives.reconstruction_loss(clean, logits, kind), rtol=1e-6
+        )
         # a plain batch is its own target
         plain = per_example(params, clean, None)["loss"]
         logits_clean, _ = model.apply({"params": params}, clean)
-        np.testing.assert_allclose(plain, objectives.reconstruction_loss(clean, logits_clean, kind),
-                                   rtol=1e-6)
+        np.testing.assert_allclose(
+            plain, objectives.reconstruction_loss(clean, logits_clean, kind), rtol=1e-6
+        )
     with pytest.raises(ValueError, match="choose bce or mse"):
         objectives.autoencoder_per_example(model, "l1")
 
@@ -77,8 +79,9 @@ def test_class_grid_rows_are_classes_and_columns_share_z():
     # row 7 column 2 is z[2] decoded as a 7
     want = jax.nn.sigmoid(model.apply({"params": params}, z[2:3], jnp.array([7]), method="decode"))
     np.testing.assert_allclose(grid[7 * 3 + 2], want[0], rtol=1e-5, atol=1e-6)
-    restyled = conditional_run.restyle(model, params, jnp.zeros((2, 28, 28, 1)), jnp.array([0, 1]),
-                                   10)
+    restyled = conditional_run.restyle(
+        model, params, jnp.zeros((2, 28, 28, 1)), jnp.array([0, 1]), 10
+    )
     assert restyled.shape == (2 * 11, 28, 28, 1)
     assert float(jnp.abs(restyled[0]).max()) == 0.0  # each row starts with the input image
 
@@ -136,14 +139,27 @@ def test_vae_scores_average_negative_elbo_draws_independently_of_batching():
     model = _trained("vae")
     images = _images(6)
     scores = anomaly_run.vae_scores(model, images, KEY, samples=4, batch_size=4)
-    np.testing.assert_allclose(anomaly_run.vae_scores(model, images, KEY, samples=4, batch_size=6),
-                               scores, rtol=1e-5)
+    np.testing.assert_allclose(
+        anomaly_run.vae_scores(model, images, KEY, samples=4, batch_size=6), scores, rtol=1e-5
+    )
     # brute force: the mean over draws s of -ELBO with the key of (s, image index)
     per_example = objectives.vae_per_example(model.module)
     x = model.prepare(images)
-    want = [np.mean([float(per_example(model.params, x[i:i + 1], jax.random.fold_in(
-        jax.random.fold_in(KEY, s), i))["negative_elbo"][0]) for s in range(4)])
-        for i in range(6)]
+    want = [
+        np.mean(
+            [
+                float(
+                    per_example(
+                        model.params,
+                        x[i : i + 1],
+                        jax.random.fold_in(jax.random.fold_in(KEY, s), i),
+                    )["negative_elbo"][0]
+                )
+                for s in range(4)
+            ]
+        )
+        for i in range(6)
+    ]
     np.testing.assert_allclose(scores, want, rtol=1e-5)
     one = anomaly_run.vae_scores(model, images, KEY, samples=1)
     assert not np.allclose(one, scores)  # more draws are a different (averaged) estimate
@@ -174,9 +190,20 @@ def test_held_out_classes_parse_or_fail_in_one_line():
 
 
 def test_anomaly_table_has_a_row_per_class_and_the_mean():
-    row = lambda c, auc: {"class": c, "class_name": str(c), **{
-        m: {"roc_auc": auc, "average_precision": 0.5, "threshold": 1.0, "precision": 0.25,
-            "recall": 0.75} for m in ("ae", "vae")}}
+    row = lambda c, auc: {
+        "class": c,
+        "class_name": str(c),
+        **{
+            m: {
+                "roc_auc": auc,
+                "average_precision": 0.5,
+                "threshold": 1.0,
+                "precision": 0.25,
+                "recall": 0.75,
+            }
+            for m in ("ae", "vae")
+        },
+    }
     table = anomaly_run.format_table([row(0, 0.9), row(1, 0.5)], 95)
     lines = table.strip().splitlines()
     assert len(lines) == 2 + 2 + 1
@@ -187,8 +214,11 @@ def test_anomaly_table_has_a_row_per_class_and_the_mean():
 def test_eval_levels_are_checked_against_the_noise():
     config = denoising_run.DenoisingConfig(noise="salt_pepper", eval_levels=(0.1, 0.5))
     denoising_run.validate(config, 1)
-    with pytest.raises(ConfigError, match=r"--eval_levels must lie in \[0, 1\] for salt_pepper "
-                                          r"noise, got 0.1,2.0"):
+    with pytest.raises(
+        ConfigError,
+        match=r"--eval_levels must lie in \[0, 1\] for salt_pepper "
+        r"noise, got 0.1,2.0",
+    ):
         denoising_run.validate(dataclasses.replace(config, eval_levels=(0.1, 2.0)), 1)
     with pytest.raises(ConfigError, match="--eval_levels needs at least one level"):
         denoising_run.validate(dataclasses.replace(config, eval_levels=()), 1)

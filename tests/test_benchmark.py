@@ -21,8 +21,10 @@ from vaejax import models, objectives
 from vaejax.training import gan as gan_training
 
 TORCH = importlib.util.find_spec("torch") is not None
-needs_torch = pytest.mark.skipif(not TORCH and os.environ.get("CI") != "true",
-                                 reason="torch is not installed (pip install -e '.[bench]')")
+needs_torch = pytest.mark.skipif(
+    not TORCH and os.environ.get("CI") != "true",
+    reason="torch is not installed (pip install -e '.[bench]')",
+)
 
 
 def _xla_train_flops_per_image(model, size: int, batch: int) -> float:
@@ -61,13 +63,17 @@ def test_dcgan_flops_match_xla_cost_analysis(image_size, width):
     at 128. (HLO before compilation: the same count to 0.5%, without seconds of compiling.)"""
     model = models.GAN(
         models.Generator(image_size, 1, width, conv_implementation="xla"),
-        models.Discriminator(image_size, width, "batch", conv_implementation="xla"), 100)
+        models.Discriminator(image_size, width, "batch", conv_implementation="xla"),
+        100,
+    )
     optimizer = optax.adam(2e-4, b1=0.5, b2=0.999)
-    update = gan_training.make_gan_update(model, loss="bce", generator_optimizer=optimizer,
-                                          discriminator_optimizer=optimizer)
+    update = gan_training.make_gan_update(
+        model, loss="bce", generator_optimizer=optimizer, discriminator_optimizer=optimizer
+    )
     state = jax.eval_shape(
         lambda key: gan_training.create_gan_state(model.init(key), optimizer, optimizer),
-        jax.random.key(0))
+        jax.random.key(0),
+    )
     batch = 64
     images = jax.ShapeDtypeStruct((batch, image_size, image_size, 1), jnp.float32)
     cost = jax.jit(update).lower(state, images, jax.random.key(0)).cost_analysis()
@@ -81,31 +87,41 @@ def test_dcgan_flops_of_the_default_model():
     # D forward 54^2 x 64 + 26^2 x 64 x 128 + 7 x 7 x 128
     g = 100 * 49 * 128 + 26**2 * 128 * 64 + 54**2 * 64
     d = 54**2 * 64 + 26**2 * 64 * 128 + 49 * 128
-    assert flops.dcgan_forward_macs() == {"generator": g, "discriminator": d,
-                                              "projection": 100 * 49 * 128,
-                                              "first_conv": 54**2 * 64}
+    assert flops.dcgan_forward_macs() == {
+        "generator": g,
+        "discriminator": d,
+        "projection": 100 * 49 * 128,
+        "first_conv": 54**2 * 64,
+    }
     assert flops.dcgan_train_flops() == 2 * (4 * g + 8 * d - 2 * 54**2 * 64 - 100 * 49 * 128)
     assert flops.train_flops("dcgan") == flops.dcgan_train_flops() == 140_503_040
-    assert (flops.train_flops("dcgan", image_size=32, width=8)
-            == flops.dcgan_train_flops(32, 1, 8))
+    assert flops.train_flops("dcgan", image_size=32, width=8) == flops.dcgan_train_flops(32, 1, 8)
 
 
 def _subset(n_train=1280):
     rng = np.random.default_rng(0)
-    return (rng.integers(0, 256, (n_train, 28, 28, 1), dtype=np.uint8),
-            rng.integers(0, 256, (1000, 28, 28, 1), dtype=np.uint8))
+    return (
+        rng.integers(0, 256, (n_train, 28, 28, 1), dtype=np.uint8),
+        rng.integers(0, 256, (1000, 28, 28, 1), dtype=np.uint8),
+    )
 
 
-@pytest.mark.parametrize("model, variant", [
-    ("mlp", "jax_epoch"), ("mlp", "jax_step"), ("conv", "jax_epoch"),
-    pytest.param("mlp", "torch_example", marks=needs_torch),
-    pytest.param("mlp", "torch_tuned", marks=needs_torch),
-    pytest.param("conv", "torch_tuned", marks=needs_torch),
-])
+@pytest.mark.parametrize(
+    "model, variant",
+    [
+        ("mlp", "jax_epoch"),
+        ("mlp", "jax_step"),
+        ("conv", "jax_epoch"),
+        pytest.param("mlp", "torch_example", marks=needs_torch),
+        pytest.param("mlp", "torch_tuned", marks=needs_torch),
+        pytest.param("conv", "torch_tuned", marks=needs_torch),
+    ],
+)
 def test_each_variant_trains_and_reports(model, variant):
     train, test = _subset(1280 if model == "mlp" else 200)
-    result = run_variant(variant, train, test, batch_size=128 if model == "mlp" else 100,
-                                   epochs=2, model=model)
+    result = run_variant(
+        variant, train, test, batch_size=128 if model == "mlp" else 100, epochs=2, model=model
+    )
     assert result["variant"] == variant and result["model"] == model
     assert len(result["epoch_seconds"]) == 2
     assert result["images_per_second"] > 0 and result["peak_host_mib"] > 0
@@ -119,19 +135,29 @@ def test_matmul_peak_is_a_rate():
     assert 1e8 < rate < 1e16
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--variants", "torch_example,bogus"], "unknown variant(s) ['bogus']"),
-    (["--batch_sizes", "128,-1"], "expected positive integers"),
-    (["--epochs", "1"],
-     "--epochs, --sweep_epochs, --conv_epochs and --dcgan_epochs must be at least 2"),
-    (["--models", "mlp,gan"], "--models must name some of mlp, conv, dcgan"),
-    (["--conv_variants", "torch_example"], "the conv model's PyTorch baseline is torch_tuned"),
-    (["--dcgan_variants", "torch_example"], "the dcgan model's PyTorch baseline is torch_tuned"),
-    (["--dcgan_epochs", "1"], "--dcgan_epochs must be at least 2"),
-    (["--dcgan_train_examples", "32", "--dcgan_batch_size", "64"],
-     "--dcgan_train_examples must be between --dcgan_batch_size (64) and 60000"),
-    (["--dcgan_image_size", "64"], "invalid choice: 64"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--variants", "torch_example,bogus"], "unknown variant(s) ['bogus']"),
+        (["--batch_sizes", "128,-1"], "expected positive integers"),
+        (
+            ["--epochs", "1"],
+            "--epochs, --sweep_epochs, --conv_epochs and --dcgan_epochs must be at least 2",
+        ),
+        (["--models", "mlp,gan"], "--models must name some of mlp, conv, dcgan"),
+        (["--conv_variants", "torch_example"], "the conv model's PyTorch baseline is torch_tuned"),
+        (
+            ["--dcgan_variants", "torch_example"],
+            "the dcgan model's PyTorch baseline is torch_tuned",
+        ),
+        (["--dcgan_epochs", "1"], "--dcgan_epochs must be at least 2"),
+        (
+            ["--dcgan_train_examples", "32", "--dcgan_batch_size", "64"],
+            "--dcgan_train_examples must be between --dcgan_batch_size (64) and 60000",
+        ),
+        (["--dcgan_image_size", "64"], "invalid choice: 64"),
+    ],
+)
 def test_bad_flags_are_one_line(argv, message):
     proc = run_python(["-m", "experiments.benchmark", *argv])
     assert proc.returncode == 2 and message in proc.stderr
@@ -139,11 +165,32 @@ def test_bad_flags_are_one_line(argv, message):
 
 def test_the_command_runs_end_to_end_on_real_data(tmp_path, mnist_tfds_dir, mnist_raw_dir):
     out = tmp_path / "bench.json"
-    proc = run_python(["-m", "experiments.benchmark", "--data_dir", str(mnist_tfds_dir),
-                       "--raw_data_dir", str(mnist_raw_dir), "--variants", "jax_epoch",
-                       "--epochs", "2", "--batch_sizes", "4096", "--devices", "2",
-                       "--conv_variants", "jax_epoch", "--conv_train_examples", "300",
-                       "--conv_epochs", "2", "--out", str(out)])
+    proc = run_python(
+        [
+            "-m",
+            "experiments.benchmark",
+            "--data_dir",
+            str(mnist_tfds_dir),
+            "--raw_data_dir",
+            str(mnist_raw_dir),
+            "--variants",
+            "jax_epoch",
+            "--epochs",
+            "2",
+            "--batch_sizes",
+            "4096",
+            "--devices",
+            "2",
+            "--conv_variants",
+            "jax_epoch",
+            "--conv_train_examples",
+            "300",
+            "--conv_epochs",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(out.read_text())
     assert results["train_flops_per_image"]["mlp"] == 3_280_000 and results["matmul_flops"] > 0
@@ -164,11 +211,30 @@ def test_the_dcgan_benchmark_runs_end_to_end(tmp_path, mnist_tfds_dir, mnist_raw
     30 s of XLA compilation on 2 cores, so it is left out here.)"""
     out = tmp_path / "bench.json"
     variants = ["torch_tuned", "jax_epoch"] if TORCH else ["jax_epoch"]
-    proc = run_python(["-m", "experiments.benchmark", "--data_dir", str(mnist_tfds_dir),
-                       "--raw_data_dir", str(mnist_raw_dir), "--models", "dcgan",
-                       "--dcgan_variants", ",".join(variants), "--dcgan_train_examples", "72",
-                       "--dcgan_batch_size", "16", "--dcgan_width", "8", "--dcgan_epochs", "2",
-                       "--out", str(out)])
+    proc = run_python(
+        [
+            "-m",
+            "experiments.benchmark",
+            "--data_dir",
+            str(mnist_tfds_dir),
+            "--raw_data_dir",
+            str(mnist_raw_dir),
+            "--models",
+            "dcgan",
+            "--dcgan_variants",
+            ",".join(variants),
+            "--dcgan_train_examples",
+            "72",
+            "--dcgan_batch_size",
+            "16",
+            "--dcgan_width",
+            "8",
+            "--dcgan_epochs",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(out.read_text())
     assert results["train_flops_per_image"]["dcgan"] == flops.dcgan_train_flops(28, 1, 8)
@@ -185,7 +251,7 @@ def test_the_dcgan_benchmark_runs_end_to_end(tmp_path, mnist_tfds_dir, mnist_raw
         assert 0.5 < r["d_loss"] < 2 * np.log(2) + 0.5 and 0.2 < r["g_loss"] < 2
         assert 0 < r["d_fake"] < r["d_real"] < 1
     assert rows[0]["ratio"] == 1.0
-    table = proc.stdout[proc.stdout.index("dcgan, batch 16, width 8, 28x28, 72 images"):]
+    table = proc.stdout[proc.stdout.index("dcgan, batch 16, width 8, 28x28, 72 images") :]
     assert f"vs {baseline}" in table and "D(x) / D(G(z))" in table and "of peak" in table
     for variant in variants:
         assert variant in table

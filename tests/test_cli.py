@@ -32,8 +32,9 @@ class Toy:
     model: str = config_field("mlp", "model", ("mlp", "conv"))
     hidden: int = config_field(400, "hidden width", applies=applies_when(model="mlp"))
     decay: float = config_field(0.99, "EMA decay", applies=applies_when(flag=True))
-    variance: float = config_field(1.0, "variance", applies=("with --name b", lambda c:
-                                                             c.name == "b"))
+    variance: float = config_field(
+        1.0, "variance", applies=("with --name b", lambda c: c.name == "b")
+    )
     depth: int = config_field(2, "depth", applies=lambda c: c.count > 1)
 
 
@@ -58,27 +59,30 @@ def test_no_flags_give_the_defaults():
     assert parse([], custom) == custom
 
 
-@pytest.mark.parametrize("argv,field,value", [
-    (["--count", "7"], "count", 7),
-    (["--count=-3"], "count", -3),
-    (["--rate", "1"], "rate", 1.0),
-    (["--rate", "-1e-3"], "rate", -1e-3),
-    (["--name", "b"], "name", "b"),
-    (["--text", " two words "], "text", " two words "),
-    (["--flag"], "flag", True),
-    (["--flag", "--no-flag"], "flag", False),
-    (["--ints", "4,5"], "ints", (4, 5)),
-    (["--ints=1, 2"], "ints", (1, 2)),
-    (["--ints", ""], "ints", ()),
-    (["--floats", "-2,-1,0.5"], "floats", (-2.0, -1.0, 0.5)),
-    (["--floats", "0.1"], "floats", (0.1,)),
-    (["--words", "y,z"], "words", ("y", "z")),
-    (["--lr", "2e-4"], "lr", 2e-4),
-    (["--lr", "auto"], "lr", None),
-    (["--lr", ""], "lr", None),
-    (["--size", "5"], "size", 5),
-    (["--size", "AUTO"], "size", None),
-])
+@pytest.mark.parametrize(
+    "argv,field,value",
+    [
+        (["--count", "7"], "count", 7),
+        (["--count=-3"], "count", -3),
+        (["--rate", "1"], "rate", 1.0),
+        (["--rate", "-1e-3"], "rate", -1e-3),
+        (["--name", "b"], "name", "b"),
+        (["--text", " two words "], "text", " two words "),
+        (["--flag"], "flag", True),
+        (["--flag", "--no-flag"], "flag", False),
+        (["--ints", "4,5"], "ints", (4, 5)),
+        (["--ints=1, 2"], "ints", (1, 2)),
+        (["--ints", ""], "ints", ()),
+        (["--floats", "-2,-1,0.5"], "floats", (-2.0, -1.0, 0.5)),
+        (["--floats", "0.1"], "floats", (0.1,)),
+        (["--words", "y,z"], "words", ("y", "z")),
+        (["--lr", "2e-4"], "lr", 2e-4),
+        (["--lr", "auto"], "lr", None),
+        (["--lr", ""], "lr", None),
+        (["--size", "5"], "size", 5),
+        (["--size", "AUTO"], "size", None),
+    ],
+)
 def test_each_type_round_trips(argv, field, value):
     config = parse(argv)
     assert getattr(config, field) == value
@@ -100,7 +104,8 @@ def test_optional_bools_and_tuples_take_values(capsys):
         parse(["--shuffle", "maybe"], Maybe())
     assert capsys.readouterr().err == (
         "error: argument --shuffle: invalid value: 'maybe'; expected true or false or auto, e.g. "
-        "--shuffle true (see --help)\n")
+        "--shuffle true (see --help)\n"
+    )
 
 
 def test_an_optional_default_is_overridden_and_reset():
@@ -108,28 +113,50 @@ def test_an_optional_default_is_overridden_and_reset():
     assert parse(["--no-flag"], Toy(flag=True)).flag is False
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--count", "1.5"], "argument --count: invalid int value: '1.5'; expected an integer, e.g. "
-                         "--count 3"),
-    (["--rate", "x"], "argument --rate: invalid float value: 'x'; expected a number, e.g. "
-                      "--rate 0.5"),
-    (["--name", "d"], "argument --name: invalid choice: 'd' (choose from 'a', 'b', 'c')"),
-    (["--flag=yes"], "argument --flag/--no-flag: ignored explicit argument 'yes'"),
-    (["--ints", "1,x"], "argument --ints: invalid value: '1,x'; expected comma-separated "
-                        "integers, e.g. --ints 1,2,2"),
-    (["--ints", "1,,2"], "argument --ints: invalid value: '1,,2' (an empty item); expected "
-                         "comma-separated integers, e.g. --ints 1,2,2"),
-    (["--floats", "0.1,abc"], "argument --floats: invalid value: '0.1,abc'; expected "
-                              "comma-separated numbers, e.g. --floats -2.0,0.5"),
-    (["--words", "x,w"], "argument --words: invalid choice: 'w' in 'x,w' (choose from 'x', 'y', "
-                         "'z')"),
-    (["--lr", "fast"], "argument --lr: invalid value: 'fast'; expected a number or auto, e.g. "
-                       "--lr 0.1"),
-    (["--size", "2.5"], "argument --size: invalid value: '2.5'; expected an integer or auto, "
-                        "e.g. --size 1"),
-    (["--count"], "argument --count: expected one argument"),
-    (["--bogus", "1"], "unrecognized arguments: --bogus 1"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (
+            ["--count", "1.5"],
+            "argument --count: invalid int value: '1.5'; expected an integer, e.g. --count 3",
+        ),
+        (
+            ["--rate", "x"],
+            "argument --rate: invalid float value: 'x'; expected a number, e.g. --rate 0.5",
+        ),
+        (["--name", "d"], "argument --name: invalid choice: 'd' (choose from 'a', 'b', 'c')"),
+        (["--flag=yes"], "argument --flag/--no-flag: ignored explicit argument 'yes'"),
+        (
+            ["--ints", "1,x"],
+            "argument --ints: invalid value: '1,x'; expected comma-separated "
+            "integers, e.g. --ints 1,2,2",
+        ),
+        (
+            ["--ints", "1,,2"],
+            "argument --ints: invalid value: '1,,2' (an empty item); expected "
+            "comma-separated integers, e.g. --ints 1,2,2",
+        ),
+        (
+            ["--floats", "0.1,abc"],
+            "argument --floats: invalid value: '0.1,abc'; expected "
+            "comma-separated numbers, e.g. --floats -2.0,0.5",
+        ),
+        (
+            ["--words", "x,w"],
+            "argument --words: invalid choice: 'w' in 'x,w' (choose from 'x', 'y', 'z')",
+        ),
+        (
+            ["--lr", "fast"],
+            "argument --lr: invalid value: 'fast'; expected a number or auto, e.g. --lr 0.1",
+        ),
+        (
+            ["--size", "2.5"],
+            "argument --size: invalid value: '2.5'; expected an integer or auto, e.g. --size 1",
+        ),
+        (["--count"], "argument --count: expected one argument"),
+        (["--bogus", "1"], "unrecognized arguments: --bogus 1"),
+    ],
+)
 def test_a_bad_value_is_one_line(capsys, argv, message):
     assert one_line_error(capsys, argv) == f"error: {message} (see --help)"
 
@@ -142,28 +169,35 @@ def test_choices_apply_to_each_element(capsys):
     assert parse(["--classes", "3,9"], Classes()).classes == (3, 9)
     assert one_line_error(capsys, ["--classes", "3,10"], Classes()) == (
         "error: argument --classes: invalid choice: 10 in '3,10' (choose from 0, 1, 2, 3, 4, 5, "
-        "6, 7, 8, 9) (see --help)")
+        "6, 7, 8, 9) (see --help)"
+    )
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--model", "conv", "--hidden", "300"], "--hidden applies only to --model mlp, not conv"),
-    (["--hidden", "400", "--model", "conv"], "--hidden applies only to --model mlp, not conv"),
-    (["--decay", "0.9"], "--decay applies only to --flag"),
-    (["--variance", "2"], "--variance applies only with --name b"),
-    (["--count", "1", "--depth", "3"], "--depth does not apply to these settings"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--model", "conv", "--hidden", "300"], "--hidden applies only to --model mlp, not conv"),
+        (["--hidden", "400", "--model", "conv"], "--hidden applies only to --model mlp, not conv"),
+        (["--decay", "0.9"], "--decay applies only to --flag"),
+        (["--variance", "2"], "--variance applies only with --name b"),
+        (["--count", "1", "--depth", "3"], "--depth does not apply to these settings"),
+    ],
+)
 def test_a_flag_given_where_it_does_not_apply_is_refused(capsys, argv, message):
     assert one_line_error(capsys, argv) == f"error: {message}: drop it (see --help)"
 
 
-@pytest.mark.parametrize("argv", [
-    ["--model", "conv"],  # --hidden not given: its default is never refused
-    ["--hidden", "300"],
-    ["--model", "mlp", "--hidden", "300"],
-    ["--flag", "--decay", "0.9"],
-    ["--name", "b", "--variance", "2"],
-    ["--count", "1"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--model", "conv"],  # --hidden not given: its default is never refused
+        ["--hidden", "300"],
+        ["--model", "mlp", "--hidden", "300"],
+        ["--flag", "--decay", "0.9"],
+        ["--name", "b", "--variance", "2"],
+        ["--count", "1"],
+    ],
+)
 def test_flags_that_apply_or_are_not_given_pass(argv):
     parse(argv)
 
@@ -174,7 +208,8 @@ def test_applies_when_several_settings_and_values():
     assert applies.test(Toy(model="conv", flag=True)) and not applies.test(Toy(model="conv"))
     assert applies.refusal("hidden", Toy(model="conv")) == (
         "--hidden applies only to --model mlp or conv with --flag, not --model conv --no-flag: "
-        "drop it")
+        "drop it"
+    )
     assert isinstance(dataclasses.fields(Toy)[-1].metadata["applies"], Applies)
     with pytest.raises(TypeError):
         config_field(1, "x", applies="model == mlp")
@@ -182,11 +217,22 @@ def test_applies_when_several_settings_and_values():
 
 def test_help_shows_types_defaults_and_formats():
     text = cli.build_parser(Toy(), "Toy's description.", "toy").format_help()
-    for part in ("Toy's description.", "--flag, --no-flag", "(default: --no-flag)",
-                 "--ints N,...", "(default: 1,2,2)", "--words {x,y,z},...", "--lr LR|auto",
-                 "(default: auto)", "--size SIZE|auto", "(100% sure)",
-                 "(default: 400; applies only to --model mlp)", "lists: comma-separated",
-                 "booleans: --name (true), --no-name (false)", "auto (or an empty value): the "):
+    for part in (
+        "Toy's description.",
+        "--flag, --no-flag",
+        "(default: --no-flag)",
+        "--ints N,...",
+        "(default: 1,2,2)",
+        "--words {x,y,z},...",
+        "--lr LR|auto",
+        "(default: auto)",
+        "--size SIZE|auto",
+        "(100% sure)",
+        "(default: 400; applies only to --model mlp)",
+        "lists: comma-separated",
+        "booleans: --name (true), --no-name (false)",
+        "auto (or an empty value): the ",
+    ):
         assert part in " ".join(text.split()), part
 
 
@@ -207,8 +253,11 @@ def test_unsupported_annotations_and_mistyped_defaults_fail_when_building():
 
 def test_every_experiment_builds_its_command_line():
     folder = Path(experiments.__file__).parent  # the modules that declare a CONFIG only
-    configs = [importlib.import_module(f"experiments.{path.stem}").CONFIG
-               for path in sorted(folder.glob("*.py")) if "\nCONFIG = " in path.read_text()]
+    configs = [
+        importlib.import_module(f"experiments.{path.stem}").CONFIG
+        for path in sorted(folder.glob("*.py"))
+        if "\nCONFIG = " in path.read_text()
+    ]
     assert len(configs) >= 10
     for config in configs:
         cli.build_parser(config).format_help()
@@ -224,36 +273,50 @@ class Tiny(RunConfig):
 def test_main_runs_the_parsed_config(tmp_path, capsys):
     seen = []
     argv = ["--sizes", "3,4", "--workdir", str(tmp_path / "{dataset}"), "--width", "4"]
-    assert cli.main(Tiny(), argv=argv, run=lambda config, workdir: seen.append((config, workdir)
-                                                                                )) == 0
-    assert seen == [(Tiny(sizes=(3, 4), width=4, workdir=str(tmp_path / "{dataset}")),
-                     tmp_path / "mnist")]
+    assert (
+        cli.main(Tiny(), argv=argv, run=lambda config, workdir: seen.append((config, workdir))) == 0
+    )
+    assert seen == [
+        (Tiny(sizes=(3, 4), width=4, workdir=str(tmp_path / "{dataset}")), tmp_path / "mnist")
+    ]
     with pytest.raises(SystemExit) as exit_info:
         cli.main(Tiny(), argv=["--dataset", "fashion_mnist", "--width", "4"], run=seen.append)
     assert exit_info.value.code == 2 and len(seen) == 1
-    assert capsys.readouterr().err == ("error: --width applies only to --dataset mnist, not "
-                                       "fashion_mnist: drop it (see --help)\n")
+    assert capsys.readouterr().err == (
+        "error: --width applies only to --dataset mnist, not fashion_mnist: drop it (see --help)\n"
+    )
 
 
 def test_backend_error_names_the_fix(monkeypatch):
     monkeypatch.setenv("JAX_PLATFORMS", "tpu")
-    line = cli.backend_error(RuntimeError(
-        "Unable to initialize backend 'tpu': INTERNAL: Failed to open libtpu.so (set "
-        "JAX_PLATFORMS='' to automatically choose an available backend)\nmore"))
-    assert line == ('JAX could not start the tpu backend (INTERNAL: Failed to open libtpu.so): '
-                    'install the matching jaxlib, e.g. pip install -U "jax[cuda12]" (GPU) or '
-                    '"jax[tpu]" (TPU), or unset JAX_PLATFORMS to run on the CPU')
+    line = cli.backend_error(
+        RuntimeError(
+            "Unable to initialize backend 'tpu': INTERNAL: Failed to open libtpu.so (set "
+            "JAX_PLATFORMS='' to automatically choose an available backend)\nmore"
+        )
+    )
+    assert line == (
+        "JAX could not start the tpu backend (INTERNAL: Failed to open libtpu.so): "
+        'install the matching jaxlib, e.g. pip install -U "jax[cuda12]" (GPU) or '
+        '"jax[tpu]" (TPU), or unset JAX_PLATFORMS to run on the CPU'
+    )
     monkeypatch.delenv("JAX_PLATFORMS")
     assert "set JAX_PLATFORMS=cpu" in cli.backend_error(AssertionError())
     monkeypatch.setenv("JAX_PLATFORMS", "cuda")
     assert cli.backend_error(
-        RuntimeError("Unable to initialize backend 'cuda': Backend 'cuda' is not in the list of "
-                     "known backends: ['cpu']. (set JAX_PLATFORMS='' to ...)"),
-        ["Exception when calling jax_plugins.xla_cuda13.initialize(): operation cuInit(0) "
-         "failed: CUDA_ERROR_NO_DEVICE"]).startswith(
+        RuntimeError(
+            "Unable to initialize backend 'cuda': Backend 'cuda' is not in the list of "
+            "known backends: ['cpu']. (set JAX_PLATFORMS='' to ...)"
+        ),
+        [
+            "Exception when calling jax_plugins.xla_cuda13.initialize(): operation cuInit(0) "
+            "failed: CUDA_ERROR_NO_DEVICE"
+        ],
+    ).startswith(
         "JAX could not start the cuda backend (Backend 'cuda' is not in the list of known "
         "backends: ['cpu']; Exception when calling jax_plugins.xla_cuda13.initialize(): "
-        "operation cuInit(0) failed: CUDA_ERROR_NO_DEVICE): install the matching jaxlib")
+        "operation cuInit(0) failed: CUDA_ERROR_NO_DEVICE): install the matching jaxlib"
+    )
 
 
 def test_check_backend_holds_back_jax_logs_and_passes_them_on(monkeypatch, caplog):
@@ -262,15 +325,19 @@ def test_check_backend_holds_back_jax_logs_and_passes_them_on(monkeypatch, caplo
             raise RuntimeError("operation cuInit(0) failed: CUDA_ERROR_NO_DEVICE")
         except RuntimeError:
             logging.getLogger("jax._src.xla_bridge").exception(
-                "Exception when calling jax_plugins.xla_cuda13.initialize()")
+                "Exception when calling jax_plugins.xla_cuda13.initialize()"
+            )
         raise AssertionError
 
     monkeypatch.setenv("JAX_PLATFORMS", "cuda")
     monkeypatch.setattr(jax, "devices", failing_devices)
-    with pytest.raises(errors.ConfigError, match=r"^JAX could not start the cuda backend \(no "
-                       r"cuda device or plugin found; Exception when calling jax_plugins\."
-                       r"xla_cuda13\.initialize\(\): operation cuInit\(0\) failed: "
-                       r"CUDA_ERROR_NO_DEVICE\): install"):
+    with pytest.raises(
+        errors.ConfigError,
+        match=r"^JAX could not start the cuda backend \(no "
+        r"cuda device or plugin found; Exception when calling jax_plugins\."
+        r"xla_cuda13\.initialize\(\): operation cuInit\(0\) failed: "
+        r"CUDA_ERROR_NO_DEVICE\): install",
+    ):
         cli.check_backend()
     assert not caplog.records  # held back: no traceback before the one line
 
@@ -283,12 +350,17 @@ def test_check_backend_holds_back_jax_logs_and_passes_them_on(monkeypatch, caplo
     assert [record.getMessage() for record in caplog.records] == ["falling back to cpu"]
 
 
-@pytest.mark.skipif(any(device.platform == "gpu" for device in jax.devices()),
-                    reason="a GPU is present: JAX_PLATFORMS=cuda starts")
+@pytest.mark.skipif(
+    any(device.platform == "gpu" for device in jax.devices()),
+    reason="a GPU is present: JAX_PLATFORMS=cuda starts",
+)
 def test_a_backend_that_cannot_start_is_one_line(tmp_path):
     workdir = tmp_path / "w"
-    done = run_python(["-m", "experiments.vae_mnist", "--epochs", "1", "--workdir", str(workdir)],
-                      env={"JAX_PLATFORMS": "cuda"}, timeout=120)
+    done = run_python(
+        ["-m", "experiments.vae_mnist", "--epochs", "1", "--workdir", str(workdir)],
+        env={"JAX_PLATFORMS": "cuda"},
+        timeout=120,
+    )
     assert done.returncode == 2, done.stderr[-2000:]
     assert done.stderr.startswith("error: JAX could not start the cuda backend (")
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr

@@ -18,28 +18,35 @@ from vaejax import data
 
 # md5 of the uncompressed official MNIST image files and of the official Fashion-MNIST .gz files,
 # as listed in ../shared/data/README.md (independent of the values in vaejax.data).
-MNIST_IMAGE_MD5 = {"train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
-                   "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea"}
-FASHION_GZ_MD5 = {"train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-                  "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
-                  "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
-                  "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310"}
+MNIST_IMAGE_MD5 = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+}
+FASHION_GZ_MD5 = {
+    "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+    "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+    "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+    "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+}
 
 
 def _parse_idx_by_hand(path):
     raw = gzip.decompress(path.read_bytes())
-    magic, = struct.unpack(">i", raw[:4])
+    (magic,) = struct.unpack(">i", raw[:4])
     ndim = magic & 0xFF
-    dims = struct.unpack(f">{ndim}i", raw[4:4 + 4 * ndim])
-    return magic, dims, raw[4 + 4 * ndim:], raw
+    dims = struct.unpack(f">{ndim}i", raw[4 : 4 + 4 * ndim])
+    return magic, dims, raw[4 + 4 * ndim :], raw
 
 
-@pytest.mark.parametrize("stem,magic,dims", [
-    ("t10k-images-idx3-ubyte", 2051, (10000, 28, 28)),
-    ("t10k-labels-idx1-ubyte", 2049, (10000,)),
-    ("train-images-idx3-ubyte", 2051, (60000, 28, 28)),
-    ("train-labels-idx1-ubyte", 2049, (60000,)),
-])
+@pytest.mark.parametrize(
+    "stem,magic,dims",
+    [
+        ("t10k-images-idx3-ubyte", 2051, (10000, 28, 28)),
+        ("t10k-labels-idx1-ubyte", 2049, (10000,)),
+        ("train-images-idx3-ubyte", 2051, (60000, 28, 28)),
+        ("train-labels-idx1-ubyte", 2049, (60000,)),
+    ],
+)
 def test_read_idx_returns_the_raw_bytes(mnist_raw_dir, stem, magic, dims):
     path = mnist_raw_dir / f"{stem}.gz"
     got_magic, got_dims, payload, raw = _parse_idx_by_hand(path)
@@ -76,12 +83,15 @@ def _write_gz(path, payload: bytes):
     return path
 
 
-@pytest.mark.parametrize("payload,message", [
-    (b"\x00\x00\x08\x03" + struct.pack(">3I", 10, 28, 28) + bytes(100), "holds"),  # truncated
-    (b"\x00\x00\x0d\x01" + struct.pack(">I", 4) + bytes(16), "not a uint8 IDX"),  # float type
-    (b"\x00\x00", "not a uint8 IDX"),
-    (b"\x00\x00\x08\x03" + bytes(3), "truncated inside its header"),
-])
+@pytest.mark.parametrize(
+    "payload,message",
+    [
+        (b"\x00\x00\x08\x03" + struct.pack(">3I", 10, 28, 28) + bytes(100), "holds"),  # truncated
+        (b"\x00\x00\x0d\x01" + struct.pack(">I", 4) + bytes(16), "not a uint8 IDX"),  # float type
+        (b"\x00\x00", "not a uint8 IDX"),
+        (b"\x00\x00\x08\x03" + bytes(3), "truncated inside its header"),
+    ],
+)
 def test_read_idx_rejects_corrupt_files(tmp_path, payload, message):
     path = _write_gz(tmp_path / "bad-idx3-ubyte.gz", payload)
     with pytest.raises(data.DataError, match=message) as e:
@@ -148,8 +158,7 @@ def test_offline_without_raw_files_fails_fast(tmp_path, monkeypatch, no_raw_data
     assert not (tmp_path / "mnist" / data.TFDS_VERSION).exists()
 
 
-def test_online_path_downloads_through_tfds(tmp_path, monkeypatch, mnist_raw_dir,
-                                           no_raw_data_env):
+def test_online_path_downloads_through_tfds(tmp_path, monkeypatch, mnist_raw_dir, no_raw_data_env):
     """The download path for real: a local HTTP server stands in for the official one."""
     import functools
     import http.server
@@ -160,11 +169,13 @@ def test_online_path_downloads_through_tfds(tmp_path, monkeypatch, mnist_raw_dir
             pass
 
     server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(mnist_raw_dir)))
+        ("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(mnist_raw_dir))
+    )
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        local = dataclasses.replace(data.DATASETS["mnist"],
-                                    url=f"http://127.0.0.1:{server.server_address[1]}/")
+        local = dataclasses.replace(
+            data.DATASETS["mnist"], url=f"http://127.0.0.1:{server.server_address[1]}/"
+        )
         monkeypatch.setitem(data.DATASETS, "mnist", local)
         split = data.load_split("mnist", "test", data_dir=tmp_path)
     finally:
@@ -197,7 +208,9 @@ def test_tfds_layout_and_data_source_match_raw(mnist_tfds_dir, mnist_raw_dir):
     version_dir = mnist_tfds_dir / "mnist" / data.TFDS_VERSION
     assert (version_dir / "dataset_info.json").is_file()
     assert sorted(p.name for p in version_dir.glob("mnist-*.array_record-*")) == [
-        "mnist-test.array_record-00000-of-00001", "mnist-train.array_record-00000-of-00001"]
+        "mnist-test.array_record-00000-of-00001",
+        "mnist-train.array_record-00000-of-00001",
+    ]
     raw = data.read_idx_split(mnist_raw_dir, "test", data.DATASETS["mnist"])
     source = tfds.data_source("mnist", split="test", data_dir=str(mnist_tfds_dir), download=False)
     assert len(source) == 10000
@@ -209,8 +222,9 @@ def test_tfds_layout_and_data_source_match_raw(mnist_tfds_dir, mnist_raw_dir):
 def test_load_split_equals_raw_and_uses_cache(mnist_tfds_dir, mnist_raw_dir, monkeypatch):
     for split in ("train", "test"):
         raw = data.read_idx_split(mnist_raw_dir, split, data.DATASETS["mnist"])
-        assert (mnist_tfds_dir / "mnist" / data.TFDS_VERSION /
-                f"vaejax_decoded_{split}.npz").is_file()
+        assert (
+            mnist_tfds_dir / "mnist" / data.TFDS_VERSION / f"vaejax_decoded_{split}.npz"
+        ).is_file()
 
         def no_tfds(*args, **kwargs):
             raise AssertionError("the cache should have been used")
@@ -251,7 +265,7 @@ def test_truncated_array_record_is_explained(tmp_path, mnist_tfds_dir):
     version_dir = tmp_path / "mnist" / data.TFDS_VERSION
     (version_dir / "vaejax_decoded_test.npz").unlink()
     record_file = version_dir / "mnist-test.array_record-00000-of-00001"
-    record_file.write_bytes(record_file.read_bytes()[: 100_000])
+    record_file.write_bytes(record_file.read_bytes()[:100_000])
     with pytest.raises(data.DataError, match=f"delete {version_dir} to prepare it again") as e:
         data.load_split("mnist", "test", data_dir=tmp_path)
     assert "\n" not in str(e.value)

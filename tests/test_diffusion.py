@@ -33,8 +33,9 @@ def test_linear_schedule_is_ho_et_al():
     assert schedule.timesteps == 1000
     np.testing.assert_allclose(betas[[0, -1]], [1e-4, 0.02], rtol=1e-6)
     np.testing.assert_allclose(np.diff(betas), (0.02 - 1e-4) / 999, rtol=1e-3)
-    np.testing.assert_allclose(schedule.alpha_bars, np.cumprod(1 - betas.astype(np.float64)),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        schedule.alpha_bars, np.cumprod(1 - betas.astype(np.float64)), rtol=1e-5
+    )
 
 
 def test_cosine_schedule_follows_its_cosine():
@@ -44,8 +45,12 @@ def test_cosine_schedule_follows_its_cosine():
     expected = f(t) / f(0)
     unclipped = np.asarray(schedule.betas) < 0.999
     assert unclipped[:990].all() and 0 < np.asarray(schedule.betas).min()
-    np.testing.assert_allclose(np.asarray(schedule.alpha_bars)[unclipped][:990],
-                               expected[unclipped][:990], rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(
+        np.asarray(schedule.alpha_bars)[unclipped][:990],
+        expected[unclipped][:990],
+        rtol=1e-4,
+        atol=1e-7,
+    )
     assert np.asarray(schedule.betas).max() <= 0.999 + 1e-7
 
 
@@ -62,18 +67,20 @@ def test_closed_form_marginal_matches_iterated_steps(name):
         x = objectives.q_step(schedule, x, jnp.full(x.shape, t), jax.random.normal(key, x.shape))
         return x, x
 
-    _, path = jax.lax.scan(step, x0, (jnp.arange(1000), jax.random.split(jax.random.key(0),
-                                                                         1000)))
+    _, path = jax.lax.scan(step, x0, (jnp.arange(1000), jax.random.split(jax.random.key(0), 1000)))
     path = np.asarray(path[checkpoints]).reshape(len(checkpoints), 4, 20000)
     for row, t in zip(path, checkpoints):
         scale, variance = map(np.asarray, objectives.marginal_moments(schedule, jnp.asarray(t)))
         mean_tolerance = 5 * np.sqrt(variance / 20000)
-        np.testing.assert_allclose(row.mean(axis=1), scale * np.array([-1, 0, 0.5, 1]),
-                                   atol=mean_tolerance)
-        np.testing.assert_allclose(row.var(axis=1), variance,
-                                   atol=5 * variance * np.sqrt(2 / 20000))
-        closed = np.asarray(objectives.q_sample(schedule, jnp.array([0.5]), jnp.array([t]),
-                                               jnp.array([0.3])))
+        np.testing.assert_allclose(
+            row.mean(axis=1), scale * np.array([-1, 0, 0.5, 1]), atol=mean_tolerance
+        )
+        np.testing.assert_allclose(
+            row.var(axis=1), variance, atol=5 * variance * np.sqrt(2 / 20000)
+        )
+        closed = np.asarray(
+            objectives.q_sample(schedule, jnp.array([0.5]), jnp.array([t]), jnp.array([0.3]))
+        )
         np.testing.assert_allclose(closed, scale * 0.5 + np.sqrt(variance) * 0.3, rtol=1e-6)
 
 
@@ -82,11 +89,14 @@ def test_x_T_is_close_to_standard_normal(name):
     schedule = SCHEDULES[name]
     scale, variance = map(float, objectives.marginal_moments(schedule, jnp.asarray(999)))
     # KL(q(x_T | x_0) || N(0, 1)) per dimension for the worst pixel |x_0| = 1
-    kl = 0.5 * (scale ** 2 + variance - 1 - np.log(variance))
+    kl = 0.5 * (scale**2 + variance - 1 - np.log(variance))
     assert kl < 1e-4 and scale < 0.01
     x0 = jnp.ones((50000, 4))
-    x_T = np.asarray(objectives.q_sample(schedule, x0, jnp.full((50000,), 999),
-                                        jax.random.normal(jax.random.key(1), x0.shape)))
+    x_T = np.asarray(
+        objectives.q_sample(
+            schedule, x0, jnp.full((50000,), 999), jax.random.normal(jax.random.key(1), x0.shape)
+        )
+    )
     assert abs(x_T.mean()) < 0.015 and abs(x_T.var() - 1) < 0.015
     correlation = np.corrcoef(x_T.T)
     assert np.abs(correlation - np.eye(4)).max() < 0.02
@@ -104,24 +114,30 @@ def test_posterior_matches_brute_force(name, t, x0, x_t):
     prior_mean, prior_sd = np.sqrt(alpha_bar_before) * x0, np.sqrt(1 - alpha_bar_before)
     center, sd = x_t / np.sqrt(1 - beta), np.sqrt(beta / (1 - beta))  # of the likelihood
     # the posterior lies between the two and is narrower than either
-    grid = np.linspace(min(prior_mean - 12 * prior_sd, center - 12 * sd),
-                       max(prior_mean + 12 * prior_sd, center + 12 * sd), 400001)
-    log_density = (-(grid - prior_mean) ** 2 / (2 * prior_sd ** 2)
-                   - (x_t - np.sqrt(1 - beta) * grid) ** 2 / (2 * beta))
+    grid = np.linspace(
+        min(prior_mean - 12 * prior_sd, center - 12 * sd),
+        max(prior_mean + 12 * prior_sd, center + 12 * sd),
+        400001,
+    )
+    log_density = -((grid - prior_mean) ** 2) / (2 * prior_sd**2) - (
+        x_t - np.sqrt(1 - beta) * grid
+    ) ** 2 / (2 * beta)
     weights = np.exp(log_density - log_density.max())
     weights /= weights.sum()
     mean = (weights * grid).sum()
     variance = (weights * (grid - mean) ** 2).sum()
-    got_mean, got_variance = objectives.posterior(schedule, jnp.array([x0]), jnp.array([x_t]),
-                                                 jnp.array([t]))
+    got_mean, got_variance = objectives.posterior(
+        schedule, jnp.array([x0]), jnp.array([x_t]), jnp.array([t])
+    )
     np.testing.assert_allclose(float(got_mean[0]), mean, rtol=2e-4, atol=2e-5)
     np.testing.assert_allclose(float(got_variance[0]), variance, rtol=2e-3)
 
 
 def test_posterior_at_the_first_step_is_x0():
     schedule = SCHEDULES["linear"]
-    mean, variance = objectives.posterior(schedule, jnp.array([[0.3, -0.4]]),
-                                         jnp.array([[1.0, 2.0]]), jnp.array([0]))
+    mean, variance = objectives.posterior(
+        schedule, jnp.array([[0.3, -0.4]]), jnp.array([[1.0, 2.0]]), jnp.array([0])
+    )
     np.testing.assert_allclose(mean, [[0.3, -0.4]], atol=1e-6)
     np.testing.assert_allclose(variance, [[0.0]], atol=1e-12)
 
@@ -138,10 +154,12 @@ def test_predict_x0_inverts_q_sample():
 def test_timestep_embedding_known_values():
     embedding = np.asarray(models.timestep_embedding(jnp.array([0, 1, 250]), 4))
     np.testing.assert_allclose(embedding[0], [0, 0, 1, 1], atol=1e-7)
-    np.testing.assert_allclose(embedding[1], [np.sin(1), np.sin(0.01), np.cos(1), np.cos(0.01)],
-                               rtol=1e-6)
-    np.testing.assert_allclose(embedding[2], [np.sin(250), np.sin(2.5), np.cos(250),
-                                              np.cos(2.5)], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        embedding[1], [np.sin(1), np.sin(0.01), np.cos(1), np.cos(0.01)], rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        embedding[2], [np.sin(250), np.sin(2.5), np.cos(250), np.cos(2.5)], rtol=1e-4, atol=1e-5
+    )
 
 
 def test_ddim_timesteps():
@@ -194,8 +212,9 @@ class _Oracle(nn.Module):
 
 def _oracle(name: str, target: float) -> objectives.Diffusion:
     schedule = SCHEDULES[name]
-    return objectives.Diffusion(_Oracle(tuple(np.asarray(schedule.alpha_bars).tolist()), target),
-                               schedule)
+    return objectives.Diffusion(
+        _Oracle(tuple(np.asarray(schedule.alpha_bars).tolist()), target), schedule
+    )
 
 
 def test_loss_is_zero_for_the_oracle_and_one_for_a_zero_predictor():
@@ -207,9 +226,9 @@ def test_loss_is_zero_for_the_oracle_and_one_for_a_zero_predictor():
     assert terms["loss"].shape == (64,)
     assert float(terms["loss"].max()) < 1e-6
     zero = objectives.Diffusion(models.UNet(8, (1,)), SCHEDULES["linear"])  # starts at eps = 0
-    terms = jax.jit(objectives.noise_prediction_loss(zero))(zero.init(jax.random.key(0),
-                                                                     (8, 8, 1)), x0,
-                                                           jax.random.key(3))
+    terms = jax.jit(objectives.noise_prediction_loss(zero))(
+        zero.init(jax.random.key(0), (8, 8, 1)), x0, jax.random.key(3)
+    )
     np.testing.assert_allclose(float(terms["loss"].mean()), 1.0, atol=0.03)  # E eps^2
 
 
@@ -245,14 +264,16 @@ def test_sampling_clips_the_predicted_x0():
 # A tiny model learns a mixture of 8 Gaussians
 
 RADIUS, SPREAD = 2.0, 0.1
-CENTERS = RADIUS * np.stack([np.cos(np.arange(8) * np.pi / 4), np.sin(np.arange(8) * np.pi / 4)],
-                            axis=1).astype(np.float32)
+CENTERS = RADIUS * np.stack(
+    [np.cos(np.arange(8) * np.pi / 4), np.sin(np.arange(8) * np.pi / 4)], axis=1
+).astype(np.float32)
 
 
 def _mixture(key, n):
     which, noise = jax.random.split(key)
-    return jnp.asarray(CENTERS)[jax.random.randint(which, (n,), 0, 8)] + SPREAD * \
-        jax.random.normal(noise, (n, 2))
+    return jnp.asarray(CENTERS)[jax.random.randint(which, (n,), 0, 8)] + SPREAD * jax.random.normal(
+        noise, (n, 2)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -261,25 +282,31 @@ def toy_model():
     steps = 6000
     tx = optax.adam(optax.cosine_decay_schedule(2e-3, steps))
     update = training.gradient_update(
-        objectives.batch_mean(objectives.noise_prediction_loss(model)), tx)
+        objectives.batch_mean(objectives.noise_prediction_loss(model)), tx
+    )
 
     @jax.jit
     def train(state, key):
         def body(state, key):
             data_key, step_key = jax.random.split(key)
             return update(state, _mixture(data_key, 512), step_key)[0], None
+
         return jax.lax.scan(body, state, jax.random.split(key, steps))[0]
 
-    state = train(training.create_train_state(model.init(jax.random.key(0), (2,)), tx),
-                  jax.random.key(1))
+    state = train(
+        training.create_train_state(model.init(jax.random.key(0), (2,)), tx), jax.random.key(1)
+    )
     return model, state.params
 
 
 @pytest.mark.parametrize("sampler, steps", [("ddpm", 0), ("ddim", 50)])
 def test_tiny_model_learns_the_mixture_of_eight_gaussians(toy_model, sampler, steps):
     model, params = toy_model
-    x = np.asarray(objectives.make_sampler(model, (2,), sampler=sampler, steps=steps)(
-        params, jax.random.key(2), 4000))
+    x = np.asarray(
+        objectives.make_sampler(model, (2,), sampler=sampler, steps=steps)(
+            params, jax.random.key(2), 4000
+        )
+    )
     distances = np.linalg.norm(x[:, None] - CENTERS[None], axis=-1)
     assignment = distances.argmin(axis=1)
     near = distances.min(axis=1) < 4 * SPREAD
@@ -288,8 +315,7 @@ def test_tiny_model_learns_the_mixture_of_eight_gaussians(toy_model, sampler, st
     np.testing.assert_allclose(weights, 1 / 8, atol=0.04)
     np.testing.assert_allclose(x.mean(axis=0), 0.0, atol=0.15)
     # mixture covariance: (R^2 / 2 + s^2) I
-    np.testing.assert_allclose(np.cov(x.T), (RADIUS ** 2 / 2 + SPREAD ** 2) * np.eye(2),
-                               atol=0.25)
+    np.testing.assert_allclose(np.cov(x.T), (RADIUS**2 / 2 + SPREAD**2) * np.eye(2), atol=0.25)
     # within a mode the spread is the component's
     spread = np.sqrt(((x[near] - CENTERS[assignment[near]]) ** 2).mean())
     assert 0.5 * SPREAD < spread < 2 * SPREAD, spread
@@ -337,18 +363,49 @@ def test_eight_devices_sample_and_train_as_one():
 # ---------------------------------------------------------------------------------------------
 # experiments.ddpm_mnist
 
-TINY = ["--train_examples", "256", "--batch_size", "64", "--eval_batch_size", "500",
-        "--channels", "8", "--multipliers", "1,2", "--timesteps", "40", "--sampling_steps", "4",
-        "--eval_samples", "0", "--final_samples", "64", "--warmup_steps", "0"]
+TINY = [
+    "--train_examples",
+    "256",
+    "--batch_size",
+    "64",
+    "--eval_batch_size",
+    "500",
+    "--channels",
+    "8",
+    "--multipliers",
+    "1,2",
+    "--timesteps",
+    "40",
+    "--sampling_steps",
+    "4",
+    "--eval_samples",
+    "0",
+    "--final_samples",
+    "64",
+    "--warmup_steps",
+    "0",
+]
 
 
 def test_ddpm_experiment_end_to_end(tmp_path, mnist_raw_dir, mnist_tfds_dir):
     """Two epochs of a tiny U-Net on 256 images: every output file (resuming is the shared
     loop's, tested with the VAE and the GAN)."""
     workdir = tmp_path / "ddpm"
-    done = run_python(["-m", "experiments.ddpm_mnist", "--raw_data_dir", str(mnist_raw_dir),
-                       "--data_dir", str(mnist_tfds_dir), "--workdir", str(workdir), *TINY,
-                       "--epochs", "2"])
+    done = run_python(
+        [
+            "-m",
+            "experiments.ddpm_mnist",
+            "--raw_data_dir",
+            str(mnist_raw_dir),
+            "--data_dir",
+            str(mnist_tfds_dir),
+            "--workdir",
+            str(workdir),
+            *TINY,
+            "--epochs",
+            "2",
+        ]
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
     assert "epoch   1  train noise MSE" in out and "epoch   2  train noise MSE" in out
@@ -356,14 +413,19 @@ def test_ddpm_experiment_end_to_end(tmp_path, mnist_raw_dir, mnist_tfds_dir):
     metrics = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in metrics] == [0, 1, 2]
     assert metrics[-1]["test_loss"] < metrics[0]["test_loss"]  # 8 steps of Adam 1e-3 help
-    for name, rows, columns in [("samples_1.png", 8, 8), ("samples_2.png", 8, 8),
-                                ("samples_ddpm.png", 8, 8), ("samples_ddim.png", 8, 8),
-                                ("noising.png", 1, 11), ("denoising.png", 1, 11)]:
+    for name, rows, columns in [
+        ("samples_1.png", 8, 8),
+        ("samples_2.png", 8, 8),
+        ("samples_ddpm.png", 8, 8),
+        ("samples_ddim.png", 8, 8),
+        ("noising.png", 1, 11),
+        ("denoising.png", 1, 11),
+    ]:
         assert Image.open(workdir / name).size == grid_size(rows, columns), name
     speed = json.loads((workdir / "sampling_speed.json").read_text())
     assert speed["ddpm"]["samples_per_second"] > 0 and speed["samples"] == 64
     noising = np.asarray(Image.open(workdir / "noising.png").convert("L"), np.float32)
-    frames = [noising[4:60, 4 + 60 * i:60 + 60 * i] for i in range(11)]  # 2x scale, 2 px gaps
+    frames = [noising[4:60, 4 + 60 * i : 60 + 60 * i] for i in range(11)]  # 2x scale, 2 px gaps
     assert frames[0].mean() < 80 and frames[0].std() > 60  # a digit: mostly black
     change = [np.abs(frame - frames[0]).mean() for frame in frames[1:]]  # x_t against x_0
     assert change[0] < 5 and change[-1] > 30  # t = 0: beta_1 = 1e-4; t = T - 1 of 40 steps
@@ -375,17 +437,26 @@ def test_ddpm_experiment_end_to_end(tmp_path, mnist_raw_dir, mnist_tfds_dir):
     assert images.shape == (64, 28, 28, 1) and 0 <= images.min() and images.max() <= 1
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--multipliers", "1,x"], "error: argument --multipliers: invalid value: '1,x'; expected "
-                               "comma-separated integers, e.g. --multipliers 1,2,2"),
-    (["--multipliers", "1,0"], "error: --multipliers must be positive integers, one per U-Net "
-                               "level, e.g. 1,2,2, got 1,0"),
-    (["--sampling_steps", "50", "--timesteps", "40"], "--sampling_steps 50 exceeds"),
-    (["--channels", "12"], "--channels must be a multiple of 8"),
-    (["--multipliers", "1,2,2,2"], "use fewer --multipliers"),
-    (["--ema_decay", "1"], "--ema_decay must lie in [0, 1)"),
-    (["--schedule", "quadratic"], "invalid choice"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (
+            ["--multipliers", "1,x"],
+            "error: argument --multipliers: invalid value: '1,x'; expected "
+            "comma-separated integers, e.g. --multipliers 1,2,2",
+        ),
+        (
+            ["--multipliers", "1,0"],
+            "error: --multipliers must be positive integers, one per U-Net "
+            "level, e.g. 1,2,2, got 1,0",
+        ),
+        (["--sampling_steps", "50", "--timesteps", "40"], "--sampling_steps 50 exceeds"),
+        (["--channels", "12"], "--channels must be a multiple of 8"),
+        (["--multipliers", "1,2,2,2"], "use fewer --multipliers"),
+        (["--ema_decay", "1"], "--ema_decay must lie in [0, 1)"),
+        (["--schedule", "quadratic"], "invalid choice"),
+    ],
+)
 def test_ddpm_experiment_rejects_bad_flags_in_one_line(tmp_path, capsys, flags, message):
     workdir = tmp_path / "run"
     argv = ["--workdir", str(workdir), *TINY, *flags]

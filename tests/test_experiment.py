@@ -18,9 +18,22 @@ from vaejax.runs import vae as vae_run
 def test_vae_mnist_end_to_end(tmp_path, mnist_tfds_dir, mnist_raw_dir):
     workdir = tmp_path / "run"
     # 300 steps of batch 128 on the real MNIST
-    proc = run_python(["-m", "experiments.vae_mnist", "--raw_data_dir", str(mnist_raw_dir),
-                       "--data_dir", str(mnist_tfds_dir), "--workdir", str(workdir),
-                       "--epochs", "1", "--train_examples", str(300 * 128)])
+    proc = run_python(
+        [
+            "-m",
+            "experiments.vae_mnist",
+            "--raw_data_dir",
+            str(mnist_raw_dir),
+            "--data_dir",
+            str(mnist_tfds_dir),
+            "--workdir",
+            str(workdir),
+            "--epochs",
+            "1",
+            "--train_examples",
+            str(300 * 128),
+        ]
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "img/s" in proc.stdout + proc.stderr
     lines = io.read_jsonl(workdir / "metrics.jsonl")
@@ -30,7 +43,8 @@ def test_vae_mnist_end_to_end(tmp_path, mnist_tfds_dir, mnist_raw_dir):
     assert before > 500  # an untrained decoder: about 784 * log(2) nats
     assert after < 150 and after < before / 3
     assert lines[1]["test_loss"] == pytest.approx(
-        lines[1]["test_reconstruction"] + lines[1]["test_kl"], rel=1e-5)
+        lines[1]["test_reconstruction"] + lines[1]["test_kl"], rel=1e-5
+    )
     assert lines[1]["test_negative_elbo"] == pytest.approx(lines[1]["test_loss"], rel=1e-6)
     assert set(lines[1]) >= {"train_loss", "train_grad_norm", "train_skipped_steps"}
     assert lines[1]["train_skipped_steps"] == 0
@@ -50,8 +64,9 @@ def test_vae_mnist_end_to_end(tmp_path, mnist_tfds_dir, mnist_raw_dir):
     model = vae_run.build_model(config)
     template = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)), jax.random.key(0))
     params = io.load_params(workdir / "params.msgpack", template["params"])
-    evaluate = training.make_evaluator(objectives.vae_per_example(model),
-                                       data.make_batch_preprocessor(28), batch_size=1000)
+    evaluate = training.make_evaluator(
+        objectives.vae_per_example(model), data.make_batch_preprocessor(28), batch_size=1000
+    )
     test = data.load_split("mnist", "test", data_dir=mnist_tfds_dir)
     eval_key = jax.random.fold_in(jax.random.key(config.seed), 3)
     result = evaluate(params, jnp.asarray(test.images), eval_key)
@@ -59,12 +74,23 @@ def test_vae_mnist_end_to_end(tmp_path, mnist_tfds_dir, mnist_raw_dir):
 
     # running into the same workdir with other settings refuses, and keeps what is there
     before_bytes = (workdir / "metrics.jsonl").read_bytes()
-    again = run_python(["-m", "experiments.vae_mnist", "--data_dir", str(mnist_tfds_dir),
-                        "--workdir", str(workdir), "--epochs", "1"])
+    again = run_python(
+        [
+            "-m",
+            "experiments.vae_mnist",
+            "--data_dir",
+            str(mnist_tfds_dir),
+            "--workdir",
+            str(workdir),
+            "--epochs",
+            "1",
+        ]
+    )
     assert again.returncode == 2
     assert again.stderr.strip().splitlines() == [
         f"error: workdir {workdir} holds a run with other settings (--train_examples 38400 "
-        f"there, 0 here): rerun with the same flags to resume it, or pass a new --workdir"]
+        f"there, 0 here): rerun with the same flags to resume it, or pass a new --workdir"
+    ]
     assert (workdir / "metrics.jsonl").read_bytes() == before_bytes
 
 
@@ -73,14 +99,28 @@ def test_vae_fashion_mnist_end_to_end(tmp_path, fashion_raw_dir):
 
     assert vae_fashion_mnist.CONFIG.beta == pytest.approx(2.048)
     workdir = tmp_path / "fashion"
-    proc = run_python(["-m", "experiments.vae_fashion_mnist", "--raw_data_dir",
-                       str(fashion_raw_dir.parent), "--data_dir", str(tmp_path / "tfds"),
-                       "--workdir", str(workdir), "--train_examples", "3000", "--epochs", "1"])
+    proc = run_python(
+        [
+            "-m",
+            "experiments.vae_fashion_mnist",
+            "--raw_data_dir",
+            str(fashion_raw_dir.parent),
+            "--data_dir",
+            str(tmp_path / "tfds"),
+            "--workdir",
+            str(workdir),
+            "--train_examples",
+            "3000",
+            "--epochs",
+            "1",
+        ]
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = io.read_jsonl(workdir / "metrics.jsonl")
     assert lines[1]["test_loss"] < lines[0]["test_loss"]
     assert lines[1]["test_loss"] == pytest.approx(  # Foster's weighting: beta = 2.048
-        lines[1]["test_reconstruction"] + 2.048 * lines[1]["test_kl"], rel=1e-5)
+        lines[1]["test_reconstruction"] + 2.048 * lines[1]["test_kl"], rel=1e-5
+    )
     assert "x kl" in proc.stdout + proc.stderr
     assert lines[1]["step"] == 30  # 3000 / batch 100
     with PIL.Image.open(workdir / "sample_1.png") as picture:
@@ -95,22 +135,33 @@ def _main(argv, defaults=None):
     return cli.main(defaults or dataclasses.replace(vae_run.VAEConfig()), argv=argv)
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--batch_size", "0"], "error: --batch_size must be positive, got 0"),
-    (["--learning_rate", "-1"], "error: --learning_rate must be a positive number, got -1.0"),
-    (["--beta", "nan"], "error: --beta must be >= 0, got nan"),
-    (["--model", "conv", "--image_size", "28"], "error: the conv model needs 32x32 images"),
-    (["--image_size", "30"], "error: --image_size must be 28 or 32"),
-    (["--train_examples", "100"], "error: --batch_size 128 exceeds the 100 training images"),
-    (["--train_examples", "99999"], "error: --train_examples must be between 0 (all) and 60000"),
-    (["--seed", "-1"], "error: --seed must be between 0 and 2147483647, got -1"),
-    (["--checkpoint_every", "0"], "error: --checkpoint_every must be positive, got 0"),
-    (["--keep_checkpoints", "-2"], "error: --keep_checkpoints must be positive, got -2"),
-    (["--latent_plots", "on"], "error: --latent_plots on draws 2-D latent codes, but "
-                               "--latent_dim is 20: pass --latent_dim 2, or --latent_plots off"),
-    (["--coordinator_address", "localhost:1234"], "error: --coordinator_address needs "
-                                                  "--num_processes N"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--batch_size", "0"], "error: --batch_size must be positive, got 0"),
+        (["--learning_rate", "-1"], "error: --learning_rate must be a positive number, got -1.0"),
+        (["--beta", "nan"], "error: --beta must be >= 0, got nan"),
+        (["--model", "conv", "--image_size", "28"], "error: the conv model needs 32x32 images"),
+        (["--image_size", "30"], "error: --image_size must be 28 or 32"),
+        (["--train_examples", "100"], "error: --batch_size 128 exceeds the 100 training images"),
+        (
+            ["--train_examples", "99999"],
+            "error: --train_examples must be between 0 (all) and 60000",
+        ),
+        (["--seed", "-1"], "error: --seed must be between 0 and 2147483647, got -1"),
+        (["--checkpoint_every", "0"], "error: --checkpoint_every must be positive, got 0"),
+        (["--keep_checkpoints", "-2"], "error: --keep_checkpoints must be positive, got -2"),
+        (
+            ["--latent_plots", "on"],
+            "error: --latent_plots on draws 2-D latent codes, but "
+            "--latent_dim is 20: pass --latent_dim 2, or --latent_plots off",
+        ),
+        (
+            ["--coordinator_address", "localhost:1234"],
+            "error: --coordinator_address needs --num_processes N",
+        ),
+    ],
+)
 def test_bad_flags_get_one_line(tmp_path, capsys, argv, message):
     code = _main(argv + ["--workdir", str(tmp_path / "w")])
     err = capsys.readouterr().err.strip()
@@ -121,26 +172,40 @@ def test_bad_flags_get_one_line(tmp_path, capsys, argv, message):
 def test_batch_size_must_split_over_the_devices():
     config = vae_run.VAEConfig(batch_size=100)
     vae_run.validate(config, num_devices=4)
-    with pytest.raises(errors.ConfigError,
-                       match="--batch_size 100 does not split over 8 devices: use a multiple of "
-                             "8, e.g. 96 or 104"):
+    with pytest.raises(
+        errors.ConfigError,
+        match="--batch_size 100 does not split over 8 devices: use a multiple of 8, e.g. 96 or 104",
+    ):
         vae_run.validate(config, num_devices=8)
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--dataset", "cifar10"], "error: argument --dataset: invalid choice: 'cifar10'"),
-    (["--learning_rate", "abc"], "error: argument --learning_rate: invalid float value: 'abc'"),
-    (["--epoch", "3", "--bogus"], "error: unrecognized arguments: --bogus"),
-    (["--nonfinite", "ignore"], "error: argument --nonfinite: invalid choice: 'ignore'"),
-    (["--model", "conv", "--hidden_dim", "64"],
-     "error: --hidden_dim applies only to --model mlp, not conv: drop it"),
-    (["--iwae_samples", "5"], "error: --iwae_samples applies only to --objective iwae, not elbo: "
-                              "drop it"),
-    (["--gaussian_variance", "0.5"], "error: --gaussian_variance applies only to --likelihood "
-                                     "gaussian, not bernoulli: drop it"),
-    (["--classifier_workdir", "elsewhere"], "error: --classifier_workdir applies only with a "
-                                            "--perceptual_weight above 0, not 0.0: drop it"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--dataset", "cifar10"], "error: argument --dataset: invalid choice: 'cifar10'"),
+        (["--learning_rate", "abc"], "error: argument --learning_rate: invalid float value: 'abc'"),
+        (["--epoch", "3", "--bogus"], "error: unrecognized arguments: --bogus"),
+        (["--nonfinite", "ignore"], "error: argument --nonfinite: invalid choice: 'ignore'"),
+        (
+            ["--model", "conv", "--hidden_dim", "64"],
+            "error: --hidden_dim applies only to --model mlp, not conv: drop it",
+        ),
+        (
+            ["--iwae_samples", "5"],
+            "error: --iwae_samples applies only to --objective iwae, not elbo: drop it",
+        ),
+        (
+            ["--gaussian_variance", "0.5"],
+            "error: --gaussian_variance applies only to --likelihood "
+            "gaussian, not bernoulli: drop it",
+        ),
+        (
+            ["--classifier_workdir", "elsewhere"],
+            "error: --classifier_workdir applies only with a "
+            "--perceptual_weight above 0, not 0.0: drop it",
+        ),
+    ],
+)
 def test_the_parser_rejects_in_one_line(capsys, argv, message):
     with pytest.raises(SystemExit) as e:
         _main(argv)
@@ -149,8 +214,16 @@ def test_the_parser_rejects_in_one_line(capsys, argv, message):
 
 
 def test_missing_raw_data_is_one_line(tmp_path, capsys, no_raw_data_env):
-    code = _main(["--data_dir", str(tmp_path / "tfds"), "--raw_data_dir", str(tmp_path),
-                  "--workdir", str(tmp_path / "w")])
+    code = _main(
+        [
+            "--data_dir",
+            str(tmp_path / "tfds"),
+            "--raw_data_dir",
+            str(tmp_path),
+            "--workdir",
+            str(tmp_path / "w"),
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err
     assert err.startswith(f"error: --raw_data_dir={tmp_path} holds neither the mnist raw files")

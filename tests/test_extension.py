@@ -20,9 +20,24 @@ from vaejax import load_run
 
 
 def _argv(workdir, tfds_dir, raw_dir):
-    return ["-m", "tests.tiny_run", "--data_dir", str(tfds_dir), "--raw_data_dir", str(raw_dir),
-            "--train_examples", "6000", "--batch_size", "50", "--epochs", "3",
-            "--checkpoint_every", "25", "--workdir", str(workdir)]
+    return [
+        "-m",
+        "tests.tiny_run",
+        "--data_dir",
+        str(tfds_dir),
+        "--raw_data_dir",
+        str(raw_dir),
+        "--train_examples",
+        "6000",
+        "--batch_size",
+        "50",
+        "--epochs",
+        "3",
+        "--checkpoint_every",
+        "25",
+        "--workdir",
+        str(workdir),
+    ]
 
 
 def _checkpoints(workdir: Path) -> list[int]:
@@ -41,12 +56,18 @@ def pixels_run(tmp_path_factory, mnist_tfds_dir, mnist_raw_dir) -> Path:
 
 
 def test_killed_and_resumed_new_model_matches_the_uninterrupted_run(
-        pixels_run, tmp_path, mnist_tfds_dir, mnist_raw_dir):
+    pixels_run, tmp_path, mnist_tfds_dir, mnist_raw_dir
+):
     workdir = tmp_path / "run"
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), JAX_PLATFORMS="cpu")
-    proc = subprocess.Popen([sys.executable, *_argv(workdir, mnist_tfds_dir, mnist_raw_dir)],
-                            cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, *_argv(workdir, mnist_tfds_dir, mnist_raw_dir)],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not any(step > 50 for step in _checkpoints(workdir)):
         assert proc.poll() is None, f"ended before it could be killed: {proc.stderr.read()[-2000:]}"
@@ -64,13 +85,15 @@ def test_killed_and_resumed_new_model_matches_the_uninterrupted_run(
 
 
 def test_load_run_rebuilds_the_new_model_and_it_learned_the_pixel_means(
-        pixels_run, mnist_tfds_dir, mnist_raw_dir):
+    pixels_run, mnist_tfds_dir, mnist_raw_dir
+):
     trained = load_run(str(pixels_run))  # a str, and the defining module imported by name
     assert trained.kind == "tiny_pixels" and trained.config.epochs == 3
     from vaejax import data
 
-    train = data.load_split("mnist", "train", data_dir=mnist_tfds_dir,
-                            raw_data_dir=mnist_raw_dir).images[:6000]
+    train = data.load_split(
+        "mnist", "train", data_dir=mnist_tfds_dir, raw_data_dir=mnist_raw_dir
+    ).images[:6000]
     learned = np.asarray(jax.nn.sigmoid(trained.params["logits"]))
     assert abs(learned.mean() - train.mean() / 255) < 0.02
     images = trained.sample(jax.random.key(0), 500)
@@ -78,13 +101,30 @@ def test_load_run_rebuilds_the_new_model_and_it_learned_the_pixel_means(
     np.testing.assert_allclose(images.mean(0), learned, atol=0.15)  # 500 Bernoulli draws
 
 
-def test_sample_quality_scores_the_new_model(pixels_run, tmp_path, mnist_classifier_dir,
-                                             mnist_tfds_dir, mnist_raw_dir):
+def test_sample_quality_scores_the_new_model(
+    pixels_run, tmp_path, mnist_classifier_dir, mnist_tfds_dir, mnist_raw_dir
+):
     out = tmp_path / "quality"
-    done = run_python(["-m", "experiments.sample_quality", "--runs", str(pixels_run),
-                       "--classifier_workdir", str(mnist_classifier_dir), "--num_samples", "200",
-                       "--train_examples", "2000", "--data_dir", str(mnist_tfds_dir),
-                       "--raw_data_dir", str(mnist_raw_dir), "--workdir", str(out)])
+    done = run_python(
+        [
+            "-m",
+            "experiments.sample_quality",
+            "--runs",
+            str(pixels_run),
+            "--classifier_workdir",
+            str(mnist_classifier_dir),
+            "--num_samples",
+            "200",
+            "--train_examples",
+            "2000",
+            "--data_dir",
+            str(mnist_tfds_dir),
+            "--raw_data_dir",
+            str(mnist_raw_dir),
+            "--workdir",
+            str(out),
+        ]
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     rows = json.loads((out / "sample_quality.json").read_text())["rows"]
     real, pixels = rows

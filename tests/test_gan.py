@@ -18,8 +18,18 @@ def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-@pytest.mark.parametrize("size, expected", [(28, (7, 2)), (32, (4, 3)), (64, (4, 4)),
-                                            (8, (4, 1)), (14, (7, 1)), (56, (7, 3)), (128, (4, 5))])
+@pytest.mark.parametrize(
+    "size, expected",
+    [
+        (28, (7, 2)),
+        (32, (4, 3)),
+        (64, (4, 4)),
+        (8, (4, 1)),
+        (14, (7, 1)),
+        (56, (7, 3)),
+        (128, (4, 5)),
+    ],
+)
 def test_layout(size, expected):
     assert models.layout(size) == expected
 
@@ -62,11 +72,14 @@ def test_bce_losses_against_their_definitions():
     d_real, d_fake = _sigmoid(real), _sigmoid(fake)
     expected = -np.mean(np.log(d_real)) - np.mean(np.log(1 - d_fake))
     assert float(objectives.discriminator_bce(jnp.array(real), jnp.array(fake))) == pytest.approx(
-        expected, rel=1e-6)
+        expected, rel=1e-6
+    )
     assert float(objectives.generator_non_saturating(jnp.array(fake))) == pytest.approx(
-        -np.mean(np.log(d_fake)), rel=1e-6)
+        -np.mean(np.log(d_fake)), rel=1e-6
+    )
     assert float(objectives.generator_minimax(jnp.array(fake))) == pytest.approx(
-        np.mean(np.log(1 - d_fake)), rel=1e-6)
+        np.mean(np.log(1 - d_fake)), rel=1e-6
+    )
 
 
 def test_minimax_gradient_vanishes_where_the_discriminator_rejects_the_fakes():
@@ -89,7 +102,8 @@ def test_interpolates_lie_on_the_segments():
     assert np.all(x_hat == u[:, None, None, None])  # one u per image
     assert 0.0 <= u.min() and u.max() <= 1.0
     assert u.mean() == pytest.approx(0.5, abs=0.05) and u.std() == pytest.approx(
-        np.sqrt(1 / 12), abs=0.03)
+        np.sqrt(1 / 12), abs=0.03
+    )
 
 
 def test_gradient_penalty_of_a_linear_critic_is_known():
@@ -97,7 +111,7 @@ def test_gradient_penalty_of_a_linear_critic_is_known():
     and its gradient with respect to w (through jax.grad twice) 2 (||w|| - 1) w / ||w||."""
     w = jax.random.normal(jax.random.key(0), (3, 3, 1)) * 0.7
     x_hat = jax.random.normal(jax.random.key(1), (5, 3, 3, 1))
-    critic = lambda w: (lambda x: jnp.sum(x * w, axis=(1, 2, 3)))
+    critic = lambda w: lambda x: jnp.sum(x * w, axis=(1, 2, 3))
     penalty, norms = objectives.gradient_penalty(critic(w), x_hat)
     norm_w = float(jnp.linalg.norm(w))
     np.testing.assert_allclose(norms, np.full(5, norm_w), rtol=1e-5)
@@ -108,9 +122,13 @@ def test_gradient_penalty_of_a_linear_critic_is_known():
 
 def test_gradient_penalty_of_a_quadratic_critic_uses_each_images_own_gradient():
     """f(x) = ||x||^2 / 2 has gradient x: the norms are the images' own norms."""
-    x_hat = jax.random.normal(jax.random.key(2), (4, 2, 2, 1)) * jnp.arange(1.0, 5.0)[:, None,
-                                                                                    None, None]
-    penalty, norms = objectives.gradient_penalty(lambda x: 0.5 * jnp.sum(x ** 2, axis=(1, 2, 3)), x_hat)
+    x_hat = (
+        jax.random.normal(jax.random.key(2), (4, 2, 2, 1))
+        * jnp.arange(1.0, 5.0)[:, None, None, None]
+    )
+    penalty, norms = objectives.gradient_penalty(
+        lambda x: 0.5 * jnp.sum(x**2, axis=(1, 2, 3)), x_hat
+    )
     expected = np.linalg.norm(np.asarray(x_hat).reshape(4, -1), axis=1)
     np.testing.assert_allclose(norms, expected, rtol=1e-5)
     assert float(penalty) == pytest.approx(np.mean((expected - 1) ** 2), rel=1e-5)
@@ -119,16 +137,18 @@ def test_gradient_penalty_of_a_quadratic_critic_uses_each_images_own_gradient():
 def test_gradient_penalty_is_finite_at_a_zero_gradient():
     penalty, norms = objectives.gradient_penalty(lambda x: jnp.zeros(x.shape[0]), jnp.ones((2, 2)))
     assert float(penalty) == pytest.approx(1.0, rel=1e-5)
-    grad = jax.grad(lambda s: objectives.gradient_penalty(lambda x: s * jnp.sum(x, 1),
-                                                   jnp.ones((2, 2)))[0])(0.0)
+    grad = jax.grad(
+        lambda s: objectives.gradient_penalty(lambda x: s * jnp.sum(x, 1), jnp.ones((2, 2)))[0]
+    )(0.0)
     assert np.isfinite(float(grad))
 
 
 def _tiny(loss, n_critic=1):
     model = models.dcgan(8, 1, width=4, noise_dim=6, critic=loss == "wgan-gp")
     opt = optax.sgd(0.1)
-    update = gan_training.make_gan_update(model, loss=loss, generator_optimizer=opt,
-                                 discriminator_optimizer=opt, n_critic=n_critic)
+    update = gan_training.make_gan_update(
+        model, loss=loss, generator_optimizer=opt, discriminator_optimizer=opt, n_critic=n_critic
+    )
     state = gan_training.create_gan_state(model.init(jax.random.key(0)), opt, opt)
     return model, opt, update, state
 
@@ -148,17 +168,20 @@ def test_update_is_critic_steps_on_interleaved_slices_then_a_generator_step(loss
     for j in range(n_critic):
         rows = real[j::n_critic]
         d_state, _ = training.gradient_update(
-            lambda p, b, k: _discriminator_loss(model, loss, p, b, k), opt)(
-            d_state, (rows, g_state.params), d_keys[j])
+            lambda p, b, k: _discriminator_loss(model, loss, p, b, k), opt
+        )(d_state, (rows, g_state.params), d_keys[j])
     g_state, _ = training.gradient_update(
-        lambda p, b, k: _generator_loss(model, loss, p, b, k), opt)(
-        g_state, (d_state.params, batch), jax.random.fold_in(key, 1))
-    for got, want in ((new_state.discriminator.params, d_state.params),
-                      (new_state.generator.params, g_state.params)):
+        lambda p, b, k: _generator_loss(model, loss, p, b, k), opt
+    )(g_state, (d_state.params, batch), jax.random.fold_in(key, 1))
+    for got, want in (
+        (new_state.discriminator.params, d_state.params),
+        (new_state.generator.params, g_state.params),
+    ):
         for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
             np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
     expected = {"d_loss", "d_grad_norm", "g_loss", "g_grad_norm"} | (
-        {"d_real", "d_fake"} if loss == "bce" else {"d_wasserstein", "d_gradient_penalty"})
+        {"d_real", "d_fake"} if loss == "bce" else {"d_wasserstein", "d_gradient_penalty"}
+    )
     assert set(metrics) == expected
 
 
@@ -179,7 +202,9 @@ def _discriminator_loss(model, loss, d_params, batch, key):
 
 def _generator_loss(model, loss, g_params, batch, key):
     d_params, n = batch
-    f = model.critic(d_params, model.generate(g_params, jax.random.normal(key, (n, model.noise_dim))))
+    f = model.critic(
+        d_params, model.generate(g_params, jax.random.normal(key, (n, model.noise_dim)))
+    )
     if loss == "bce":
         return -jnp.mean(jnp.log(jax.nn.sigmoid(f))), {}
     return -jnp.mean(f), {}
@@ -212,7 +237,8 @@ for loss, n_critic in (("bce", 1), ("wgan-gp", 2)):
     images = np.random.default_rng(0).uniform(-1, 1, (128, 8, 8, 1)).astype(np.float32)
     runner = training.make_epoch_runner(update, None, batch_size=16 * n_critic,
                                         num_examples=128, mesh=mesh)
-    state = sharding.put_replicated(gan_training.create_gan_state(model.init(jax.random.key(0)), opt, opt), mesh)
+    start = gan_training.create_gan_state(model.init(jax.random.key(0)), opt, opt)
+    state = sharding.put_replicated(start, mesh)
     state, metrics = runner(state, sharding.put_replicated(images, mesh), jax.random.key(1),
                             jax.random.key(2), 0)
     out[loss] = {"d_loss": np.asarray(metrics["d_loss"]).tolist(),
@@ -228,7 +254,8 @@ def test_eight_devices_match_one_for_both_games():
     results = {count: run_on_devices(MULTI_DEVICE_GAN, count) for count in (1, 8)}
     assert results[1]["devices"] == 1 and results[8]["devices"] == 8
     for loss in ("bce", "wgan-gp"):
-        np.testing.assert_allclose(results[8][loss]["d_loss"], results[1][loss]["d_loss"],
-                                   rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            results[8][loss]["d_loss"], results[1][loss]["d_loss"], rtol=1e-4, atol=1e-5
+        )
         for a, b in zip(results[8][loss]["params"], results[1][loss]["params"]):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

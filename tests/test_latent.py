@@ -30,8 +30,9 @@ def test_normal_quantile_grid_layout():
     # z1 increases along every row; z2 is constant along a row and decreases down the rows
     for row in rows:
         np.testing.assert_allclose(row[:, 0], quantiles, atol=1e-5)
-    np.testing.assert_allclose(rows[:, :, 1], np.repeat(quantiles[::-1], n).reshape(n, n),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        rows[:, :, 1], np.repeat(quantiles[::-1], n).reshape(n, n), atol=1e-5
+    )
     assert rows[0, 0, 1] == grid[:, 1].max()
     np.testing.assert_allclose(rows[n // 2, n // 2], [0.0, 0.0], atol=1e-6)
 
@@ -85,8 +86,9 @@ def test_slerp_of_orthogonal_unit_vectors():
     np.testing.assert_allclose(path[0], a, atol=1e-6)
     np.testing.assert_allclose(path[-1], b, atol=1e-6)
     # constant angular speed: a quarter turn in 8 equal steps
-    np.testing.assert_allclose(np.arctan2(path[:, 1], path[:, 0]), np.linspace(0, np.pi / 2, 9),
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        np.arctan2(path[:, 1], path[:, 0]), np.linspace(0, np.pi / 2, 9), atol=1e-12
+    )
 
 
 def test_slerp_general_endpoints_norms_and_angles():
@@ -96,9 +98,11 @@ def test_slerp_general_endpoints_norms_and_angles():
     np.testing.assert_array_equal(path[0], z0)
     np.testing.assert_array_equal(path[-1], z1)
     # the norm goes linearly from |z0| to |z1|
-    np.testing.assert_allclose(np.linalg.norm(path, axis=1),
-                               np.linspace(np.linalg.norm(z0), np.linalg.norm(z1), 11),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        np.linalg.norm(path, axis=1),
+        np.linspace(np.linalg.norm(z0), np.linalg.norm(z1), 11),
+        rtol=1e-12,
+    )
     # and the direction turns by equal angles in the plane of z0 and z1
     units = path / np.linalg.norm(path, axis=1, keepdims=True)
     step_angles = np.arccos(np.clip(np.sum(units[1:] * units[:-1], axis=1), -1, 1))
@@ -198,8 +202,9 @@ def test_pca_transform():
     rng = np.random.default_rng(2)
     x = rng.normal(size=(100, 4)) * [3.0, 2.0, 1.0, 0.5]
     mean, components, variance = latent.pca_fit(x, 2)
-    np.testing.assert_allclose(latent.pca_transform(mean[None], mean, components), [[0.0, 0.0]],
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        latent.pca_transform(mean[None], mean, components), [[0.0, 0.0]], atol=1e-12
+    )
     projected = latent.pca_transform(x, mean, components)
     assert projected.shape == (100, 2)
     np.testing.assert_allclose(projected.var(axis=0, ddof=1), variance, rtol=1e-10)
@@ -225,9 +230,12 @@ def _overlapping_clusters(seed, n_train, n_test, dim=3, labels=(3, 7, 11, 20)):
     centres = rng.normal(size=(len(labels), dim))
     train_labels = rng.choice(labels, n_train)
     test_labels = rng.choice(labels, n_test)
+
     def codes(label_array):
-        return centres[np.searchsorted(labels, label_array)] + rng.normal(size=(label_array.size,
-                                                                              dim))
+        return centres[np.searchsorted(labels, label_array)] + rng.normal(
+            size=(label_array.size, dim)
+        )
+
     return codes(train_labels), np.asarray(train_labels), codes(test_labels), test_labels
 
 

@@ -48,8 +48,9 @@ def _linear_gaussian_bounds(key, x, w, b, mean, log_var, k, chunk_size):
         residual = x - (z @ w.T + b)
         return -0.5 * jnp.sum(residual**2 / NOISE_VAR + np.log(2 * np.pi * NOISE_VAR), axis=-1)
 
-    return objectives.importance_weighted_bound(key, log_likelihood_fn, mean, log_var, k,
-                                                chunk_size)
+    return objectives.importance_weighted_bound(
+        key, log_likelihood_fn, mean, log_var, k, chunk_size
+    )
 
 
 def _bounds(k: int, key, chunk_size=100, seed=0, repeat=1):
@@ -58,9 +59,16 @@ def _bounds(k: int, key, chunk_size=100, seed=0, repeat=1):
     w, b, x, log_px = _ppca(seed)
     mean, log_var = _mismatched_posterior(w, b, x)
     tiled = [jnp.asarray(np.tile(a, (repeat, 1)), jnp.float32) for a in (x, mean, log_var)]
-    out = _linear_gaussian_bounds(key, tiled[0], jnp.asarray(w, jnp.float32),
-                                  jnp.asarray(b, jnp.float32), tiled[1], tiled[2], k=k,
-                                  chunk_size=chunk_size)
+    out = _linear_gaussian_bounds(
+        key,
+        tiled[0],
+        jnp.asarray(w, jnp.float32),
+        jnp.asarray(b, jnp.float32),
+        tiled[1],
+        tiled[2],
+        k=k,
+        chunk_size=chunk_size,
+    )
     out = {name: np.asarray(v, np.float64).reshape(repeat, -1) for name, v in out.items()}
     if repeat == 1:
         out = {name: v[0] for name, v in out.items()}
@@ -131,8 +139,9 @@ def test_vae_bound_and_iwae_objective_on_a_real_vae():
     terms = objectives.iwae_per_example(model, 8)(params, x, jax.random.key(3))
     assert terms["loss"].shape == (5,)
     assert np.all(terms["negative_iwae_bound"] <= terms["negative_elbo"] + 1e-4)
-    grads = jax.grad(lambda p: objectives.iwae_per_example(model, 8)(p, x, jax.random.key(3))[
-        "loss"].mean())(params)
+    grads = jax.grad(
+        lambda p: objectives.iwae_per_example(model, 8)(p, x, jax.random.key(3))["loss"].mean()
+    )(params)
     assert all(np.all(np.isfinite(g)) for g in jax.tree_util.tree_leaves(grads))
 
 
@@ -144,31 +153,61 @@ def test_burda_model_is_784_200_200_50_with_tanh():
     assert models.count_params(params) == sum((i + 1) * o for i, o in linear) == 425_284
     dense = lambda layer, h: h @ layer["Dense_0"]["kernel"] + layer["Dense_0"]["bias"]
     enc = params["encoder"]
-    h = jnp.tanh(dense(enc["TorchDense_1"], jnp.tanh(dense(enc["TorchDense_0"],
-                                                           x.reshape(3, -1)))))
+    h = jnp.tanh(dense(enc["TorchDense_1"], jnp.tanh(dense(enc["TorchDense_0"], x.reshape(3, -1)))))
     mean, _ = model.apply({"params": params}, x, method="encode")
     np.testing.assert_allclose(mean, dense(enc["mean"], h), rtol=1e-5, atol=1e-6)
 
 
-def test_iwae_training_and_likelihood_evaluation_end_to_end(tmp_path, mnist_tfds_dir,
-                                                            mnist_raw_dir):
+def test_iwae_training_and_likelihood_evaluation_end_to_end(
+    tmp_path, mnist_tfds_dir, mnist_raw_dir
+):
     import json
 
     from tests.helpers import run_python
 
     workdir = tmp_path / "iwae"
-    proc = run_python(["-m", "experiments.burda_mnist", "--raw_data_dir", str(mnist_raw_dir),
-                       "--data_dir", str(mnist_tfds_dir), "--workdir", str(workdir),
-                       "--epochs", "1", "--train_examples", "2000", "--latent_dim", "10",
-                       "--objective", "iwae", "--iwae_samples", "5"])
+    proc = run_python(
+        [
+            "-m",
+            "experiments.burda_mnist",
+            "--raw_data_dir",
+            str(mnist_raw_dir),
+            "--data_dir",
+            str(mnist_tfds_dir),
+            "--workdir",
+            str(workdir),
+            "--epochs",
+            "1",
+            "--train_examples",
+            "2000",
+            "--latent_dim",
+            "10",
+            "--objective",
+            "iwae",
+            "--iwae_samples",
+            "5",
+        ]
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "IWAE bound, k = 5" in proc.stdout and "-L_k" in proc.stdout
 
     last = io.read_jsonl(workdir / "metrics.jsonl")[-1]
     assert last["test_negative_iwae_bound"] <= last["test_negative_elbo"]
     assert last["test_loss"] == last["test_negative_iwae_bound"]
-    proc = run_python(["-m", "experiments.evaluate_likelihood", "--workdir", str(workdir),
-                       "--samples", "200", "--test_examples", "300", "--chunk_size", "64"])
+    proc = run_python(
+        [
+            "-m",
+            "experiments.evaluate_likelihood",
+            "--workdir",
+            str(workdir),
+            "--samples",
+            "200",
+            "--test_examples",
+            "300",
+            "--chunk_size",
+            "64",
+        ]
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((workdir / "likelihood_200.json").read_text())
     assert result["binarization"] == "dynamic" and result["test_examples"] == 300

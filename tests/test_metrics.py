@@ -64,8 +64,9 @@ def test_roc_auc_hand_case():
 def test_roc_auc_matches_pairwise_count_with_ties(seed):
     scores, labels = _tied_random_case(seed)
     assert len(np.unique(scores)) < len(scores) / 3  # the case really has many ties
-    assert metrics.roc_auc(scores, labels) == pytest.approx(_pairwise_auc(scores, labels),
-                                                           abs=1e-12)
+    assert metrics.roc_auc(scores, labels) == pytest.approx(
+        _pairwise_auc(scores, labels), abs=1e-12
+    )
 
 
 def test_roc_auc_accepts_bool_or_int_labels_and_is_rank_based():
@@ -95,7 +96,8 @@ def test_average_precision_ties_form_one_threshold():
 def test_average_precision_matches_threshold_walk(seed):
     scores, labels = _tied_random_case(seed)
     assert metrics.average_precision(scores, labels) == pytest.approx(
-        _threshold_walk_ap(scores, labels), abs=1e-12)
+        _threshold_walk_ap(scores, labels), abs=1e-12
+    )
 
 
 def test_average_precision_of_random_scores_is_positive_rate():
@@ -163,11 +165,13 @@ def test_psnr_max_value_scaling():
     rng = np.random.default_rng(1)
     clean, noisy = rng.random((2, 4, 8, 8, 3))
     unit = metrics.psnr(clean, noisy)
-    np.testing.assert_allclose(metrics.psnr(255 * clean, 255 * noisy, max_value=255), unit,
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        metrics.psnr(255 * clean, 255 * noisy, max_value=255), unit, rtol=1e-12
+    )
     # the same images called [0, 255] with max 1 read 20 log10(255) = 48.13 dB worse
-    np.testing.assert_allclose(metrics.psnr(255 * clean, 255 * noisy), unit - 20 * np.log10(255),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        metrics.psnr(255 * clean, 255 * noisy), unit - 20 * np.log10(255), rtol=1e-12
+    )
 
 
 def test_psnr_is_per_image_over_non_batch_axes():
@@ -186,7 +190,8 @@ def test_mean_psnr_is_psnr_of_pooled_mse():
     clean, noisy = rng.random((2, 5, 6, 6))
     pooled_mse = np.mean((clean - noisy) ** 2)
     assert metrics.mean_psnr(clean, noisy, max_value=2.0) == pytest.approx(
-        10 * np.log10(4.0 / pooled_mse), rel=1e-12)
+        10 * np.log10(4.0 / pooled_mse), rel=1e-12
+    )
 
 
 def test_psnr_rejects_bad_input():

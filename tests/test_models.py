@@ -33,12 +33,18 @@ def test_foster_parameter_counts():
 def test_foster_layer_shapes():
     params = _init(models.ConvEncoder(2), jnp.zeros((1, 32, 32, 1)))
     assert [params[f"Conv2D_{i}"]["kernel"].shape for i in range(3)] == [
-        (3, 3, 1, 32), (3, 3, 32, 64), (3, 3, 64, 128)]
+        (3, 3, 1, 32),
+        (3, 3, 32, 64),
+        (3, 3, 64, 128),
+    ]
     assert params["z_mean"]["kernel"].shape == (2048, 2)
     dec = _init(models.ConvDecoder(), jnp.zeros((1, 2)))
     assert dec["Dense_0"]["kernel"].shape == (2, 2048)
     assert [dec[f"ConvTranspose2D_{i}"]["kernel"].shape for i in range(3)] == [
-        (3, 3, 128, 128), (3, 3, 128, 64), (3, 3, 64, 32)]
+        (3, 3, 128, 128),
+        (3, 3, 128, 64),
+        (3, 3, 64, 32),
+    ]
     assert dec["Conv2D_0"]["kernel"].shape == (3, 3, 32, 1)
 
 
@@ -52,16 +58,23 @@ def test_mlp_vae_is_the_pytorch_example():
         "fc3": params["decoder"]["TorchDense_0"]["Dense_0"]["kernel"].shape,
         "fc4": params["decoder"]["TorchDense_1"]["Dense_0"]["kernel"].shape,
     }
-    assert shapes == {"fc1": (784, 400), "fc21": (400, 20), "fc22": (400, 20),
-                      "fc3": (20, 400), "fc4": (400, 784)}
+    assert shapes == {
+        "fc1": (784, 400),
+        "fc21": (400, 20),
+        "fc22": (400, 20),
+        "fc3": (20, 400),
+        "fc4": (400, 784),
+    }
     linear = [(784, 400), (400, 20), (400, 20), (20, 400), (400, 784)]
     assert models.count_params(params) == sum((i + 1) * o for i, o in linear) == 652_824
 
 
 def test_torch_linear_initialization():
     params = _init(models.mlp_vae(), jnp.zeros((1, 28, 28, 1)), KEY)
-    for layer, fan_in in [(params["encoder"]["TorchDense_0"]["Dense_0"], 784),
-                          (params["decoder"]["TorchDense_1"]["Dense_0"], 400)]:
+    for layer, fan_in in [
+        (params["encoder"]["TorchDense_0"]["Dense_0"], 784),
+        (params["decoder"]["TorchDense_1"]["Dense_0"], 400),
+    ]:
         bound = 1 / np.sqrt(fan_in)
         for name in ("kernel", "bias"):
             w = np.asarray(layer[name])
@@ -79,8 +92,9 @@ def test_keras_initialization_of_conv_models():
     assert not np.any(np.asarray(params["Conv2D_1"]["bias"]))
 
 
-@pytest.mark.parametrize("builder,size,latent", [(models.mlp_vae, 28, 20),
-                                                  (models.conv_vae, 32, 2)])
+@pytest.mark.parametrize(
+    "builder,size,latent", [(models.mlp_vae, 28, 20), (models.conv_vae, 32, 2)]
+)
 def test_vae_shapes_and_explicit_randomness(builder, size, latent):
     model = builder(latent_dim=latent)
     x = jax.random.uniform(KEY, (5, size, size, 1))
@@ -110,8 +124,10 @@ def test_dense_autoencoder_is_the_lectures_784_256_128():
     """The lectures' PyTorch AE: Linear 784-256-128-latent, mirrored decoder (latent 2)."""
     model = models.mlp_autoencoder(latent_dim=2)
     params = _init(model, jnp.zeros((1, 28, 28, 1)))
-    encoder = [params["encoder"][name]["Dense_0"]["kernel"].shape
-               for name in ("TorchDense_0", "TorchDense_1", "z")]
+    encoder = [
+        params["encoder"][name]["Dense_0"]["kernel"].shape
+        for name in ("TorchDense_0", "TorchDense_1", "z")
+    ]
     decoder = [params["decoder"][f"TorchDense_{i}"]["Dense_0"]["kernel"].shape for i in range(3)]
     assert encoder == [(784, 256), (256, 128), (128, 2)]
     assert decoder == [(2, 128), (128, 256), (256, 784)]
@@ -145,4 +161,5 @@ def test_conditional_vae_sees_the_label_in_encoder_and_decoder():
     # the conditional forward pass is encode -> reparameterize -> decode with the same label
     z_sample = models.reparameterize(KEY, mean, log_var)
     np.testing.assert_allclose(
-        logits, model.apply({"params": params}, z_sample, labels, method="decode"), rtol=1e-6)
+        logits, model.apply({"params": params}, z_sample, labels, method="decode"), rtol=1e-6
+    )

@@ -25,10 +25,20 @@ def _free_port() -> int:
 
 
 def _start(argv, devices: int, log) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), JAX_PLATFORMS="cpu",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-    return subprocess.Popen([sys.executable, "-m", "experiments.vae_mnist", *argv], cwd=REPO_ROOT,
-                            env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(REPO_ROOT),
+        JAX_PLATFORMS="cpu",
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "experiments.vae_mnist", *argv],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _wait_all(procs, timeout=420) -> list[int]:
@@ -48,13 +58,27 @@ def _wait_all(procs, timeout=420) -> list[int]:
 
 def _params(workdir):
     return jax.tree_util.tree_leaves(
-        serialization.msgpack_restore((workdir / "params.msgpack").read_bytes()))
+        serialization.msgpack_restore((workdir / "params.msgpack").read_bytes())
+    )
 
 
 def test_two_processes_train_like_one(tmp_path, mnist_tfds_dir, mnist_raw_dir):
-    common = ["--data_dir", str(mnist_tfds_dir), "--raw_data_dir", str(mnist_raw_dir),
-              "--train_examples", "800", "--batch_size", "40", "--epochs", "2",
-              "--eval_batch_size", "2000", "--checkpoint_every", "15"]
+    common = [
+        "--data_dir",
+        str(mnist_tfds_dir),
+        "--raw_data_dir",
+        str(mnist_raw_dir),
+        "--train_examples",
+        "800",
+        "--batch_size",
+        "40",
+        "--epochs",
+        "2",
+        "--eval_batch_size",
+        "2000",
+        "--checkpoint_every",
+        "15",
+    ]
     single = tmp_path / "single"
     with open(tmp_path / "single.log", "w") as log:
         codes = _wait_all([_start(common + ["--workdir", str(single)], 8, log)])
@@ -63,9 +87,24 @@ def test_two_processes_train_like_one(tmp_path, mnist_tfds_dir, mnist_raw_dir):
     multi = tmp_path / "multi"
     address = f"127.0.0.1:{_free_port()}"
     logs = [open(tmp_path / f"process_{i}.log", "w") for i in range(2)]
-    procs = [_start(common + ["--workdir", str(multi), "--coordinator_address", address,
-                              "--num_processes", "2", "--process_id", str(i)], 4, logs[i])
-             for i in range(2)]
+    procs = [
+        _start(
+            common
+            + [
+                "--workdir",
+                str(multi),
+                "--coordinator_address",
+                address,
+                "--num_processes",
+                "2",
+                "--process_id",
+                str(i),
+            ],
+            4,
+            logs[i],
+        )
+        for i in range(2)
+    ]
     codes = _wait_all(procs)
     for log in logs:
         log.close()

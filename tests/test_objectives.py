@@ -23,8 +23,7 @@ def test_kl_matches_quadrature():
     means = np.array([[0.0, 1.5, -2.0], [0.3, 0.0, 0.7]])
     log_vars = np.array([[0.0, -1.0, 0.8], [-3.0, 1.2, 0.0]])
     got = np.asarray(objectives.kl_to_standard_normal(jnp.asarray(means), jnp.asarray(log_vars)))
-    want = [sum(_kl_by_quadrature(m, v) for m, v in zip(mr, vr))
-            for mr, vr in zip(means, log_vars)]
+    want = [sum(_kl_by_quadrature(m, v) for m, v in zip(mr, vr)) for mr, vr in zip(means, log_vars)]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     assert float(objectives.kl_to_standard_normal(jnp.zeros((1, 4)), jnp.zeros((1, 4)))[0]) == 0.0
 
@@ -36,7 +35,9 @@ def test_bernoulli_log_likelihood_matches_the_naive_formula():
     p = np.asarray(jax.nn.sigmoid(logits), np.float64)
     xn = np.asarray(x, np.float64)
     naive = (xn * np.log(p) + (1 - xn) * np.log1p(-p)).reshape(3, -1).sum(-1)
-    np.testing.assert_allclose(objectives.bernoulli_log_likelihood(x, logits), naive, rtol=1e-4)  # float32 sums
+    np.testing.assert_allclose(
+        objectives.bernoulli_log_likelihood(x, logits), naive, rtol=1e-4
+    )  # float32 sums
 
 
 def test_bernoulli_log_likelihood_is_stable_for_extreme_logits():
@@ -44,7 +45,7 @@ def test_bernoulli_log_likelihood_is_stable_for_extreme_logits():
     x = jnp.array([[1.0, 0.0, 0.0, 1.0]])
     value = float(objectives.bernoulli_log_likelihood(x, logits)[0])
     assert value == pytest.approx(-200.0, rel=1e-6)  # the two wrong pixels cost 100 nats each
-    grad = jax.grad(lambda l: objectives.bernoulli_log_likelihood(x, l).sum())(logits)
+    grad = jax.grad(lambda z: objectives.bernoulli_log_likelihood(x, z).sum())(logits)
     assert np.all(np.isfinite(grad))
     np.testing.assert_allclose(grad, [[0.0, 0.0, -1.0, 1.0]], atol=1e-6)
 
@@ -85,14 +86,16 @@ def test_negative_elbo_terms_and_beta():
     logits = jax.random.normal(key, (4, 28, 28, 1))
     mean, log_var = jnp.ones((4, 5)), -jnp.ones((4, 5))
     terms = objectives.negative_elbo(x, logits, mean, log_var)
-    np.testing.assert_allclose(terms["reconstruction"],
-                               -objectives.bernoulli_log_likelihood(x, logits))
+    np.testing.assert_allclose(
+        terms["reconstruction"], -objectives.bernoulli_log_likelihood(x, logits)
+    )
     np.testing.assert_allclose(terms["kl"], objectives.kl_to_standard_normal(mean, log_var))
     np.testing.assert_allclose(terms["loss"], terms["reconstruction"] + terms["kl"], rtol=1e-6)
     np.testing.assert_allclose(terms["negative_elbo"], terms["loss"], rtol=1e-6)
     weighted = objectives.negative_elbo(x, logits, mean, log_var, beta=0.25)
-    np.testing.assert_allclose(weighted["loss"], terms["reconstruction"] + 0.25 * terms["kl"],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        weighted["loss"], terms["reconstruction"] + 0.25 * terms["kl"], rtol=1e-6
+    )
     np.testing.assert_allclose(weighted["negative_elbo"], terms["negative_elbo"], rtol=1e-6)
 
 
@@ -116,8 +119,10 @@ def test_reconstruction_losses():
     key = jax.random.key(2)
     x = jax.random.uniform(key, (3, 4, 4, 1))
     logits = jax.random.normal(jax.random.key(3), (3, 4, 4, 1))
-    np.testing.assert_allclose(objectives.reconstruction_loss(x, logits, "bce"),
-                               -objectives.bernoulli_log_likelihood(x, logits))
+    np.testing.assert_allclose(
+        objectives.reconstruction_loss(x, logits, "bce"),
+        -objectives.bernoulli_log_likelihood(x, logits),
+    )
     se = ((np.asarray(x) - np.asarray(jax.nn.sigmoid(logits))) ** 2).reshape(3, -1).sum(-1)
     np.testing.assert_allclose(objectives.reconstruction_loss(x, logits, "mse"), se, rtol=1e-5)
     with pytest.raises(ValueError, match="unknown reconstruction loss"):
@@ -130,18 +135,22 @@ def test_vae_loss_gradient_matches_finite_differences():
     with jax.enable_x64(True):
         key = jax.random.key(0)
         x = jax.random.uniform(key, (8, 4, 4, 1), jnp.float64)
-        params = jax.tree_util.tree_map(lambda p: p.astype(jnp.float64),
-                                        model.init(key, x, key)["params"])
+        params = jax.tree_util.tree_map(
+            lambda p: p.astype(jnp.float64), model.init(key, x, key)["params"]
+        )
         loss_fn = objectives.batch_mean(objectives.vae_per_example(model))
         loss = lambda p: loss_fn(p, x, jax.random.key(5))[0]
         leaves, treedef = jax.tree_util.tree_flatten(params)
-        direction = [jax.random.normal(jax.random.key(i), a.shape, jnp.float64)
-                     for i, a in enumerate(leaves)]
+        direction = [
+            jax.random.normal(jax.random.key(i), a.shape, jnp.float64) for i, a in enumerate(leaves)
+        ]
         norm = jnp.sqrt(sum(jnp.sum(d**2) for d in direction))
         direction = jax.tree_util.tree_unflatten(treedef, [d / norm for d in direction])
         grads = jax.grad(loss)(params)
-        analytic = sum(float(jnp.vdot(g, d)) for g, d in zip(
-            jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(direction)))
+        analytic = sum(
+            float(jnp.vdot(g, d))
+            for g, d in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(direction))
+        )
         h = 1e-5
         shifted = lambda s: jax.tree_util.tree_map(lambda p, d: p + s * h * d, params, direction)
         numeric = (float(loss(shifted(1))) - float(loss(shifted(-1)))) / (2 * h)

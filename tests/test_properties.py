@@ -22,8 +22,14 @@ EPS64 = np.finfo(np.float64).eps
 
 
 def _floats(low: float, high: float, width: int = 64, allow_subnormal: bool | None = None):
-    return st.floats(low, high, allow_nan=False, allow_infinity=False, width=width,
-                     allow_subnormal=allow_subnormal)
+    return st.floats(
+        low,
+        high,
+        allow_nan=False,
+        allow_infinity=False,
+        width=width,
+        allow_subnormal=allow_subnormal,
+    )
 
 
 # --- KL(N(mean, exp(log_var)) || N(0, I)) ---------------------------------------------------
@@ -34,9 +40,11 @@ _kl_elements = st.one_of(st.just(0.0), _floats(-1e-3, 1e-3), _floats(-10.0, 10.0
 
 
 @SETTINGS
-@given(mean=arrays(np.float64, _KL_SHAPE, elements=_kl_elements),
-       log_var=arrays(np.float64, _KL_SHAPE, elements=_kl_elements),
-       zero_row=st.integers(0, _KL_SHAPE[0] - 1))
+@given(
+    mean=arrays(np.float64, _KL_SHAPE, elements=_kl_elements),
+    log_var=arrays(np.float64, _KL_SHAPE, elements=_kl_elements),
+    zero_row=st.integers(0, _KL_SHAPE[0] - 1),
+)
 def test_kl_is_nonnegative_and_zero_only_at_the_prior(mean, log_var, zero_row):
     mean[zero_row] = 0.0
     log_var[zero_row] = 0.0
@@ -66,10 +74,20 @@ _IMAGE_SHAPE = (3, 4, 4, 1)
 
 
 @SETTINGS
-@given(x=arrays(np.float32, _IMAGE_SHAPE, elements=st.one_of(
-           st.sampled_from([0.0, 1.0]), _floats(0.0, 1.0, width=32))),
-       logits=arrays(np.float32, _IMAGE_SHAPE, elements=st.one_of(
-           _floats(-30.0, 30.0, width=32), _floats(-2.0**100, 2.0**100, width=32))))
+@given(
+    x=arrays(
+        np.float32,
+        _IMAGE_SHAPE,
+        elements=st.one_of(st.sampled_from([0.0, 1.0]), _floats(0.0, 1.0, width=32)),
+    ),
+    logits=arrays(
+        np.float32,
+        _IMAGE_SHAPE,
+        elements=st.one_of(
+            _floats(-30.0, 30.0, width=32), _floats(-(2.0**100), 2.0**100, width=32)
+        ),
+    ),
+)
 def test_bernoulli_log_likelihood_is_nonpositive_on_the_unit_interval(x, logits):
     # x * l - softplus(l) <= 0 for x in [0, 1]: it is linear in x, and at x = 0 and x = 1 it is
     # log(1 - sigmoid(l)) and log(sigmoid(l)). In float32, with grey values and huge logits.
@@ -102,22 +120,27 @@ def _reparameterize_jacobians(seed, mean, log_var):
 
 
 @SETTINGS
-@given(mean=arrays(np.float32, _LATENT, elements=_floats(-5.0, 5.0, width=32)),
-       log_var=arrays(np.float32, _LATENT, elements=_floats(-4.0, 4.0, width=32)),
-       seed=st.integers(0, 2**31 - 1))
+@given(
+    mean=arrays(np.float32, _LATENT, elements=_floats(-5.0, 5.0, width=32)),
+    log_var=arrays(np.float32, _LATENT, elements=_floats(-4.0, 4.0, width=32)),
+    seed=st.integers(0, 2**31 - 1),
+)
 def test_reparameterized_samples_have_the_moments_of_q(mean, log_var, seed):
     sample_mean, sample_var = map(np.asarray, _sample_moments(seed, mean, log_var))
     var = np.exp(log_var.astype(np.float64))
     n = _NUM_DRAWS
-    # 5 standard errors: of the mean, sigma / sqrt(n); of the sample variance, sigma^2 sqrt(2 / (n - 1)).
+    # 5 standard errors: of the mean, sigma / sqrt(n); of the sample variance,
+    # sigma^2 sqrt(2 / (n - 1)).
     np.testing.assert_array_less(np.abs(sample_mean - mean), 5 * np.sqrt(var / n))
     np.testing.assert_array_less(np.abs(sample_var - var), 5 * var * np.sqrt(2 / (n - 1)))
 
 
 @SETTINGS
-@given(mean=arrays(np.float32, _LATENT, elements=_floats(-5.0, 5.0, width=32)),
-       log_var=arrays(np.float32, _LATENT, elements=_floats(-4.0, 4.0, width=32)),
-       seed=st.integers(0, 2**31 - 1))
+@given(
+    mean=arrays(np.float32, _LATENT, elements=_floats(-5.0, 5.0, width=32)),
+    log_var=arrays(np.float32, _LATENT, elements=_floats(-4.0, 4.0, width=32)),
+    seed=st.integers(0, 2**31 - 1),
+)
 def test_reparameterized_samples_are_differentiable(mean, log_var, seed):
     z, d_mean, d_log_var = map(np.asarray, _reparameterize_jacobians(seed, mean, log_var))
     np.testing.assert_array_equal(d_mean, np.eye(_LATENT))  # dz/dmean = 1, coordinate-wise
@@ -134,8 +157,13 @@ _BATCH = 4
 @SETTINGS
 @given(num_samples=st.sampled_from([1, 2, 5, 64]), data=st.data())
 def test_iwae_bound_lies_between_the_elbo_and_the_best_weight(num_samples, data):
-    log_weights = data.draw(arrays(np.float64, (num_samples, _BATCH), elements=st.one_of(
-        _floats(-30.0, 30.0), _floats(-1e4, 1e4))))
+    log_weights = data.draw(
+        arrays(
+            np.float64,
+            (num_samples, _BATCH),
+            elements=st.one_of(_floats(-30.0, 30.0), _floats(-1e4, 1e4)),
+        )
+    )
     with jax.enable_x64(True):
         bound = np.asarray(objectives.iwae_bound(jnp.asarray(log_weights)))
     assert bound.shape == (_BATCH,) and bound.dtype == np.float64
@@ -150,8 +178,10 @@ def test_iwae_bound_lies_between_the_elbo_and_the_best_weight(num_samples, data)
 
 
 @SETTINGS
-@given(num_samples=st.sampled_from([1, 2, 5, 64]),
-       values=arrays(np.float64, _BATCH, elements=_floats(-1e4, 1e4)))
+@given(
+    num_samples=st.sampled_from([1, 2, 5, 64]),
+    values=arrays(np.float64, _BATCH, elements=_floats(-1e4, 1e4)),
+)
 def test_iwae_bound_equals_the_elbo_when_the_weights_are_equal(num_samples, values):
     log_weights = np.broadcast_to(values, (num_samples, _BATCH))
     with jax.enable_x64(True):
@@ -162,8 +192,11 @@ def test_iwae_bound_equals_the_elbo_when_the_weights_are_equal(num_samples, valu
 
 @SETTINGS
 # No subnormals: XLA on CPU flushes them to zero (1e-45 comes back as 0.0).
-@given(log_weights=arrays(np.float32, (1, _BATCH),
-                          elements=_floats(-1e4, 1e4, width=32, allow_subnormal=False)))
+@given(
+    log_weights=arrays(
+        np.float32, (1, _BATCH), elements=_floats(-1e4, 1e4, width=32, allow_subnormal=False)
+    )
+)
 def test_iwae_bound_with_one_sample_is_the_log_weight(log_weights):
     bound = objectives.iwae_bound(jnp.asarray(log_weights))
     assert bound.dtype == jnp.float32
@@ -196,14 +229,19 @@ def test_log_importance_weights_of_a_vae_average_to_the_elbo():
         decoded = model.apply({"params": params}, z, method="decode")
         return log_w, terms["negative_elbo"], z, logits, decoded, mean, log_var
 
-    log_w, nelbo, z, logits, decoded, mean, log_var = map(np.asarray, jax.jit(jax.vmap(one_sample))(keys))
+    log_w, nelbo, z, logits, decoded, mean, log_var = map(
+        np.asarray, jax.jit(jax.vmap(one_sample))(keys)
+    )
     np.testing.assert_allclose(decoded, logits, rtol=1e-5, atol=1e-5)  # same z as in the model
     mean, log_var = mean[0], log_var[0]
 
     # The densities, against scipy, in float64: log w = log p(x|z) + log N(z; 0, I) - log q(z|x).
     log_px = -nelbo + np.asarray(objectives.kl_to_standard_normal(mean, log_var))
-    want = (log_px + stats.norm.logpdf(z).sum(-1)
-            - stats.norm.logpdf(z, mean, np.exp(0.5 * log_var.astype(np.float64))).sum(-1))
+    want = (
+        log_px
+        + stats.norm.logpdf(z).sum(-1)
+        - stats.norm.logpdf(z, mean, np.exp(0.5 * log_var.astype(np.float64))).sum(-1)
+    )
     np.testing.assert_allclose(log_w, want, rtol=1e-5, atol=1e-3)
 
     # The mean log weight estimates -negative_elbo: paired on the same z, log p(x|z) cancels
@@ -225,5 +263,6 @@ def test_log_importance_weights_at_the_prior(likelihood):
     z = jnp.asarray(rng.normal(size=(2, 3)), jnp.float32)
     zeros = jnp.zeros((2, 3))
     got = objectives.log_importance_weights(x, logits, z, zeros, zeros, likelihood, variance=0.3)
-    np.testing.assert_allclose(got, objectives.log_likelihood(x, logits, likelihood, 0.3),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        got, objectives.log_likelihood(x, logits, likelihood, 0.3), rtol=1e-6
+    )

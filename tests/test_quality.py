@@ -38,7 +38,8 @@ def test_classifier_experiment_reaches_its_accuracy(mnist_classifier_dir):
     lines = io.read_jsonl(mnist_classifier_dir / "metrics.jsonl")
     assert [line["epoch"] for line in lines] == [0, 1, 2]
     assert summary["dataset"] == "mnist" and summary["test_accuracy"] == pytest.approx(
-        1 - lines[-1]["test_error"])
+        1 - lines[-1]["test_error"]
+    )
     assert summary["test_accuracy"] > 0.93  # 3,200 images, 2 epochs
     assert lines[0]["test_error"] > 0.5  # it learned that
 
@@ -62,7 +63,7 @@ def _blur(images, times):
     x = images.astype(np.float64)
     for _ in range(times):  # 3x3 box filter, edges repeated
         p = np.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)], mode="edge")
-        x = sum(p[:, i: i + 28, j: j + 28] for i in range(3) for j in range(3)) / 9
+        x = sum(p[:, i : i + 28, j : j + 28] for i in range(3) for j in range(3)) / 9
     return x
 
 
@@ -70,20 +71,26 @@ def test_fid_is_small_for_real_images_and_grows_with_noise_and_blur(judge_and_te
     judge, test = judge_and_test
     clean = test.images[:2000].astype(np.float64) / 255
     rng = np.random.default_rng(0)
-    noisy = [judge.score(np.clip(clean + rng.normal(0, s, clean.shape), 0, 1))["fid"]
-             for s in (0.0, 0.1, 0.3, 0.6)]
+    noisy = [
+        judge.score(np.clip(clean + rng.normal(0, s, clean.shape), 0, 1))["fid"]
+        for s in (0.0, 0.1, 0.3, 0.6)
+    ]
     blurred = [judge.score(_blur(clean, t))["fid"] for t in (0, 1, 3, 6)]
     assert noisy == sorted(noisy) and noisy[-1] > 20 * max(noisy[0], 1e-3), noisy
     assert blurred == sorted(blurred) and blurred[-1] > 5 * max(blurred[0], 1e-3), blurred
     real = judge.score(clean)
-    assert real["classes_covered"] == 10 and real["inception_score"] > 5  # near 10 for a sharp judge
+    assert (
+        real["classes_covered"] == 10 and real["inception_score"] > 5
+    )  # near 10 for a sharp judge
     ones = judge.score(clean[test.labels[:2000] == 1])
     assert ones["classes_covered"] == 1 and ones["inception_score"] < 1.5  # one mode
 
 
 def test_load_fails_with_the_command_that_fixes_it(tmp_path, mnist_classifier_dir):
-    with pytest.raises(ConfigError, match="no trained classifier in .*python -m "
-                                          "experiments.classifier --dataset mnist"):
+    with pytest.raises(
+        ConfigError,
+        match="no trained classifier in .*python -m experiments.classifier --dataset mnist",
+    ):
         judge.load(tmp_path / "none", "mnist")
     with pytest.raises(ConfigError, match="trained on mnist, not fashion_mnist"):
         judge.load(mnist_classifier_dir, "fashion_mnist")
@@ -107,27 +114,54 @@ def test_perceptual_term_is_zero_for_a_perfect_reconstruction(mnist_classifier_d
     model = models.mlp_vae(4, (32,))
     params = model.init(jax.random.key(2), x, jax.random.key(2))["params"]
     plain = jax.jit(objectives.vae_per_example(model))(params, x, jax.random.key(3))
-    weighted = jax.jit(objectives.vae_per_example(
-        model, perceptual=judge.perceptual_loss(trained), perceptual_weight=0.5))(
-        params, x, jax.random.key(3))
-    np.testing.assert_allclose(weighted["loss"],
-                               plain["loss"] + 0.5 * weighted["perceptual"], rtol=1e-5)
+    weighted = jax.jit(
+        objectives.vae_per_example(
+            model, perceptual=judge.perceptual_loss(trained), perceptual_weight=0.5
+        )
+    )(params, x, jax.random.key(3))
+    np.testing.assert_allclose(
+        weighted["loss"], plain["loss"] + 0.5 * weighted["perceptual"], rtol=1e-5
+    )
     np.testing.assert_allclose(weighted["negative_elbo"], plain["negative_elbo"], rtol=1e-6)
-    grads = jax.jit(jax.grad(lambda p: jnp.mean(objectives.vae_per_example(
-        model, perceptual=judge.perceptual_loss(trained), perceptual_weight=1.0)(
-        p, x, jax.random.key(3))["perceptual"])))(params)
+    grads = jax.jit(
+        jax.grad(
+            lambda p: jnp.mean(
+                objectives.vae_per_example(
+                    model, perceptual=judge.perceptual_loss(trained), perceptual_weight=1.0
+                )(p, x, jax.random.key(3))["perceptual"]
+            )
+        )
+    )(params)
     assert max(float(jnp.abs(g).max()) for g in jax.tree_util.tree_leaves(grads["decoder"])) > 0
 
 
-def test_gan_and_sample_quality_end_to_end(tmp_path, capsys, mnist_tfds_dir, mnist_raw_dir,
-                                            mnist_classifier_dir):
+def test_gan_and_sample_quality_end_to_end(
+    tmp_path, capsys, mnist_tfds_dir, mnist_raw_dir, mnist_classifier_dir
+):
     """A DCGAN resumed from 1 to 2 epochs and a WGAN-GP with per-epoch FID; a VAE with the
     perceptual term; then all three scored side by side with real test images."""
-    common = ["--raw_data_dir", str(mnist_raw_dir), "--data_dir", str(mnist_tfds_dir),
-              "--classifier_workdir", str(mnist_classifier_dir)]
+    common = [
+        "--raw_data_dir",
+        str(mnist_raw_dir),
+        "--data_dir",
+        str(mnist_tfds_dir),
+        "--classifier_workdir",
+        str(mnist_classifier_dir),
+    ]
     bce = tmp_path / "bce"
-    gan_args = ["-m", "experiments.gan_mnist", *common, "--width", "8", "--train_examples",
-                "1280", "--eval_samples", "500", "--workdir", str(bce)]
+    gan_args = [
+        "-m",
+        "experiments.gan_mnist",
+        *common,
+        "--width",
+        "8",
+        "--train_examples",
+        "1280",
+        "--eval_samples",
+        "500",
+        "--workdir",
+        str(bce),
+    ]
     first = run_python(gan_args + ["--epochs", "1"])
     assert first.returncode == 0, first.stderr[-3000:]
     second = run_python(gan_args + ["--epochs", "2"])
@@ -135,8 +169,14 @@ def test_gan_and_sample_quality_end_to_end(tmp_path, capsys, mnist_tfds_dir, mni
     lines = io.read_jsonl(bce / "metrics.jsonl")
     assert [line["epoch"] for line in lines] == [0, 1, 2]
     assert [line["step"] for line in lines] == [0, 20, 40]  # 1,280 / 64 generator steps
-    for key in ("train_d_loss", "train_g_loss", "train_d_real", "fid", "inception_score",
-                "classes_covered"):
+    for key in (
+        "train_d_loss",
+        "train_g_loss",
+        "train_d_real",
+        "fid",
+        "inception_score",
+        "classes_covered",
+    ):
         assert np.isfinite(lines[-1][key]), key
     assert sum(lines[-1]["class_histogram"]) == 500
     assert "epoch   2  D loss" in second.stdout and "FID" in second.stdout
@@ -144,26 +184,74 @@ def test_gan_and_sample_quality_end_to_end(tmp_path, capsys, mnist_tfds_dir, mni
         assert _size(bce / name) == grid_size(8, 8)
 
     wgan = tmp_path / "wgan"
-    proc = run_python(["-m", "experiments.gan_mnist", *common, "--loss", "wgan-gp", "--width",
-                       "8", "--n_critic", "2", "--train_examples", "640", "--epochs", "1",
-                       "--eval_samples", "0", "--workdir", str(wgan)])
+    proc = run_python(
+        [
+            "-m",
+            "experiments.gan_mnist",
+            *common,
+            "--loss",
+            "wgan-gp",
+            "--width",
+            "8",
+            "--n_critic",
+            "2",
+            "--train_examples",
+            "640",
+            "--epochs",
+            "1",
+            "--eval_samples",
+            "0",
+            "--workdir",
+            str(wgan),
+        ]
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     last = io.read_jsonl(wgan / "metrics.jsonl")[-1]
     assert last["step"] == 5 and np.isfinite(last["train_d_gradient_penalty"])
     assert "fid" not in last
 
     vae = tmp_path / "vae"  # in this process: the flags' parsing is the same
-    assert cli.main(vae_run.VAEConfig(), argv=[
-        *common, "--train_examples", "1280", "--epochs", "1", "--perceptual_weight", "0.01",
-        "--workdir", str(vae)]) == 0
+    assert (
+        cli.main(
+            vae_run.VAEConfig(),
+            argv=[
+                *common,
+                "--train_examples",
+                "1280",
+                "--epochs",
+                "1",
+                "--perceptual_weight",
+                "0.01",
+                "--workdir",
+                str(vae),
+            ],
+        )
+        == 0
+    )
     last = io.read_jsonl(vae / "metrics.jsonl")[-1]
     assert last["train_loss"] == pytest.approx(
-        last["train_negative_elbo"] + 0.01 * last["train_perceptual"], rel=1e-4)
+        last["train_negative_elbo"] + 0.01 * last["train_perceptual"], rel=1e-4
+    )
 
     out = tmp_path / "quality"
-    assert cli.main(quality_run.QualityConfig(), argv=[
-        *common, "--runs", f"{bce},{wgan},{vae}", "--num_samples", "1000", "--train_examples",
-        "5000", "--workdir", str(out)], run=quality_run.run) == 0
+    assert (
+        cli.main(
+            quality_run.QualityConfig(),
+            argv=[
+                *common,
+                "--runs",
+                f"{bce},{wgan},{vae}",
+                "--num_samples",
+                "1000",
+                "--train_examples",
+                "5000",
+                "--workdir",
+                str(out),
+            ],
+            run=quality_run.run,
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     record = json.loads((out / "sample_quality.json").read_text())
     names = [row["name"] for row in record["rows"]]
@@ -176,29 +264,45 @@ def test_gan_and_sample_quality_end_to_end(tmp_path, capsys, mnist_tfds_dir, mni
     assert _size(out / "samples.png") == grid_size(4, 16)
     assert _size(out / "mode_coverage.png")[1] > 300
 
-    assert cli.main(quality_run.QualityConfig(), argv=[
-        *common, "--runs", str(out), "--workdir", str(tmp_path / "q2")], run=quality_run.run) == 2
+    assert (
+        cli.main(
+            quality_run.QualityConfig(),
+            argv=[*common, "--runs", str(out), "--workdir", str(tmp_path / "q2")],
+            run=quality_run.run,
+        )
+        == 2
+    )
     assert capsys.readouterr().err.startswith(f"error: {out} holds no finished run")
     assert not (tmp_path / "q2").exists()
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--n_critic", "-1"], "error: --n_critic must be positive, got -1"),
-    (["--penalty_weight", "5"], "error: --penalty_weight applies only to --loss wgan-gp, not bce: "
-                                "drop it"),
-    (["--loss", "wgan-gp", "--generator_loss", "minimax"],
-     "error: --generator_loss applies only to --loss bce, not wgan-gp: drop it"),
-    (["--image_size", "30"], "error: --image_size must be 28 or 32, got 30"),
-    (["--adam_beta1", "1"], "error: --adam_beta1 must lie in [0, 1), got 1.0"),
-    (["--train_examples", "100", "--batch_size", "64", "--loss", "wgan-gp"],
-     "error: one generator step takes n_critic x batch_size = 320 real images, more than the "
-     "100 training images"),
-    (["--learning_rate", "-1"], "error: --learning_rate must be a positive number, got -1.0"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--n_critic", "-1"], "error: --n_critic must be positive, got -1"),
+        (
+            ["--penalty_weight", "5"],
+            "error: --penalty_weight applies only to --loss wgan-gp, not bce: drop it",
+        ),
+        (
+            ["--loss", "wgan-gp", "--generator_loss", "minimax"],
+            "error: --generator_loss applies only to --loss bce, not wgan-gp: drop it",
+        ),
+        (["--image_size", "30"], "error: --image_size must be 28 or 32, got 30"),
+        (["--adam_beta1", "1"], "error: --adam_beta1 must lie in [0, 1), got 1.0"),
+        (
+            ["--train_examples", "100", "--batch_size", "64", "--loss", "wgan-gp"],
+            "error: one generator step takes n_critic x batch_size = 320 real images, "
+            "more than the 100 training images",
+        ),
+        (["--learning_rate", "-1"], "error: --learning_rate must be a positive number, got -1.0"),
+    ],
+)
 def test_gan_bad_flags_get_one_line(tmp_path, capsys, argv, message):
     try:
-        code = cli.main(gan_run.GANConfig(), argv=argv + ["--workdir", str(tmp_path / "w")],
-                        run=gan_run.run)
+        code = cli.main(
+            gan_run.GANConfig(), argv=argv + ["--workdir", str(tmp_path / "w")], run=gan_run.run
+        )
     except SystemExit as e:  # the parser's own errors (a flag that does not apply)
         code = e.code
     err = capsys.readouterr().err.strip()
@@ -207,13 +311,18 @@ def test_gan_bad_flags_get_one_line(tmp_path, capsys, argv, message):
 
 
 def test_vae_perceptual_flags_are_checked(tmp_path, capsys):
-    for argv, message in ((["--perceptual_weight", "-1"], "error: --perceptual_weight must be >= 0"),
-                          (["--perceptual_weight", "1", "--objective", "iwae"],
-                           "error: --perceptual_weight adds to the ELBO"),
-                          (["--perceptual_weight", "1", "--classifier_workdir",
-                            str(tmp_path / "none")], "error: no trained classifier in")):
-        code = cli.main(vae_run.VAEConfig(),
-                               argv=argv + ["--workdir", str(tmp_path / "w")])
+    for argv, message in (
+        (["--perceptual_weight", "-1"], "error: --perceptual_weight must be >= 0"),
+        (
+            ["--perceptual_weight", "1", "--objective", "iwae"],
+            "error: --perceptual_weight adds to the ELBO",
+        ),
+        (
+            ["--perceptual_weight", "1", "--classifier_workdir", str(tmp_path / "none")],
+            "error: no trained classifier in",
+        ),
+    ):
+        code = cli.main(vae_run.VAEConfig(), argv=argv + ["--workdir", str(tmp_path / "w")])
         err = capsys.readouterr().err.strip()
         assert code == 2 and err.startswith(message) and "\n" not in err, err
     assert not (tmp_path / "w").exists()

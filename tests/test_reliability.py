@@ -24,15 +24,37 @@ STEPS = 3 * (6000 // 50)  # 3 epochs of 120 steps
 
 
 def _argv(workdir, tfds_dir, raw_dir, *extra):
-    return ["-m", "experiments.vae_mnist", "--data_dir", str(tfds_dir), "--raw_data_dir",
-            str(raw_dir), "--train_examples", "6000", "--batch_size", "50", "--epochs", "3",
-            "--checkpoint_every", "25", "--workdir", str(workdir), *extra]
+    return [
+        "-m",
+        "experiments.vae_mnist",
+        "--data_dir",
+        str(tfds_dir),
+        "--raw_data_dir",
+        str(raw_dir),
+        "--train_examples",
+        "6000",
+        "--batch_size",
+        "50",
+        "--epochs",
+        "3",
+        "--checkpoint_every",
+        "25",
+        "--workdir",
+        str(workdir),
+        *extra,
+    ]
 
 
 def _start(argv) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), JAX_PLATFORMS="cpu")
-    return subprocess.Popen([sys.executable, *argv], cwd=REPO_ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, *argv],
+        cwd=REPO_ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _finish(proc, timeout=300) -> tuple[int, str, str]:
@@ -46,7 +68,9 @@ def _run(argv, timeout=300) -> tuple[int, str, str]:
 
 def _checkpoint_steps(workdir: Path) -> list[int]:
     folder = workdir / "checkpoints"
-    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
+    return (
+        sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
+    )
 
 
 def _wait_for_checkpoint_after(proc, workdir: Path, step: int, timeout=120) -> None:
@@ -59,12 +83,15 @@ def _wait_for_checkpoint_after(proc, workdir: Path, step: int, timeout=120) -> N
 
 def _params(workdir: Path):
     return jax.tree_util.tree_leaves(
-        serialization.msgpack_restore((workdir / "params.msgpack").read_bytes()))
+        serialization.msgpack_restore((workdir / "params.msgpack").read_bytes())
+    )
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*"))}
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+    }
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +102,9 @@ def uninterrupted(tmp_path_factory, mnist_tfds_dir, mnist_raw_dir) -> Path:
     return workdir
 
 
-def test_killed_and_stopped_runs_resume_bit_for_bit(uninterrupted, tmp_path, mnist_tfds_dir,
-                                                     mnist_raw_dir):
+def test_killed_and_stopped_runs_resume_bit_for_bit(
+    uninterrupted, tmp_path, mnist_tfds_dir, mnist_raw_dir
+):
     workdir = tmp_path / "run"
     argv = _argv(workdir, mnist_tfds_dir, mnist_raw_dir)
 
@@ -126,15 +154,18 @@ def test_same_seed_same_metrics(uninterrupted, tmp_path, mnist_tfds_dir, mnist_r
     assert io.read_jsonl(other / "metrics.jsonl")[1]["test_loss"] != first["test_loss"]
 
 
-def test_a_finished_run_is_not_retrained_and_can_be_extended(uninterrupted, tmp_path,
-                                                              mnist_tfds_dir, mnist_raw_dir):
+def test_a_finished_run_is_not_retrained_and_can_be_extended(
+    uninterrupted, tmp_path, mnist_tfds_dir, mnist_raw_dir
+):
     workdir = tmp_path / "copy"
     shutil.copytree(uninterrupted, workdir)
     code, out, err = _run(_argv(workdir, mnist_tfds_dir, mnist_raw_dir))
     assert code == 0, err[-3000:]
     assert "finished run of 3 epochs: nothing to train" in out
-    code, out, err = _run(_argv(workdir, mnist_tfds_dir, mnist_raw_dir)[:-4]
-                          + ["--epochs", "4", "--workdir", str(workdir)])
+    code, out, err = _run(
+        _argv(workdir, mnist_tfds_dir, mnist_raw_dir)[:-4]
+        + ["--epochs", "4", "--workdir", str(workdir)]
+    )
     assert code == 0, err[-3000:]
     assert [r["epoch"] for r in io.read_jsonl(workdir / "metrics.jsonl")] == [0, 1, 2, 3, 4]
 
@@ -152,16 +183,22 @@ def _scramble_arrays(step_dir: Path) -> None:
         p.write_bytes(b"\0garbage" * 8)
 
 
-@pytest.mark.parametrize("damage, message", [
-    (_scramble_arrays, "cannot be restored"),
-    (lambda d: shutil.rmtree(d / "meta"), "cannot be restored"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (_scramble_arrays, "cannot be restored"),
+        (lambda d: shutil.rmtree(d / "meta"), "cannot be restored"),
+    ],
+)
 def test_a_damaged_checkpoint_is_one_line_and_nothing_changes(
-        uninterrupted, tmp_path, mnist_tfds_dir, mnist_raw_dir, damage, message):
+    uninterrupted, tmp_path, mnist_tfds_dir, mnist_raw_dir, damage, message
+):
     workdir = _copy_with_damage(uninterrupted, tmp_path / "damaged", damage)
     before = _snapshot(workdir)
-    code, _, err = _run(_argv(workdir, mnist_tfds_dir, mnist_raw_dir)[:-4]
-                        + ["--epochs", "4", "--workdir", str(workdir)])
+    code, _, err = _run(
+        _argv(workdir, mnist_tfds_dir, mnist_raw_dir)[:-4]
+        + ["--epochs", "4", "--workdir", str(workdir)]
+    )
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("error: checkpoint ")
     assert str(workdir / "checkpoints" / str(STEPS)) in err and message in err
@@ -169,19 +206,32 @@ def test_a_damaged_checkpoint_is_one_line_and_nothing_changes(
     assert _snapshot(workdir) == before  # never overwritten
 
 
-def test_a_run_with_other_settings_is_refused(uninterrupted, tmp_path, mnist_tfds_dir,
-                                              mnist_raw_dir):
+def test_a_run_with_other_settings_is_refused(
+    uninterrupted, tmp_path, mnist_tfds_dir, mnist_raw_dir
+):
     before = _snapshot(uninterrupted)
-    code, _, err = _run(_argv(uninterrupted, mnist_tfds_dir, mnist_raw_dir, "--latent_dim", "5",
-                              "--learning_rate", "0.002"))
+    code, _, err = _run(
+        _argv(
+            uninterrupted,
+            mnist_tfds_dir,
+            mnist_raw_dir,
+            "--latent_dim",
+            "5",
+            "--learning_rate",
+            "0.002",
+        )
+    )
     assert code == 2 and err.count("\n") == 1
     assert err.startswith(f"error: workdir {uninterrupted} holds a run with other settings")
-    assert "--latent_dim 20 there, 5 here" in err and "--learning_rate 0.001 there, 0.002 here" in err
+    assert (
+        "--latent_dim 20 there, 5 here" in err and "--learning_rate 0.001 there, 0.002 here" in err
+    )
     assert _snapshot(uninterrupted) == before
 
 
-def test_a_diverging_run_stops_and_saves_nothing_non_finite(tmp_path, mnist_tfds_dir,
-                                                            mnist_raw_dir):
+def test_a_diverging_run_stops_and_saves_nothing_non_finite(
+    tmp_path, mnist_tfds_dir, mnist_raw_dir
+):
     workdir = tmp_path / "diverging"
     code, _, err = _run(_argv(workdir, mnist_tfds_dir, mnist_raw_dir, "--learning_rate", "1e30"))
     assert code == 3, err[-3000:]
@@ -191,5 +241,8 @@ def test_a_diverging_run_stops_and_saves_nothing_non_finite(tmp_path, mnist_tfds
     steps = _checkpoint_steps(workdir)
     assert steps == [0]
     saved = checkpoints.restore(workdir / "checkpoints", 0)
-    assert all(np.all(np.isfinite(a)) for a in jax.tree_util.tree_leaves(saved)
-               if np.issubdtype(a.dtype, np.inexact))
+    assert all(
+        np.all(np.isfinite(a))
+        for a in jax.tree_util.tree_leaves(saved)
+        if np.issubdtype(a.dtype, np.inexact)
+    )

@@ -41,6 +41,7 @@ def _brute_force_is(probabilities: np.ndarray) -> float:
 
 # --- gaussian_fit ---
 
+
 def test_gaussian_fit_matches_numpy():
     features = _correlated_features(np.random.default_rng(0), 50, 6)
     mean, cov = sample_quality.gaussian_fit(features)
@@ -67,6 +68,7 @@ def test_gaussian_fit_rejects_bad_input():
 
 # --- trace_sqrt_product / frechet_distance ---
 
+
 @pytest.mark.parametrize("dim", [2, 5, 16])
 @pytest.mark.parametrize("seed", range(3))
 def test_trace_sqrt_product_matches_scipy_sqrtm(dim, seed):
@@ -84,10 +86,16 @@ def test_frechet_distance_matches_scipy_sqrtm(dim, seed):
     rng = np.random.default_rng(1000 + 100 * dim + seed)
     cov1, cov2 = _random_spd(rng, dim), _random_spd(rng, dim)
     mean1, mean2 = rng.normal(size=dim), rng.normal(size=dim)
-    expected = (np.sum((mean1 - mean2) ** 2) + np.trace(cov1) + np.trace(cov2)
-                - 2.0 * _sqrtm_trace(cov1, cov2))
+    expected = (
+        np.sum((mean1 - mean2) ** 2)
+        + np.trace(cov1)
+        + np.trace(cov2)
+        - 2.0 * _sqrtm_trace(cov1, cov2)
+    )
     assert expected > 0.1  # a case far from the clipping at 0
-    assert sample_quality.frechet_distance(mean1, cov1, mean2, cov2) == pytest.approx(expected, rel=1e-6)
+    assert sample_quality.frechet_distance(mean1, cov1, mean2, cov2) == pytest.approx(
+        expected, rel=1e-6
+    )
 
 
 def test_frechet_distance_of_diagonal_covariances_is_closed_form():
@@ -142,7 +150,9 @@ def test_fid_grows_with_added_noise():
     mixing = 0.1 * rng.normal(size=(8, 8))  # feature scale ~0.3, so noise of std 0.1 is visible
     a = rng.normal(size=(5000, 8)) @ mixing
     b = rng.normal(size=(5000, 8)) @ mixing
-    values = [sample_quality.fid(a, b + std * rng.normal(size=b.shape)) for std in (0.0, 0.1, 0.3, 1.0)]
+    values = [
+        sample_quality.fid(a, b + std * rng.normal(size=b.shape)) for std in (0.0, 0.1, 0.3, 1.0)
+    ]
     assert all(low < high for low, high in zip(values, values[1:])), values
     # same distribution: only sampling error, far below what noise of std 0.1 adds
     assert values[0] < 0.2 * values[1]
@@ -171,6 +181,7 @@ def test_frechet_distance_rejects_mismatched_shapes():
 
 
 # --- inception_score ---
+
 
 def test_inception_score_of_uniform_predictions_is_one():
     mean, std = sample_quality.inception_score(np.full((12, 5), 0.2))
@@ -235,10 +246,13 @@ def test_inception_score_rejects_bad_input():
         with pytest.raises(ValueError, match="splits"):
             sample_quality.inception_score(good, splits=splits)
     # within the 1e-3 tolerance is accepted
-    assert sample_quality.inception_score(np.full((4, 2), 0.5004))[0] == pytest.approx(1.0, abs=1e-12)
+    assert sample_quality.inception_score(np.full((4, 2), 0.5004))[0] == pytest.approx(
+        1.0, abs=1e-12
+    )
 
 
 # --- mode_coverage ---
+
 
 def test_mode_coverage_hand_case():
     labels = [0, 3, 0, 0, 3, 0, 3, 0, 3, 0]  # six 0s and four 3s out of 10 classes
@@ -262,7 +276,9 @@ def test_mode_coverage_balanced_and_collapsed():
 def test_mode_coverage_threshold_boundary():
     # N = 100 over 10 classes: a uniform share is 10, a tenth of it is 1 sample
     labels = np.array([0] * 97 + [1] * 2 + [2] * 1)
-    assert sample_quality.mode_coverage(labels, 10)["classes_covered"] == 3  # count 1 >= 1: on the boundary
+    assert (
+        sample_quality.mode_coverage(labels, 10)["classes_covered"] == 3
+    )  # count 1 >= 1: on the boundary
     # min_fraction 0.2 -> threshold 2: class 1 (2 samples) still counts, class 2 (1) does not
     assert sample_quality.mode_coverage(labels, 10, min_fraction=0.2)["classes_covered"] == 2
     # just above 2: only class 0

@@ -34,8 +34,9 @@ def test_torch_example_vae_matches_vaejax_loss_and_gradients():
     x = _batch()
 
     loss_fn = objectives.batch_mean(objectives.vae_per_example(model))
-    (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, jnp.asarray(x),
-                                                                     noise_key)
+    (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        params, jnp.asarray(x), noise_key
+    )
     # vaejax draws the reparameterization noise with reparameterize(key, ...): the same eps
     eps = np.array(jax.random.normal(noise_key, (len(x), 20)))  # a writable copy for torch
 
@@ -48,11 +49,15 @@ def test_torch_example_vae_matches_vaejax_loss_and_gradients():
     assert float(torch_loss.detach()) == pytest.approx(float(loss), rel=1e-5)
     assert float(loss) == pytest.approx(float(terms["reconstruction"] + terms["kl"]), rel=1e-6)
     torch_grads = torch_reference.flax_gradients(reference)
-    for (path, g), t in zip(jax.tree_util.tree_leaves_with_path(grads),
-                            jax.tree_util.tree_leaves(torch_grads), strict=True):
+    for (path, g), t in zip(
+        jax.tree_util.tree_leaves_with_path(grads),
+        jax.tree_util.tree_leaves(torch_grads),
+        strict=True,
+    ):
         scale = np.abs(np.asarray(g)).max()
-        np.testing.assert_allclose(t, g, rtol=1e-4, atol=1e-5 * scale,
-                                   err_msg=jax.tree_util.keystr(path))
+        np.testing.assert_allclose(
+            t, g, rtol=1e-4, atol=1e-5 * scale, err_msg=jax.tree_util.keystr(path)
+        )
 
 
 def test_torch_initialization_matches_the_flax_scheme():
@@ -100,17 +105,24 @@ def test_torch_conv_vae_matches_vaejax_loss_and_gradients():
             return w[:, :, ::-1, ::-1].transpose(2, 3, 0, 1)
         return w.transpose(2, 3, 1, 0)
 
-    pairs = [(grads["encoder"][f"Conv2D_{i}"]["kernel"], torch_grad(c))
-             for i, c in enumerate(reference.encoder_convs)]
-    pairs += [(grads["encoder"]["z_mean"]["kernel"], torch_grad(reference.z_mean, dense=True)),
-              (grads["decoder"]["Dense_0"]["kernel"], torch_grad(reference.dense, dense=True)),
-              (grads["decoder"]["Conv2D_0"]["kernel"], torch_grad(reference.output_conv))]
-    pairs += [(grads["decoder"][f"ConvTranspose2D_{i}"]["kernel"], torch_grad(c, True))
-              for i, c in enumerate(reference.decoder_convs)]
+    pairs = [
+        (grads["encoder"][f"Conv2D_{i}"]["kernel"], torch_grad(c))
+        for i, c in enumerate(reference.encoder_convs)
+    ]
+    pairs += [
+        (grads["encoder"]["z_mean"]["kernel"], torch_grad(reference.z_mean, dense=True)),
+        (grads["decoder"]["Dense_0"]["kernel"], torch_grad(reference.dense, dense=True)),
+        (grads["decoder"]["Conv2D_0"]["kernel"], torch_grad(reference.output_conv)),
+    ]
+    pairs += [
+        (grads["decoder"][f"ConvTranspose2D_{i}"]["kernel"], torch_grad(c, True))
+        for i, c in enumerate(reference.decoder_convs)
+    ]
     for flax_grad, reference_grad in pairs:
         flax_grad = np.asarray(flax_grad)
-        np.testing.assert_allclose(reference_grad, flax_grad, rtol=1e-3,
-                                   atol=1e-4 * np.abs(flax_grad).max())
+        np.testing.assert_allclose(
+            reference_grad, flax_grad, rtol=1e-3, atol=1e-4 * np.abs(flax_grad).max()
+        )
 
 
 def test_torch_conv_initialization_is_keras_glorot():
@@ -136,8 +148,9 @@ def _torch_count(module) -> int:
 
 
 def _flax_counts(image_size, channels, width=64, critic=False):
-    shapes = jax.eval_shape(models.dcgan(image_size, channels, width, critic=critic).init,
-                            jax.random.key(0))
+    shapes = jax.eval_shape(
+        models.dcgan(image_size, channels, width, critic=critic).init, jax.random.key(0)
+    )
     return models.count_params(shapes["generator"]), models.count_params(shapes["discriminator"])
 
 
@@ -152,17 +165,25 @@ def test_dcgan_parameter_counts_are_pytorch_examples():
     assert _flax_counts(64, 3, critic=True)[1] == 2_765_568 - 2 * (128 + 256 + 512)
     for size, channels, width in ((28, 1, 64), (32, 1, 64), (32, 3, 16), (28, 1, 8)):
         for critic in (False, True):
-            torch_counts = (_torch_count(torch_reference.DCGANGenerator(size, channels, width)),
-                            _torch_count(torch_reference.DCGANDiscriminator(
-                                size, channels, width, batch_norm=not critic)))
+            torch_counts = (
+                _torch_count(torch_reference.DCGANGenerator(size, channels, width)),
+                _torch_count(
+                    torch_reference.DCGANDiscriminator(size, channels, width, batch_norm=not critic)
+                ),
+            )
             assert _flax_counts(size, channels, width, critic) == torch_counts, (size, critic)
 
 
 def test_torch_dcgan_initialization_is_pytorch_examples():
     torch.manual_seed(0)
     generator = torch_reference.DCGANGenerator(32)
-    weights = np.concatenate([m.weight.detach().numpy().ravel() for m in generator.modules()
-                              if isinstance(m, torch.nn.ConvTranspose2d)])
+    weights = np.concatenate(
+        [
+            m.weight.detach().numpy().ravel()
+            for m in generator.modules()
+            if isinstance(m, torch.nn.ConvTranspose2d)
+        ]
+    )
     assert np.mean(weights) == pytest.approx(0, abs=1e-3)
     assert np.std(weights) == pytest.approx(0.02, rel=0.02)
     norms = [m for m in generator.modules() if isinstance(m, torch.nn.BatchNorm2d)]
@@ -199,7 +220,9 @@ def _gan_pair(image_size, critic, seed=0, width=64):
     params = _random_gan_params(model, seed)
     generator, discriminator = torch_reference.load_flax_gan_params(
         torch_reference.DCGANGenerator(image_size, 1, width),
-        torch_reference.DCGANDiscriminator(image_size, 1, width, batch_norm=not critic), params)
+        torch_reference.DCGANDiscriminator(image_size, 1, width, batch_norm=not critic),
+        params,
+    )
     return model, params, generator.train(), discriminator.train()
 
 
@@ -231,8 +254,9 @@ def test_torch_dcgan_matches_vaejax_outputs(image_size, critic):
             logits = np.asarray(model.critic(params["discriminator"], jnp.asarray(images)))
             torch_logits = discriminator(_nchw(images)).numpy()
             assert logits.shape == torch_logits.shape == (8,)
-            np.testing.assert_allclose(torch_logits, logits, rtol=1e-4,
-                                       atol=1e-5 * max(1.0, np.abs(logits).max()))
+            np.testing.assert_allclose(
+                torch_logits, logits, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(logits).max())
+            )
 
 
 def test_torch_dcgan_matches_vaejax_loss_gradients():
@@ -247,7 +271,9 @@ def test_torch_dcgan_matches_vaejax_loss_gradients():
     fake = model.generate(g_params, jnp.asarray(z))
 
     def d_loss(d):
-        return objectives.discriminator_bce(model.critic(d, jnp.asarray(real)), model.critic(d, fake))
+        return objectives.discriminator_bce(
+            model.critic(d, jnp.asarray(real)), model.critic(d, fake)
+        )
 
     def g_loss(g):
         fake_logits = model.critic(d_params, model.generate(g, jnp.asarray(z)))
@@ -257,8 +283,9 @@ def test_torch_dcgan_matches_vaejax_loss_gradients():
     g_value, g_grads = jax.jit(jax.value_and_grad(g_loss))(g_params)
 
     torch_fake = generator(torch.from_numpy(z))
-    torch_d = torch_reference.dcgan_discriminator_loss(discriminator(_nchw(real)),
-                                                       discriminator(torch_fake.detach()))
+    torch_d = torch_reference.dcgan_discriminator_loss(
+        discriminator(_nchw(real)), discriminator(torch_fake.detach())
+    )
     torch_d.backward()
     assert generator.main[0].weight.grad is None
     torch_d_grads = torch_reference.flax_gan_gradients(generator, discriminator)
@@ -270,11 +297,17 @@ def test_torch_dcgan_matches_vaejax_loss_gradients():
 
     assert float(torch_d.detach()) == pytest.approx(float(d_value), rel=1e-5)
     assert float(torch_g.detach()) == pytest.approx(float(g_value), rel=1e-5)
-    for grads, reference in ((d_grads, torch_d_grads["discriminator"]),
-                             (g_grads, torch_g_grads["generator"])):
+    for grads, reference in (
+        (d_grads, torch_d_grads["discriminator"]),
+        (g_grads, torch_g_grads["generator"]),
+    ):
         assert set(reference) == set(grads)
-        for (path, g), t in zip(jax.tree_util.tree_leaves_with_path(grads),
-                                jax.tree_util.tree_leaves(reference), strict=True):
+        for (path, g), t in zip(
+            jax.tree_util.tree_leaves_with_path(grads),
+            jax.tree_util.tree_leaves(reference),
+            strict=True,
+        ):
             g = np.asarray(g)
-            np.testing.assert_allclose(t, g, rtol=1e-3, atol=1e-4 * np.abs(g).max(),
-                                       err_msg=jax.tree_util.keystr(path))
+            np.testing.assert_allclose(
+                t, g, rtol=1e-3, atol=1e-4 * np.abs(g).max(), err_msg=jax.tree_util.keystr(path)
+            )

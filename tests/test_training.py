@@ -33,8 +33,9 @@ def _counting_update(state, batch, key):
 
 def test_epoch_visits_a_permutation_and_drops_the_ragged_batch():
     n, batch_size = 100, 32
-    run_epoch = training.make_epoch_runner(_counting_update, None, batch_size=batch_size,
-                                           num_examples=n)
+    run_epoch = training.make_epoch_runner(
+        _counting_update, None, batch_size=batch_size, num_examples=n
+    )
     assert run_epoch.steps_per_epoch == 3
     data_key, base_key = jax.random.key(0), jax.random.key(1)
     ids = jnp.arange(n)
@@ -58,7 +59,8 @@ def _vae_setup(batch_size=16, n=64, binarize=True):
     params = model.init(key, jnp.zeros((1, 28, 28, 1)), key)["params"]
     optimizer = optax.adam(1e-3)
     update = training.gradient_update(
-        objectives.batch_mean(objectives.vae_per_example(model)), optimizer)
+        objectives.batch_mean(objectives.vae_per_example(model)), optimizer
+    )
     images = _prototype_images(n)
     preprocess = data.make_batch_preprocessor(28, dynamic_binarization=binarize)
     return params, optimizer, update, images, preprocess
@@ -80,8 +82,9 @@ def test_scan_epoch_equals_python_loop_of_train_steps():
     params, optimizer, update, images, preprocess = _vae_setup()
     data_key, base_key = jax.random.key(10), jax.random.key(11)
     run_epoch = training.make_epoch_runner(update, preprocess, batch_size=16, num_examples=64)
-    scan_state, scan_metrics = run_epoch(_fresh_state(params, optimizer),
-                                         jnp.asarray(images), data_key, base_key, 2)
+    scan_state, scan_metrics = run_epoch(
+        _fresh_state(params, optimizer), jnp.asarray(images), data_key, base_key, 2
+    )
 
     train_step = training.make_train_step(update, preprocess)
     state = _fresh_state(params, optimizer)
@@ -92,8 +95,9 @@ def test_scan_epoch_equals_python_loop_of_train_steps():
         losses.append(float(metrics["loss"]))
     assert int(state.step) == int(scan_state.step) == 4
     np.testing.assert_allclose(losses, scan_metrics["loss"], rtol=1e-5)
-    for a, b in zip(jax.tree_util.tree_leaves(state.params),
-                    jax.tree_util.tree_leaves(scan_state.params)):
+    for a, b in zip(
+        jax.tree_util.tree_leaves(state.params), jax.tree_util.tree_leaves(scan_state.params)
+    ):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
@@ -119,8 +123,9 @@ def test_training_lowers_the_loss():
     state = _fresh_state(params, optimizer)
     losses = []
     for epoch in range(5):
-        state, metrics = run_epoch(state, jnp.asarray(images), jax.random.key(0),
-                                   jax.random.key(1), epoch)
+        state, metrics = run_epoch(
+            state, jnp.asarray(images), jax.random.key(0), jax.random.key(1), epoch
+        )
         losses.append(float(metrics["loss"].mean()))
     assert losses[-1] < losses[0] - 5
 
@@ -133,20 +138,26 @@ def test_a_two_player_update_runs_in_the_same_machinery():
     """
     critic_opt, generator_opt = optax.sgd(0.1), optax.adam(0.05)
     critic_update = training.gradient_update(
-        lambda p, batch, key: (jnp.mean((p - batch) ** 2), {}), critic_opt)
+        lambda p, batch, key: (jnp.mean((p - batch) ** 2), {}), critic_opt
+    )
 
     def update(state, batch, key):
         critic_key, generator_key = jax.random.split(key)
         critic, critic_metrics = critic_update(state["critic"], batch, critic_key)
         chase = lambda p, batch, key: ((p - jax.lax.stop_gradient(critic.params)) ** 2, {})
         generator, generator_metrics = training.gradient_update(chase, generator_opt)(
-            state["generator"], batch, generator_key)
-        return ({"critic": critic, "generator": generator},
-                {"critic_loss": critic_metrics["loss"], "generator_loss": generator_metrics["loss"]})
+            state["generator"], batch, generator_key
+        )
+        return (
+            {"critic": critic, "generator": generator},
+            {"critic_loss": critic_metrics["loss"], "generator_loss": generator_metrics["loss"]},
+        )
 
     samples = 3.0 + jax.random.normal(jax.random.key(0), (512,))
-    state = {"critic": training.create_train_state(jnp.zeros(()), critic_opt),
-             "generator": training.create_train_state(jnp.zeros(()), generator_opt)}
+    state = {
+        "critic": training.create_train_state(jnp.zeros(()), critic_opt),
+        "generator": training.create_train_state(jnp.zeros(()), generator_opt),
+    }
     run_epoch = training.make_epoch_runner(update, None, batch_size=64, num_examples=512)
     for epoch in range(10):
         state, metrics = run_epoch(state, samples, jax.random.key(1), jax.random.key(2), epoch)
@@ -167,11 +178,15 @@ def test_stretches_of_steps_equal_the_whole_epoch_bit_for_bit():
     metrics = runner.new_metrics(state, images)
     order = runner.order(data_key, 1)
     for start, stop in [(0, 3), (3, 4), (4, 9), (9, 10)]:
-        state, metrics, position = runner.run(state, metrics, images, order, base_key, 1,
-                                              start, stop)
+        state, metrics, position = runner.run(
+            state, metrics, images, order, base_key, 1, start, stop
+        )
         assert int(position) == stop
-    for a, b in zip(jax.tree_util.tree_leaves((whole, whole_metrics)),
-                    jax.tree_util.tree_leaves((state, metrics)), strict=True):
+    for a, b in zip(
+        jax.tree_util.tree_leaves((whole, whole_metrics)),
+        jax.tree_util.tree_leaves((state, metrics)),
+        strict=True,
+    ):
         assert np.array_equal(a, b)
     assert bool(np.all(metrics["finite"]))
 
@@ -187,12 +202,21 @@ def _poisoned_update(state, batch, key):
 def test_non_finite_steps_stop_the_loop_or_are_skipped(policy):
     samples = np.arange(64, dtype=np.float32)
     samples[37] = np.nan
-    runner = training.make_epoch_runner(_poisoned_update, None, batch_size=8, num_examples=64,
-                                        nonfinite=policy)
+    runner = training.make_epoch_runner(
+        _poisoned_update, None, batch_size=8, num_examples=64, nonfinite=policy
+    )
     order = runner.order(jax.random.key(0), 0)
     bad = int(np.flatnonzero(np.any(np.asarray(order) == 37, axis=1))[0])
-    state, metrics, position = runner.run(jnp.float32(0.0), runner.new_metrics(0.0, samples),
-                                          jnp.asarray(samples), order, jax.random.key(1), 0, 0, 8)
+    state, metrics, position = runner.run(
+        jnp.float32(0.0),
+        runner.new_metrics(0.0, samples),
+        jnp.asarray(samples),
+        order,
+        jax.random.key(1),
+        0,
+        0,
+        8,
+    )
     finite = np.asarray(metrics["finite"])
     if policy == "stop":
         assert int(position) == bad and finite[:bad].all() and not finite[bad]
@@ -224,8 +248,9 @@ def test_evaluator_counts_every_example_once():
 
 def test_batch_size_must_split_over_devices():
     sharding.check_batch_size(128, sharding.data_mesh().size)
-    with pytest.raises(ValueError, match="does not split over 3 devices: use a multiple of 3, "
-                                         "e.g. 126 or 129"):
+    with pytest.raises(
+        ValueError, match="does not split over 3 devices: use a multiple of 3, e.g. 126 or 129"
+    ):
         sharding.check_batch_size(128, 3)
     with pytest.raises(ValueError, match="exceeds the 10 training examples"):
         training.make_epoch_runner(_counting_update, None, batch_size=16, num_examples=10)

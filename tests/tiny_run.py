@@ -68,13 +68,26 @@ class PixelRun(Run):
         config, model = self.config, self.build()
         params = self.init_params(model, keys.init)
         plain = data.make_batch_preprocessor(28)
-        trained = one_model(params, pixel_nll(model), optax.adam(config.learning_rate),
-                            test_data=data_.test.images, eval_preprocess=plain,
-                            eval_batch_size=config.eval_batch_size, eval_key=keys.eval,
-                            describe=lambda t: f"NLL {t['loss']:.2f}", mesh=mesh)
-        return Training(trained.state, trained.update, plain, data_.train.images,
-                        trained.end_of_epoch, "independent Bernoulli pixels",
-                        models.count_params(params))
+        trained = one_model(
+            params,
+            pixel_nll(model),
+            optax.adam(config.learning_rate),
+            test_data=data_.test.images,
+            eval_preprocess=plain,
+            eval_batch_size=config.eval_batch_size,
+            eval_key=keys.eval,
+            describe=lambda t: f"NLL {t['loss']:.2f}",
+            mesh=mesh,
+        )
+        return Training(
+            trained.state,
+            trained.update,
+            plain,
+            data_.train.images,
+            trained.end_of_epoch,
+            "independent Bernoulli pixels",
+            models.count_params(params),
+        )
 
     def summary(self, record: dict) -> str:
         return f"test NLL {record['test_loss']:.2f} nats/image"
@@ -82,8 +95,9 @@ class PixelRun(Run):
     def trained(self, model: PixelLogits, params) -> TrainedRun:
         @functools.partial(jax.jit, static_argnums=1)
         def sample(key, n):
-            return jax.random.bernoulli(key, jax.nn.sigmoid(params["logits"]),
-                                        (n, 28, 28, 1)).astype(jnp.float32)
+            return jax.random.bernoulli(
+                key, jax.nn.sigmoid(params["logits"]), (n, 28, 28, 1)
+            ).astype(jnp.float32)
 
         return TrainedRun(self.kind, self.config, params, model, self.workdir, sample)
 

@@ -33,8 +33,8 @@ import jax
 
 from vaejax import data
 from vaejax.errors import ConfigError
-from vaejax.runs.config import Applies, RunConfig, flag_text, value_text
 from vaejax.runs.base import run_for_config
+from vaejax.runs.config import Applies, RunConfig, flag_text, value_text
 from vaejax.training import checkpoints, loop
 
 
@@ -45,8 +45,12 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see --help)\n")
 
 
-_KINDS = {int: ("an integer", "integers", "N"), float: ("a number", "numbers", "X"),
-          str: ("a string", "strings", "TEXT"), bool: ("true or false", "", "")}
+_KINDS = {
+    int: ("an integer", "integers", "N"),
+    float: ("a number", "numbers", "X"),
+    str: ("a string", "strings", "TEXT"),
+    bool: ("true or false", "", ""),
+}
 _EXAMPLES = {int: (1, 2, 3), float: (0.1, 0.5), str: ("a", "b"), bool: (True,)}
 AUTO = "auto"  # the command line's spelling of None, for ``X | None`` fields
 
@@ -90,20 +94,30 @@ def flag_type(annotation: Any, where: str = "") -> FlagType:
     if annotation in _KINDS:
         return FlagType(annotation, False, optional)
     args = typing.get_args(annotation)
-    if (typing.get_origin(annotation) is tuple and len(args) == 2 and args[1] is Ellipsis
-            and args[0] in _KINDS and args[0] is not bool):
+    if (
+        typing.get_origin(annotation) is tuple
+        and len(args) == 2
+        and args[1] is Ellipsis
+        and args[0] in _KINDS
+        and args[0] is not bool
+    ):
         return FlagType(args[0], True, optional)
-    raise TypeError(f"{where or 'a config field'}: unsupported annotation {annotation!r}; use "
-                    f"int, float, str, bool, tuple[int | float | str, ...], or one of these "
-                    f"| None")
+    raise TypeError(
+        f"{where or 'a config field'}: unsupported annotation {annotation!r}; use "
+        f"int, float, str, bool, tuple[int | float | str, ...], or one of these "
+        f"| None"
+    )
 
 
 @functools.cache
 def flag_types(config_class: type) -> dict[str, FlagType]:
     """Each field's :class:`FlagType`, from the class's annotations (resolved once)."""
     hints = typing.get_type_hints(config_class)
-    return {field.name: flag_type(hints[field.name], f"{config_class.__name__}.{field.name}")
-            for field in dataclasses.fields(config_class) if field.init}
+    return {
+        field.name: flag_type(hints[field.name], f"{config_class.__name__}.{field.name}")
+        for field in dataclasses.fields(config_class)
+        if field.init
+    }
 
 
 _TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
@@ -117,8 +131,9 @@ def _one(text: str, kind: type) -> Any:
     return kind(text)  # int('1.5'), float('x'): ValueError
 
 
-def parse_value(text: str, name: str, flag: FlagType, choices: Sequence | None = None,
-                example: Any = None) -> Any:
+def parse_value(
+    text: str, name: str, flag: FlagType, choices: Sequence | None = None, example: Any = None
+) -> Any:
     """``text`` as a value of ``--name``: the one place the command line's values are read.
 
     Raises :class:`argparse.ArgumentTypeError` with a one-line message naming an example, e.g.
@@ -126,15 +141,19 @@ def parse_value(text: str, name: str, flag: FlagType, choices: Sequence | None =
     if flag.optional and text.strip().lower() in (AUTO, ""):
         return None
     if example is None or (isinstance(example, tuple) and not example):
-        example = (tuple(choices)[: 2 if flag.sequence else 1] if choices
-                   else _EXAMPLES[flag.kind][: None if flag.sequence else 1])
+        example = (
+            tuple(choices)[: 2 if flag.sequence else 1]
+            if choices
+            else _EXAMPLES[flag.kind][: None if flag.sequence else 1]
+        )
         example = tuple(example) if flag.sequence else example[0]
 
     def fail(why: str = "") -> argparse.ArgumentTypeError:
         scalar = not flag.sequence and not flag.optional and flag.kind in (int, float)
         return argparse.ArgumentTypeError(  # argparse's own words first, then the example
             f"invalid {flag.kind.__name__ + ' ' if scalar else ''}value: {text!r}{why}; "
-            f"expected {flag.describe()}, e.g. --{name} {value_text(example)}")
+            f"expected {flag.describe()}, e.g. --{name} {value_text(example)}"
+        )
 
     if flag.sequence:
         if not text.strip():
@@ -156,8 +175,10 @@ def parse_value(text: str, name: str, flag: FlagType, choices: Sequence | None =
         for value in values if flag.sequence else (values,):
             if value not in choices:
                 raise argparse.ArgumentTypeError(  # as argparse says it, and where
-                    f"invalid choice: {value!r}" + (f" in {text!r}" if flag.sequence else "")
-                    + f" (choose from {', '.join(map(repr, choices))})")
+                    f"invalid choice: {value!r}"
+                    + (f" in {text!r}" if flag.sequence else "")
+                    + f" (choose from {', '.join(map(repr, choices))})"
+                )
     return values
 
 
@@ -169,37 +190,46 @@ def _formats(flags: Sequence[FlagType]) -> str | None:
     if any(flag.kind is bool and not flag.optional for flag in flags):
         lines.append("booleans: --name (true), --no-name (false)")
     if any(flag.optional for flag in flags):
-        lines.append(f"{AUTO} (or an empty value): the automatic value of a setting whose "
-                     f"default is {AUTO}")
+        lines.append(
+            f"{AUTO} (or an empty value): the automatic value of a setting whose default is {AUTO}"
+        )
     return "\n".join(["values:"] + [f"  {line}" for line in lines]) if lines else None
 
 
-def build_parser(defaults: RunConfig, description: str | None = None,
-                 prog: str | None = None) -> argparse.ArgumentParser:
+def build_parser(
+    defaults: RunConfig, description: str | None = None, prog: str | None = None
+) -> argparse.ArgumentParser:
     """A parser with one typed ``--flag`` per config field (see the module's docstring).
 
     The namespace it parses holds only the config flags given on the command line (each field's
     default is ``defaults``'s, shown in --help), and every launch flag (``LAUNCH_FLAGS``)."""
     types_ = flag_types(type(defaults))
-    parser = _OneLineParser(prog=prog, description=description,
-                            epilog=_formats(list(types_.values())),
-                            formatter_class=argparse.RawDescriptionHelpFormatter,
-                            argument_default=argparse.SUPPRESS)
+    parser = _OneLineParser(
+        prog=prog,
+        description=description,
+        epilog=_formats(list(types_.values())),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=argparse.SUPPRESS,
+    )
     names = set(types_)
     for field in dataclasses.fields(defaults):
         if field.name not in types_:
             continue
         flag, default = types_[field.name], getattr(defaults, field.name)
         if not flag.accepts(default):
-            raise TypeError(f"{type(defaults).__name__}.{field.name}: default {default!r} is "
-                            f"not {flag.describe()}")
+            raise TypeError(
+                f"{type(defaults).__name__}.{field.name}: default {default!r} is "
+                f"not {flag.describe()}"
+            )
         choices = field.metadata.get("choices")
         applies = field.metadata.get("applies")
         if isinstance(applies, Applies):
             unknown = [n for n in applies.names if n not in names]
             if unknown:
-                raise TypeError(f"{type(defaults).__name__}.{field.name}: applies names "
-                                f"unknown fields {unknown}")
+                raise TypeError(
+                    f"{type(defaults).__name__}.{field.name}: applies names "
+                    f"unknown fields {unknown}"
+                )
         notes = []
         if flag.kind is bool and not flag.optional:
             notes.append(f"default: {flag_text(field.name, default)}")
@@ -213,15 +243,25 @@ def build_parser(defaults: RunConfig, description: str | None = None,
         if flag.kind is bool and not flag.optional:
             parser.add_argument(option, action=argparse.BooleanOptionalAction, help=help_text)
             continue
-        metavar = ("{" + ",".join(map(str, choices)) + "}" if choices
-                   else field.name.upper() if not flag.sequence else _KINDS[flag.kind][2])
+        metavar = (
+            "{" + ",".join(map(str, choices)) + "}"
+            if choices
+            else field.name.upper()
+            if not flag.sequence
+            else _KINDS[flag.kind][2]
+        )
         if flag.sequence:
             metavar += ",..."
         if flag.optional:
             metavar += f"|{AUTO}"
-        parser.add_argument(option, metavar=metavar, help=help_text,
-                            type=functools.partial(parse_value, name=field.name, flag=flag,
-                                                   choices=choices, example=default))
+        parser.add_argument(
+            option,
+            metavar=metavar,
+            help=help_text,
+            type=functools.partial(
+                parse_value, name=field.name, flag=flag, choices=choices, example=default
+            ),
+        )
     _add_launch_flags(parser)
     return parser
 
@@ -232,8 +272,12 @@ _NEGATIVE = re.compile(r"-\.?\d")
 def _join_negative_values(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:
     """``--strengths -2,-1,0`` as ``--strengths=-2,-1,0`` (argparse takes '-2,-1,0' or '-1e-3'
     for a flag of its own)."""
-    valued = {option for action in parser._actions if action.nargs is None
-              for option in action.option_strings}
+    valued = {
+        option
+        for action in parser._actions
+        if action.nargs is None
+        for option in action.option_strings
+    }
     args, i = [], 0
     while i < len(argv):
         arg = argv[i]
@@ -268,8 +312,12 @@ def refusal(config: Any, given: Sequence[str]) -> str | None:
     return None
 
 
-def parse_command_line(defaults: RunConfig, argv: Sequence[str] | None = None,
-                       description: str | None = None, prog: str | None = None) -> CommandLine:
+def parse_command_line(
+    defaults: RunConfig,
+    argv: Sequence[str] | None = None,
+    description: str | None = None,
+    prog: str | None = None,
+) -> CommandLine:
     """``argv`` (default ``sys.argv[1:]``) over ``defaults``; a bad one exits with one line."""
     parser = build_parser(defaults, description, prog)
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -295,27 +343,51 @@ LAUNCH_FLAGS = ("distributed", "coordinator_address", "num_processes", "process_
 
 def _add_launch_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
-        "multi-process runs (jax.distributed; run the same command in every process)")
-    group.add_argument("--distributed", action="store_true", default=False,
-                       help="call jax.distributed.initialize() first; on a Cloud TPU slice (or "
-                            "under SLURM) it finds the other processes by itself")
-    group.add_argument("--coordinator_address", default="", metavar="HOST:PORT",
-                       help="address of process 0, elsewhere (implies --distributed)")
-    group.add_argument("--num_processes", type=int, default=0, metavar="N",
-                       help="number of processes, with --coordinator_address")
-    group.add_argument("--process_id", type=int, default=-1, metavar="I",
-                       help="this process's index 0..N-1, with --coordinator_address")
+        "multi-process runs (jax.distributed; run the same command in every process)"
+    )
+    group.add_argument(
+        "--distributed",
+        action="store_true",
+        default=False,
+        help="call jax.distributed.initialize() first; on a Cloud TPU slice (or "
+        "under SLURM) it finds the other processes by itself",
+    )
+    group.add_argument(
+        "--coordinator_address",
+        default="",
+        metavar="HOST:PORT",
+        help="address of process 0, elsewhere (implies --distributed)",
+    )
+    group.add_argument(
+        "--num_processes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="number of processes, with --coordinator_address",
+    )
+    group.add_argument(
+        "--process_id",
+        type=int,
+        default=-1,
+        metavar="I",
+        help="this process's index 0..N-1, with --coordinator_address",
+    )
 
 
-def initialize_distributed(coordinator_address: str = "", num_processes: int = 0,
-                           process_id: int = -1) -> None:
+def initialize_distributed(
+    coordinator_address: str = "", num_processes: int = 0, process_id: int = -1
+) -> None:
     """``jax.distributed.initialize`` with the given settings (the unset ones auto-detected)."""
     if coordinator_address and (num_processes <= 0 or not 0 <= process_id < num_processes):
-        raise ConfigError("--coordinator_address needs --num_processes N (N >= 1) and "
-                          "--process_id between 0 and N-1")
-    jax.distributed.initialize(coordinator_address=coordinator_address or None,
-                               num_processes=num_processes or None,
-                               process_id=process_id if process_id >= 0 else None)
+        raise ConfigError(
+            "--coordinator_address needs --num_processes N (N >= 1) and "
+            "--process_id between 0 and N-1"
+        )
+    jax.distributed.initialize(
+        coordinator_address=coordinator_address or None,
+        num_processes=num_processes or None,
+        process_id=process_id if process_id >= 0 else None,
+    )
 
 
 def resolve_workdir(config) -> Path:
@@ -327,8 +399,9 @@ def resolve_workdir(config) -> Path:
     return Path(workdir)
 
 
-_INSTALL = ('install the matching jaxlib, e.g. pip install -U "jax[cuda12]" (GPU) or '
-            '"jax[tpu]" (TPU)')
+_INSTALL = (
+    'install the matching jaxlib, e.g. pip install -U "jax[cuda12]" (GPU) or "jax[tpu]" (TPU)'
+)
 
 
 def _first_line(text: str) -> str:
@@ -352,10 +425,14 @@ def backend_error(error: BaseException, plugin_errors: Sequence[str] = ()) -> st
     if len(detail) > 300:
         detail = detail[:297] + "..."
     if platforms:
-        return (f"JAX could not start the {platforms} backend ({detail}): {_INSTALL}, or unset "
-                f"JAX_PLATFORMS to run on the CPU")
-    return (f"JAX could not start a backend ({detail}): {_INSTALL}, or reinstall jax and jaxlib "
-            f"at one version (pip install -U jax jaxlib), or set JAX_PLATFORMS=cpu")
+        return (
+            f"JAX could not start the {platforms} backend ({detail}): {_INSTALL}, or unset "
+            f"JAX_PLATFORMS to run on the CPU"
+        )
+    return (
+        f"JAX could not start a backend ({detail}): {_INSTALL}, or reinstall jax and jaxlib "
+        f"at one version (pip install -U jax jaxlib), or set JAX_PLATFORMS=cpu"
+    )
 
 
 class _Held(logging.Handler):
@@ -382,8 +459,11 @@ def check_backend() -> None:
     except Exception as e:  # RuntimeError, or AssertionError when no platform asked for exists
         plugin_errors = [
             f"{_first_line(record.getMessage())}: {_first_line(str(record.exc_info[1]))}"
-            for record in held.records if record.levelno >= logging.ERROR and record.exc_info
-            and record.exc_info[1] is not None]
+            for record in held.records
+            if record.levelno >= logging.ERROR
+            and record.exc_info
+            and record.exc_info[1] is not None
+        ]
         raise ConfigError(backend_error(e, plugin_errors)) from None
     finally:
         jax_log.removeHandler(held)
@@ -396,12 +476,17 @@ def _registered_run(config, workdir: Path):
     return run_for_config(config)(config, workdir).execute()
 
 
-def main(defaults: RunConfig, description: str | None = None,
-         argv: Sequence[str] | None = None, prog: str | None = None,
-         run: Callable[[Any, Path], Any] | None = None) -> int:
+def main(
+    defaults: RunConfig,
+    description: str | None = None,
+    argv: Sequence[str] | None = None,
+    prog: str | None = None,
+    run: Callable[[Any, Path], Any] | None = None,
+) -> int:
     """Parses flags over ``defaults`` and runs the experiment: ``run(config, workdir)``, by
-    default the registered Run whose ``Config`` is the type of ``defaults``. Exit status: 0 done; 2 a user error (flags,
-    data, workdir, checkpoint: one line on stderr, nothing written); 3 training diverged; 128 +
+    default the registered Run whose ``Config`` is the type of ``defaults``. Exit status: 0
+    done; 2 a user error (flags, data, workdir, checkpoint: one line on stderr, nothing
+    written); 3 training diverged; 128 +
     the signal number when stopped by SIGTERM/SIGINT after saving a checkpoint."""
     config, launch, _ = parse_command_line(defaults, argv, description, prog)
     logging.getLogger("absl").setLevel(logging.ERROR)  # tfds' advice on OpenCV and the like

@@ -26,8 +26,9 @@ def atomic_write_bytes(path: os.PathLike | str, payload: bytes) -> Path:
     return path
 
 
-def image_grid(images: np.ndarray, columns: int, padding: int = 2, pad_value: float = 1.0
-               ) -> np.ndarray:
+def image_grid(
+    images: np.ndarray, columns: int, padding: int = 2, pad_value: float = 1.0
+) -> np.ndarray:
     """Tiles images [N, H, W, C] with values in [0, 1] into one uint8 array [rows*(H+p)+p, ...].
 
     Rows are filled left to right; a short last row is padded with ``pad_value``.
@@ -37,24 +38,29 @@ def image_grid(images: np.ndarray, columns: int, padding: int = 2, pad_value: fl
         raise ValueError(f"image_grid needs [N, H, W, C] images, got shape {images.shape}")
     n, h, w, c = images.shape
     rows = -(-n // columns)
-    grid = np.full((rows * (h + padding) + padding, columns * (w + padding) + padding, c),
-                   pad_value, np.float32)
+    grid = np.full(
+        (rows * (h + padding) + padding, columns * (w + padding) + padding, c),
+        pad_value,
+        np.float32,
+    )
     for i, image in enumerate(images):
         top = padding + (i // columns) * (h + padding)
         left = padding + (i % columns) * (w + padding)
-        grid[top:top + h, left:left + w] = image
+        grid[top : top + h, left : left + w] = image
     grid = np.round(grid * 255.0).astype(np.uint8)
     return grid[..., 0] if c == 1 else grid
 
 
-def save_image_grid(path: os.PathLike | str, images: np.ndarray, columns: int,
-                    scale: int = 2) -> Path:
+def save_image_grid(
+    path: os.PathLike | str, images: np.ndarray, columns: int, scale: int = 2
+) -> Path:
     """Writes :func:`image_grid` as a PNG, each pixel enlarged ``scale`` times."""
     return _save_png(path, image_grid(images, columns), scale)
 
 
-def save_image_grids(path: os.PathLike | str, grids: Sequence[tuple[np.ndarray, int]],
-                     gap: int = 12, scale: int = 2) -> Path:
+def save_image_grids(
+    path: os.PathLike | str, grids: Sequence[tuple[np.ndarray, int]], gap: int = 12, scale: int = 2
+) -> Path:
     """Several :func:`image_grid` s side by side, ``gap`` white pixels apart, as one PNG: one
     ``(images [N, H, W, C], columns)`` per grid (for comparisons: AE | VAE). Shorter grids are
     padded with white at the bottom."""
@@ -74,8 +80,7 @@ def _save_png(path: os.PathLike | str, pixels: np.ndarray, scale: int) -> Path:
 
     picture = PIL.Image.fromarray(pixels)
     if scale > 1:
-        picture = picture.resize((picture.width * scale, picture.height * scale),
-                                 PIL.Image.NEAREST)
+        picture = picture.resize((picture.width * scale, picture.height * scale), PIL.Image.NEAREST)
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     return atomic_write_bytes(path, buffer.getvalue())
@@ -103,28 +108,37 @@ def load_params(path: os.PathLike | str, target):
     return serialization.from_bytes(target, Path(path).read_bytes())
 
 
-def save_latent_scatter(path: os.PathLike | str, z: np.ndarray, labels: np.ndarray,
-                        class_names: Sequence[str], title: str = "") -> Path:
+def save_latent_scatter(
+    path: os.PathLike | str,
+    z: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    title: str = "",
+) -> Path:
     """Scatter of 2-D codes [N, 2] coloured by label, with a legend of class names (PNG)."""
     return save_latent_scatters(path, [(z, title)], labels, class_names)
 
 
-def save_latent_scatters(path: os.PathLike | str, panels: Sequence[tuple[np.ndarray, str]],
-                         labels: np.ndarray, class_names: Sequence[str],
-                         axis_labels: tuple[str, str] = ("z[0]", "z[1]"),
-                         limits: tuple[float, float] | None = None) -> Path:
+def save_latent_scatters(
+    path: os.PathLike | str,
+    panels: Sequence[tuple[np.ndarray, str]],
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    axis_labels: tuple[str, str] = ("z[0]", "z[1]"),
+    limits: tuple[float, float] | None = None,
+) -> Path:
     """Side-by-side scatters of 2-D codes, one panel per ``(z [N, 2], title)``, each point
     coloured by its label [N], one legend of class names (PNG). ``limits``: the same (low,
     high) on both axes of every panel (e.g. (0, 1) for p-values)."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels) + 1, 6), dpi=100,
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(6 * len(panels) + 1, 6), dpi=100, squeeze=False
+    )
     cmap = plt.get_cmap("tab10")
     for ax, (z, title) in zip(axes[0], panels):
         for k, name in enumerate(class_names):
             chosen = labels == k
-            ax.scatter(z[chosen, 0], z[chosen, 1], s=2, alpha=0.6, color=cmap(k % 10),
-                       label=name)
+            ax.scatter(z[chosen, 0], z[chosen, 1], s=2, alpha=0.6, color=cmap(k % 10), label=name)
         ax.set_xlabel(axis_labels[0])
         ax.set_ylabel(axis_labels[1])
         ax.set_title(title)
@@ -154,13 +168,15 @@ def _save_figure(path: os.PathLike | str, fig) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def save_class_histograms(path: os.PathLike | str,
-                          rows: Sequence[tuple[str, Sequence[int]]]) -> Path:
+def save_class_histograms(
+    path: os.PathLike | str, rows: Sequence[tuple[str, Sequence[int]]]
+) -> Path:
     """One bar chart per ``(title, counts per class)``, stacked, each bar the share of the
     images (PNG): the class histogram of generated images, where mode collapse shows."""
     plt = _pyplot()
-    fig, axes = plt.subplots(len(rows), 1, figsize=(7, 1.8 * len(rows) + 0.5), dpi=100,
-                             squeeze=False, sharex=True)
+    fig, axes = plt.subplots(
+        len(rows), 1, figsize=(7, 1.8 * len(rows) + 0.5), dpi=100, squeeze=False, sharex=True
+    )
     for ax, (title, counts) in zip(axes[:, 0], rows):
         counts = np.asarray(counts, dtype=np.float64)
         ax.bar(np.arange(len(counts)), counts / max(counts.sum(), 1), color="tab:blue")

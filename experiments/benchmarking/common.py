@@ -10,9 +10,11 @@ from typing import Any
 VARIANTS = ("torch_example", "torch_tuned", "jax_step", "jax_epoch")
 MODELS = ("mlp", "conv", "dcgan")
 # the experiments' settings: pytorch/examples for the MLP and the DCGAN, Foster's for the conv VAE
-SETTINGS = {"mlp": {"size": 28, "learning_rate": 1e-3, "adam_eps": 1e-8, "beta": 1.0},
-            "conv": {"size": 32, "learning_rate": 5e-4, "adam_eps": 1e-7, "beta": 1024 / 500},
-            "dcgan": {"noise_dim": 100, "learning_rate": 2e-4, "betas": (0.5, 0.999)}}
+SETTINGS = {
+    "mlp": {"size": 28, "learning_rate": 1e-3, "adam_eps": 1e-8, "beta": 1.0},
+    "conv": {"size": 32, "learning_rate": 5e-4, "adam_eps": 1e-7, "beta": 1024 / 500},
+    "dcgan": {"noise_dim": 100, "learning_rate": 2e-4, "betas": (0.5, 0.999)},
+}
 # what the DCGAN reports instead of a test loss: the last epoch's means
 GAN_METRICS = ("d_loss", "g_loss", "d_real", "d_fake")
 
@@ -22,11 +24,20 @@ def peak_host_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def summary(epoch_seconds: list[float], images_per_epoch: int, test_loss: float | None,
-            extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def summary(
+    epoch_seconds: list[float],
+    images_per_epoch: int,
+    test_loss: float | None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The result of a run; ``test_loss`` None (the GAN, which has none) leaves it out."""
     warm = epoch_seconds[1:] or epoch_seconds
     loss = {} if test_loss is None else {"test_negative_elbo": test_loss}
-    return {"images_per_second": images_per_epoch / statistics.median(warm),
-            "first_epoch_seconds": epoch_seconds[0], "epoch_seconds": epoch_seconds,
-            **loss, "peak_host_mib": peak_host_mib(), **(extra or {})}
+    return {
+        "images_per_second": images_per_epoch / statistics.median(warm),
+        "first_epoch_seconds": epoch_seconds[0],
+        "epoch_seconds": epoch_seconds,
+        **loss,
+        "peak_host_mib": peak_host_mib(),
+        **(extra or {}),
+    }

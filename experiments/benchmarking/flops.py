@@ -31,6 +31,7 @@ def conv_vae_train_flops(size: int = 32, channels=(32, 64, 128), latent: int = 2
     cropped row). Forward M = 13.28 M multiply-adds for the default model (14.54 M counting the
     taps on padding). Backward: 2M, less the first conv's input gradient.
     """
+
     def conv_taps(size_in: int, stride: int) -> int:
         out = -(-size_in // stride)
         pad = max((out - 1) * stride + 3 - size_in, 0)
@@ -53,8 +54,9 @@ def conv_vae_train_flops(size: int = 32, channels=(32, 64, 128), latent: int = 2
     return 2 * (3 * macs - first)
 
 
-def dcgan_forward_macs(image_size: int = 28, channels: int = 1, width: int = 64,
-                       noise_dim: int = 100) -> dict[str, int]:
+def dcgan_forward_macs(
+    image_size: int = 28, channels: int = 1, width: int = 64, noise_dim: int = 100
+) -> dict[str, int]:
     """Multiply-adds per image of the DCGAN's forward passes, counting the kernel taps that touch
     data (as XLA's cost analysis does; zero padding and the holes of transposed convolutions do
     not count): ``generator``, ``discriminator``, and the two layers whose input gradient no
@@ -72,7 +74,7 @@ def dcgan_forward_macs(image_size: int = 28, channels: int = 1, width: int = 64,
     for c_in, c_out in zip(generator_widths[:-1], generator_widths[1:]):
         generator += (4 * side - 2) ** 2 * c_in * c_out
         side *= 2
-    discriminator_widths = [channels] + [width * 2 ** i for i in range(layers)]
+    discriminator_widths = [channels] + [width * 2**i for i in range(layers)]
     first_conv, discriminator, side = None, 0, image_size
     for c_in, c_out in zip(discriminator_widths[:-1], discriminator_widths[1:]):
         layer = (2 * side - 2) ** 2 * c_in * c_out
@@ -80,12 +82,17 @@ def dcgan_forward_macs(image_size: int = 28, channels: int = 1, width: int = 64,
         discriminator += layer
         side //= 2
     discriminator += start * start * discriminator_widths[-1]  # the logit
-    return {"generator": generator, "discriminator": discriminator, "projection": projection,
-            "first_conv": first_conv}
+    return {
+        "generator": generator,
+        "discriminator": discriminator,
+        "projection": projection,
+        "first_conv": first_conv,
+    }
 
 
-def dcgan_train_flops(image_size: int = 28, channels: int = 1, width: int = 64,
-                      noise_dim: int = 100) -> int:
+def dcgan_train_flops(
+    image_size: int = 28, channels: int = 1, width: int = 64, noise_dim: int = 100
+) -> int:
     """FLOPs per real image of one DCGAN update (a discriminator step and a generator step on
     batches of the same size; multiply-adds count 2), from :func:`dcgan_forward_macs` G, D:
 

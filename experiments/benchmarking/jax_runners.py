@@ -13,8 +13,16 @@ import numpy as np
 from experiments.benchmarking.common import GAN_METRICS, SETTINGS, summary
 
 
-def run_jax(variant: str, train: np.ndarray, test: np.ndarray, *, batch_size: int, epochs: int,
-            seed: int = 1, model: str = "mlp") -> dict[str, Any]:
+def run_jax(
+    variant: str,
+    train: np.ndarray,
+    test: np.ndarray,
+    *,
+    batch_size: int,
+    epochs: int,
+    seed: int = 1,
+    model: str = "mlp",
+) -> dict[str, Any]:
     """``jax_step`` or ``jax_epoch`` on uint8 images [N, 28, 28, 1]; all devices."""
     import jax
     import jax.numpy as jnp
@@ -27,25 +35,42 @@ def run_jax(variant: str, train: np.ndarray, test: np.ndarray, *, batch_size: in
     size = settings["size"]
     vae = models.mlp_vae() if model == "mlp" else models.conv_vae()
     init_key, data_key, step_key, eval_key = (
-        jax.random.fold_in(jax.random.key(seed), i) for i in range(4))
+        jax.random.fold_in(jax.random.key(seed), i) for i in range(4)
+    )
     params = vae.init(init_key, jnp.zeros((1, size, size, 1)), init_key)["params"]
     optimizer = optax.adam(settings["learning_rate"], eps=settings["adam_eps"])
     per_example = objectives.vae_per_example(vae, beta=settings["beta"])
     update = training.gradient_update(objectives.batch_mean(per_example), optimizer)
     preprocess = data.make_batch_preprocessor(size)
     state = sharding.put_replicated(training.create_train_state(params, optimizer), mesh)
-    state, seconds, _ = _jax_epochs(variant, update, preprocess, state, train, mesh,
-                                    batch_size=batch_size, epochs=epochs, data_key=data_key,
-                                    step_key=step_key)
+    state, seconds, _ = _jax_epochs(
+        variant,
+        update,
+        preprocess,
+        state,
+        train,
+        mesh,
+        batch_size=batch_size,
+        epochs=epochs,
+        data_key=data_key,
+        step_key=step_key,
+    )
     evaluate = training.make_evaluator(per_example, preprocess, batch_size=1000, mesh=mesh)
-    test_loss = float(evaluate(state.params, sharding.put_replicated(test, mesh),
-                               eval_key)["loss"])
+    test_loss = float(evaluate(state.params, sharding.put_replicated(test, mesh), eval_key)["loss"])
     steps = len(train) // batch_size
     return summary(seconds, steps * batch_size, test_loss, _jax_extra(mesh))
 
 
-def run_jax_gan(variant: str, train: np.ndarray, *, batch_size: int, epochs: int, seed: int = 1,
-                image_size: int = 28, width: int = 64) -> dict[str, Any]:
+def run_jax_gan(
+    variant: str,
+    train: np.ndarray,
+    *,
+    batch_size: int,
+    epochs: int,
+    seed: int = 1,
+    image_size: int = 28,
+    width: int = 64,
+) -> dict[str, Any]:
     """``jax_step`` or ``jax_epoch`` of the DCGAN (:func:`vaejax.training.gan.make_gan_update`,
     BCE game, non-saturating generator, one discriminator step per generator step) on uint8
     images [N, 28, 28, 1]; all devices. Reports the last epoch's means of
@@ -66,39 +91,82 @@ def run_jax_gan(variant: str, train: np.ndarray, *, batch_size: int, epochs: int
     params = jax.jit(model.init)(jax.random.key(seed, impl="rbg"))
     beta1, beta2 = settings["betas"]
     optimizer = optax.adam(settings["learning_rate"], b1=beta1, b2=beta2)
-    update = gan_training.make_gan_update(model, loss="bce", generator_optimizer=optimizer,
-                                          discriminator_optimizer=optimizer)
+    update = gan_training.make_gan_update(
+        model, loss="bce", generator_optimizer=optimizer, discriminator_optimizer=optimizer
+    )
     preprocess = data.to_tanh_range(data.make_batch_preprocessor(image_size))
     state = sharding.put_replicated(
-        gan_training.create_gan_state(params, optimizer, optimizer), mesh)
-    state, seconds, metrics = _jax_epochs(variant, update, preprocess, state, train, mesh,
-                                          batch_size=batch_size, epochs=epochs,
-                                          data_key=data_key, step_key=step_key)
+        gan_training.create_gan_state(params, optimizer, optimizer), mesh
+    )
+    state, seconds, metrics = _jax_epochs(
+        variant,
+        update,
+        preprocess,
+        state,
+        train,
+        mesh,
+        batch_size=batch_size,
+        epochs=epochs,
+        data_key=data_key,
+        step_key=step_key,
+    )
     means = training.mean_metrics({k: metrics[k] for k in GAN_METRICS})
-    return summary(seconds, len(train) // batch_size * batch_size, None,
-                   {**_jax_extra(mesh), **means})
+    return summary(
+        seconds, len(train) // batch_size * batch_size, None, {**_jax_extra(mesh), **means}
+    )
 
 
-def _jax_epochs(variant: str, update, preprocess, state, train: np.ndarray, mesh, *,
-                batch_size: int, epochs: int, data_key, step_key):
+def _jax_epochs(
+    variant: str,
+    update,
+    preprocess,
+    state,
+    train: np.ndarray,
+    mesh,
+    *,
+    batch_size: int,
+    epochs: int,
+    data_key,
+    step_key,
+):
     """Trains ``epochs`` epochs of ``variant``; returns (state, seconds per epoch, the last
     epoch's per-step metrics as [steps] arrays, on the device)."""
     loop = {"jax_epoch": _compiled_epochs, "jax_step": _python_loop_epochs}.get(variant)
     if loop is None:
         raise ValueError(f"unknown jax variant {variant!r}")
-    return loop(update, preprocess, state, train, mesh, batch_size=batch_size, epochs=epochs,
-                data_key=data_key, step_key=step_key)
+    return loop(
+        update,
+        preprocess,
+        state,
+        train,
+        mesh,
+        batch_size=batch_size,
+        epochs=epochs,
+        data_key=data_key,
+        step_key=step_key,
+    )
 
 
-def _compiled_epochs(update, preprocess, state, train: np.ndarray, mesh, *, batch_size: int,
-                     epochs: int, data_key, step_key):
+def _compiled_epochs(
+    update,
+    preprocess,
+    state,
+    train: np.ndarray,
+    mesh,
+    *,
+    batch_size: int,
+    epochs: int,
+    data_key,
+    step_key,
+):
     """``jax_epoch``: each epoch one call of the compiled epoch runner, the data on the device."""
     import jax
 
     from vaejax import sharding, training
 
-    runner = training.make_epoch_runner(update, preprocess, batch_size=batch_size,
-                                        num_examples=len(train), mesh=mesh)
+    runner = training.make_epoch_runner(
+        update, preprocess, batch_size=batch_size, num_examples=len(train), mesh=mesh
+    )
     on_device = sharding.put_replicated(train, mesh)
     seconds = []
     for epoch in range(epochs):
@@ -109,8 +177,18 @@ def _compiled_epochs(update, preprocess, state, train: np.ndarray, mesh, *, batc
     return state, seconds, metrics
 
 
-def _python_loop_epochs(update, preprocess, state, train: np.ndarray, mesh, *, batch_size: int,
-                        epochs: int, data_key, step_key):
+def _python_loop_epochs(
+    update,
+    preprocess,
+    state,
+    train: np.ndarray,
+    mesh,
+    *,
+    batch_size: int,
+    epochs: int,
+    data_key,
+    step_key,
+):
     """``jax_step``: the compiled step in a Python loop over host batches, in the epoch
     runner's order (the same permutation, the same step keys)."""
     import jax
@@ -126,7 +204,7 @@ def _python_loop_epochs(update, preprocess, state, train: np.ndarray, mesh, *, b
         order = np.asarray(training.epoch_permutation(data_key, epoch, len(train)))
         epoch_metrics = []
         for i in range(steps):
-            batch = train[order[i * batch_size:(i + 1) * batch_size]]
+            batch = train[order[i * batch_size : (i + 1) * batch_size]]
             state, step_metrics = train_step(state, batch, step_key, epoch * steps + i)
             epoch_metrics.append(step_metrics)
         jax.block_until_ready(state)

@@ -108,8 +108,9 @@ def flax_gradients(model: ExampleMLPVAE) -> dict:
     tree: dict = {"encoder": {}, "decoder": {}}
     for name, (part, layer) in _LAYERS.items():
         linear = getattr(model, name)
-        tree[part][layer] = {"Dense_0": {"kernel": linear.weight.grad.numpy().T,
-                                         "bias": linear.bias.grad.numpy()}}
+        tree[part][layer] = {
+            "Dense_0": {"kernel": linear.weight.grad.numpy().T, "bias": linear.bias.grad.numpy()}
+        }
     return tree
 
 
@@ -123,8 +124,9 @@ class SameConv2d(nn.Conv2d):
 
     def forward(self, x):
         pads = []
-        for size, k, s in zip(reversed(x.shape[2:]), reversed(self.kernel_size),
-                              reversed(self.stride)):
+        for size, k, s in zip(
+            reversed(x.shape[2:]), reversed(self.kernel_size), reversed(self.stride)
+        ):
             total = max((-(-size // s) - 1) * s + k - size, 0)
             pads += [total // 2, total - total // 2]
         return F.conv2d(F.pad(x, pads), self.weight, self.bias, self.stride)
@@ -149,13 +151,15 @@ class FosterConvVAE(nn.Module):
         super().__init__()
         widths = (1, *channels)
         self.encoder_convs = nn.ModuleList(
-            SameConv2d(a, b, 3, stride=2) for a, b in zip(widths[:-1], widths[1:]))
+            SameConv2d(a, b, 3, stride=2) for a, b in zip(widths[:-1], widths[1:])
+        )
         self.z_mean = nn.Linear(4 * 4 * channels[-1], latent_dim)
         self.z_log_var = nn.Linear(4 * 4 * channels[-1], latent_dim)
         self.dense = nn.Linear(latent_dim, 4 * 4 * channels[-1])
         back = (channels[-1], *reversed(channels))
         self.decoder_convs = nn.ModuleList(
-            SameConvTranspose2d(a, b, 3, stride=2) for a, b in zip(back[:-1], back[1:]))
+            SameConvTranspose2d(a, b, 3, stride=2) for a, b in zip(back[:-1], back[1:])
+        )
         self.output_conv = SameConv2d(channels[0], 1, 3)
         self.channels = channels
         for module in self.modules():  # Keras' defaults, as vaejax's conv models use
@@ -237,16 +241,23 @@ class DCGANGenerator(nn.Module):
     3,576,704 parameters. Batch norm uses batch statistics in ``train()`` mode, as the example
     and :class:`vaejax.models.gan.Generator` do."""
 
-    def __init__(self, image_size: int = 28, channels: int = 1, width: int = 64,
-                 noise_dim: int = 100):
+    def __init__(
+        self, image_size: int = 28, channels: int = 1, width: int = 64, noise_dim: int = 100
+    ):
         super().__init__()
         start, layers = layout(image_size)
         widths = [width * 2 ** (layers - 1 - i) for i in range(layers)]
-        stack: list[nn.Module] = [nn.ConvTranspose2d(noise_dim, widths[0], start, 1, 0, bias=False),
-                                  nn.BatchNorm2d(widths[0]), nn.ReLU(True)]
+        stack: list[nn.Module] = [
+            nn.ConvTranspose2d(noise_dim, widths[0], start, 1, 0, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(True),
+        ]
         for c_in, c_out in zip(widths[:-1], widths[1:]):
-            stack += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out),
-                      nn.ReLU(True)]
+            stack += [
+                nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(True),
+            ]
         stack += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1, bias=False), nn.Tanh()]
         self.main = nn.Sequential(*stack)
         self.noise_dim = noise_dim
@@ -270,14 +281,15 @@ class DCGANDiscriminator(nn.Module):
     the sigmoid saturates (log(sigmoid(l)) for l << 0 underflows, and BCELoss clamps it at -100).
     """
 
-    def __init__(self, image_size: int = 28, channels: int = 1, width: int = 64,
-                 batch_norm: bool = True):
+    def __init__(
+        self, image_size: int = 28, channels: int = 1, width: int = 64, batch_norm: bool = True
+    ):
         super().__init__()
         start, layers = layout(image_size)
         stack: list[nn.Module] = []
         c_in = channels
         for i in range(layers):
-            c_out = width * 2 ** i
+            c_out = width * 2**i
             stack.append(nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False))
             if i > 0 and batch_norm:
                 stack.append(nn.BatchNorm2d(c_out))
@@ -294,8 +306,9 @@ class DCGANDiscriminator(nn.Module):
 def dcgan_discriminator_loss(real_logits, fake_logits):
     """The example's ``errD_real + errD_fake``: mean BCE of D(x) against 1 plus mean BCE of
     D(G(z)) against 0, on logits (:func:`vaejax.objectives.gan.discriminator_bce`)."""
-    return (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
-            + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+    return F.binary_cross_entropy_with_logits(
+        real_logits, torch.ones_like(real_logits)
+    ) + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
 
 
 def dcgan_generator_loss(fake_logits):
@@ -309,14 +322,16 @@ def _gan_layers(generator: DCGANGenerator, discriminator: DCGANDiscriminator):
     pairs = []
     for part, net in (("generator", generator), ("discriminator", discriminator)):
         counts: dict[str, int] = {}
-        layers = [m for m in net.main if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d,
-                                                         nn.BatchNorm2d))]
+        layers = [
+            m for m in net.main if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d))
+        ]
         for i, module in enumerate(layers):
             if isinstance(module, nn.BatchNorm2d):
                 name, kind = "BatchNorm", "batch_norm"
             elif isinstance(module, nn.ConvTranspose2d):  # the first one is the flax Dense
-                name, kind = ("Dense", "project") if i == 0 else ("ConvTranspose2D",
-                                                                  "conv_transpose")
+                name, kind = (
+                    ("Dense", "project") if i == 0 else ("ConvTranspose2D", "conv_transpose")
+                )
             else:  # the last conv is the flax Dense
                 name, kind = ("Dense", "logit") if i == len(layers) - 1 else ("Conv2D", "conv")
             pairs.append((module, (part, f"{name}_{counts.get(name, 0)}"), kind))
@@ -355,8 +370,9 @@ def _gan_weight_to_flax(kind: str, weight: np.ndarray) -> np.ndarray:
     return weight[:, :, ::-1, ::-1].transpose(2, 3, 0, 1)
 
 
-def load_flax_gan_params(generator: DCGANGenerator, discriminator: DCGANDiscriminator,
-                         params) -> tuple[DCGANGenerator, DCGANDiscriminator]:
+def load_flax_gan_params(
+    generator: DCGANGenerator, discriminator: DCGANDiscriminator, params
+) -> tuple[DCGANGenerator, DCGANDiscriminator]:
     """Copies a :func:`vaejax.models.dcgan` tree ({'generator', 'discriminator'}, built with the
     same image size, channels, widths and batch norm) into the pair; returns it. Batch norm
     ``scale`` / ``bias`` become ``weight`` / ``bias``; see :func:`_gan_weight_to_torch` for the

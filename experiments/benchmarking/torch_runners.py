@@ -14,9 +14,17 @@ import numpy as np
 from experiments.benchmarking.common import GAN_METRICS, SETTINGS, summary
 
 
-def run_torch(variant: str, train: np.ndarray, test: np.ndarray, *, batch_size: int,
-              epochs: int, seed: int = 1, compile_model: bool = False,
-              model: str = "mlp") -> dict[str, Any]:
+def run_torch(
+    variant: str,
+    train: np.ndarray,
+    test: np.ndarray,
+    *,
+    batch_size: int,
+    epochs: int,
+    seed: int = 1,
+    compile_model: bool = False,
+    model: str = "mlp",
+) -> dict[str, Any]:
     """``torch_example`` (mlp only) or ``torch_tuned`` on uint8 images [N, 28, 28, 1]; CUDA if
     present."""
     import torch
@@ -24,25 +32,29 @@ def run_torch(variant: str, train: np.ndarray, test: np.ndarray, *, batch_size: 
     from experiments.benchmarking.torch_reference import ExampleMLPVAE, FosterConvVAE
 
     if model == "conv" and variant == "torch_example":
-        raise ValueError("torch_example is the pytorch/examples MLP; the conv model has "
-                         "torch_tuned")
+        raise ValueError(
+            "torch_example is the pytorch/examples MLP; the conv model has torch_tuned"
+        )
     torch.manual_seed(seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     net = (ExampleMLPVAE() if model == "mlp" else FosterConvVAE()).to(device)
     settings = SETTINGS[model]
-    optimizer = torch.optim.Adam(net.parameters(), lr=settings["learning_rate"],
-                                 eps=settings["adam_eps"])
+    optimizer = torch.optim.Adam(
+        net.parameters(), lr=settings["learning_rate"], eps=settings["adam_eps"]
+    )
     extra: dict[str, Any] = {"platform": device.type, "torch_threads": torch.get_num_threads()}
     if variant == "torch_example":
-        seconds, images_per_epoch = _example_epochs(net, optimizer, train, batch_size=batch_size,
-                                                    epochs=epochs, device=device)
+        seconds, images_per_epoch = _example_epochs(
+            net, optimizer, train, batch_size=batch_size, epochs=epochs, device=device
+        )
     elif variant == "torch_tuned":
         step = _vae_step(net, optimizer, _torch_loss(model))
         if compile_model:
             step = _torch_compiled(step, extra)
         x_all = _torch_images(train, model, device)
-        seconds = _tuned_epochs(step, x_all, batch_size=batch_size, epochs=epochs,
-                                before_epoch=net.train, totals=())
+        seconds = _tuned_epochs(
+            step, x_all, batch_size=batch_size, epochs=epochs, before_epoch=net.train, totals=()
+        )
         images_per_epoch = len(train) // batch_size * batch_size
     else:
         raise ValueError(f"unknown torch variant {variant!r}")
@@ -51,9 +63,17 @@ def run_torch(variant: str, train: np.ndarray, test: np.ndarray, *, batch_size: 
     return summary(seconds, images_per_epoch, _torch_test_loss(net, test, model, device), extra)
 
 
-def run_torch_gan(variant: str, train: np.ndarray, *, batch_size: int, epochs: int,
-                  seed: int = 1, compile_model: bool = False, image_size: int = 28,
-                  width: int = 64) -> dict[str, Any]:
+def run_torch_gan(
+    variant: str,
+    train: np.ndarray,
+    *,
+    batch_size: int,
+    epochs: int,
+    seed: int = 1,
+    compile_model: bool = False,
+    image_size: int = 28,
+    width: int = 64,
+) -> dict[str, Any]:
     """``torch_tuned`` DCGAN training on uint8 images [N, 28, 28, 1]; CUDA if present.
 
     The training set is one tensor in [-1, 1] on the device, batches are index slices of a
@@ -83,8 +103,14 @@ def run_torch_gan(variant: str, train: np.ndarray, *, batch_size: int, epochs: i
         step = _torch_compiled(step, extra)
     x_all = _torch_gan_images(train, image_size, device)
     means: list[float] = []
-    seconds = _tuned_epochs(step, x_all, batch_size=batch_size, epochs=epochs,
-                            totals=(len(GAN_METRICS),), on_epoch_means=means)
+    seconds = _tuned_epochs(
+        step,
+        x_all,
+        batch_size=batch_size,
+        epochs=epochs,
+        totals=(len(GAN_METRICS),),
+        on_epoch_means=means,
+    )
     if device.type == "cuda":
         extra["peak_device_mib"] = torch.cuda.max_memory_allocated() / 2**20
     steps = len(train) // batch_size
@@ -99,9 +125,16 @@ def _sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def _tuned_epochs(step: Callable, x_all, *, batch_size: int, epochs: int,
-                  totals: tuple[int, ...], before_epoch: Callable | None = None,
-                  on_epoch_means: list[float] | None = None) -> list[float]:
+def _tuned_epochs(
+    step: Callable,
+    x_all,
+    *,
+    batch_size: int,
+    epochs: int,
+    totals: tuple[int, ...],
+    before_epoch: Callable | None = None,
+    on_epoch_means: list[float] | None = None,
+) -> list[float]:
     """The ``torch_tuned`` loop: each epoch ``step`` on index slices of a fresh ``randperm`` of
     ``x_all`` (the ragged batch dropped), its outputs (of shape ``totals``) summed on the device
     and read once; returns the seconds of each epoch. ``on_epoch_means`` receives the last
@@ -118,7 +151,7 @@ def _tuned_epochs(step: Callable, x_all, *, batch_size: int, epochs: int,
         order = torch.randperm(len(x_all), device=device)
         total = torch.zeros(totals, device=device)
         for i in range(steps):
-            total += step(x_all[order[i * batch_size:(i + 1) * batch_size]])
+            total += step(x_all[order[i * batch_size : (i + 1) * batch_size]])
         if on_epoch_means is None:
             float(total)
         else:
@@ -142,8 +175,9 @@ def _vae_step(net, optimizer, loss_fn: Callable) -> Callable:
     return step
 
 
-def _example_epochs(net, optimizer, train: np.ndarray, *, batch_size: int, epochs: int,
-                    device) -> tuple[list[float], int]:
+def _example_epochs(
+    net, optimizer, train: np.ndarray, *, batch_size: int, epochs: int, device
+) -> tuple[list[float], int]:
     """``torch_example``: pytorch/examples' loop over a ``DataLoader`` of PIL-made items,
     ``loss.item()`` every step; returns (seconds per epoch, images per epoch)."""
     import torch
@@ -151,8 +185,11 @@ def _example_epochs(net, optimizer, train: np.ndarray, *, batch_size: int, epoch
     from experiments.benchmarking.torch_reference import example_loss
 
     loader = torch.utils.data.DataLoader(
-        _PILMnist(train), batch_size=batch_size, shuffle=True,
-        **({"num_workers": 1, "pin_memory": True} if device.type == "cuda" else {}))
+        _PILMnist(train),
+        batch_size=batch_size,
+        shuffle=True,
+        **({"num_workers": 1, "pin_memory": True} if device.type == "cuda" else {}),
+    )
     seconds = []
     for _ in range(epochs):
         start = time.perf_counter()
@@ -184,8 +221,9 @@ def _gan_step(generator, discriminator, noise_dim: int, device) -> Callable:
     settings = SETTINGS["dcgan"]
 
     def adam(module):
-        return torch.optim.Adam(module.parameters(), lr=settings["learning_rate"],
-                                betas=settings["betas"])
+        return torch.optim.Adam(
+            module.parameters(), lr=settings["learning_rate"], betas=settings["betas"]
+        )
 
     g_optimizer, d_optimizer = adam(generator), adam(discriminator)
     g_params = list(generator.parameters())
@@ -200,13 +238,19 @@ def _gan_step(generator, discriminator, noise_dim: int, device) -> Callable:
         d_loss.backward()
         d_optimizer.step()
         g_optimizer.zero_grad(set_to_none=True)
-        g_loss = dcgan_generator_loss(discriminator(generator(
-            torch.randn(n, noise_dim, device=device))))
+        g_loss = dcgan_generator_loss(
+            discriminator(generator(torch.randn(n, noise_dim, device=device)))
+        )
         g_loss.backward(inputs=g_params)
         g_optimizer.step()
-        return torch.stack([d_loss.detach(), g_loss.detach(),
-                            torch.sigmoid(real_logits.detach()).mean(),
-                            torch.sigmoid(fake_logits.detach()).mean()])
+        return torch.stack(
+            [
+                d_loss.detach(),
+                g_loss.detach(),
+                torch.sigmoid(real_logits.detach()).mean(),
+                torch.sigmoid(fake_logits.detach()).mean(),
+            ]
+        )
 
     return step
 

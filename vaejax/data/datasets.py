@@ -45,8 +45,11 @@ def _holds_raw_files(folder: Path) -> bool:
     return all((folder / f"{stem}.gz").is_file() for pair in IDX_FILES.values() for stem in pair)
 
 
-def find_raw_dir(name: str, raw_data_dir: os.PathLike | str | None = None,
-                 manual_dir: os.PathLike | str | None = None) -> Path | None:
+def find_raw_dir(
+    name: str,
+    raw_data_dir: os.PathLike | str | None = None,
+    manual_dir: os.PathLike | str | None = None,
+) -> Path | None:
     """The local folder with the four raw ``.gz`` files of ``name``, or None to download.
 
     Looked for, in this order: ``raw_data_dir`` (the ``--raw_data_dir`` flag), the environment
@@ -54,15 +57,19 @@ def find_raw_dir(name: str, raw_data_dir: os.PathLike | str | None = None,
     Each may be the folder holding the files or a parent with a ``<name>/`` folder holding them.
     A folder given explicitly (flag or environment) that holds neither is an error.
     """
-    explicit = [(raw_data_dir, "--raw_data_dir"),
-                (os.environ.get(RAW_DATA_DIR_ENV) or None, RAW_DATA_DIR_ENV)]
+    explicit = [
+        (raw_data_dir, "--raw_data_dir"),
+        (os.environ.get(RAW_DATA_DIR_ENV) or None, RAW_DATA_DIR_ENV),
+    ]
     for folder, origin in explicit:
         if folder is None:
             continue
         folder = Path(folder).expanduser()
         if not folder.is_dir():
-            raise DataError(f"{origin}={folder} does not exist: point it at the folder with "
-                            f"the {name} raw .gz files")
+            raise DataError(
+                f"{origin}={folder} does not exist: point it at the folder with "
+                f"the {name} raw .gz files"
+            )
         for candidate in (folder, folder / name):
             if _holds_raw_files(candidate):
                 return candidate
@@ -99,8 +106,11 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets").expanduser()
 
 
-def prepare(name: str, data_dir: os.PathLike | str | None = None,
-            raw_data_dir: os.PathLike | str | None = None) -> Path:
+def prepare(
+    name: str,
+    data_dir: os.PathLike | str | None = None,
+    raw_data_dir: os.PathLike | str | None = None,
+) -> Path:
     """Makes sure ``<data_dir>/<name>/3.0.1`` is prepared; returns that folder.
 
     Nothing is done when it already is. Otherwise the raw files come from
@@ -131,8 +141,10 @@ def prepare(name: str, data_dir: os.PathLike | str | None = None,
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise DataError(f"cannot create the tfds data directory {data_dir} ({e}): "
-                        "pass --data_dir to a writable folder") from None
+        raise DataError(
+            f"cannot create the tfds data directory {data_dir} ({e}): "
+            "pass --data_dir to a writable folder"
+        ) from None
     from vaejax.data import (
         tfds_builders,  # imports tensorflow_datasets, which takes seconds
     )
@@ -152,12 +164,16 @@ def _check_prepared(builder_dir: Path) -> None:
     try:
         info = json.loads((builder_dir / "dataset_info.json").read_text())
     except (OSError, ValueError) as e:
-        raise DataError(f"{builder_dir}/dataset_info.json is unreadable ({e}): delete "
-                        f"{builder_dir} to prepare it again") from None
+        raise DataError(
+            f"{builder_dir}/dataset_info.json is unreadable ({e}): delete "
+            f"{builder_dir} to prepare it again"
+        ) from None
     file_format = info.get("fileFormat", "tfrecord")
     if file_format != "array_record":
-        raise DataError(f"{builder_dir} holds {file_format} files, which tfds.data_source cannot "
-                        f"read: pass another --data_dir (vaejax prepares array_record files)")
+        raise DataError(
+            f"{builder_dir} holds {file_format} files, which tfds.data_source cannot "
+            f"read: pass another --data_dir (vaejax prepares array_record files)"
+        )
 
 
 def _cache_path(builder_dir: Path, split: str) -> Path:
@@ -195,8 +211,7 @@ def read_tfds_split(name: str, split: str, data_dir: os.PathLike | str) -> Image
     import tensorflow_datasets as tfds
 
     try:
-        source = tfds.data_source(name, split=split, data_dir=os.fspath(data_dir),
-                                  download=False)
+        source = tfds.data_source(name, split=split, data_dir=os.fspath(data_dir), download=False)
         records = source.__getitems__(range(len(source)))
         images = np.stack([r["image"] for r in records]).astype(np.uint8)
         labels = np.asarray([r["label"] for r in records], dtype=np.int32)
@@ -204,13 +219,19 @@ def read_tfds_split(name: str, split: str, data_dir: os.PathLike | str) -> Image
     except Exception as e:  # noqa: BLE001 - any failure here means damaged prepared files
         folder = Path(data_dir) / name / TFDS_VERSION
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(f"cannot read the prepared {name} {split} split ({reason}): delete "
-                        f"{folder} to prepare it again") from None
+        raise DataError(
+            f"cannot read the prepared {name} {split} split ({reason}): delete "
+            f"{folder} to prepare it again"
+        ) from None
     return ImageSplit(images, labels)
 
 
-def load_split(name: str, split: str, data_dir: os.PathLike | str | None = None,
-               raw_data_dir: os.PathLike | str | None = None) -> ImageSplit:
+def load_split(
+    name: str,
+    split: str,
+    data_dir: os.PathLike | str | None = None,
+    raw_data_dir: os.PathLike | str | None = None,
+) -> ImageSplit:
     """One split of ``name`` as uint8 arrays, preparing the tfds files first if needed.
 
     Without tensorflow-datasets installed (e.g. a bare accelerator image) the raw files are

@@ -1,5 +1,4 @@
-"""The datasets' specs and the raw IDX files: reading and checking them.
-"""
+"""The datasets' specs and the raw IDX files: reading and checking them."""
 
 from __future__ import annotations
 
@@ -67,8 +66,16 @@ DATASETS: dict[str, DatasetSpec] = {
         name="fashion_mnist",
         url="http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
         class_names=(
-            "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
         ),
         md5={
             "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
@@ -130,8 +137,10 @@ def read_idx(path: os.PathLike | str, spec: DatasetSpec | None = None) -> np.nda
         if want is not None and got != want:
             others = [other.name for other in DATASETS.values() if other.md5.get(stem) == got]
             if others:
-                raise DataError(f"{path} is {others[0]} data, not {spec.name}: point the raw data "
-                                f"folder at the {spec.name} files")
+                raise DataError(
+                    f"{path} is {others[0]} data, not {spec.name}: point the raw data "
+                    f"folder at the {spec.name} files"
+                )
             raise DataError(f"{path} does not match the official {spec.name} data (md5): {fix}")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
@@ -139,12 +148,14 @@ def read_idx(path: os.PathLike | str, spec: DatasetSpec | None = None) -> np.nda
 def read_idx_split(raw_dir: os.PathLike | str, split: str, spec: DatasetSpec) -> ImageSplit:
     """Reads one split from a folder holding the raw ``.gz`` files; checks shapes and md5."""
     image_file, label_file = IDX_FILES[split]
-    return read_idx_pair(Path(raw_dir) / f"{image_file}.gz", Path(raw_dir) / f"{label_file}.gz",
-                         split, spec)
+    return read_idx_pair(
+        Path(raw_dir) / f"{image_file}.gz", Path(raw_dir) / f"{label_file}.gz", split, spec
+    )
 
 
-def read_idx_pair(image_path: os.PathLike | str, label_path: os.PathLike | str, split: str,
-                  spec: DatasetSpec) -> ImageSplit:
+def read_idx_pair(
+    image_path: os.PathLike | str, label_path: os.PathLike | str, split: str, spec: DatasetSpec
+) -> ImageSplit:
     """Reads the image and label files of one split; checks shapes and md5."""
     images = read_idx(image_path, spec)
     labels = read_idx(label_path, spec)

@@ -72,8 +72,9 @@ def pad_images(images: jax.Array, size: int) -> jax.Array:
     return jnp.pad(images, [(0, 0)] * (images.ndim - 3) + [(pad_h, pad_h), (pad_w, pad_w), (0, 0)])
 
 
-def make_batch_preprocessor(image_size: int = 28, dynamic_binarization: bool = False
-                            ) -> Callable[[jax.Array, jax.Array], jax.Array]:
+def make_batch_preprocessor(
+    image_size: int = 28, dynamic_binarization: bool = False
+) -> Callable[[jax.Array, jax.Array], jax.Array]:
     """Returns ``preprocess(images_uint8, key) -> float32 [B, image_size, image_size, 1]``.
 
     Runs on the device inside the compiled step: scale to [0, 1], optionally binarize with
@@ -105,7 +106,8 @@ def random_shift(key: jax.Array, images: jax.Array, max_shift: int) -> jax.Array
     padded = jnp.pad(images, [(0, 0), (max_shift, max_shift), (max_shift, max_shift), (0, 0)])
     offsets = jax.random.randint(key, (images.shape[0], 2), 0, 2 * max_shift + 1)
     crop = lambda image, offset: jax.lax.dynamic_slice(
-        image, (offset[0], offset[1], 0), (height, width, image.shape[-1]))
+        image, (offset[0], offset[1], 0), (height, width, image.shape[-1])
+    )
     return jax.vmap(crop)(padded, offsets)
 
 

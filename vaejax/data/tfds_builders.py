@@ -41,10 +41,12 @@ class _IdxImageBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         return tfds.core.DatasetInfo(
             builder=self,
             description=f"{self.name}: 28x28 grey images in 10 classes, read from raw IDX files.",
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=idx.IMAGE_SHAPE),
-                "label": tfds.features.ClassLabel(names=list(self.spec.class_names)),
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=idx.IMAGE_SHAPE),
+                    "label": tfds.features.ClassLabel(names=list(self.spec.class_names)),
+                }
+            ),
             supervised_keys=("image", "label"),
             disable_shuffling=True,
         )
@@ -53,19 +55,22 @@ class _IdxImageBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         splits = self._splits
         if splits is None:
             # download (not download_and_extract): the reader opens the .gz files itself
-            urls = {stem: f"{self.spec.url}{stem}.gz"
-                    for pair in idx.IDX_FILES.values() for stem in pair}
+            urls = {
+                stem: f"{self.spec.url}{stem}.gz"
+                for pair in idx.IDX_FILES.values()
+                for stem in pair
+            }
             paths = dl_manager.download(urls)
-            splits = {split: idx.read_idx_pair(paths[image_stem], paths[label_stem], split,
-                                                self.spec)
-                      for split, (image_stem, label_stem) in idx.IDX_FILES.items()}
+            splits = {
+                split: idx.read_idx_pair(paths[image_stem], paths[label_stem], split, self.spec)
+                for split, (image_stem, label_stem) in idx.IDX_FILES.items()
+            }
         return {split: self._generate_examples(arrays) for split, arrays in splits.items()}
 
     def _generate_examples(self, arrays: idx.ImageSplit):
         for index, (image, label) in enumerate(zip(arrays.images, arrays.labels)):
             # A PIL image is PNG-encoded by PIL; a numpy array would need TensorFlow to encode.
-            yield index, {"image": PIL.Image.fromarray(image[..., 0]),
-                          "label": int(label)}
+            yield index, {"image": PIL.Image.fromarray(image[..., 0]), "label": int(label)}
 
 
 class Mnist(_IdxImageBuilder, skip_registration=True):
@@ -79,12 +84,12 @@ class FashionMnist(_IdxImageBuilder, skip_registration=True):
 BUILDERS = {cls.name: cls for cls in (Mnist, FashionMnist)}
 
 
-def builder(name: str, *, data_dir: os.PathLike | str,
-            splits: dict[str, idx.ImageSplit] | None = None) -> _IdxImageBuilder:
+def builder(
+    name: str, *, data_dir: os.PathLike | str, splits: dict[str, idx.ImageSplit] | None = None
+) -> _IdxImageBuilder:
     """The array_record builder for ``name`` (``mnist`` or ``fashion_mnist``).
 
     ``splits``: the train and test arrays, read from local raw files; None downloads them.
     """
     idx.dataset_spec(name)  # a clear error for an unknown name
-    return BUILDERS[name](data_dir=os.fspath(data_dir), splits=splits,
-                          file_format="array_record")
+    return BUILDERS[name](data_dir=os.fspath(data_dir), splits=splits, file_format="array_record")

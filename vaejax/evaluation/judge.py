@@ -52,23 +52,29 @@ def load(workdir: str | Path, dataset: str) -> TrainedClassifier:
     replaced). Raises ConfigError, naming the command that makes one, if there is none or it was
     trained on another dataset."""
     workdir = Path(str(workdir).replace("{dataset}", dataset))
-    make = (f"python -m experiments.classifier --dataset {dataset} --workdir {workdir}")
+    make = f"python -m experiments.classifier --dataset {dataset} --workdir {workdir}"
     summary_path, params_path = workdir / SUMMARY, workdir / "params.msgpack"
     if not summary_path.is_file() or not params_path.is_file():
         raise ConfigError(f"no trained classifier in {workdir}: train one with `{make}`")
     try:
         summary = json.loads(summary_path.read_text())
         model = LeNet(summary["num_classes"], hidden_dim=summary["hidden_dim"])
-        target = jax.eval_shape(lambda: model.init(jax.random.key(0),
-                                                   jnp.zeros((1, 28, 28, 1)))["params"])
-        params = io.load_params(params_path, jax.tree_util.tree_map(
-            lambda s: np.zeros(s.shape, s.dtype), target))
+        target = jax.eval_shape(
+            lambda: model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
+        )
+        params = io.load_params(
+            params_path, jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), target)
+        )
     except (ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"the classifier in {workdir} is unreadable ({e}): retrain it with "
-                          f"`{make}` into a new --workdir") from None
+        raise ConfigError(
+            f"the classifier in {workdir} is unreadable ({e}): retrain it with "
+            f"`{make}` into a new --workdir"
+        ) from None
     if summary["dataset"] != dataset:
-        raise ConfigError(f"the classifier in {workdir} was trained on {summary['dataset']}, "
-                          f"not {dataset}: pass --classifier_workdir of a {dataset} classifier")
+        raise ConfigError(
+            f"the classifier in {workdir} was trained on {summary['dataset']}, "
+            f"not {dataset}: pass --classifier_workdir of a {dataset} classifier"
+        )
     return TrainedClassifier(model, params, dataset, summary["test_accuracy"])
 
 
@@ -76,10 +82,13 @@ def activations(classifier: TrainedClassifier, images, batch_size: int = 1000) -
     """Activations of images [N, 28, 28, 1] in [0, 1] (host or device arrays), as host arrays,
     computed in batches of ``batch_size``."""
     apply = _compiled_apply(classifier.model)
-    parts = [apply(classifier.params, jnp.asarray(images[i: i + batch_size], jnp.float32))
-             for i in range(0, len(images), batch_size)]
-    return Activations(*(np.concatenate([np.asarray(getattr(p, f)) for p in parts])
-                         for f in Activations._fields))
+    parts = [
+        apply(classifier.params, jnp.asarray(images[i : i + batch_size], jnp.float32))
+        for i in range(0, len(images), batch_size)
+    ]
+    return Activations(
+        *(np.concatenate([np.asarray(getattr(p, f)) for p in parts]) for f in Activations._fields)
+    )
 
 
 @functools.cache
@@ -101,8 +110,10 @@ def perceptual_distance(classifier: TrainedClassifier, x: jax.Array, y: jax.Arra
     x, y = crop_padded(x), crop_padded(y)
     a = classifier.model.apply({"params": classifier.params}, x)
     b = classifier.model.apply({"params": classifier.params}, y)
-    return sum(jnp.sum(jnp.square(p - q).reshape(x.shape[0], -1), axis=1)
-               for p, q in ((a.conv1, b.conv1), (a.conv2, b.conv2)))
+    return sum(
+        jnp.sum(jnp.square(p - q).reshape(x.shape[0], -1), axis=1)
+        for p, q in ((a.conv1, b.conv1), (a.conv2, b.conv2))
+    )
 
 
 def perceptual_loss(classifier: TrainedClassifier):
@@ -144,14 +155,19 @@ class Judge(NamedTuple):
         probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
         probabilities /= probabilities.sum(axis=1, keepdims=True)
         score, spread = sample_quality.inception_score(probabilities, INCEPTION_SPLITS)
-        coverage = sample_quality.mode_coverage(np.argmax(acts.logits, axis=1),
-                                                acts.logits.shape[1])
-        return {"fid": sample_quality.frechet_distance(mean, covariance, self.reference_mean,
-                                                       self.reference_covariance),
-                "inception_score": score, "inception_score_std": spread,
-                "classes_covered": coverage["classes_covered"],
-                "largest_class_fraction": coverage["largest_class_fraction"],
-                "class_histogram": coverage["histogram"]}
+        coverage = sample_quality.mode_coverage(
+            np.argmax(acts.logits, axis=1), acts.logits.shape[1]
+        )
+        return {
+            "fid": sample_quality.frechet_distance(
+                mean, covariance, self.reference_mean, self.reference_covariance
+            ),
+            "inception_score": score,
+            "inception_score_std": spread,
+            "classes_covered": coverage["classes_covered"],
+            "largest_class_fraction": coverage["largest_class_fraction"],
+            "class_histogram": coverage["histogram"],
+        }
 
 
 def epoch_judge(config, train_images, log) -> Judge | None:
@@ -166,12 +182,15 @@ def epoch_judge(config, train_images, log) -> Judge | None:
         return None
 
 
-def judge_epoch(judge: Judge, sampler: Sampler, key: jax.Array, n: int,
-                num_classes: int) -> tuple[dict, str]:
+def judge_epoch(
+    judge: Judge, sampler: Sampler, key: jax.Array, n: int, num_classes: int
+) -> tuple[dict, str]:
     """Scores n samples drawn by ``sampler``: (the scores, '  FID ..  IS ..  classes ../..')."""
     scores = judge.score(draw(sampler, key, n))
-    return scores, (f"  FID {scores['fid']:.2f}  IS {scores['inception_score']:.2f}  classes "
-                    f"{scores['classes_covered']}/{num_classes}")
+    return scores, (
+        f"  FID {scores['fid']:.2f}  IS {scores['inception_score']:.2f}  classes "
+        f"{scores['classes_covered']}/{num_classes}"
+    )
 
 
 Sampler = Callable[[jax.Array, int], np.ndarray]  # (key, n) -> images [n, 28, 28, 1] in [0, 1]
@@ -180,13 +199,16 @@ Sampler = Callable[[jax.Array, int], np.ndarray]  # (key, n) -> images [n, 28, 2
 def draw(sampler: Sampler, key: jax.Array, n: int, batch_size: int = 500) -> np.ndarray:
     """n images from ``sampler``, batch b drawn with fold_in(key, b) (batches of 500: a GAN's
     batch normalization sees that many)."""
-    parts = [sampler(jax.random.fold_in(key, b), min(batch_size, n - start))
-             for b, start in enumerate(range(0, n, batch_size))]
+    parts = [
+        sampler(jax.random.fold_in(key, b), min(batch_size, n - start))
+        for b, start in enumerate(range(0, n, batch_size))
+    ]
     return np.concatenate(parts)
 
 
-def timed_draw(sampler: Sampler, key: jax.Array, n: int, batch_size: int = 500
-               ) -> tuple[np.ndarray, float | None]:
+def timed_draw(
+    sampler: Sampler, key: jax.Array, n: int, batch_size: int = 500
+) -> tuple[np.ndarray, float | None]:
     """:func:`draw`, and the samples per second of the batches after the first (which compiles);
     None with a single batch."""
     timings = []  # (images, seconds) per batch

@@ -27,8 +27,10 @@ def _codes(z, name: str = "z") -> np.ndarray:
     """``z`` as float64 [N, D] with N >= 1."""
     z = np.asarray(z, dtype=np.float64)
     if z.ndim != 2 or z.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty [N, D] array, got shape {z.shape}: "
-                         "reshape single codes with z[None]")
+        raise ValueError(
+            f"{name} must be a non-empty [N, D] array, got shape {z.shape}: "
+            "reshape single codes with z[None]"
+        )
     if not np.isfinite(z).all():
         raise ValueError(f"{name} contains NaN or inf: drop those rows first")
     return z
@@ -82,8 +84,10 @@ def sample_box(key: jax.Array, low, high, n: int) -> jax.Array:
     low = jnp.asarray(low, dtype=jnp.result_type(float))
     high = jnp.asarray(high, dtype=low.dtype)
     if low.ndim != 1 or low.shape != high.shape:
-        raise ValueError(f"low and high must be [D] of equal shape, got {low.shape} and "
-                         f"{high.shape}: pass the output of bounding_box")
+        raise ValueError(
+            f"low and high must be [D] of equal shape, got {low.shape} and "
+            f"{high.shape}: pass the output of bounding_box"
+        )
     return jax.random.uniform(key, (n, low.shape[0]), dtype=low.dtype, minval=low, maxval=high)
 
 
@@ -225,8 +229,10 @@ def pca_transform(x, mean, components) -> np.ndarray:
     mean = np.asarray(mean, dtype=np.float64)
     components = np.asarray(components, dtype=np.float64)
     if mean.shape != (x.shape[1],) or components.ndim != 2 or components.shape[1] != x.shape[1]:
-        raise ValueError(f"mean {mean.shape} and components {components.shape} do not match "
-                         f"x {x.shape}: pass the output of pca_fit on data of the same D")
+        raise ValueError(
+            f"mean {mean.shape} and components {components.shape} do not match "
+            f"x {x.shape}: pass the output of pca_fit on data of the same D"
+        )
     return (x - mean) @ components.T
 
 
@@ -294,8 +300,9 @@ def _majority_vote(neighbour_classes: np.ndarray, n_classes: int) -> np.ndarray:
     return neighbour_classes[np.arange(batch), first_top]
 
 
-def knn_accuracy(train_codes, train_labels, test_codes, test_labels, k: int = 5,
-                 batch_size: int = 1000) -> float:
+def knn_accuracy(
+    train_codes, train_labels, test_codes, test_labels, k: int = 5, batch_size: int = 1000
+) -> float:
     """Accuracy in [0, 1] of k-nearest-neighbour classification of test codes by train codes.
 
     numpy float64. ``train_codes`` [M, D] with ``train_labels`` [M], ``test_codes`` [N, D] with
@@ -312,11 +319,15 @@ def knn_accuracy(train_codes, train_labels, test_codes, test_labels, k: int = 5,
     k = _require_positive_int(k, "k")
     batch_size = _require_positive_int(batch_size, "batch_size")
     if train.shape[1] != test.shape[1]:
-        raise ValueError(f"train codes have D = {train.shape[1]} but test codes D = "
-                         f"{test.shape[1]}: encode both with the same model")
+        raise ValueError(
+            f"train codes have D = {train.shape[1]} but test codes D = "
+            f"{test.shape[1]}: encode both with the same model"
+        )
     if train_labels.shape != (train.shape[0],) or test_labels.shape != (test.shape[0],):
-        raise ValueError(f"labels {train_labels.shape}, {test_labels.shape} do not match codes "
-                         f"{train.shape}, {test.shape}: pass one label per code")
+        raise ValueError(
+            f"labels {train_labels.shape}, {test_labels.shape} do not match codes "
+            f"{train.shape}, {test.shape}: pass one label per code"
+        )
     if k > train.shape[0]:
         raise ValueError(f"k = {k} exceeds the {train.shape[0]} train codes: use a smaller k")
     classes, train_classes = np.unique(train_labels, return_inverse=True)
@@ -326,11 +337,10 @@ def knn_accuracy(train_codes, train_labels, test_codes, test_labels, k: int = 5,
     distances = np.empty((min(batch_size, test.shape[0]), operands.shape[1]))
     n_correct = 0
     for start in range(0, test.shape[0], batch_size):
-        batch = test[start:start + batch_size]
-        batch_distances = distances[:batch.shape[0]]
-        np.matmul(np.column_stack([batch, np.ones(batch.shape[0])]), operands,
-                  out=batch_distances)
+        batch = test[start : start + batch_size]
+        batch_distances = distances[: batch.shape[0]]
+        np.matmul(np.column_stack([batch, np.ones(batch.shape[0])]), operands, out=batch_distances)
         nearest = _nearest_indices(batch_distances, k)
         predicted = classes[_majority_vote(train_classes[nearest], classes.size)]
-        n_correct += int(np.sum(predicted == test_labels[start:start + batch_size]))
+        n_correct += int(np.sum(predicted == test_labels[start : start + batch_size]))
     return n_correct / test.shape[0]

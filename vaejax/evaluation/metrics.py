@@ -17,11 +17,15 @@ def _scores_and_labels(scores, is_positive) -> tuple[np.ndarray, np.ndarray]:
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(is_positive)
     if scores.ndim != 1 or labels.ndim != 1:
-        raise ValueError(f"scores and is_positive must be 1-D, got shapes {scores.shape} and "
-                         f"{labels.shape}: flatten them with np.ravel")
+        raise ValueError(
+            f"scores and is_positive must be 1-D, got shapes {scores.shape} and "
+            f"{labels.shape}: flatten them with np.ravel"
+        )
     if scores.shape != labels.shape:
-        raise ValueError(f"scores has {scores.size} entries but is_positive has {labels.size}: "
-                         "pass one label per score")
+        raise ValueError(
+            f"scores has {scores.size} entries but is_positive has {labels.size}: "
+            "pass one label per score"
+        )
     if np.isnan(scores).any():
         raise ValueError("scores contain NaN: drop or replace those entries before ranking")
     if labels.dtype != np.bool_:
@@ -36,8 +40,10 @@ def _require_both_classes(labels: np.ndarray, metric: str) -> tuple[int, int]:
     n_pos = int(labels.sum())
     n_neg = labels.size - n_pos
     if n_pos == 0 or n_neg == 0:
-        raise ValueError(f"{metric} needs both classes, got {n_pos} positives and {n_neg} "
-                         "negatives: evaluate on a set containing both")
+        raise ValueError(
+            f"{metric} needs both classes, got {n_pos} positives and {n_neg} "
+            "negatives: evaluate on a set containing both"
+        )
     return n_pos, n_neg
 
 
@@ -136,11 +142,15 @@ def _squared_errors(clean, other, max_value: float) -> np.ndarray:
     clean = np.asarray(clean, dtype=np.float64)
     other = np.asarray(other, dtype=np.float64)
     if clean.shape != other.shape:
-        raise ValueError(f"clean has shape {clean.shape} but other has {other.shape}: "
-                         "compare images of the same shape")
+        raise ValueError(
+            f"clean has shape {clean.shape} but other has {other.shape}: "
+            "compare images of the same shape"
+        )
     if clean.ndim < 2 or clean.shape[0] == 0:
-        raise ValueError(f"expected a non-empty batch [N, ...], got shape {clean.shape}: "
-                         "add a batch axis with x[None]")
+        raise ValueError(
+            f"expected a non-empty batch [N, ...], got shape {clean.shape}: "
+            "add a batch axis with x[None]"
+        )
     if not max_value > 0:
         raise ValueError(f"max_value must be > 0, got {max_value}: 1.0 for [0, 1], 255 for uint8")
     return np.square(clean - other)

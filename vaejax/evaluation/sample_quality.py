@@ -25,11 +25,15 @@ def gaussian_fit(features) -> tuple[np.ndarray, np.ndarray]:
     """
     features = np.asarray(features, dtype=np.float64)
     if features.ndim != 2:
-        raise ValueError(f"features must be 2-D [N, D], got shape {features.shape}: "
-                         "flatten each sample's features with x.reshape(len(x), -1)")
+        raise ValueError(
+            f"features must be 2-D [N, D], got shape {features.shape}: "
+            "flatten each sample's features with x.reshape(len(x), -1)"
+        )
     if features.shape[0] < 2:
-        raise ValueError(f"a covariance needs at least 2 samples, got {features.shape[0]}: "
-                         "pass more samples (FID is biased upward for small N anyway)")
+        raise ValueError(
+            f"a covariance needs at least 2 samples, got {features.shape[0]}: "
+            "pass more samples (FID is biased upward for small N anyway)"
+        )
     if not np.isfinite(features).all():
         raise ValueError("features contain NaN or inf: check the classifier's outputs")
     mean = features.mean(axis=0)
@@ -45,8 +49,10 @@ def _check_covariances(cov1, cov2) -> tuple[np.ndarray, np.ndarray]:
     if cov1.ndim != 2 or cov1.shape[0] != cov1.shape[1]:
         raise ValueError(f"cov1 must be a square [D, D] matrix, got shape {cov1.shape}")
     if cov1.shape != cov2.shape:
-        raise ValueError(f"cov1 has shape {cov1.shape} but cov2 has {cov2.shape}: "
-                         "compare features of the same dimension")
+        raise ValueError(
+            f"cov1 has shape {cov1.shape} but cov2 has {cov2.shape}: "
+            "compare features of the same dimension"
+        )
     return cov1, cov2
 
 
@@ -83,8 +89,10 @@ def frechet_distance(mean1, cov1, mean2, cov2) -> float:
     mean1 = np.asarray(mean1, dtype=np.float64)
     mean2 = np.asarray(mean2, dtype=np.float64)
     if mean1.shape != (cov1.shape[0],) or mean2.shape != mean1.shape:
-        raise ValueError(f"means must both have shape ({cov1.shape[0]},) to match the "
-                         f"covariances, got {mean1.shape} and {mean2.shape}")
+        raise ValueError(
+            f"means must both have shape ({cov1.shape[0]},) to match the "
+            f"covariances, got {mean1.shape} and {mean2.shape}"
+        )
     mean_term = float(np.sum(np.square(mean1 - mean2)))
     value = mean_term + np.trace(cov1) + np.trace(cov2) - 2.0 * trace_sqrt_product(cov1, cov2)
     return max(float(value), 0.0)
@@ -104,14 +112,19 @@ def _check_probabilities(probabilities, splits: int) -> np.ndarray:
     """float64 copy of softmax rows [N, C]; ValueError unless valid and 1 <= splits <= N."""
     probabilities = np.asarray(probabilities, dtype=np.float64)
     if probabilities.ndim != 2 or probabilities.shape[0] == 0:
-        raise ValueError(f"probabilities must be non-empty 2-D [N, C], got shape "
-                         f"{probabilities.shape}: pass the classifier's softmax per sample")
+        raise ValueError(
+            f"probabilities must be non-empty 2-D [N, C], got shape "
+            f"{probabilities.shape}: pass the classifier's softmax per sample"
+        )
     if not np.isfinite(probabilities).all() or (probabilities < 0).any():
-        raise ValueError("probabilities must be finite and non-negative: pass softmax outputs, "
-                         "not logits")
+        raise ValueError(
+            "probabilities must be finite and non-negative: pass softmax outputs, not logits"
+        )
     if not np.allclose(probabilities.sum(axis=1), 1.0, rtol=0.0, atol=1e-3):
-        raise ValueError("each row of probabilities must sum to 1 (within 1e-3): apply softmax "
-                         "to the logits first")
+        raise ValueError(
+            "each row of probabilities must sum to 1 (within 1e-3): apply softmax "
+            "to the logits first"
+        )
     n = probabilities.shape[0]
     if isinstance(splits, bool) or int(splits) != splits or not 1 <= splits <= n:
         raise ValueError(f"splits must be an integer in [1, N={n}], got {splits}")
@@ -149,12 +162,15 @@ def _check_labels(labels, num_classes: int) -> np.ndarray:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes}")
     if not np.issubdtype(labels.dtype, np.integer):
         if not np.issubdtype(labels.dtype, np.number) or (labels != np.round(labels)).any():
-            raise ValueError("labels must be integer class indices: take argmax of the "
-                             "probabilities")
+            raise ValueError(
+                "labels must be integer class indices: take argmax of the probabilities"
+            )
     labels = labels.astype(np.int64)
     if labels.min() < 0 or labels.max() >= num_classes:
-        raise ValueError(f"labels must lie in [0, {num_classes}), got values from {labels.min()} "
-                         f"to {labels.max()}")
+        raise ValueError(
+            f"labels must lie in [0, {num_classes}), got values from {labels.min()} "
+            f"to {labels.max()}"
+        )
     return labels
 
 
@@ -170,8 +186,9 @@ def mode_coverage(labels, num_classes: int, min_fraction: float = 0.1) -> dict:
     """
     labels = _check_labels(labels, num_classes)
     if not min_fraction > 0:
-        raise ValueError(f"min_fraction must be > 0, got {min_fraction}: 0.1 means a tenth of a "
-                         "uniform share")
+        raise ValueError(
+            f"min_fraction must be > 0, got {min_fraction}: 0.1 means a tenth of a uniform share"
+        )
     counts = np.bincount(labels, minlength=int(num_classes))
     n = labels.size
     threshold = float(min_fraction) * n / int(num_classes)

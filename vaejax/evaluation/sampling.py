@@ -1,5 +1,4 @@
-"""Drawing and timing diffusion samples; the noising and denoising strips.
-"""
+"""Drawing and timing diffusion samples; the noising and denoising strips."""
 
 from __future__ import annotations
 
@@ -22,8 +21,11 @@ def sampling_rate(sample, params, key: jax.Array, n: int) -> tuple[np.ndarray, d
     compiled_at = time.perf_counter()
     images = np.asarray(compiled(params, key))
     seconds = time.perf_counter() - compiled_at
-    return images, {"compile_seconds": compiled_at - start, "seconds": seconds,
-                    "samples_per_second": n / seconds}
+    return images, {
+        "compile_seconds": compiled_at - start,
+        "seconds": seconds,
+        "samples_per_second": n / seconds,
+    }
 
 
 def to_unit(x: jax.Array) -> jax.Array:
@@ -42,22 +44,29 @@ def strip_timesteps(timesteps: int, frames: int = 10) -> np.ndarray:
     return np.round(np.linspace(0, timesteps - 1, frames)).astype(np.int32)
 
 
-def noising_strip(schedule: Schedule, x0: jax.Array, key: jax.Array, times: np.ndarray
-                  ) -> jax.Array:
+def noising_strip(
+    schedule: Schedule, x0: jax.Array, key: jax.Array, times: np.ndarray
+) -> jax.Array:
     """One image x0 [H, W, C] and its x_t [len(times), H, W, C] under one noise draw."""
     noise = jax.random.normal(key, x0.shape)
-    x_t = q_sample(schedule, jnp.broadcast_to(x0, (len(times), *x0.shape)), jnp.asarray(times),
-                   jnp.broadcast_to(noise, (len(times), *x0.shape)))
+    x_t = q_sample(
+        schedule,
+        jnp.broadcast_to(x0, (len(times), *x0.shape)),
+        jnp.asarray(times),
+        jnp.broadcast_to(noise, (len(times), *x0.shape)),
+    )
     return jnp.concatenate([x0[None], x_t])
 
 
-def denoising_strip(model: Diffusion, params, key: jax.Array, shape: Sequence[int],
-                    times: np.ndarray) -> jax.Array:
+def denoising_strip(
+    model: Diffusion, params, key: jax.Array, shape: Sequence[int], times: np.ndarray
+) -> jax.Array:
     """One ancestral DDPM trajectory: x_T then x_{t-1} after each step t in ``times`` (reversed),
     [len(times) + 1, *shape]; the last frame is the sample x_0 (after step 0)."""
     start_key, loop_key = jax.random.split(key)
     x_T = jax.random.normal(start_key, (1, *shape))
-    _, trajectory = sample_loop(model, params, loop_key, x_T, sampler="ddpm", clip=1.0,
-                                keep_trajectory=True)
+    _, trajectory = sample_loop(
+        model, params, loop_key, x_T, sampler="ddpm", clip=1.0, keep_trajectory=True
+    )
     after = trajectory[::-1][:, 0]  # after[t]: the state after step t
     return jnp.concatenate([x_T, after[np.asarray(times)[::-1]]])

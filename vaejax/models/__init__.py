@@ -1,10 +1,7 @@
 """The flax.linen modules of every family: layers, VAEs and autoencoders, DCGAN, U-Net, the
 LeNet judge."""
 
-from vaejax.models.classifier import (
-    Activations,
-    LeNet,
-)
+from vaejax.models.classifier import Activations, LeNet
 from vaejax.models.gan import (
     GAN,
     NORMALIZATIONS,
@@ -23,12 +20,7 @@ from vaejax.models.layers import (
     conv_transpose_matmul_grad,
     resolve_implementation,
 )
-from vaejax.models.unet import (
-    MLPDenoiser,
-    ResidualBlock,
-    UNet,
-    timestep_embedding,
-)
+from vaejax.models.unet import MLPDenoiser, ResidualBlock, UNet, timestep_embedding
 from vaejax.models.vae import (
     ACTIVATIONS,
     VAE,

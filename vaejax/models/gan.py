@@ -41,10 +41,11 @@ def layout(image_size: int) -> tuple[int, int]:
     or 4: 28 -> (7, 2), 32 -> (4, 3), 64 -> (4, 4). Raises ValueError for other sizes."""
     for first in (7, 4):
         layers = int(round(math.log2(image_size / first))) if image_size >= 2 * first else 0
-        if layers >= 1 and first * 2 ** layers == image_size:
+        if layers >= 1 and first * 2**layers == image_size:
             return first, layers
-    raise ValueError(f"image size {image_size} is not 7 * 2^k (14, 28, 56, ...) or 4 * 2^k (8, "
-                     f"16, 32, 64, ...)")
+    raise ValueError(
+        f"image size {image_size} is not 7 * 2^k (14, 28, 56, ...) or 4 * 2^k (8, 16, 32, 64, ...)"
+    )
 
 
 class BatchNorm(nn.Module):
@@ -79,11 +80,23 @@ class Generator(nn.Module):
         h = nn.Dense(start * start * widths[0], use_bias=False, kernel_init=dcgan_init)(z)
         h = nn.relu(BatchNorm()(h.reshape(z.shape[0], start, start, widths[0])))
         for width in widths[1:]:
-            h = ConvTranspose2D(width, 4, stride=2, use_bias=False, kernel_init=dcgan_init,
-                                implementation=self.conv_implementation)(h)
+            h = ConvTranspose2D(
+                width,
+                4,
+                stride=2,
+                use_bias=False,
+                kernel_init=dcgan_init,
+                implementation=self.conv_implementation,
+            )(h)
             h = nn.relu(BatchNorm()(h))
-        h = ConvTranspose2D(self.channels, 4, stride=2, use_bias=False, kernel_init=dcgan_init,
-                            implementation=self.conv_implementation)(h)
+        h = ConvTranspose2D(
+            self.channels,
+            4,
+            stride=2,
+            use_bias=False,
+            kernel_init=dcgan_init,
+            implementation=self.conv_implementation,
+        )(h)
         return jnp.tanh(h)
 
 
@@ -102,8 +115,14 @@ class Discriminator(nn.Module):
         _, layers = layout(self.image_size)
         h = x
         for i in range(layers):
-            h = Conv2D(self.width * 2 ** i, 4, stride=2, use_bias=False, kernel_init=dcgan_init,
-                       implementation=self.conv_implementation)(h)
+            h = Conv2D(
+                self.width * 2**i,
+                4,
+                stride=2,
+                use_bias=False,
+                kernel_init=dcgan_init,
+                implementation=self.conv_implementation,
+            )(h)
             if i > 0 and self.normalization == "batch":
                 h = BatchNorm()(h)
             h = nn.leaky_relu(h, 0.2)
@@ -127,8 +146,10 @@ class GAN(NamedTuple):
             z = jnp.zeros((2, self.noise_dim))
             g_params = self.generator.init(g_key, z)["params"]
             images = self.generator.apply({"params": g_params}, z)
-            return {"generator": g_params,
-                    "discriminator": self.discriminator.init(d_key, images)["params"]}
+            return {
+                "generator": g_params,
+                "discriminator": self.discriminator.init(d_key, images)["params"],
+            }
 
         return jax.jit(init_both)(key)
 
@@ -146,8 +167,16 @@ class GAN(NamedTuple):
         return (self.generate(params, z) + 1.0) / 2.0
 
 
-def dcgan(image_size: int = 28, channels: int = 1, width: int = 64, noise_dim: int = 100,
-          critic: bool = False) -> GAN:
+def dcgan(
+    image_size: int = 28,
+    channels: int = 1,
+    width: int = 64,
+    noise_dim: int = 100,
+    critic: bool = False,
+) -> GAN:
     """The DCGAN pair; ``critic=True`` drops the discriminator's batch normalization (WGAN-GP)."""
-    return GAN(Generator(image_size, channels, width),
-               Discriminator(image_size, width, "none" if critic else "batch"), noise_dim)
+    return GAN(
+        Generator(image_size, channels, width),
+        Discriminator(image_size, width, "none" if critic else "batch"),
+        noise_dim,
+    )

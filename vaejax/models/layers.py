@@ -34,8 +34,10 @@ _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 def resolve_implementation(implementation: str) -> str:
     """``auto`` is ``matmul_grad`` on CPU and ``xla`` elsewhere."""
     if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"unknown convolution implementation {implementation!r}: "
-                         f"choose {', '.join(IMPLEMENTATIONS)}")
+        raise ValueError(
+            f"unknown convolution implementation {implementation!r}: "
+            f"choose {', '.join(IMPLEMENTATIONS)}"
+        )
     if implementation == "auto":
         return "matmul_grad" if jax.default_backend() == "cpu" else "xla"
     return implementation
@@ -49,13 +51,15 @@ def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, tuple[int, 
 
 
 def _xla_conv(x, kernel, stride):
-    return jax.lax.conv_general_dilated(x, kernel, (stride, stride), "SAME",
-                                        dimension_numbers=_DIMENSIONS)
+    return jax.lax.conv_general_dilated(
+        x, kernel, (stride, stride), "SAME", dimension_numbers=_DIMENSIONS
+    )
 
 
 def _xla_conv_transpose(x, kernel, stride):
-    return jax.lax.conv_transpose(x, kernel, (stride, stride), "SAME",
-                                  dimension_numbers=_DIMENSIONS)
+    return jax.lax.conv_transpose(
+        x, kernel, (stride, stride), "SAME", dimension_numbers=_DIMENSIONS
+    )
 
 
 def _conv_taps(x, kernel_size, stride, out_h, out_w):
@@ -64,9 +68,18 @@ def _conv_taps(x, kernel_size, stride, out_h, out_w):
     _, pad_h = _same_padding(x.shape[1], kernel_size, stride)
     _, pad_w = _same_padding(x.shape[2], kernel_size, stride)
     padded = jnp.pad(x, [(0, 0), pad_h, pad_w, (0, 0)])
-    return [((dy, dx), padded[:, dy: dy + stride * (out_h - 1) + 1: stride,
-                              dx: dx + stride * (out_w - 1) + 1: stride])
-            for dy in range(kernel_size) for dx in range(kernel_size)]
+    return [
+        (
+            (dy, dx),
+            padded[
+                :,
+                dy : dy + stride * (out_h - 1) + 1 : stride,
+                dx : dx + stride * (out_w - 1) + 1 : stride,
+            ],
+        )
+        for dy in range(kernel_size)
+        for dx in range(kernel_size)
+    ]
 
 
 def _conv_by_taps(x, kernel, stride):
@@ -86,8 +99,11 @@ def _transpose_taps(kernel_size: int, stride: int, phase: int) -> list[tuple[int
     """
     pad_len = kernel_size + stride - 2
     pad_a = kernel_size - 1 if stride > kernel_size - 1 else -(-pad_len // 2)
-    return [(t, (phase + t - pad_a) // stride) for t in range(kernel_size)
-            if (phase + t - pad_a) % stride == 0]
+    return [
+        (t, (phase + t - pad_a) // stride)
+        for t in range(kernel_size)
+        if (phase + t - pad_a) % stride == 0
+    ]
 
 
 def _conv_transpose_by_taps(x, kernel, stride):
@@ -105,9 +121,19 @@ def _conv_transpose_by_taps(x, kernel, stride):
     for taps_y in taps:
         row = []
         for taps_x in taps:
-            row.append(sum((padded[:, before + oy: before + oy + height,
-                                   before + ox: before + ox + width] @ kernel[ty, tx]
-                            for ty, oy in taps_y for tx, ox in taps_x), zeros))
+            row.append(
+                sum(
+                    (
+                        padded[
+                            :, before + oy : before + oy + height, before + ox : before + ox + width
+                        ]
+                        @ kernel[ty, tx]
+                        for ty, oy in taps_y
+                        for tx, ox in taps_x
+                    ),
+                    zeros,
+                )
+            )
         rows.append(jnp.stack(row, axis=3))  # [B, H, W, s (px), O]
     out = jnp.stack(rows, axis=2)  # [B, H, s (py), W, s (px), O]
     return out.reshape(batch, height * stride, width * stride, -1)
@@ -152,8 +178,11 @@ class _Conv2DBase(nn.Module):
     use_bias: bool = True  # False before a normalization, which would cancel it
 
     def _params(self, channels: int):
-        kernel = self.param("kernel", self.kernel_init,
-                            (self.kernel_size, self.kernel_size, channels, self.features))
+        kernel = self.param(
+            "kernel",
+            self.kernel_init,
+            (self.kernel_size, self.kernel_size, channels, self.features),
+        )
         if not self.use_bias:
             return kernel, 0.0
         return kernel, self.param("bias", self.bias_init, (self.features,))
@@ -175,6 +204,9 @@ class ConvTranspose2D(_Conv2DBase):
     @nn.compact
     def __call__(self, x):
         kernel, bias = self._params(x.shape[-1])
-        op = (_xla_conv_transpose if resolve_implementation(self.implementation) == "xla"
-              else conv_transpose_matmul_grad)
+        op = (
+            _xla_conv_transpose
+            if resolve_implementation(self.implementation) == "xla"
+            else conv_transpose_matmul_grad
+        )
         return op(x, kernel, self.stride) + bias

@@ -1,5 +1,4 @@
-"""Denoisers of diffusion models: a small U-Net for images and an MLP for points.
-"""
+"""Denoisers of diffusion models: a small U-Net for images and an MLP for points."""
 
 from __future__ import annotations
 
@@ -37,8 +36,9 @@ class ResidualBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, embedding: jax.Array) -> jax.Array:
         h = Conv2D(self.channels)(nn.swish(nn.GroupNorm(self.groups)(x)))
-        scale, shift = jnp.split(nn.Dense(2 * self.channels)(nn.swish(embedding))[:, None, None],
-                                 2, axis=-1)
+        scale, shift = jnp.split(
+            nn.Dense(2 * self.channels)(nn.swish(embedding))[:, None, None], 2, axis=-1
+        )
         h = nn.GroupNorm(self.groups)(h) * (1.0 + scale) + shift
         h = Conv2D(self.channels)(nn.swish(h))
         if x.shape[-1] != self.channels:
@@ -84,7 +84,8 @@ class UNet(nn.Module):
                 h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)
                 h = Conv2D(self.channels * multiplier)(h)
             h = ResidualBlock(self.channels * multiplier, self.groups)(
-                jnp.concatenate([h, skip], axis=-1), embedding)
+                jnp.concatenate([h, skip], axis=-1), embedding
+            )
         h = nn.swish(nn.GroupNorm(self.groups)(h))
         return Conv2D(x.shape[-1], kernel_init=nn.initializers.zeros)(h)
 

@@ -73,8 +73,10 @@ class MLPEncoder(nn.Module):
             h = ACTIVATIONS[self.activation](TorchDense(width)(h))
         if not self.variational:
             return TorchDense(self.latent_dim, name="z")(h)
-        return (TorchDense(self.latent_dim, name="mean")(h),
-                TorchDense(self.latent_dim, name="log_var")(h))
+        return (
+            TorchDense(self.latent_dim, name="mean")(h),
+            TorchDense(self.latent_dim, name="log_var")(h),
+        )
 
 
 class MLPDecoder(nn.Module):
@@ -116,11 +118,20 @@ class ConvEncoder(nn.Module):
     def __call__(self, x):
         h = x
         for width in self.channels:
-            h = nn.relu(Conv2D(width, 3, stride=2, implementation=self.conv_implementation,
-                               kernel_init=_keras_kernel_init, bias_init=_keras_bias_init)(h))
+            h = nn.relu(
+                Conv2D(
+                    width,
+                    3,
+                    stride=2,
+                    implementation=self.conv_implementation,
+                    kernel_init=_keras_kernel_init,
+                    bias_init=_keras_bias_init,
+                )(h)
+            )
         h = h.reshape(h.shape[0], -1)
-        dense = lambda name: nn.Dense(self.latent_dim, kernel_init=_keras_kernel_init,
-                                      bias_init=_keras_bias_init, name=name)
+        dense = lambda name: nn.Dense(
+            self.latent_dim, kernel_init=_keras_kernel_init, bias_init=_keras_bias_init, name=name
+        )
         if not self.variational:
             return dense("z")(h)
         return dense("z_mean")(h), dense("z_log_var")(h)
@@ -202,8 +213,10 @@ class ConditionalVAE(nn.Module):
     num_classes: int = 10
 
     def _with_label(self, features, labels):
-        return jnp.concatenate([features.reshape(features.shape[0], -1),
-                                jax.nn.one_hot(labels, self.num_classes)], axis=-1)
+        return jnp.concatenate(
+            [features.reshape(features.shape[0], -1), jax.nn.one_hot(labels, self.num_classes)],
+            axis=-1,
+        )
 
     def __call__(self, x, labels, key):
         mean, log_var = self.encode(x, labels)
@@ -216,12 +229,18 @@ class ConditionalVAE(nn.Module):
         return self.decoder(self._with_label(z, labels))
 
 
-def mlp_vae(latent_dim: int = 20, hidden_dims: Sequence[int] = (400,),
-            image_shape: Sequence[int] = (28, 28, 1), activation: str = "relu") -> VAE:
+def mlp_vae(
+    latent_dim: int = 20,
+    hidden_dims: Sequence[int] = (400,),
+    image_shape: Sequence[int] = (28, 28, 1),
+    activation: str = "relu",
+) -> VAE:
     """pytorch/examples ``vae/main.py``: 784-400-(20, 20) encoder, 20-400-784 decoder (652,824
     params)."""
-    return VAE(MLPEncoder(latent_dim, tuple(hidden_dims), activation=activation),
-               MLPDecoder(tuple(image_shape), tuple(reversed(hidden_dims)), activation))
+    return VAE(
+        MLPEncoder(latent_dim, tuple(hidden_dims), activation=activation),
+        MLPDecoder(tuple(image_shape), tuple(reversed(hidden_dims)), activation),
+    )
 
 
 def burda_vae(latent_dim: int = 50, image_shape: Sequence[int] = (28, 28, 1)) -> VAE:
@@ -230,35 +249,51 @@ def burda_vae(latent_dim: int = 50, image_shape: Sequence[int] = (28, 28, 1)) ->
     return mlp_vae(latent_dim, (200, 200), image_shape, activation="tanh")
 
 
-def mlp_autoencoder(latent_dim: int = 2, hidden_dims: Sequence[int] = (256, 128),
-                    image_shape: Sequence[int] = (28, 28, 1)) -> Autoencoder:
+def mlp_autoencoder(
+    latent_dim: int = 2,
+    hidden_dims: Sequence[int] = (256, 128),
+    image_shape: Sequence[int] = (28, 28, 1),
+) -> Autoencoder:
     """The lectures' dense autoencoder: 784-256-128-latent encoder, mirrored decoder, ReLU."""
-    return Autoencoder(MLPEncoder(latent_dim, tuple(hidden_dims), variational=False),
-                       MLPDecoder(tuple(image_shape), tuple(reversed(hidden_dims))))
+    return Autoencoder(
+        MLPEncoder(latent_dim, tuple(hidden_dims), variational=False),
+        MLPDecoder(tuple(image_shape), tuple(reversed(hidden_dims))),
+    )
 
 
-def mlp_cvae(latent_dim: int = 2, hidden_dims: Sequence[int] = (512,), num_classes: int = 10,
-             image_shape: Sequence[int] = (28, 28, 1)) -> ConditionalVAE:
+def mlp_cvae(
+    latent_dim: int = 2,
+    hidden_dims: Sequence[int] = (512,),
+    num_classes: int = 10,
+    image_shape: Sequence[int] = (28, 28, 1),
+) -> ConditionalVAE:
     """A conditional MLP VAE: (784 + classes)-hidden-latent encoder, (latent + classes)-hidden-784
     decoder."""
-    return ConditionalVAE(MLPEncoder(latent_dim, tuple(hidden_dims)),
-                          MLPDecoder(tuple(image_shape), tuple(reversed(hidden_dims))),
-                          num_classes)
+    return ConditionalVAE(
+        MLPEncoder(latent_dim, tuple(hidden_dims)),
+        MLPDecoder(tuple(image_shape), tuple(reversed(hidden_dims))),
+        num_classes,
+    )
 
 
-def conv_vae(latent_dim: int = 2, channels: Sequence[int] = (32, 64, 128),
-             conv_implementation: str = "auto") -> VAE:
+def conv_vae(
+    latent_dim: int = 2, channels: Sequence[int] = (32, 64, 128), conv_implementation: str = "auto"
+) -> VAE:
     """Foster's convolutional VAE on [B, 32, 32, 1] images."""
-    return VAE(ConvEncoder(latent_dim, tuple(channels), True, conv_implementation),
-               ConvDecoder(tuple(reversed(channels)), conv_implementation=conv_implementation))
+    return VAE(
+        ConvEncoder(latent_dim, tuple(channels), True, conv_implementation),
+        ConvDecoder(tuple(reversed(channels)), conv_implementation=conv_implementation),
+    )
 
 
-def conv_autoencoder(latent_dim: int = 2, channels: Sequence[int] = (32, 64, 128),
-                     conv_implementation: str = "auto") -> Autoencoder:
+def conv_autoencoder(
+    latent_dim: int = 2, channels: Sequence[int] = (32, 64, 128), conv_implementation: str = "auto"
+) -> Autoencoder:
     """Foster's convolutional autoencoder on [B, 32, 32, 1] images."""
     return Autoencoder(
         ConvEncoder(latent_dim, tuple(channels), False, conv_implementation),
-        ConvDecoder(tuple(reversed(channels)), conv_implementation=conv_implementation))
+        ConvDecoder(tuple(reversed(channels)), conv_implementation=conv_implementation),
+    )
 
 
 def count_params(params) -> int:

@@ -1,9 +1,7 @@
 """Objectives: the ELBO and its terms, the IWAE bound, autoencoder and classifier losses, GAN
 losses, the diffusion process and its samplers."""
 
-from vaejax.objectives.classification import (
-    classifier_per_example,
-)
+from vaejax.objectives.classification import classifier_per_example
 from vaejax.objectives.diffusion import (
     SCHEDULES,
     Diffusion,
@@ -28,11 +26,7 @@ from vaejax.objectives.gan import (
     gradient_penalty,
     interpolates,
 )
-from vaejax.objectives.likelihood import (
-    importance_weighted_bound,
-    iwae_per_example,
-    vae_bound,
-)
+from vaejax.objectives.likelihood import importance_weighted_bound, iwae_per_example, vae_bound
 from vaejax.objectives.sampling import (
     SAMPLERS,
     ddim_step,

@@ -1,5 +1,4 @@
-"""The classifier's objective: cross-entropy and error per example.
-"""
+"""The classifier's objective: cross-entropy and error per example."""
 
 from __future__ import annotations
 
@@ -17,7 +16,9 @@ def classifier_per_example(model: LeNet):
         del key
         images, labels = batch
         logits = model.apply({"params": params}, images).logits
-        return {"loss": optax.softmax_cross_entropy_with_integer_labels(logits, labels),
-                "error": (jnp.argmax(logits, -1) != labels).astype(jnp.float32)}
+        return {
+            "loss": optax.softmax_cross_entropy_with_integer_labels(logits, labels),
+            "error": (jnp.argmax(logits, -1) != labels).astype(jnp.float32),
+        }
 
     return terms

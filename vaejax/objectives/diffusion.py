@@ -62,20 +62,27 @@ def _schedule_of_betas(betas: np.ndarray) -> Schedule:
     one_minus = -np.expm1(log_alpha_bars)
     alpha_bars_before = np.concatenate([[1.0], alpha_bars[:-1]])
     one_minus_before = np.concatenate([[0.0], one_minus[:-1]])
-    arrays = (betas, alpha_bars, one_minus, betas * np.sqrt(alpha_bars_before) / one_minus,
-              one_minus_before * np.sqrt(1.0 - betas) / one_minus,
-              one_minus_before / one_minus * betas)
+    arrays = (
+        betas,
+        alpha_bars,
+        one_minus,
+        betas * np.sqrt(alpha_bars_before) / one_minus,
+        one_minus_before * np.sqrt(1.0 - betas) / one_minus,
+        one_minus_before / one_minus * betas,
+    )
     return Schedule(*(jnp.asarray(a, jnp.float32) for a in arrays))
 
 
-def linear_schedule(timesteps: int = 1000, beta_start: float = 1e-4,
-                    beta_end: float = 0.02) -> Schedule:
+def linear_schedule(
+    timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02
+) -> Schedule:
     """Ho et al.'s schedule: betas evenly spaced from ``beta_start`` to ``beta_end``."""
     return _schedule_of_betas(np.linspace(beta_start, beta_end, timesteps))
 
 
-def cosine_schedule(timesteps: int = 1000, offset: float = 0.008,
-                    max_beta: float = 0.999) -> Schedule:
+def cosine_schedule(
+    timesteps: int = 1000, offset: float = 0.008, max_beta: float = 0.999
+) -> Schedule:
     """Nichol & Dhariwal's schedule: alpha_bar follows cos^2, betas clipped at ``max_beta``."""
     steps = np.arange(timesteps + 1, dtype=np.float64) / timesteps
     f = np.cos((steps + offset) / (1.0 + offset) * np.pi / 2) ** 2
@@ -103,8 +110,10 @@ def marginal_moments(schedule: Schedule, t: jax.Array) -> tuple[jax.Array, jax.A
 
 def q_sample(schedule: Schedule, x0: jax.Array, t: jax.Array, noise: jax.Array) -> jax.Array:
     """x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) noise; x0, noise [B, ...], t [B]."""
-    return (jnp.sqrt(_per_example(schedule.alpha_bars, t, x0)) * x0
-            + jnp.sqrt(_per_example(schedule.one_minus_alpha_bars, t, x0)) * noise)
+    return (
+        jnp.sqrt(_per_example(schedule.alpha_bars, t, x0)) * x0
+        + jnp.sqrt(_per_example(schedule.one_minus_alpha_bars, t, x0)) * noise
+    )
 
 
 def q_step(schedule: Schedule, x_before: jax.Array, t: jax.Array, noise: jax.Array) -> jax.Array:
@@ -113,20 +122,24 @@ def q_step(schedule: Schedule, x_before: jax.Array, t: jax.Array, noise: jax.Arr
     return jnp.sqrt(1.0 - beta) * x_before + jnp.sqrt(beta) * noise
 
 
-def posterior(schedule: Schedule, x0: jax.Array, x_t: jax.Array, t: jax.Array
-              ) -> tuple[jax.Array, jax.Array]:
+def posterior(
+    schedule: Schedule, x0: jax.Array, x_t: jax.Array, t: jax.Array
+) -> tuple[jax.Array, jax.Array]:
     """Mean [B, ...] and variance [B, 1, ...] of q(x_{t-1} | x_t, x_0) (module docstring); at
     t = 0 the mean is x_0 and the variance 0."""
-    mean = (_per_example(schedule.posterior_x0_weights, t, x0) * x0
-            + _per_example(schedule.posterior_xt_weights, t, x0) * x_t)
+    mean = (
+        _per_example(schedule.posterior_x0_weights, t, x0) * x0
+        + _per_example(schedule.posterior_xt_weights, t, x0) * x_t
+    )
     return mean, _per_example(schedule.posterior_variances, t, x0)
 
 
 def predict_x0(schedule: Schedule, x_t: jax.Array, t: jax.Array, noise: jax.Array) -> jax.Array:
     """The x_0 that ``noise`` would have made x_t from: (x_t - sqrt(1 - alpha_bar_t) noise) /
     sqrt(alpha_bar_t)."""
-    return ((x_t - jnp.sqrt(_per_example(schedule.one_minus_alpha_bars, t, x_t)) * noise)
-            / jnp.sqrt(_per_example(schedule.alpha_bars, t, x_t)))
+    return (x_t - jnp.sqrt(_per_example(schedule.one_minus_alpha_bars, t, x_t)) * noise) / jnp.sqrt(
+        _per_example(schedule.alpha_bars, t, x_t)
+    )
 
 
 class Diffusion(NamedTuple):

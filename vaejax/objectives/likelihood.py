@@ -22,9 +22,14 @@ import numpy as np
 from vaejax.objectives import vae as objectives
 
 
-def importance_weighted_bound(key: jax.Array, log_likelihood_fn: Callable[[jax.Array], jax.Array],
-                              mean: jax.Array, log_var: jax.Array, num_samples: int,
-                              chunk_size: int = 100) -> dict[str, jax.Array]:
+def importance_weighted_bound(
+    key: jax.Array,
+    log_likelihood_fn: Callable[[jax.Array], jax.Array],
+    mean: jax.Array,
+    log_var: jax.Array,
+    num_samples: int,
+    chunk_size: int = 100,
+) -> dict[str, jax.Array]:
     """L_K and the K-sample ELBO estimate per image, each [B] in nats.
 
     ``log_likelihood_fn(z [S, B, D]) -> log p(x | z) [S, B]`` (the decoder and the images
@@ -35,15 +40,19 @@ def importance_weighted_bound(key: jax.Array, log_likelihood_fn: Callable[[jax.A
     of the K log weights}`` (the latter an unbiased, low-variance estimate of the ELBO).
     """
     if num_samples < 1 or chunk_size < 1:
-        raise ValueError(f"num_samples and chunk_size must be positive, got {num_samples}, "
-                         f"{chunk_size}")
+        raise ValueError(
+            f"num_samples and chunk_size must be positive, got {num_samples}, {chunk_size}"
+        )
     chunk_size = min(chunk_size, num_samples)
     num_chunks = -(-num_samples // chunk_size)
     std = jnp.exp(0.5 * log_var)
 
     def log_weight(z):
-        return (log_likelihood_fn(z) + objectives.standard_normal_log_density(z)
-                - objectives.diagonal_normal_log_density(z, mean, log_var))
+        return (
+            log_likelihood_fn(z)
+            + objectives.standard_normal_log_density(z)
+            - objectives.diagonal_normal_log_density(z, mean, log_var)
+        )
 
     def chunk(carry, c):
         total, weight_sum = carry
@@ -58,31 +67,40 @@ def importance_weighted_bound(key: jax.Array, log_likelihood_fn: Callable[[jax.A
     return {"iwae": total - np.log(num_samples), "elbo": weight_sum / num_samples}
 
 
-def vae_bound(model, params, x: jax.Array, key: jax.Array, num_samples: int,
-              chunk_size: int = 100, likelihood: str = "bernoulli", variance: float = 1.0
-              ) -> dict[str, jax.Array]:
+def vae_bound(
+    model,
+    params,
+    x: jax.Array,
+    key: jax.Array,
+    num_samples: int,
+    chunk_size: int = 100,
+    likelihood: str = "bernoulli",
+    variance: float = 1.0,
+) -> dict[str, jax.Array]:
     """:func:`importance_weighted_bound` of a :class:`vaejax.models.VAE` on images x [B, ...]."""
     mean, log_var = model.apply({"params": params}, x, method="encode")
 
     def log_likelihood_fn(z):  # [S, B, D] -> [S, B]: one decoder call on S * B codes
         logits = model.apply({"params": params}, z.reshape(-1, z.shape[-1]), method="decode")
         images = jnp.broadcast_to(x, (z.shape[0], *x.shape)).reshape(logits.shape)
-        return objectives.log_likelihood(images, logits, likelihood, variance).reshape(
-            z.shape[:2])
+        return objectives.log_likelihood(images, logits, likelihood, variance).reshape(z.shape[:2])
 
-    return importance_weighted_bound(key, log_likelihood_fn, mean, log_var, num_samples,
-                                     chunk_size)
+    return importance_weighted_bound(key, log_likelihood_fn, mean, log_var, num_samples, chunk_size)
 
 
-def iwae_per_example(model, num_samples: int, likelihood: str = "bernoulli",
-                     variance: float = 1.0) -> objectives.PerExampleFn:
+def iwae_per_example(
+    model, num_samples: int, likelihood: str = "bernoulli", variance: float = 1.0
+) -> objectives.PerExampleFn:
     """The IWAE objective (Burda et al.) as a per-example function for the shared step
     machinery: ``loss`` = -L_K [B] with K = ``num_samples`` reparameterized draws (one chunk),
     plus ``negative_iwae_bound`` (= loss) and ``negative_elbo`` (from the same draws)."""
 
     def per_example(params, x, key):
         bound = vae_bound(model, params, x, key, num_samples, num_samples, likelihood, variance)
-        return {"loss": -bound["iwae"], "negative_iwae_bound": -bound["iwae"],
-                "negative_elbo": -bound["elbo"]}
+        return {
+            "loss": -bound["iwae"],
+            "negative_iwae_bound": -bound["iwae"],
+            "negative_elbo": -bound["elbo"],
+        }
 
     return per_example

@@ -14,12 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vaejax.objectives.diffusion import (
-    Diffusion,
-    Schedule,
-    posterior,
-    predict_x0,
-)
+from vaejax.objectives.diffusion import Diffusion, Schedule, posterior, predict_x0
 from vaejax.sharding import batch_sharded, check_batch_size, data_mesh
 
 SAMPLERS = ("ddpm", "ddim")
@@ -36,8 +31,14 @@ def _step_noise(key: jax.Array, t: jax.Array, like: jax.Array) -> jax.Array:
     return jax.random.normal(jax.random.fold_in(key, t), like.shape, like.dtype)
 
 
-def ddpm_step(schedule: Schedule, x_t: jax.Array, t: jax.Array, noise_hat: jax.Array,
-              noise: jax.Array, clip: float | None = None) -> jax.Array:
+def ddpm_step(
+    schedule: Schedule,
+    x_t: jax.Array,
+    t: jax.Array,
+    noise_hat: jax.Array,
+    noise: jax.Array,
+    clip: float | None = None,
+) -> jax.Array:
     """One ancestral step: x_{t-1} = mu(x0_hat, x_t) + sqrt(beta_tilde_t) noise, x0_hat from the
     predicted noise (clipped to [-clip, clip] when given). t is a scalar here."""
     t_batch = jnp.full(x_t.shape[:1], t)
@@ -48,9 +49,16 @@ def ddpm_step(schedule: Schedule, x_t: jax.Array, t: jax.Array, noise_hat: jax.A
     return mean + jnp.sqrt(variance) * noise
 
 
-def ddim_step(schedule: Schedule, x_t: jax.Array, t: jax.Array, t_next: jax.Array,
-              noise_hat: jax.Array, noise: jax.Array, eta: float = 0.0,
-              clip: float | None = None) -> jax.Array:
+def ddim_step(
+    schedule: Schedule,
+    x_t: jax.Array,
+    t: jax.Array,
+    t_next: jax.Array,
+    noise_hat: jax.Array,
+    noise: jax.Array,
+    eta: float = 0.0,
+    clip: float | None = None,
+) -> jax.Array:
     """One DDIM step from timestep t to the earlier ``t_next`` (-1: the data):
     x = sqrt(alpha_bar') x0_hat + sqrt(1 - alpha_bar' - sigma^2) eps_hat + sigma noise (with
     ``clip``, x0_hat clipped and eps_hat recomputed from it), with
@@ -65,15 +73,26 @@ def ddim_step(schedule: Schedule, x_t: jax.Array, t: jax.Array, t_next: jax.Arra
         noise_hat = (x_t - jnp.sqrt(alpha_bar) * x0) / jnp.sqrt(one_minus)
     # 1 - alpha_bar / alpha_bar' = (alpha_bar' - alpha_bar) / alpha_bar', as a difference of the
     # 1 - alpha_bar's (accurate near t = 0)
-    sigma = eta * jnp.sqrt(one_minus_next / one_minus * (one_minus - one_minus_next)
-                           / alpha_bar_next)
-    direction = jnp.sqrt(jnp.maximum(one_minus_next - sigma ** 2, 0.0)) * noise_hat
+    sigma = eta * jnp.sqrt(
+        one_minus_next / one_minus * (one_minus - one_minus_next) / alpha_bar_next
+    )
+    direction = jnp.sqrt(jnp.maximum(one_minus_next - sigma**2, 0.0)) * noise_hat
     return jnp.sqrt(alpha_bar_next) * x0 + direction + sigma * noise
 
 
-def sample_loop(model: Diffusion, params, key: jax.Array, x_T: jax.Array, *,
-                sampler: str = "ddpm", steps: int = 0, eta: float = 0.0,
-                clip: float | None = None, keep_trajectory: bool = False, sharding=None):
+def sample_loop(
+    model: Diffusion,
+    params,
+    key: jax.Array,
+    x_T: jax.Array,
+    *,
+    sampler: str = "ddpm",
+    steps: int = 0,
+    eta: float = 0.0,
+    clip: float | None = None,
+    keep_trajectory: bool = False,
+    sharding=None,
+):
     """Runs the reverse process from x_T as one ``lax.scan`` over timesteps; returns x_0, or with
     ``keep_trajectory`` (x_0, [steps, B, ...] every state after a step, x_T excluded).
 
@@ -89,8 +108,9 @@ def sample_loop(model: Diffusion, params, key: jax.Array, x_T: jax.Array, *,
     else:
         raise ValueError(f"unknown sampler {sampler!r}: use one of {', '.join(SAMPLERS)}")
     previous = np.concatenate([[-1], times[:-1]]).astype(np.int32)
-    constrain = (lambda x: jax.lax.with_sharding_constraint(x, sharding)) if sharding else (
-        lambda x: x)
+    constrain = (
+        (lambda x: jax.lax.with_sharding_constraint(x, sharding)) if sharding else (lambda x: x)
+    )
 
     def body(x, pair):
         t, t_next = pair
@@ -107,9 +127,16 @@ def sample_loop(model: Diffusion, params, key: jax.Array, x_T: jax.Array, *,
     return (x, trajectory) if keep_trajectory else x
 
 
-def make_sampler(model: Diffusion, example_shape: Sequence[int], *, sampler: str = "ddpm",
-                 steps: int = 0, eta: float = 0.0, clip: float | None = None,
-                 mesh=None) -> Callable[[Any, jax.Array, int], jax.Array]:
+def make_sampler(
+    model: Diffusion,
+    example_shape: Sequence[int],
+    *,
+    sampler: str = "ddpm",
+    steps: int = 0,
+    eta: float = 0.0,
+    clip: float | None = None,
+    mesh=None,
+) -> Callable[[Any, jax.Array, int], jax.Array]:
     """A compiled ``sample(params, key, n) -> x_0 [n, *example_shape]``: x_T ~ N(0, I) and the
     steps' noise from ``key``, then :func:`sample_loop`; the batch sharded over ``mesh``
     (default: all devices; n must split evenly). The same key gives the same samples on any
@@ -120,8 +147,17 @@ def make_sampler(model: Diffusion, example_shape: Sequence[int], *, sampler: str
     def sample(params, key, n):
         start_key, loop_key = jax.random.split(key)
         x_T = jax.random.normal(start_key, (n, *example_shape))
-        return sample_loop(model, params, loop_key, x_T, sampler=sampler, steps=steps, eta=eta,
-                           clip=clip, sharding=sharding)
+        return sample_loop(
+            model,
+            params,
+            loop_key,
+            x_T,
+            sampler=sampler,
+            steps=steps,
+            eta=eta,
+            clip=clip,
+            sharding=sharding,
+        )
 
     compiled = jax.jit(sample, static_argnums=2, out_shardings=sharding)
 

@@ -49,8 +49,9 @@ def gaussian_log_likelihood(x: jax.Array, mean: jax.Array, variance: float = 1.0
     return _sum_pixels(-0.5 * (jnp.square(x - mean) / variance + jnp.log(2 * np.pi * variance)))
 
 
-def log_likelihood(x: jax.Array, logits: jax.Array, likelihood: str = "bernoulli",
-                   variance: float = 1.0) -> jax.Array:
+def log_likelihood(
+    x: jax.Array, logits: jax.Array, likelihood: str = "bernoulli", variance: float = 1.0
+) -> jax.Array:
     """log p(x | z) [B] for the decoder output ``logits`` under ``likelihood``."""
     if likelihood == "bernoulli":
         return bernoulli_log_likelihood(x, logits)
@@ -59,9 +60,16 @@ def log_likelihood(x: jax.Array, logits: jax.Array, likelihood: str = "bernoulli
     raise ValueError(f"unknown likelihood {likelihood!r}: choose {', '.join(LIKELIHOODS)}")
 
 
-def negative_elbo(x: jax.Array, logits: jax.Array, mean: jax.Array, log_var: jax.Array, *,
-                  likelihood: str = "bernoulli", beta: float = 1.0,
-                  variance: float = 1.0) -> dict[str, jax.Array]:
+def negative_elbo(
+    x: jax.Array,
+    logits: jax.Array,
+    mean: jax.Array,
+    log_var: jax.Array,
+    *,
+    likelihood: str = "bernoulli",
+    beta: float = 1.0,
+    variance: float = 1.0,
+) -> dict[str, jax.Array]:
     """The (beta-weighted) negative ELBO per image, in nats.
 
     Returns, each [B]: ``reconstruction`` = -log p(x | z), ``kl``, ``negative_elbo`` =
@@ -70,8 +78,12 @@ def negative_elbo(x: jax.Array, logits: jax.Array, mean: jax.Array, log_var: jax
     """
     reconstruction = -log_likelihood(x, logits, likelihood, variance)
     kl = kl_to_standard_normal(mean, log_var)
-    return {"loss": reconstruction + beta * kl, "negative_elbo": reconstruction + kl,
-            "reconstruction": reconstruction, "kl": kl}
+    return {
+        "loss": reconstruction + beta * kl,
+        "negative_elbo": reconstruction + kl,
+        "reconstruction": reconstruction,
+        "kl": kl,
+    }
 
 
 def standard_normal_log_density(z: jax.Array) -> jax.Array:
@@ -81,13 +93,20 @@ def standard_normal_log_density(z: jax.Array) -> jax.Array:
 
 def diagonal_normal_log_density(z: jax.Array, mean: jax.Array, log_var: jax.Array) -> jax.Array:
     """log N(z; mean, diag(exp(log_var))) summed over the last axis: [B], nats."""
-    return -0.5 * jnp.sum(jnp.square(z - mean) * jnp.exp(-log_var) + log_var + jnp.log(2 * np.pi),
-                          axis=-1)
+    return -0.5 * jnp.sum(
+        jnp.square(z - mean) * jnp.exp(-log_var) + log_var + jnp.log(2 * np.pi), axis=-1
+    )
 
 
-def log_importance_weights(x: jax.Array, logits: jax.Array, z: jax.Array, mean: jax.Array,
-                           log_var: jax.Array, likelihood: str = "bernoulli",
-                           variance: float = 1.0) -> jax.Array:
+def log_importance_weights(
+    x: jax.Array,
+    logits: jax.Array,
+    z: jax.Array,
+    mean: jax.Array,
+    log_var: jax.Array,
+    likelihood: str = "bernoulli",
+    variance: float = 1.0,
+) -> jax.Array:
     """log w = log p(x | z) + log N(z; 0, I) - log q(z | x) for one sample z per image: [B], nats.
 
     ``x`` [B, H, W, C] images, ``logits`` [B, H, W, C] the decoder's output at ``z``, ``z``,
@@ -95,8 +114,11 @@ def log_importance_weights(x: jax.Array, logits: jax.Array, z: jax.Array, mean: 
     Its expectation over z ~ q is the ELBO (minus ``negative_elbo`` at beta = 1); K of them,
     stacked to [K, B], feed :func:`iwae_bound`.
     """
-    return (log_likelihood(x, logits, likelihood, variance) + standard_normal_log_density(z)
-            - diagonal_normal_log_density(z, mean, log_var))
+    return (
+        log_likelihood(x, logits, likelihood, variance)
+        + standard_normal_log_density(z)
+        - diagonal_normal_log_density(z, mean, log_var)
+    )
 
 
 def iwae_bound(log_weights: jax.Array) -> jax.Array:
@@ -128,9 +150,15 @@ def reconstruction_loss(x: jax.Array, logits: jax.Array, kind: str = "bce") -> j
     raise ValueError(f"unknown reconstruction loss {kind!r}: choose bce or mse")
 
 
-def vae_per_example(model, *, likelihood: str = "bernoulli", beta: float = 1.0,
-                    variance: float = 1.0, perceptual: Callable | None = None,
-                    perceptual_weight: float = 0.0) -> PerExampleFn:
+def vae_per_example(
+    model,
+    *,
+    likelihood: str = "bernoulli",
+    beta: float = 1.0,
+    variance: float = 1.0,
+    perceptual: Callable | None = None,
+    perceptual_weight: float = 0.0,
+) -> PerExampleFn:
     """``f(params, x, key) -> negative_elbo terms [B]`` for a :class:`vaejax.models.VAE`.
 
     With ``perceptual(x, x_hat) -> [B]`` (a distance between images in [0, 1], e.g.
@@ -141,27 +169,33 @@ def vae_per_example(model, *, likelihood: str = "bernoulli", beta: float = 1.0,
 
     def per_example(params, x, key):
         logits, mean, log_var = model.apply({"params": params}, x, key)
-        terms = negative_elbo(x, logits, mean, log_var, likelihood=likelihood, beta=beta,
-                              variance=variance)
+        terms = negative_elbo(
+            x, logits, mean, log_var, likelihood=likelihood, beta=beta, variance=variance
+        )
         if perceptual is None:
             return terms
         distance = perceptual(x, jax.nn.sigmoid(logits))
-        return {**terms, "perceptual": distance,
-                "loss": terms["loss"] + perceptual_weight * distance}
+        return {
+            **terms,
+            "perceptual": distance,
+            "loss": terms["loss"] + perceptual_weight * distance,
+        }
 
     return per_example
 
 
-def cvae_per_example(model, *, likelihood: str = "bernoulli", beta: float = 1.0,
-                     variance: float = 1.0) -> PerExampleFn:
+def cvae_per_example(
+    model, *, likelihood: str = "bernoulli", beta: float = 1.0, variance: float = 1.0
+) -> PerExampleFn:
     """``f(params, (x, labels), key) -> negative_elbo terms [B]`` for a
     :class:`vaejax.models.ConditionalVAE` (the conditional ELBO of log p(x | label))."""
 
     def per_example(params, batch, key):
         x, labels = batch
         logits, mean, log_var = model.apply({"params": params}, x, labels, key)
-        return negative_elbo(x, logits, mean, log_var, likelihood=likelihood, beta=beta,
-                             variance=variance)
+        return negative_elbo(
+            x, logits, mean, log_var, likelihood=likelihood, beta=beta, variance=variance
+        )
 
     return per_example
 

@@ -37,13 +37,20 @@ class AnomalyConfig(AEConfig):
 
     latent_dim: int = _field(8, "size of the latent code z")
     epochs: int = _field(5, "training epochs of each model", resume=True)
-    classes: tuple[int, ...] | None = _field(None, "held-out classes to run, labels such as "
-                                             "0,7 (auto: all)", resume=True)
-    percentile: float = _field(95.0, "flag a test image when its score exceeds this percentile "
-                               "of the training scores", resume=True)
+    classes: tuple[int, ...] | None = _field(
+        None, "held-out classes to run, labels such as 0,7 (auto: all)", resume=True
+    )
+    percentile: float = _field(
+        95.0,
+        "flag a test image when its score exceeds this percentile of the training scores",
+        resume=True,
+    )
     vae_samples: int = _field(8, "draws of z per image in the VAE's -ELBO score", resume=True)
-    workdir: str = _field("workdirs/anomaly_mnist", "where the models, tables and checkpoints "
-                          "go; rerunning with the same workdir resumes", resume=True)
+    workdir: str = _field(
+        "workdirs/anomaly_mnist",
+        "where the models, tables and checkpoints go; rerunning with the same workdir resumes",
+        resume=True,
+    )
 
 
 def held_out_classes(config: AnomalyConfig) -> tuple[int, ...]:
@@ -54,8 +61,10 @@ def held_out_classes(config: AnomalyConfig) -> tuple[int, ...]:
         return tuple(range(n))
     labels = config.classes
     if not labels or not all(0 <= c < n for c in labels) or len(set(labels)) != len(labels):
-        raise ConfigError(f"--classes must be distinct labels in 0..{n - 1} such as 0,7 (or auto "
-                          f"for all), got {value_text(labels) or 'none'}")
+        raise ConfigError(
+            f"--classes must be distinct labels in 0..{n - 1} such as 0,7 (or auto "
+            f"for all), got {value_text(labels) or 'none'}"
+        )
     return labels
 
 
@@ -68,16 +77,23 @@ def validate(config: AnomalyConfig, num_devices: int) -> None:
         raise ConfigError(f"--vae_samples must be positive, got {config.vae_samples}")
 
 
-def autoencoder_scores(model: autoencoders_run.TrainedModel, images: np.ndarray, loss: str,
-                       batch_size: int = 1000) -> np.ndarray:
+def autoencoder_scores(
+    model: autoencoders_run.TrainedModel, images: np.ndarray, loss: str, batch_size: int = 1000
+) -> np.ndarray:
     """Reconstruction error per image [N] (``loss``, summed over pixels) of uint8 images."""
     per_example = objectives.autoencoder_per_example(model.module, loss)
     return autoencoders_run.map_batches(
-        lambda m, x: per_example(m.params, m.prepare(x), None)["loss"], model, images, batch_size)
+        lambda m, x: per_example(m.params, m.prepare(x), None)["loss"], model, images, batch_size
+    )
 
 
-def vae_scores(model: autoencoders_run.TrainedModel, images: np.ndarray, key: jax.Array,
-               samples: int, batch_size: int = 1000) -> np.ndarray:
+def vae_scores(
+    model: autoencoders_run.TrainedModel,
+    images: np.ndarray,
+    key: jax.Array,
+    samples: int,
+    batch_size: int = 1000,
+) -> np.ndarray:
     """Negative ELBO per image [N] in nats (beta 1, whatever beta trained the model), averaged
     over ``samples`` draws of z ~ q(z | x); draw ``s`` of image ``i`` uses fold_in(key, s) and
     the image's position, so the score of an image does not depend on the batching."""
@@ -89,22 +105,28 @@ def vae_scores(model: autoencoders_run.TrainedModel, images: np.ndarray, key: ja
 
         def one_draw(s):
             keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(key, s), i))(index)
-            return jax.vmap(lambda xi, k: per_example(m.params, xi[None], k)["negative_elbo"][0]
-                            )(x, keys)
+            return jax.vmap(lambda xi, k: per_example(m.params, xi[None], k)["negative_elbo"][0])(
+                x, keys
+            )
 
         return jax.lax.map(one_draw, np.arange(samples)).mean(axis=0)
 
     return autoencoders_run.map_batches(score, model, (np.arange(len(images)), images), batch_size)
 
 
-def detection_metrics(test_scores: np.ndarray, is_anomaly: np.ndarray, train_scores: np.ndarray,
-                      percentile: float) -> dict[str, float]:
+def detection_metrics(
+    test_scores: np.ndarray, is_anomaly: np.ndarray, train_scores: np.ndarray, percentile: float
+) -> dict[str, float]:
     """ROC-AUC, average precision, and precision/recall at the training-score percentile."""
     threshold = metrics.percentile_threshold(train_scores, percentile)
     precision, recall = metrics.precision_recall_at(test_scores, is_anomaly, threshold)
-    return {"roc_auc": metrics.roc_auc(test_scores, is_anomaly),
-            "average_precision": metrics.average_precision(test_scores, is_anomaly),
-            "threshold": threshold, "precision": precision, "recall": recall}
+    return {
+        "roc_auc": metrics.roc_auc(test_scores, is_anomaly),
+        "average_precision": metrics.average_precision(test_scores, is_anomaly),
+        "threshold": threshold,
+        "precision": precision,
+        "recall": recall,
+    }
 
 
 def class_label(row: dict) -> str:
@@ -115,19 +137,24 @@ def class_label(row: dict) -> str:
 
 def format_table(rows: list[dict], percentile: float) -> str:
     """The results as a Markdown table, one row per held-out class, and the mean."""
-    head = ("| held-out class | ROC-AUC AE | ROC-AUC VAE | AP AE | AP VAE | "
-            f"P / R AE (p{percentile:g}) | P / R VAE (p{percentile:g}) |\n"
-            "| --- | --- | --- | --- | --- | --- | --- |\n")
+    head = (
+        "| held-out class | ROC-AUC AE | ROC-AUC VAE | AP AE | AP VAE | "
+        f"P / R AE (p{percentile:g}) | P / R VAE (p{percentile:g}) |\n"
+        "| --- | --- | --- | --- | --- | --- | --- |\n"
+    )
 
     def line(name, ae, vae):
-        return (f"| {name} | {ae['roc_auc']:.3f} | {vae['roc_auc']:.3f} | "
-                f"{ae['average_precision']:.3f} | {vae['average_precision']:.3f} | "
-                f"{ae['precision']:.2f} / {ae['recall']:.2f} | "
-                f"{vae['precision']:.2f} / {vae['recall']:.2f} |\n")
+        return (
+            f"| {name} | {ae['roc_auc']:.3f} | {vae['roc_auc']:.3f} | "
+            f"{ae['average_precision']:.3f} | {vae['average_precision']:.3f} | "
+            f"{ae['precision']:.2f} / {ae['recall']:.2f} | "
+            f"{vae['precision']:.2f} / {vae['recall']:.2f} |\n"
+        )
 
     body = "".join(line(class_label(r), r["ae"], r["vae"]) for r in rows)
-    mean = {m: {k: float(np.mean([r[m][k] for r in rows])) for k in rows[0][m]}
-            for m in ("ae", "vae")}
+    mean = {
+        m: {k: float(np.mean([r[m][k] for r in rows])) for k in rows[0][m]} for m in ("ae", "vae")
+    }
     return head + body + line("mean", mean["ae"], mean["vae"])
 
 
@@ -145,21 +172,37 @@ def run(config: AnomalyConfig, workdir: Path) -> list[dict]:
         normal = train.labels != c
         is_anomaly = test.labels == c
         row = {"class": c, "class_name": spec.class_names[c]}
-        log(f"held-out class {class_label(row)}: training on {int(normal.sum()):,} images of "
-            f"the other classes")
+        log(
+            f"held-out class {class_label(row)}: training on {int(normal.sum()):,} images of "
+            f"the other classes"
+        )
         class_key = jax.random.fold_in(seed_key, c)
         for index, kind in enumerate(("ae", "vae")):
             model = autoencoders_run.train_family_member(
-                kind, config, workdir / f"class_{c}" / kind, train.images[normal], test.images,
-                jax.random.fold_in(class_key, index))
+                kind,
+                config,
+                workdir / f"class_{c}" / kind,
+                train.images[normal],
+                test.images,
+                jax.random.fold_in(class_key, index),
+            )
             if kind == "ae":
-                scores = [autoencoder_scores(model, x, config.loss, config.eval_batch_size)
-                          for x in (test.images, train.images[normal])]
+                scores = [
+                    autoencoder_scores(model, x, config.loss, config.eval_batch_size)
+                    for x in (test.images, train.images[normal])
+                ]
             else:
                 score_key = jax.random.fold_in(class_key, 2)
-                scores = [vae_scores(model, x, jax.random.fold_in(score_key, i),
-                                     config.vae_samples, config.eval_batch_size)
-                          for i, x in enumerate((test.images, train.images[normal]))]
+                scores = [
+                    vae_scores(
+                        model,
+                        x,
+                        jax.random.fold_in(score_key, i),
+                        config.vae_samples,
+                        config.eval_batch_size,
+                    )
+                    for i, x in enumerate((test.images, train.images[normal]))
+                ]
             row[kind] = detection_metrics(scores[0], is_anomaly, scores[1], config.percentile)
         log(f"class {c}: ROC-AUC AE {row['ae']['roc_auc']:.3f}, VAE {row['vae']['roc_auc']:.3f}")
         rows.append(row)
@@ -167,10 +210,12 @@ def run(config: AnomalyConfig, workdir: Path) -> list[dict]:
     if writer:
         io.atomic_write_bytes(workdir / "anomaly.json", json.dumps(rows, indent=2).encode())
         io.atomic_write_bytes(workdir / "anomaly.md", table.encode())
-    log(f"\n{config.dataset}, {config.model} models, latent {config.latent_dim}, "
+    log(
+        f"\n{config.dataset}, {config.model} models, latent {config.latent_dim}, "
         f"{config.epochs} epochs, scores: AE {config.loss} reconstruction error, VAE -ELBO "
         f"({config.vae_samples} draws)\n{table}\nwhole run {time.perf_counter() - run_start:.1f} s;"
-        f" outputs in {workdir}")
+        f" outputs in {workdir}"
+    )
     return rows
 
 

@@ -28,12 +28,7 @@ import optax
 
 from vaejax import data, models, objectives
 from vaejax.runs.base import Data, Run, Training, json_record, register
-from vaejax.runs.config import (
-    RunConfig,
-    _field,
-    check_positive,
-    validate_run,
-)
+from vaejax.runs.config import RunConfig, _field, check_positive, validate_run
 from vaejax.runs.trained import TrainedAutoencoder
 from vaejax.training.fit import RunKeys, TrainSettings, one_model
 
@@ -47,12 +42,19 @@ MLP_HIDDEN = (256, 128)
 class AEConfig(RunConfig):
     """Settings of an autoencoder-family experiment (the shared ones plus the model)."""
 
-    model: str = _field("mlp", "mlp: the dense 784-256-128-latent autoencoder (28x28); conv: "
-                        "Foster's convolutional autoencoder (32x32)", MODELS)
+    model: str = _field(
+        "mlp",
+        "mlp: the dense 784-256-128-latent autoencoder (28x28); conv: "
+        "Foster's convolutional autoencoder (32x32)",
+        MODELS,
+    )
     latent_dim: int = _field(2, "size of the latent code z")
-    loss: str = _field("bce", "the autoencoder's reconstruction loss: bce (binary cross-entropy) "
-                       "or mse (squared error), on sigmoid outputs, summed over pixels",
-                       objectives.RECONSTRUCTION_LOSSES)
+    loss: str = _field(
+        "bce",
+        "the autoencoder's reconstruction loss: bce (binary cross-entropy) "
+        "or mse (squared error), on sigmoid outputs, summed over pixels",
+        objectives.RECONSTRUCTION_LOSSES,
+    )
 
 
 def validate_ae(config: AEConfig, num_devices: int) -> None:
@@ -112,9 +114,12 @@ def map_batches(fn: Callable, model: TrainedModel, x, batch_size: int = 1000) ->
     shape (at most two)."""
     fn = jax.jit(fn)
     n = len(jax.tree_util.tree_leaves(x)[0])
-    return np.concatenate([
-        np.asarray(fn(model, jax.tree_util.tree_map(lambda a: a[i:i + batch_size], x)))
-        for i in range(0, n, batch_size)])
+    return np.concatenate(
+        [
+            np.asarray(fn(model, jax.tree_util.tree_map(lambda a, i=i: a[i : i + batch_size], x)))
+            for i in range(0, n, batch_size)
+        ]
+    )
 
 
 def encode_images(model: TrainedModel, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
@@ -139,23 +144,37 @@ def _describe(terms: dict[str, float]) -> str:
     return f"loss {terms['loss']:.2f}"
 
 
-def train_family_member(kind: str, config: AEConfig, workdir: Path, train_images: np.ndarray,
-                        test_images: np.ndarray, key: jax.Array, *,
-                        settings: TrainSettings | None = None,
-                        preprocess: Callable | None = None,
-                        eval_preprocess: Callable | None = None) -> TrainedModel:
+def train_family_member(
+    kind: str,
+    config: AEConfig,
+    workdir: Path,
+    train_images: np.ndarray,
+    test_images: np.ndarray,
+    key: jax.Array,
+    *,
+    settings: TrainSettings | None = None,
+    preprocess: Callable | None = None,
+    eval_preprocess: Callable | None = None,
+) -> TrainedModel:
     """Trains the ``kind`` ("ae" or "vae") of ``config.model`` on uint8 images in ``workdir``
     through the shared driver (resuming it if it holds this run), with keys from ``key``.
 
     ``preprocess``/``eval_preprocess`` default to scaling and padding; a denoising autoencoder
     passes ones that return ``(corrupted, clean)`` pairs. ``settings`` default to the config's.
     """
-    member = MEMBER_RUNS[kind](config, workdir, images=(train_images, test_images), key=key,
-                               settings=settings, preprocess=preprocess,
-                               eval_preprocess=eval_preprocess)
+    member = MEMBER_RUNS[kind](
+        config,
+        workdir,
+        images=(train_images, test_images),
+        key=key,
+        settings=settings,
+        preprocess=preprocess,
+        eval_preprocess=eval_preprocess,
+    )
     member.execute()
-    return TrainedModel(params=member.params, kind=kind, module=member.build(),
-                        image_size=image_size(config.model))
+    return TrainedModel(
+        params=member.params, kind=kind, module=member.build(), image_size=image_size(config.model)
+    )
 
 
 class AutoencoderMember(Run):
@@ -166,10 +185,17 @@ class AutoencoderMember(Run):
     kind = "autoencoder"
     Config = AEConfig
 
-    def __init__(self, config: AEConfig, workdir: Path | str | None = None, *,
-                 images: tuple[np.ndarray, np.ndarray] | None = None, key: jax.Array | None = None,
-                 settings: TrainSettings | None = None, preprocess: Callable | None = None,
-                 eval_preprocess: Callable | None = None):
+    def __init__(
+        self,
+        config: AEConfig,
+        workdir: Path | str | None = None,
+        *,
+        images: tuple[np.ndarray, np.ndarray] | None = None,
+        key: jax.Array | None = None,
+        settings: TrainSettings | None = None,
+        preprocess: Callable | None = None,
+        eval_preprocess: Callable | None = None,
+    ):
         super().__init__(config, workdir)
         self.images, self.key, self.settings = images, key, settings
         self.preprocess, self.eval_preprocess = preprocess, eval_preprocess
@@ -181,17 +207,28 @@ class AutoencoderMember(Run):
         return RunKeys.of(self.key)
 
     def record(self) -> dict[str, Any]:
-        return json_record({**dataclasses.asdict(self.config), "part": self.workdir.name,
-                            "kind": self.kind, "run": f"{__name__}:{type(self).__name__}"})
+        return json_record(
+            {
+                **dataclasses.asdict(self.config),
+                "part": self.workdir.name,
+                "kind": self.kind,
+                "run": f"{__name__}:{type(self).__name__}",
+            }
+        )
 
     def load_data(self) -> Data:
         train, test = self.images
-        return Data(data.ImageSplit(train, None), data.ImageSplit(test, None),
-                    data.dataset_spec(self.config.dataset))
+        return Data(
+            data.ImageSplit(train, None),
+            data.ImageSplit(test, None),
+            data.dataset_spec(self.config.dataset),
+        )
 
     def per_example(self, model) -> tuple[objectives.PerExampleFn, str]:
-        return (objectives.autoencoder_per_example(model, self.config.loss),
-                f"{self.config.model} autoencoder ({self.config.loss} loss)")
+        return (
+            objectives.autoencoder_per_example(model, self.config.loss),
+            f"{self.config.model} autoencoder ({self.config.loss} loss)",
+        )
 
     def training(self, data_: Data, keys: RunKeys, mesh) -> Training:
         config = self.config
@@ -201,14 +238,26 @@ class AutoencoderMember(Run):
         per_example, what = self.per_example(model)
         plain = data.make_batch_preprocessor(image_size(config.model))
         trained = one_model(
-            params, per_example, optax.adam(settings.learning_rate, eps=settings.adam_eps),
-            test_data=data_.test.images, eval_preprocess=self.eval_preprocess or plain,
-            eval_batch_size=settings.eval_batch_size, eval_key=keys.eval, describe=_describe,
-            mesh=mesh)
-        return Training(trained.state, trained.update, self.preprocess or plain,
-                        data_.train.images, trained.end_of_epoch,
-                        f"{what}, latent {config.latent_dim}", models.count_params(params),
-                        settings)
+            params,
+            per_example,
+            optax.adam(settings.learning_rate, eps=settings.adam_eps),
+            test_data=data_.test.images,
+            eval_preprocess=self.eval_preprocess or plain,
+            eval_batch_size=settings.eval_batch_size,
+            eval_key=keys.eval,
+            describe=_describe,
+            mesh=mesh,
+        )
+        return Training(
+            trained.state,
+            trained.update,
+            self.preprocess or plain,
+            data_.train.images,
+            trained.end_of_epoch,
+            f"{what}, latent {config.latent_dim}",
+            models.count_params(params),
+            settings,
+        )
 
     def summary(self, record: dict) -> str:
         if "test_negative_elbo" in record:
@@ -223,9 +272,16 @@ class AutoencoderMember(Run):
         return model.init(key, jnp.zeros((1, size, size, 1)))["params"]
 
     def trained(self, model, params) -> TrainedAutoencoder:
-        return TrainedAutoencoder(self.kind, self.config, params, model, self.workdir,
-                                  image_size=image_size(self.config.model), is_vae=False,
-                                  latent_dim=self.config.latent_dim)
+        return TrainedAutoencoder(
+            self.kind,
+            self.config,
+            params,
+            model,
+            self.workdir,
+            image_size=image_size(self.config.model),
+            is_vae=False,
+            latent_dim=self.config.latent_dim,
+        )
 
 
 class FamilyVAEMember(AutoencoderMember):
@@ -238,8 +294,10 @@ class FamilyVAEMember(AutoencoderMember):
 
     def per_example(self, model) -> tuple[objectives.PerExampleFn, str]:
         beta = vae_beta(self.config.model)
-        return (objectives.vae_per_example(model, beta=beta),
-                f"{self.config.model} VAE (beta {beta:g})")
+        return (
+            objectives.vae_per_example(model, beta=beta),
+            f"{self.config.model} VAE (beta {beta:g})",
+        )
 
     def init_params(self, model, key: jax.Array):
         size = image_size(self.config.model)

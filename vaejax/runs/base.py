@@ -95,8 +95,9 @@ class Run:
         """What ``config.json`` and every checkpoint hold: the config's fields, the kind, the
         Run class; as JSON reads it back (tuples as lists), so that a resumed run compares like
         with like."""
-        return json_record({**dataclasses.asdict(self.config), "kind": self.kind,
-                            "run": _qualified(type(self))})
+        return json_record(
+            {**dataclasses.asdict(self.config), "kind": self.kind, "run": _qualified(type(self))}
+        )
 
     def execute(self) -> dict | None:
         """Runs the experiment into ``self.workdir``; returns the last metrics record."""
@@ -220,11 +221,13 @@ class Phase:
 def start_line(run: Run, training: Training, data: Data, mesh, start_step: int | None) -> str:
     """The first line every training run prints."""
     resumed = "starting" if start_step is None else f"resuming from step {start_step}"
-    return (f"vaejax: {run.kind}: {training.model} ({training.parameters:,} parameters) on "
-            f"{run.config.dataset} ({len(data.train.images):,} train / "
-            f"{len(data.test.images):,} test images); {mesh.size} "
-            f"{jax.devices()[0].platform} device(s) in {jax.process_count()} process(es); "
-            f"{resumed}")
+    return (
+        f"vaejax: {run.kind}: {training.model} ({training.parameters:,} parameters) on "
+        f"{run.config.dataset} ({len(data.train.images):,} train / "
+        f"{len(data.test.images):,} test images); {mesh.size} "
+        f"{jax.devices()[0].platform} device(s) in {jax.process_count()} process(es); "
+        f"{resumed}"
+    )
 
 
 def execute(run: Run) -> dict | None:
@@ -249,10 +252,18 @@ def execute(run: Run) -> dict | None:
     plan = run.training(data, keys, mesh)
     run.log(start_line(run, plan, data, mesh, start_step))
     state, last = fit_state(
-        workdir, config_record=record, free_fields=free,
-        settings=plan.settings or TrainSettings.of(config), state=plan.state,
-        update=plan.update, train_data=plan.train_data, preprocess=plan.preprocess, keys=keys,
-        end_of_epoch=plan.end_of_epoch, mesh=mesh)
+        workdir,
+        config_record=record,
+        free_fields=free,
+        settings=plan.settings or TrainSettings.of(config),
+        state=plan.state,
+        update=plan.update,
+        train_data=plan.train_data,
+        preprocess=plan.preprocess,
+        keys=keys,
+        end_of_epoch=plan.end_of_epoch,
+        mesh=mesh,
+    )
     with Phase(run.log, "final pictures"):
         saved = run.finish(state, data, keys)
     run.params = saved
@@ -261,7 +272,9 @@ def execute(run: Run) -> dict | None:
     if last is not None:
         settings = plan.settings or TrainSettings.of(config)
         result = run.summary(last)
-        run.log(f"done: {result + '; ' if result else ''}{settings.epochs} epochs; "
-                f"{training_summary(workdir, settings.batch_size, after_step=start_step)}; whole run "
-                f"{time.perf_counter() - run_start:.1f} s; outputs in {workdir}")
+        run.log(
+            f"done: {result + '; ' if result else ''}{settings.epochs} epochs; "
+            f"{training_summary(workdir, settings.batch_size, after_step=start_step)}; whole run "
+            f"{time.perf_counter() - run_start:.1f} s; outputs in {workdir}"
+        )
     return last

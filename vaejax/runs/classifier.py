@@ -29,12 +29,7 @@ from vaejax.errors import ConfigError
 from vaejax.evaluation.judge import SUMMARY
 from vaejax.models.classifier import LeNet
 from vaejax.runs.base import Data, Run, Training, register
-from vaejax.runs.config import (
-    RunConfig,
-    _field,
-    check_positive,
-    validate_run,
-)
+from vaejax.runs.config import RunConfig, _field, check_positive, validate_run
 from vaejax.runs.trained import TrainedRun
 from vaejax.training.fit import RunKeys, one_model
 
@@ -45,11 +40,16 @@ class ClassifierConfig(RunConfig):
 
     epochs: int = _field(10, "training epochs", resume=True)
     hidden_dim: int = _field(128, "width of the penultimate layer (the FID features)")
-    shift: int = _field(0, "augmentation: move each training image by up to N pixels along "
-                        "each axis (0 = off)")
-    workdir: str = _field("workdirs/classifier_{dataset}", "where the classifier goes "
-                          "({dataset} is replaced); the sample-quality metrics read it from "
-                          "there", resume=True)
+    shift: int = _field(
+        0, "augmentation: move each training image by up to N pixels along each axis (0 = off)"
+    )
+    workdir: str = _field(
+        "workdirs/classifier_{dataset}",
+        "where the classifier goes "
+        "({dataset} is replaced); the sample-quality metrics read it from "
+        "there",
+        resume=True,
+    )
 
 
 def validate(config: ClassifierConfig, num_devices: int) -> None:
@@ -71,8 +71,9 @@ class ClassifierRun(Run):
         validate(self.config, num_devices)
 
     def build(self) -> LeNet:
-        return LeNet(data.dataset_spec(self.config.dataset).num_classes,
-                     hidden_dim=self.config.hidden_dim)
+        return LeNet(
+            data.dataset_spec(self.config.dataset).num_classes, hidden_dim=self.config.hidden_dim
+        )
 
     def init_params(self, model: LeNet, key: jax.Array):
         return model.init(key, jnp.zeros((1, 28, 28, 1)))["params"]
@@ -82,18 +83,25 @@ class ClassifierRun(Run):
         model = self.build()
         params = self.init_params(model, keys.init)
         trained = one_model(
-            params, objectives.classifier_per_example(model),
+            params,
+            objectives.classifier_per_example(model),
             optax.adam(config.learning_rate, eps=config.adam_eps),
             test_data=(data_.test.images, data_.test.labels.astype(np.int32)),
             eval_preprocess=make_classifier_preprocessor(),
-            eval_batch_size=config.eval_batch_size, eval_key=keys.eval,
+            eval_batch_size=config.eval_batch_size,
+            eval_key=keys.eval,
             describe=lambda t: f"cross-entropy {t['loss']:.4f}  accuracy {1 - t['error']:.2%}",
-            mesh=mesh)
-        return Training(trained.state, trained.update,
-                        make_classifier_preprocessor(config.shift),
-                        (data_.train.images, data_.train.labels.astype(np.int32)),
-                        trained.end_of_epoch, "LeNet-style classifier",
-                        models.count_params(params))
+            mesh=mesh,
+        )
+        return Training(
+            trained.state,
+            trained.update,
+            make_classifier_preprocessor(config.shift),
+            (data_.train.images, data_.train.labels.astype(np.int32)),
+            trained.end_of_epoch,
+            "LeNet-style classifier",
+            models.count_params(params),
+        )
 
     def summary(self, record: dict) -> str:
         return f"test accuracy {1.0 - record['test_error']:.2%}"
@@ -101,13 +109,17 @@ class ClassifierRun(Run):
     def execute(self) -> dict | None:
         record = super().execute()
         config = self.config
-        summary = {"dataset": config.dataset,
-                   "num_classes": data.dataset_spec(config.dataset).num_classes,
-                   "hidden_dim": config.hidden_dim, "epochs": config.epochs,
-                   "test_accuracy": 1.0 - record["test_error"] if record else None}
+        summary = {
+            "dataset": config.dataset,
+            "num_classes": data.dataset_spec(config.dataset).num_classes,
+            "hidden_dim": config.hidden_dim,
+            "epochs": config.epochs,
+            "test_accuracy": 1.0 - record["test_error"] if record else None,
+        }
         if self.writer:
-            io.atomic_write_bytes(self.workdir / SUMMARY,
-                                  (json.dumps(summary, indent=2) + "\n").encode())
+            io.atomic_write_bytes(
+                self.workdir / SUMMARY, (json.dumps(summary, indent=2) + "\n").encode()
+            )
         return summary
 
     def trained(self, model: LeNet, params) -> TrainedRun:

@@ -20,12 +20,7 @@ import optax
 from vaejax import data, io, models, objectives
 from vaejax.data.preprocess import with_labels
 from vaejax.runs.base import Data, Run, Training, register
-from vaejax.runs.config import (
-    RunConfig,
-    _field,
-    check_positive,
-    validate_run,
-)
+from vaejax.runs.config import RunConfig, _field, check_positive, validate_run
 from vaejax.runs.trained import TrainedRun
 from vaejax.runs.vae import _format_terms
 from vaejax.training.fit import RunKeys, one_model
@@ -37,10 +32,14 @@ class CVAEConfig(RunConfig):
 
     latent_dim: int = _field(2, "size of the latent code z")
     hidden_dim: int = _field(512, "width of the hidden layer of encoder and decoder")
-    samples_per_class: int = _field(10, "columns of class_samples.png (one fixed z each)",
-                                    resume=True)
-    workdir: str = _field("workdirs/cvae_mnist", "where metrics, pictures and checkpoints go; "
-                          "rerunning with the same workdir resumes", resume=True)
+    samples_per_class: int = _field(
+        10, "columns of class_samples.png (one fixed z each)", resume=True
+    )
+    workdir: str = _field(
+        "workdirs/cvae_mnist",
+        "where metrics, pictures and checkpoints go; rerunning with the same workdir resumes",
+        resume=True,
+    )
 
 
 def validate(config: CVAEConfig, num_devices: int) -> None:
@@ -56,8 +55,9 @@ def class_grid(model: models.ConditionalVAE, params, z: jax.Array, num_classes: 
     return jax.nn.sigmoid(model.apply({"params": params}, codes, labels, method="decode"))
 
 
-def restyle(model: models.ConditionalVAE, params, x: jax.Array, labels: jax.Array,
-            num_classes: int) -> jax.Array:
+def restyle(
+    model: models.ConditionalVAE, params, x: jax.Array, labels: jax.Array, num_classes: int
+) -> jax.Array:
     """Encodes images x [M, H, W, 1] with their labels and decodes each posterior mean with
     every label: [M * (num_classes + 1), H, W, 1], per row the image then its classes 0..n-1."""
     mean, _ = model.apply({"params": params}, x, labels, method="encode")
@@ -84,8 +84,7 @@ class CVAERun(Run):
         return models.mlp_cvae(self.config.latent_dim, (self.config.hidden_dim,), num_classes)
 
     def init_params(self, model: models.ConditionalVAE, key: jax.Array):
-        return model.init(key, jnp.zeros((1, 28, 28, 1)), jnp.zeros((1,), jnp.int32),
-                          key)["params"]
+        return model.init(key, jnp.zeros((1, 28, 28, 1)), jnp.zeros((1,), jnp.int32), key)["params"]
 
     def training(self, data_: Data, keys: RunKeys, mesh) -> Training:
         config, workdir = self.config, self.workdir
@@ -95,38 +94,64 @@ class CVAERun(Run):
         self.grid = jax.jit(lambda p: class_grid(model, p, fixed_z, model.num_classes))
 
         def after_epoch(epoch, p):
-            io.save_image_grid(workdir / f"class_samples_{epoch}.png", np.asarray(self.grid(p)),
-                               columns=config.samples_per_class)
+            io.save_image_grid(
+                workdir / f"class_samples_{epoch}.png",
+                np.asarray(self.grid(p)),
+                columns=config.samples_per_class,
+            )
 
         self.plain = plain = data.make_batch_preprocessor(28)
         trained = one_model(
-            params, objectives.cvae_per_example(model),
+            params,
+            objectives.cvae_per_example(model),
             optax.adam(config.learning_rate, eps=config.adam_eps),
             test_data=(data_.test.images, data_.test.labels.astype(np.int32)),
-            eval_preprocess=with_labels(plain), eval_batch_size=config.eval_batch_size,
-            eval_key=keys.eval, describe=lambda terms: _format_terms(terms, 1.0),
-            after_epoch=after_epoch, mesh=mesh)
-        return Training(trained.state, trained.update, with_labels(plain),
-                        (data_.train.images, data_.train.labels.astype(np.int32)),
-                        trained.end_of_epoch, f"conditional VAE, latent {config.latent_dim}",
-                        models.count_params(params))
+            eval_preprocess=with_labels(plain),
+            eval_batch_size=config.eval_batch_size,
+            eval_key=keys.eval,
+            describe=lambda terms: _format_terms(terms, 1.0),
+            after_epoch=after_epoch,
+            mesh=mesh,
+        )
+        return Training(
+            trained.state,
+            trained.update,
+            with_labels(plain),
+            (data_.train.images, data_.train.labels.astype(np.int32)),
+            trained.end_of_epoch,
+            f"conditional VAE, latent {config.latent_dim}",
+            models.count_params(params),
+        )
 
     def finish(self, state, data_: Data, keys: RunKeys):
         params = jax.device_get(state.params)
         if self.writer:
             num_classes, labels = self.model.num_classes, data_.test.labels.astype(np.int32)
-            io.save_image_grid(self.workdir / "class_samples.png",
-                               np.asarray(self.grid(params)),
-                               columns=self.config.samples_per_class)
+            io.save_image_grid(
+                self.workdir / "class_samples.png",
+                np.asarray(self.grid(params)),
+                columns=self.config.samples_per_class,
+            )
             firsts = [int(np.flatnonzero(labels == c)[0]) for c in range(num_classes)]
-            io.save_image_grid(self.workdir / "restyle.png", np.asarray(restyle(
-                self.model, params, self.plain(data_.test.images[firsts], None),
-                labels[firsts], num_classes)), columns=num_classes + 1)
+            io.save_image_grid(
+                self.workdir / "restyle.png",
+                np.asarray(
+                    restyle(
+                        self.model,
+                        params,
+                        self.plain(data_.test.images[firsts], None),
+                        labels[firsts],
+                        num_classes,
+                    )
+                ),
+                columns=num_classes + 1,
+            )
         return params
 
     def summary(self, record: dict) -> str:
-        return (f"test -ELBO {record['test_negative_elbo']:.2f} nats/image (conditional on the "
-                f"label)")
+        return (
+            f"test -ELBO {record['test_negative_elbo']:.2f} nats/image (conditional on the label)"
+        )
 
     def trained(self, model: models.ConditionalVAE, params) -> TrainedRun:
         """``sample(key, n)``: image i is of class i mod the number of classes."""

@@ -1,5 +1,4 @@
-"""The config of a run: fields, the shared settings, their validation, and the data they name.
-"""
+"""The config of a run: fields, the shared settings, their validation, and the data they name."""
 
 from __future__ import annotations
 
@@ -49,8 +48,11 @@ class Applies:
 
     def refusal(self, name: str, config: Any) -> str:
         """The one-line refusal of ``--name`` under ``config`` (where ``test`` is False)."""
-        head = (f"--{name} applies only {self.text}" if self.text
-                else f"--{name} does not apply to these settings")
+        head = (
+            f"--{name} applies only {self.text}"
+            if self.text
+            else f"--{name} does not apply to these settings"
+        )
         if len(self.names) == 1:  # '--hidden_dim applies only to --model mlp, not conv'
             if not isinstance(getattr(config, self.names[0]), bool):  # not '--ema, not --no-ema'
                 head += f", not {value_text(getattr(config, self.names[0]))}"
@@ -66,20 +68,29 @@ def applies_when(**settings: Any) -> Applies:
     drop it'."""
     if not settings:
         raise TypeError("applies_when needs at least one setting, e.g. model='mlp'")
-    allowed = {name: value if isinstance(value, tuple) else (value,)
-               for name, value in settings.items()}
+    allowed = {
+        name: value if isinstance(value, tuple) else (value,) for name, value in settings.items()
+    }
     text = " with ".join(
-        " or ".join(flag_text(name, v) for v in values) if isinstance(values[0], bool)
+        " or ".join(flag_text(name, v) for v in values)
+        if isinstance(values[0], bool)
         else f"--{name} " + " or ".join(value_text(v) for v in values)
-        for name, values in allowed.items())
-    return Applies(lambda config: all(getattr(config, name) in values
-                                      for name, values in allowed.items()),
-                   "to " + text, tuple(settings))
+        for name, values in allowed.items()
+    )
+    return Applies(
+        lambda config: all(getattr(config, name) in values for name, values in allowed.items()),
+        "to " + text,
+        tuple(settings),
+    )
 
 
-def config_field(default, help: str, choices: Sequence | None = None, resume: bool = False,
-                 applies: Applies | Callable[[Any], bool] | tuple[str, Callable[[Any], bool]]
-                 | None = None):
+def config_field(
+    default,
+    help: str,
+    choices: Sequence | None = None,
+    resume: bool = False,
+    applies: Applies | Callable[[Any], bool] | tuple[str, Callable[[Any], bool]] | None = None,
+):
     """A config field: its ``--flag`` takes the type of the field's annotation (int, float, str,
     bool, tuple[int | float | str, ...], or any of these ``| None``; see :mod:`vaejax.cli`).
 
@@ -96,11 +107,14 @@ def config_field(default, help: str, choices: Sequence | None = None, resume: bo
         elif callable(applies):
             applies = Applies(applies)
         else:
-            raise TypeError(f"applies must be an Applies, a predicate or a (text, predicate) "
-                            f"pair, got {applies!r}")
-    return dataclasses.field(default=default,
-                             metadata={"help": help, "choices": choices, "resume": resume,
-                                       "applies": applies})
+            raise TypeError(
+                f"applies must be an Applies, a predicate or a (text, predicate) "
+                f"pair, got {applies!r}"
+            )
+    return dataclasses.field(
+        default=default,
+        metadata={"help": help, "choices": choices, "resume": resume, "applies": applies},
+    )
 
 
 _field = config_field  # the former name; the experiments' configs still import it
@@ -108,9 +122,13 @@ _field = config_field  # the former name; the experiments' configs still import 
 
 def judge_field():
     """The ``classifier_workdir`` field of a generative model's config."""
-    return config_field("workdirs/classifier_{dataset}", "the classifier "
-                        "(experiments.classifier) behind the per-epoch FID / Inception-score "
-                        "analogue / mode coverage", resume=True)
+    return config_field(
+        "workdirs/classifier_{dataset}",
+        "the classifier "
+        "(experiments.classifier) behind the per-epoch FID / Inception-score "
+        "analogue / mode coverage",
+        resume=True,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,21 +147,35 @@ class RunConfig:
     seed: int = config_field(1, "random seed: initialization, data order, noise")
     train_examples: int = config_field(0, "train on the first N training images only (0 = all)")
     eval_batch_size: int = config_field(
-        1000, "evaluation batch size (a multiple of the device count)", resume=True)
-    data_dir: str = config_field("", "tfds data directory (empty: $TFDS_DATA_DIR or "
-                                 "~/tensorflow_datasets)", resume=True)
-    raw_data_dir: str = config_field("", f"folder with the raw IDX .gz files, for offline use "
-                                     f"(empty: ${data.RAW_DATA_DIR_ENV}, then tfds' manual dir "
-                                     f"<data_dir>/downloads/manual, then download)", resume=True)
-    workdir: str = config_field("workdirs/run", "where metrics, images, checkpoints and "
-                                "parameters go; rerunning with the same workdir resumes",
-                                resume=True)
-    checkpoint_every: int = config_field(500, "save a checkpoint every N steps (also at the end "
-                                         "and on SIGTERM/SIGINT)", resume=True)
+        1000, "evaluation batch size (a multiple of the device count)", resume=True
+    )
+    data_dir: str = config_field(
+        "", "tfds data directory (empty: $TFDS_DATA_DIR or ~/tensorflow_datasets)", resume=True
+    )
+    raw_data_dir: str = config_field(
+        "",
+        f"folder with the raw IDX .gz files, for offline use "
+        f"(empty: ${data.RAW_DATA_DIR_ENV}, then tfds' manual dir "
+        f"<data_dir>/downloads/manual, then download)",
+        resume=True,
+    )
+    workdir: str = config_field(
+        "workdirs/run",
+        "where metrics, images, checkpoints and "
+        "parameters go; rerunning with the same workdir resumes",
+        resume=True,
+    )
+    checkpoint_every: int = config_field(
+        500, "save a checkpoint every N steps (also at the end and on SIGTERM/SIGINT)", resume=True
+    )
     keep_checkpoints: int = config_field(3, "keep the N newest checkpoints", resume=True)
-    nonfinite: str = config_field("stop", "a step with a non-finite loss or gradient: stop (name "
-                                  "the last good checkpoint) or skip it",
-                                  step.NONFINITE_POLICIES, resume=True)
+    nonfinite: str = config_field(
+        "stop",
+        "a step with a non-finite loss or gradient: stop (name "
+        "the last good checkpoint) or skip it",
+        step.NONFINITE_POLICIES,
+        resume=True,
+    )
 
 
 def check_positive(config, *names: str) -> None:
@@ -161,8 +193,16 @@ def check_positive(config, *names: str) -> None:
 def validate_run(config: RunConfig, num_devices: int) -> None:
     """Raises :class:`ConfigError` for the first shared setting that cannot work (and for any
     field of a subclass outside its choices)."""
-    check_positive(config, "batch_size", "epochs", "eval_batch_size", "checkpoint_every",
-                   "keep_checkpoints", "learning_rate", "adam_eps")
+    check_positive(
+        config,
+        "batch_size",
+        "epochs",
+        "eval_batch_size",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "learning_rate",
+        "adam_eps",
+    )
     if not 0 <= config.seed < 2**31:
         raise ConfigError(f"--seed must be between 0 and {2**31 - 1}, got {config.seed}")
     for field in dataclasses.fields(config):
@@ -172,12 +212,15 @@ def validate_run(config: RunConfig, num_devices: int) -> None:
             continue
         for item in value if isinstance(value, tuple) else (value,):
             if item not in choices:
-                raise ConfigError(f"--{field.name} must be one of "
-                                  f"{', '.join(map(str, choices))}, got {item!r}")
+                raise ConfigError(
+                    f"--{field.name} must be one of {', '.join(map(str, choices))}, got {item!r}"
+                )
     n_available = data.dataset_spec(config.dataset).num_examples["train"]
     if not 0 <= config.train_examples <= n_available:
-        raise ConfigError(f"--train_examples must be between 0 (all) and {n_available}, "
-                          f"got {config.train_examples}")
+        raise ConfigError(
+            f"--train_examples must be between 0 (all) and {n_available}, "
+            f"got {config.train_examples}"
+        )
     for name in ("batch_size", "eval_batch_size"):
         try:
             sharding.check_batch_size(getattr(config, name), num_devices, f"--{name}")
@@ -185,8 +228,10 @@ def validate_run(config: RunConfig, num_devices: int) -> None:
             raise ConfigError(str(e)) from None
     n_train = config.train_examples or n_available
     if config.batch_size > n_train:
-        raise ConfigError(f"--batch_size {config.batch_size} exceeds the {n_train} training "
-                          f"images: lower it or raise --train_examples")
+        raise ConfigError(
+            f"--batch_size {config.batch_size} exceeds the {n_train} training "
+            f"images: lower it or raise --train_examples"
+        )
 
 
 def resumable_fields(config_class: type) -> tuple[str, ...]:
@@ -194,17 +239,21 @@ def resumable_fields(config_class: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(config_class) if f.metadata.get("resume"))
 
 
-def load_data(config: RunConfig, binarization: str = "none"
-              ) -> tuple[data.ImageSplit, data.ImageSplit]:
+def load_data(
+    config: RunConfig, binarization: str = "none"
+) -> tuple[data.ImageSplit, data.ImageSplit]:
     """Train and test splits as uint8 arrays, after the host side of the binarization protocol."""
     kwargs = dict(data_dir=config.data_dir or None, raw_data_dir=config.raw_data_dir or None)
     train = data.load_split(config.dataset, "train", **kwargs)
     test = data.load_split(config.dataset, "test", **kwargs)
     if config.train_examples:
-        train = data.ImageSplit(train.images[: config.train_examples],
-                                train.labels[: config.train_examples])
-    return (data.apply_binarization_protocol(train, binarization, train=True),
-            data.apply_binarization_protocol(test, binarization, train=False))
+        train = data.ImageSplit(
+            train.images[: config.train_examples], train.labels[: config.train_examples]
+        )
+    return (
+        data.apply_binarization_protocol(train, binarization, train=True),
+        data.apply_binarization_protocol(test, binarization, train=False),
+    )
 
 
 class Start(NamedTuple):
@@ -223,5 +272,10 @@ def start(config: RunConfig, validate: Callable[[Any, int], None]) -> Start:
     validate(config, sharding.data_mesh().size)
     train, test = load_data(config)
     writer = loop.is_writer()
-    return Start(train, test, data.dataset_spec(config.dataset), writer,
-                 print if writer else (lambda text: None))
+    return Start(
+        train,
+        test,
+        data.dataset_spec(config.dataset),
+        writer,
+        print if writer else (lambda text: None),
+    )

@@ -53,12 +53,7 @@ from vaejax.evaluation.sampling import (
     to_unit,
 )
 from vaejax.models.unet import UNet
-from vaejax.objectives.diffusion import (
-    SCHEDULES,
-    Diffusion,
-    make_schedule,
-    noise_prediction_loss,
-)
+from vaejax.objectives.diffusion import SCHEDULES, Diffusion, make_schedule, noise_prediction_loss
 from vaejax.objectives.sampling import SAMPLERS, make_sampler
 from vaejax.runs.base import Data, Run, Training, register
 from vaejax.runs.config import (
@@ -74,11 +69,13 @@ from vaejax.training.ema import DiffusionState, with_ema
 from vaejax.training.fit import RunKeys, train_and_test_record
 
 
-def optimizer(learning_rate: float, warmup_steps: int, clip_norm: float, adam_eps: float
-              ) -> optax.GradientTransformation:
+def optimizer(
+    learning_rate: float, warmup_steps: int, clip_norm: float, adam_eps: float
+) -> optax.GradientTransformation:
     """Ho et al.'s: gradients clipped to global norm ``clip_norm``, Adam with a linear warmup."""
-    rate = (optax.linear_schedule(0.0, learning_rate, warmup_steps) if warmup_steps else
-            learning_rate)
+    rate = (
+        optax.linear_schedule(0.0, learning_rate, warmup_steps) if warmup_steps else learning_rate
+    )
     return optax.chain(optax.clip_by_global_norm(clip_norm), optax.adam(rate, eps=adam_eps))
 
 
@@ -91,34 +88,48 @@ class DDPMConfig(RunConfig):
     learning_rate: float = _field(1e-3, "Adam learning rate (after the warmup)")
     warmup_steps: int = _field(200, "linear learning-rate warmup from 0 (0 = none)")
     clip_norm: float = _field(1.0, "clip gradients to this global L2 norm")
-    ema_decay: float = _field(0.999, "decay of the parameters' moving average that samples "
-                              "(0 = sample with the trained parameters)")
-    schedule: str = _field("linear", "variance schedule: linear (1e-4..0.02) or cosine",
-                           SCHEDULES)
+    ema_decay: float = _field(
+        0.999,
+        "decay of the parameters' moving average that samples "
+        "(0 = sample with the trained parameters)",
+    )
+    schedule: str = _field("linear", "variance schedule: linear (1e-4..0.02) or cosine", SCHEDULES)
     timesteps: int = _field(1000, "diffusion steps T")
     channels: int = _field(32, "U-Net channels at full resolution")
-    multipliers: tuple[int, ...] = _field((1, 2, 2), "U-Net channel multiplier per resolution "
-                                          "level (each level after the first halves H and W)")
+    multipliers: tuple[int, ...] = _field(
+        (1, 2, 2),
+        "U-Net channel multiplier per resolution level (each level after the first halves H and W)",
+    )
     image_size: int = _field(28, "28 (MNIST as is) or 32 (padded)")
-    sampler: str = _field("ddim", "sampler of the per-epoch grids and scores", SAMPLERS,
-                          resume=True)
-    sampling_steps: int = _field(50, "DDIM steps (the ddpm sampler always takes all T)",
-                                 resume=True)
-    eta: float = _field(0.0, "DDIM noise: 0 deterministic, 1 = DDPM's posterior variance",
-                        resume=True)
+    sampler: str = _field(
+        "ddim", "sampler of the per-epoch grids and scores", SAMPLERS, resume=True
+    )
+    sampling_steps: int = _field(
+        50, "DDIM steps (the ddpm sampler always takes all T)", resume=True
+    )
+    eta: float = _field(
+        0.0, "DDIM noise: 0 deterministic, 1 = DDPM's posterior variance", resume=True
+    )
     classifier_workdir: str = judge_field()
-    eval_samples: int = _field(1000, "samples scored by the classifier after every epoch (0 = "
-                               "no scoring)", resume=True)
-    final_samples: int = _field(64, "images of the final samples_ddpm.png / samples_ddim.png, "
-                                "whose sampling speed is reported", resume=True)
-    workdir: str = _field("workdirs/ddpm_{dataset}", "where metrics, sample grids, strips and "
-                          "checkpoints go ({dataset} is replaced); rerunning with the same "
-                          "workdir resumes", resume=True)
+    eval_samples: int = _field(
+        1000, "samples scored by the classifier after every epoch (0 = no scoring)", resume=True
+    )
+    final_samples: int = _field(
+        64,
+        "images of the final samples_ddpm.png / samples_ddim.png, whose sampling speed is reported",
+        resume=True,
+    )
+    workdir: str = _field(
+        "workdirs/ddpm_{dataset}",
+        "where metrics, sample grids, strips and "
+        "checkpoints go ({dataset} is replaced); rerunning with the same "
+        "workdir resumes",
+        resume=True,
+    )
 
 
 def validate(config: DDPMConfig, num_devices: int) -> None:
-    check_positive(config, "timesteps", "channels", "clip_norm", "sampling_steps",
-                   "final_samples")
+    check_positive(config, "timesteps", "channels", "clip_norm", "sampling_steps", "final_samples")
     validate_run(config, num_devices)
     for name in ("warmup_steps", "eval_samples"):
         if getattr(config, name) < 0:
@@ -130,39 +141,58 @@ def validate(config: DDPMConfig, num_devices: int) -> None:
     if config.image_size not in (28, 32):
         raise ConfigError(f"--image_size must be 28 or 32, got {config.image_size}")
     if config.sampling_steps > config.timesteps:
-        raise ConfigError(f"--sampling_steps {config.sampling_steps} exceeds --timesteps "
-                          f"{config.timesteps}")
+        raise ConfigError(
+            f"--sampling_steps {config.sampling_steps} exceeds --timesteps {config.timesteps}"
+        )
     if not config.multipliers or min(config.multipliers) < 1:
-        raise ConfigError(f"--multipliers must be positive integers, one per U-Net level, e.g. "
-                          f"1,2,2, got {value_text(config.multipliers) or 'none'}")
+        raise ConfigError(
+            f"--multipliers must be positive integers, one per U-Net level, e.g. "
+            f"1,2,2, got {value_text(config.multipliers) or 'none'}"
+        )
     levels = len(config.multipliers)
     if config.image_size % 2 ** (levels - 1):
-        raise ConfigError(f"{levels} U-Net levels halve the image {levels - 1} times, which "
-                          f"{config.image_size} does not allow: use fewer --multipliers")
+        raise ConfigError(
+            f"{levels} U-Net levels halve the image {levels - 1} times, which "
+            f"{config.image_size} does not allow: use fewer --multipliers"
+        )
     if config.channels % 8:
-        raise ConfigError(f"--channels must be a multiple of 8 (GroupNorm's 8 groups), got "
-                          f"{config.channels}")
+        raise ConfigError(
+            f"--channels must be a multiple of 8 (GroupNorm's 8 groups), got {config.channels}"
+        )
     for name in ("eval_samples", "final_samples"):
         try:
-            sharding.check_batch_size(getattr(config, name) or num_devices, num_devices,
-                                      f"--{name}")
+            sharding.check_batch_size(
+                getattr(config, name) or num_devices, num_devices, f"--{name}"
+            )
         except ValueError as e:
             raise ConfigError(str(e)) from None
 
 
 def build(config: DDPMConfig) -> Diffusion:
-    return Diffusion(UNet(config.channels, config.multipliers),
-                     make_schedule(config.schedule, config.timesteps))
+    return Diffusion(
+        UNet(config.channels, config.multipliers), make_schedule(config.schedule, config.timesteps)
+    )
 
 
-def image_sampler(model: Diffusion, config: DDPMConfig, sampler: str | None = None,
-                  steps: int | None = None, mesh=None):
+def image_sampler(
+    model: Diffusion,
+    config: DDPMConfig,
+    sampler: str | None = None,
+    steps: int | None = None,
+    mesh=None,
+):
     """The jitted ``sample(params, key, n) -> images [n, S, S, 1] in [0, 1]`` of a run (x_0
     predictions clipped to [-1, 1] on the way)."""
     shape = (config.image_size, config.image_size, 1)
-    sample = make_sampler(model, shape, sampler=sampler or config.sampler,
-                          steps=config.sampling_steps if steps is None else steps,
-                          eta=config.eta, clip=1.0, mesh=mesh)
+    sample = make_sampler(
+        model,
+        shape,
+        sampler=sampler or config.sampler,
+        steps=config.sampling_steps if steps is None else steps,
+        eta=config.eta,
+        clip=1.0,
+        mesh=mesh,
+    )
     return jax.jit(lambda params, key, n: to_unit(sample(params, key, n)), static_argnums=2)
 
 
@@ -200,37 +230,43 @@ class DDPMRun(Run):
         config = self.config
         model = self.build()
         params = model.init(keys.init, self.shape)
-        tx = optimizer(config.learning_rate, config.warmup_steps, config.clip_norm,
-                       config.adam_eps)
+        tx = optimizer(config.learning_rate, config.warmup_steps, config.clip_norm, config.adam_eps)
         per_example = noise_prediction_loss(model)
         self.preprocess = to_tanh_range(data.make_batch_preprocessor(config.image_size))
-        evaluate = training.make_evaluator(per_example, self.preprocess,
-                                           batch_size=config.eval_batch_size, mesh=mesh)
+        evaluate = training.make_evaluator(
+            per_example, self.preprocess, batch_size=config.eval_batch_size, mesh=mesh
+        )
         test_images = sharding.put_replicated(data_.test.images, mesh)
         scorer = judge.epoch_judge(config, data_.train.images, self.log)
         total_steps = config.epochs * (len(data_.train.images) // config.batch_size)
         if config.warmup_steps >= total_steps:
-            self.log(f"vaejax: warning: --warmup_steps {config.warmup_steps} is not below the "
-                     f"run's {total_steps} training steps: the learning rate never reaches "
-                     f"--learning_rate {config.learning_rate:g}; lower --warmup_steps or train "
-                     f"longer")
+            self.log(
+                f"vaejax: warning: --warmup_steps {config.warmup_steps} is not below the "
+                f"run's {total_steps} training steps: the learning rate never reaches "
+                f"--learning_rate {config.learning_rate:g}; lower --warmup_steps or train "
+                f"longer"
+            )
         # pictures and scores: each process samples on its own devices, from host weights (a
         # sampler sharded over every process would need all of them; only process 0 writes)
         self.local_mesh = local_mesh = sharding.data_mesh(jax.local_devices())
         sample = image_sampler(model, config, mesh=local_mesh)
 
         def end_of_epoch(epoch: int, state: DiffusionState, train_terms):
-            test_terms = {k: float(v) for k, v in evaluate(state.ema_params, test_images,
-                                                            keys.eval).items()}
+            test_terms = {
+                k: float(v) for k, v in evaluate(state.ema_params, test_images, keys.eval).items()
+            }
             record, text = train_and_test_record(epoch, train_terms, test_terms, _describe)
             if epoch == 0:
                 return record, text
             ema = jax.device_get(state.ema_params)
             if scorer is not None:
                 scores, scored = judge.judge_epoch(
-                    scorer, lambda key, n: sample_any_count(sample, ema, key, n,
-                                                            local_mesh.size),
-                    keys.eval, config.eval_samples, data_.spec.num_classes)
+                    scorer,
+                    lambda key, n: sample_any_count(sample, ema, key, n, local_mesh.size),
+                    keys.eval,
+                    config.eval_samples,
+                    data_.spec.num_classes,
+                )
                 record.update(scores)
                 text += scored
             if self.writer:
@@ -238,23 +274,29 @@ class DDPMRun(Run):
                 io.save_image_grid(self.workdir / f"samples_{epoch}.png", grid, 8)
             return record, text
 
-        steps = (f"{config.sampling_steps}" if config.sampler == "ddim"
-                 else f"{config.timesteps}")
+        steps = f"{config.sampling_steps}" if config.sampler == "ddim" else f"{config.timesteps}"
         return Training(
-            DiffusionState(training.create_train_state(params, tx),
-                           jax.tree_util.tree_map(np.array, params)),  # own buffers: donated
-            with_ema(training.gradient_update(objectives.batch_mean(per_example), tx),
-                     config.ema_decay),
-            self.preprocess, data_.train.images, end_of_epoch,
+            DiffusionState(
+                training.create_train_state(params, tx), jax.tree_util.tree_map(np.array, params)
+            ),  # own buffers: donated
+            with_ema(
+                training.gradient_update(objectives.batch_mean(per_example), tx), config.ema_decay
+            ),
+            self.preprocess,
+            data_.train.images,
+            end_of_epoch,
             f"DDPM ({config.schedule} schedule, T = {config.timesteps}; U-Net "
             f"{config.channels} x ({value_text(config.multipliers)})); Adam "
             f"{config.learning_rate:g}, EMA {config.ema_decay:g}; per-epoch samples: "
             f"{config.sampler} {steps} steps",
-            models.count_params(params))
+            models.count_params(params),
+        )
 
     def finish(self, state: DiffusionState, data_: Data, keys: RunKeys):
-        saved = {"params": jax.device_get(state.train.params),
-                 "ema": jax.device_get(state.ema_params)}
+        saved = {
+            "params": jax.device_get(state.train.params),
+            "ema": jax.device_get(state.ema_params),
+        }
         if self.writer:
             self.final_pictures(saved["ema"], data_, keys)
         return saved
@@ -264,38 +306,65 @@ class DDPMRun(Run):
         rates = {}
         for name, steps in (("ddpm", config.timesteps), ("ddim", config.sampling_steps)):
             images, rates[name] = sampling_rate(
-                image_sampler(model, config, name, steps, self.local_mesh), ema, keys.sample,
-                config.final_samples)
+                image_sampler(model, config, name, steps, self.local_mesh),
+                ema,
+                keys.sample,
+                config.final_samples,
+            )
             io.save_image_grid(workdir / f"samples_{name}.png", images, 8)
-            self.log(f"vaejax: {name} sampling, {steps} steps: {config.final_samples} images in "
-                     f"{rates[name]['seconds']:.1f} s = "
-                     f"{rates[name]['samples_per_second']:.2f} samples/s (compiling "
-                     f"{rates[name]['compile_seconds']:.1f} s)")
-        io.atomic_write_bytes(workdir / "sampling_speed.json", (json.dumps(
-            {"devices": self.local_mesh.size, "platform": jax.devices()[0].platform,
-             "samples": config.final_samples, **rates}, indent=2) + "\n").encode())
+            self.log(
+                f"vaejax: {name} sampling, {steps} steps: {config.final_samples} images in "
+                f"{rates[name]['seconds']:.1f} s = "
+                f"{rates[name]['samples_per_second']:.2f} samples/s (compiling "
+                f"{rates[name]['compile_seconds']:.1f} s)"
+            )
+        io.atomic_write_bytes(
+            workdir / "sampling_speed.json",
+            (
+                json.dumps(
+                    {
+                        "devices": self.local_mesh.size,
+                        "platform": jax.devices()[0].platform,
+                        "samples": config.final_samples,
+                        **rates,
+                    },
+                    indent=2,
+                )
+                + "\n"
+            ).encode(),
+        )
         times = strip_timesteps(config.timesteps)
         x0 = self.preprocess(jnp.asarray(data_.test.images[:1]), keys.eval)[0]
-        io.save_image_grid(workdir / "noising.png", np.asarray(to_unit(noising_strip(
-            model.schedule, x0, keys.eval, times))), len(times) + 1)
+        io.save_image_grid(
+            workdir / "noising.png",
+            np.asarray(to_unit(noising_strip(model.schedule, x0, keys.eval, times))),
+            len(times) + 1,
+        )
         strip = jax.jit(lambda p, key: denoising_strip(model, p, key, self.shape, times))
-        io.save_image_grid(workdir / "denoising.png",
-                           np.asarray(to_unit(strip(ema, keys.sample))), len(times) + 1)
+        io.save_image_grid(
+            workdir / "denoising.png", np.asarray(to_unit(strip(ema, keys.sample))), len(times) + 1
+        )
 
     def summary(self, record: dict) -> str:
         return f"test noise MSE {record['test_loss']:.4f}"
 
-    def trained(self, model: Diffusion, params, sampler: str | None = None,
-                steps: int | None = None) -> TrainedRun:
+    def trained(
+        self, model: Diffusion, params, sampler: str | None = None, steps: int | None = None
+    ) -> TrainedRun:
         """Samples from the EMA weights with ``sampler`` (default: the run's) and ``steps``
         (DDIM; default: the run's ``sampling_steps``)."""
         config = self.config
         steps = min(steps or config.sampling_steps, config.timesteps)
         sample = image_sampler(model, config, sampler or config.sampler, steps)
         devices = jax.device_count()
-        return TrainedRun(self.kind, config, params["ema"], model, self.workdir,
-                          lambda key, n: sample_any_count(sample, params["ema"], key, n,
-                                                          devices))
+        return TrainedRun(
+            self.kind,
+            config,
+            params["ema"],
+            model,
+            self.workdir,
+            lambda key, n: sample_any_count(sample, params["ema"], key, n, devices),
+        )
 
 
 def run(config: DDPMConfig, workdir: Path) -> dict:

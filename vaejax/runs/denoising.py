@@ -38,31 +38,48 @@ class DenoisingConfig(AEConfig):
     """Settings of ``experiments.denoising_ae``."""
 
     latent_dim: int = _field(32, "size of the latent code z")
-    noise: str = _field("gaussian", "corruption: gaussian (std = level) or salt_pepper "
-                        "(rate = level)", NOISES)
+    noise: str = _field(
+        "gaussian", "corruption: gaussian (std = level) or salt_pepper (rate = level)", NOISES
+    )
     noise_level: float = _field(0.5, "corruption level during training")
     eval_levels: tuple[float, ...] = _field(
-        (0.0, 0.1, 0.3, 0.5, 0.7), "corruption levels of the PSNR table and the picture (0: "
-        "the clean images, the autoencoder's own ceiling)", resume=True)
-    workdir: str = _field("workdirs/denoising_mnist", "where the model, table and pictures go; "
-                          "rerunning with the same workdir resumes", resume=True)
+        (0.0, 0.1, 0.3, 0.5, 0.7),
+        "corruption levels of the PSNR table and the picture (0: "
+        "the clean images, the autoencoder's own ceiling)",
+        resume=True,
+    )
+    workdir: str = _field(
+        "workdirs/denoising_mnist",
+        "where the model, table and pictures go; rerunning with the same workdir resumes",
+        resume=True,
+    )
 
 
 def validate(config: DenoisingConfig, num_devices: int) -> None:
     autoencoders_run.validate_ae(config, num_devices)
     high = 1.0 if config.noise == "salt_pepper" else 10.0
     if not 0 <= config.noise_level <= high:
-        raise ConfigError(f"--noise_level must lie in [0, {high:g}] for {config.noise} noise, "
-                          f"got {config.noise_level}")
+        raise ConfigError(
+            f"--noise_level must lie in [0, {high:g}] for {config.noise} noise, "
+            f"got {config.noise_level}"
+        )
     if not config.eval_levels:
         raise ConfigError("--eval_levels needs at least one level, e.g. 0,0.1,0.3,0.5,0.7")
     if not all(0 <= level <= high for level in config.eval_levels):
-        raise ConfigError(f"--eval_levels must lie in [0, {high:g}] for {config.noise} noise, "
-                          f"got {value_text(config.eval_levels)}")
+        raise ConfigError(
+            f"--eval_levels must lie in [0, {high:g}] for {config.noise} noise, "
+            f"got {value_text(config.eval_levels)}"
+        )
 
 
-def denoise(model: autoencoders_run.TrainedModel, images: np.ndarray, noise: str, level: float,
-            key: jax.Array, batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def denoise(
+    model: autoencoders_run.TrainedModel,
+    images: np.ndarray,
+    noise: str,
+    level: float,
+    key: jax.Array,
+    batch_size: int = 1000,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(corrupted, denoised, clean) [N, S, S, 1] in [0, 1] for uint8 test images; batch ``b`` is
     corrupted with fold_in(key, b)."""
 
@@ -84,8 +101,9 @@ def _gain(row: dict) -> str:
 
 def run(config: DenoisingConfig, workdir: Path) -> list[dict]:
     """Trains the denoising autoencoder in ``workdir/ae`` and writes ``psnr.json`` (an infinite
-    PSNR, of identical images at level 0, as null), ``psnr.md`` and ``denoising.png`` (for each level a row of corrupted and a row of denoised test images,
-    then the clean ones). Returns the PSNR records."""
+    PSNR, of identical images at level 0, as null), ``psnr.md`` and ``denoising.png`` (for each
+    level a row of corrupted and a row of denoised test images, then the clean ones). Returns the
+    PSNR records."""
     run_start = time.perf_counter()
     train, test, _, writer, log = run_config.start(config, validate)
     levels = config.eval_levels
@@ -93,31 +111,55 @@ def run(config: DenoisingConfig, workdir: Path) -> list[dict]:
     size = autoencoders_run.image_size(config.model)
     preprocess = make_denoising_preprocessor(size, config.noise, config.noise_level)
     model = autoencoders_run.train_family_member(
-        "ae", config, workdir / "ae", train.images, test.images, jax.random.fold_in(key, 0),
-        preprocess=preprocess, eval_preprocess=preprocess)
+        "ae",
+        config,
+        workdir / "ae",
+        train.images,
+        test.images,
+        jax.random.fold_in(key, 0),
+        preprocess=preprocess,
+        eval_preprocess=preprocess,
+    )
 
     rows, picture = [], []
     for i, level in enumerate(levels):
-        noisy, denoised, clean = denoise(model, test.images, config.noise, level,
-                                         jax.random.fold_in(jax.random.fold_in(key, 1), i),
-                                         config.eval_batch_size)
-        rows.append({"level": level, "psnr_corrupted": metrics.mean_psnr(clean, noisy),
-                     "psnr_denoised": metrics.mean_psnr(clean, denoised)})
+        noisy, denoised, clean = denoise(
+            model,
+            test.images,
+            config.noise,
+            level,
+            jax.random.fold_in(jax.random.fold_in(key, 1), i),
+            config.eval_batch_size,
+        )
+        rows.append(
+            {
+                "level": level,
+                "psnr_corrupted": metrics.mean_psnr(clean, noisy),
+                "psnr_denoised": metrics.mean_psnr(clean, denoised),
+            }
+        )
         picture += [noisy[:10], denoised[:10]]
     picture.append(clean[:10])
-    table = ("| level | PSNR corrupted (dB) | PSNR denoised (dB) | gain (dB) |\n"
-             "| --- | --- | --- | --- |\n"
-             + "".join(f"| {r['level']:g} | {r['psnr_corrupted']:.2f} | "
-                       f"{r['psnr_denoised']:.2f} | {_gain(r)} |\n" for r in rows))
+    table = (
+        "| level | PSNR corrupted (dB) | PSNR denoised (dB) | gain (dB) |\n"
+        "| --- | --- | --- | --- |\n"
+        + "".join(
+            f"| {r['level']:g} | {r['psnr_corrupted']:.2f} | "
+            f"{r['psnr_denoised']:.2f} | {_gain(r)} |\n"
+            for r in rows
+        )
+    )
     if writer:
         finite = [{k: (v if np.isfinite(v) else None) for k, v in r.items()} for r in rows]
         io.atomic_write_bytes(workdir / "psnr.json", json.dumps(finite, indent=2).encode())
         io.atomic_write_bytes(workdir / "psnr.md", table.encode())
         io.save_image_grid(workdir / "denoising.png", np.concatenate(picture), columns=10)
-    log(f"\n{config.noise} noise, trained at level {config.noise_level:g}, "
+    log(
+        f"\n{config.noise} noise, trained at level {config.noise_level:g}, "
         f"{config.model} autoencoder ({config.loss}), PSNR over the {len(test.images):,} test "
         f"images (peak 1; pooled squared error)\n{table}\nwhole run "
-        f"{time.perf_counter() - run_start:.1f} s; outputs in {workdir}")
+        f"{time.perf_counter() - run_start:.1f} s; outputs in {workdir}"
+    )
     return rows
 
 

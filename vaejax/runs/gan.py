@@ -71,50 +71,83 @@ LOSS_DEFAULTS = {"bce": (2e-4, 0.999, 1), "wgan-gp": (1e-4, 0.9, 5)}
 class GANConfig(RunConfig):
     """Settings of ``experiments.gan_mnist``."""
 
-    loss: str = _field("bce", "bce: the DCGAN game (discriminator with sigmoid cross-entropy); "
-                       "wgan-gp: Wasserstein critic with gradient penalty", LOSSES)
-    generator_loss: str = _field("non-saturating", "the generator's side of the bce game: "
-                                 "non-saturating (-log D(G(z))) or minimax (log(1 - D(G(z))), "
-                                 "whose gradient vanishes early)", GENERATOR_LOSSES,
-                                 applies=applies_when(loss="bce"))
-    batch_size: int = _field(64, "images per discriminator step (a multiple of the device "
-                             "count); a generator step draws as many fakes")
+    loss: str = _field(
+        "bce",
+        "bce: the DCGAN game (discriminator with sigmoid cross-entropy); "
+        "wgan-gp: Wasserstein critic with gradient penalty",
+        LOSSES,
+    )
+    generator_loss: str = _field(
+        "non-saturating",
+        "the generator's side of the bce game: "
+        "non-saturating (-log D(G(z))) or minimax (log(1 - D(G(z))), "
+        "whose gradient vanishes early)",
+        GENERATOR_LOSSES,
+        applies=applies_when(loss="bce"),
+    )
+    batch_size: int = _field(
+        64,
+        "images per discriminator step (a multiple of the device "
+        "count); a generator step draws as many fakes",
+    )
     epochs: int = _field(5, "passes of the discriminator over the training images", resume=True)
-    learning_rate: float | None = _field(None, "Adam learning rate of both players (auto: "
-                                         "2e-4 for bce, 1e-4 for wgan-gp)")
+    learning_rate: float | None = _field(
+        None, "Adam learning rate of both players (auto: 2e-4 for bce, 1e-4 for wgan-gp)"
+    )
     adam_beta1: float = _field(0.5, "Adam beta1 of both players")
-    adam_beta2: float | None = _field(None, "Adam beta2 of both players (auto: 0.999 for bce, "
-                                      "0.9 for wgan-gp)")
-    n_critic: int | None = _field(None, "discriminator steps per generator step (auto: 1 for "
-                                  "bce, 5 for wgan-gp)")
-    penalty_weight: float = _field(10.0, "weight of the wgan-gp gradient penalty (lambda)",
-                                   applies=applies_when(loss="wgan-gp"))
+    adam_beta2: float | None = _field(
+        None, "Adam beta2 of both players (auto: 0.999 for bce, 0.9 for wgan-gp)"
+    )
+    n_critic: int | None = _field(
+        None, "discriminator steps per generator step (auto: 1 for bce, 5 for wgan-gp)"
+    )
+    penalty_weight: float = _field(
+        10.0,
+        "weight of the wgan-gp gradient penalty (lambda)",
+        applies=applies_when(loss="wgan-gp"),
+    )
     noise_dim: int = _field(100, "size of z")
-    width: int = _field(64, "channels of the generator's last and the discriminator's first "
-                        "hidden layer (pytorch/examples' ngf = ndf)")
+    width: int = _field(
+        64,
+        "channels of the generator's last and the discriminator's first "
+        "hidden layer (pytorch/examples' ngf = ndf)",
+    )
     image_size: int = _field(28, "28 (MNIST as is) or 32 (padded)")
     classifier_workdir: str = judge_field()
-    eval_samples: int = _field(2000, "generated images scored by the classifier after every "
-                               "epoch (0 = no scoring)", resume=True)
-    checkpoint_every: int = _field(200, "save a checkpoint every N generator steps (also at the "
-                                   "end and on SIGTERM/SIGINT)", resume=True)
-    workdir: str = _field("workdirs/gan_{dataset}_{loss}", "where metrics, sample grids and "
-                          "checkpoints go ({dataset} and {loss} are replaced); rerunning with the "
-                          "same workdir resumes", resume=True)
+    eval_samples: int = _field(
+        2000,
+        "generated images scored by the classifier after every epoch (0 = no scoring)",
+        resume=True,
+    )
+    checkpoint_every: int = _field(
+        200,
+        "save a checkpoint every N generator steps (also at the end and on SIGTERM/SIGINT)",
+        resume=True,
+    )
+    workdir: str = _field(
+        "workdirs/gan_{dataset}_{loss}",
+        "where metrics, sample grids and "
+        "checkpoints go ({dataset} and {loss} are replaced); rerunning with the "
+        "same workdir resumes",
+        resume=True,
+    )
 
     def resolved(self) -> tuple[float, float, int]:
         """(learning rate, beta2, n_critic), the loss's defaults (``LOSS_DEFAULTS``) in place of
         None."""
         given = (self.learning_rate, self.adam_beta2, self.n_critic)
-        return tuple(default if value is None else value
-                     for value, default in zip(given, LOSS_DEFAULTS[self.loss]))
+        return tuple(
+            default if value is None else value
+            for value, default in zip(given, LOSS_DEFAULTS[self.loss])
+        )
 
 
 def validate(config: GANConfig, num_devices: int) -> None:
     check_positive(config, "batch_size", "noise_dim", "width", "penalty_weight", "n_critic")
     if not config.eval_samples >= 0:
-        raise ConfigError(f"--eval_samples must be >= 0 (0 = no scoring), got "
-                          f"{config.eval_samples}")
+        raise ConfigError(
+            f"--eval_samples must be >= 0 (0 = no scoring), got {config.eval_samples}"
+        )
     _, adam_beta2, _ = config.resolved()
     for name, value in (("adam_beta1", config.adam_beta1), ("adam_beta2", adam_beta2)):
         if not 0 <= value < 1:
@@ -122,29 +155,37 @@ def validate(config: GANConfig, num_devices: int) -> None:
     if config.image_size not in (28, 32):
         raise ConfigError(f"--image_size must be 28 or 32, got {config.image_size}")
     if config.loss == "wgan-gp" and config.generator_loss != "non-saturating":
-        raise ConfigError("--generator_loss chooses the bce game's generator loss; wgan-gp's is "
-                          "-f(G(z)): drop --generator_loss or use --loss bce")
+        raise ConfigError(
+            "--generator_loss chooses the bce game's generator loss; wgan-gp's is "
+            "-f(G(z)): drop --generator_loss or use --loss bce"
+        )
     learning_rate, _, n_critic = config.resolved()
     validate_run(dataclasses.replace(config, learning_rate=learning_rate), num_devices)
     n_train = config.train_examples or data.dataset_spec(config.dataset).num_examples["train"]
     if n_critic * config.batch_size > n_train:
-        raise ConfigError(f"one generator step takes n_critic x batch_size = "
-                          f"{n_critic * config.batch_size} real images, more than the {n_train} "
-                          f"training images: lower --batch_size or --n_critic")
+        raise ConfigError(
+            f"one generator step takes n_critic x batch_size = "
+            f"{n_critic * config.batch_size} real images, more than the {n_train} "
+            f"training images: lower --batch_size or --n_critic"
+        )
 
 
 def build(config: GANConfig) -> GAN:
-    return dcgan(config.image_size, 1, config.width, config.noise_dim,
-                 critic=config.loss == "wgan-gp")
+    return dcgan(
+        config.image_size, 1, config.width, config.noise_dim, critic=config.loss == "wgan-gp"
+    )
 
 
 def _describe(terms: dict[str, float]) -> str:
     if "d_real" in terms:
-        critic = (f"D loss {terms['d_loss']:.3f} (D(x) {terms['d_real']:.2f}, D(G(z)) "
-                  f"{terms['d_fake']:.2f})")
+        critic = (
+            f"D loss {terms['d_loss']:.3f} (D(x) {terms['d_real']:.2f}, D(G(z)) "
+            f"{terms['d_fake']:.2f})"
+        )
     else:
-        critic = (f"W estimate {terms['d_wasserstein']:.3f}  penalty "
-                  f"{terms['d_gradient_penalty']:.3f}")
+        critic = (
+            f"W estimate {terms['d_wasserstein']:.3f}  penalty {terms['d_gradient_penalty']:.3f}"
+        )
     return f"{critic}  G loss {terms['g_loss']:.3f}  |grad G| {terms['g_grad_norm']:.3g}"
 
 
@@ -173,12 +214,16 @@ class GANRun(Run):
         learning_rate, beta2, n_critic = config.resolved()
         gan = self.build()
         params = self.init_params(gan, keys.init)
-        optimizer = optax.adam(learning_rate, b1=config.adam_beta1, b2=beta2,
-                               eps=config.adam_eps)
-        update = make_gan_update(gan, loss=config.loss, generator_optimizer=optimizer,
-                                 discriminator_optimizer=optimizer, n_critic=n_critic,
-                                 generator_loss=config.generator_loss,
-                                 penalty_weight=config.penalty_weight)
+        optimizer = optax.adam(learning_rate, b1=config.adam_beta1, b2=beta2, eps=config.adam_eps)
+        update = make_gan_update(
+            gan,
+            loss=config.loss,
+            generator_optimizer=optimizer,
+            discriminator_optimizer=optimizer,
+            n_critic=n_critic,
+            generator_loss=config.generator_loss,
+            penalty_weight=config.penalty_weight,
+        )
         scorer = judge.epoch_judge(config, data_.train.images, self.log)
         fixed_z = jax.random.normal(keys.sample, (64, config.noise_dim))
         self.grid = jax.jit(lambda p: (gan.generate(p, fixed_z) + 1.0) / 2.0)
@@ -190,41 +235,56 @@ class GANRun(Run):
             if scorer is not None:
                 params = state.generator.params
                 scores, scored = judge.judge_epoch(
-                    scorer, lambda key, n: np.asarray(sample(params, key, n)), keys.eval,
-                    config.eval_samples, data_.spec.num_classes)
+                    scorer,
+                    lambda key, n: np.asarray(sample(params, key, n)),
+                    keys.eval,
+                    config.eval_samples,
+                    data_.spec.num_classes,
+                )
                 record.update(scores)
                 text += scored
             if self.writer and epoch > 0:
-                io.save_image_grid(self.workdir / f"samples_{epoch}.png",
-                                   np.asarray(self.grid(jax.device_get(state.generator.params))),
-                                   8)
+                io.save_image_grid(
+                    self.workdir / f"samples_{epoch}.png",
+                    np.asarray(self.grid(jax.device_get(state.generator.params))),
+                    8,
+                )
             return record, text
 
-        game = (f"{config.loss}, {config.generator_loss} generator" if config.loss == "bce"
-                else f"wgan-gp, lambda {config.penalty_weight:g}")
+        game = (
+            f"{config.loss}, {config.generator_loss} generator"
+            if config.loss == "bce"
+            else f"wgan-gp, lambda {config.penalty_weight:g}"
+        )
         return Training(
-            create_gan_state(params, optimizer, optimizer), update,
-            to_tanh_range(data.make_batch_preprocessor(config.image_size)), data_.train.images,
+            create_gan_state(params, optimizer, optimizer),
+            update,
+            to_tanh_range(data.make_batch_preprocessor(config.image_size)),
+            data_.train.images,
             end_of_epoch,
             f"DCGAN ({game}; generator {models.count_params(params['generator']):,}, "
             f"{'critic' if config.loss == 'wgan-gp' else 'discriminator'} "
             f"{models.count_params(params['discriminator']):,}); Adam {learning_rate:g} betas "
             f"({config.adam_beta1:g}, {beta2:g}), {n_critic} critic step(s) per generator step",
             models.count_params(params),
-            TrainSettings.of(config, batch_size=n_critic * config.batch_size,
-                             learning_rate=learning_rate))
+            TrainSettings.of(
+                config, batch_size=n_critic * config.batch_size, learning_rate=learning_rate
+            ),
+        )
 
     def finish(self, state: GANState, data_: Data, keys: RunKeys):
-        params = {"generator": jax.device_get(state.generator.params),
-                  "discriminator": jax.device_get(state.discriminator.params)}
+        params = {
+            "generator": jax.device_get(state.generator.params),
+            "discriminator": jax.device_get(state.discriminator.params),
+        }
         if self.writer:
-            io.save_image_grid(self.workdir / "samples.png",
-                               np.asarray(self.grid(params["generator"])), 8)
+            io.save_image_grid(
+                self.workdir / "samples.png", np.asarray(self.grid(params["generator"])), 8
+            )
         return params
 
     def trained(self, model: GAN, params) -> TrainedRun:
-        sample = jax.jit(lambda key, n: model.sample(params["generator"], key, n),
-                         static_argnums=1)
+        sample = jax.jit(lambda key, n: model.sample(params["generator"], key, n), static_argnums=1)
         return TrainedRun(self.kind, self.config, params, model, self.workdir, sample)
 
 

@@ -41,8 +41,12 @@ class LatentStudyConfig(AEConfig):
     """Settings of ``experiments.ae_fashion_mnist``; defaults: Foster's notebooks."""
 
     dataset: str = _field("fashion_mnist", "dataset", tuple(data.DATASETS))
-    model: str = _field("conv", "conv: Foster's convolutional AE and VAE (32x32); mlp: the dense "
-                        "784-256-128-latent AE and VAE (28x28)", autoencoders_run.MODELS)
+    model: str = _field(
+        "conv",
+        "conv: Foster's convolutional AE and VAE (32x32); mlp: the dense "
+        "784-256-128-latent AE and VAE (28x28)",
+        autoencoders_run.MODELS,
+    )
     batch_size: int = _field(100, "training batch size (a multiple of the device count)")
     epochs: int = _field(3, "training epochs of the autoencoder", resume=True)
     learning_rate: float = _field(1e-3, "Adam learning rate of the autoencoder")
@@ -50,14 +54,22 @@ class LatentStudyConfig(AEConfig):
     vae_epochs: int = _field(5, "training epochs of the VAE", resume=True)
     vae_learning_rate: float = _field(5e-4, "Adam learning rate of the VAE")
     attribute_classes: tuple[int, ...] = _field(
-        (9, 7), "the class-pair attribute vector A,B: mean code of class A minus that of class "
-        "B, added to class B images (fashion_mnist 9,7: ankle boot minus sneaker)", resume=True)
-    strengths: tuple[float, ...] = _field((-2.0, -1.0, 0.0, 1.0, 2.0), "strengths at which "
-                                          "attribute vectors are added", resume=True)
-    knn_k: int = _field(5, "neighbours of the k-NN classifier in the dimensionality-reduction "
-                        "table", resume=True)
-    workdir: str = _field("workdirs/ae_fashion_mnist", "where models, pictures and tables go; "
-                          "rerunning with the same workdir resumes", resume=True)
+        (9, 7),
+        "the class-pair attribute vector A,B: mean code of class A minus that of class "
+        "B, added to class B images (fashion_mnist 9,7: ankle boot minus sneaker)",
+        resume=True,
+    )
+    strengths: tuple[float, ...] = _field(
+        (-2.0, -1.0, 0.0, 1.0, 2.0), "strengths at which attribute vectors are added", resume=True
+    )
+    knn_k: int = _field(
+        5, "neighbours of the k-NN classifier in the dimensionality-reduction table", resume=True
+    )
+    workdir: str = _field(
+        "workdirs/ae_fashion_mnist",
+        "where models, pictures and tables go; rerunning with the same workdir resumes",
+        resume=True,
+    )
 
 
 def attribute_pair(config: LatentStudyConfig) -> tuple[int, int]:
@@ -66,8 +78,10 @@ def attribute_pair(config: LatentStudyConfig) -> tuple[int, int]:
     n = data.dataset_spec(config.dataset).num_classes
     pair = config.attribute_classes
     if not (len(pair) == 2 and all(0 <= c < n for c in pair) and pair[0] != pair[1]):
-        raise ConfigError(f"--attribute_classes must be two different labels A,B in 0..{n - 1}, "
-                          f"e.g. 9,7, got {value_text(pair) or 'none'}")
+        raise ConfigError(
+            f"--attribute_classes must be two different labels A,B in 0..{n - 1}, "
+            f"e.g. 9,7, got {value_text(pair) or 'none'}"
+        )
     return pair[0], pair[1]
 
 
@@ -78,29 +92,46 @@ def validate(config: LatentStudyConfig, num_devices: int) -> None:
     if not config.strengths:
         raise ConfigError("--strengths needs at least one strength, e.g. -2,-1,0,1,2")
     if not all(-100 <= v <= 100 for v in config.strengths):
-        raise ConfigError(f"--strengths must lie in [-100, 100], got "
-                          f"{value_text(config.strengths)}")
+        raise ConfigError(
+            f"--strengths must lie in [-100, 100], got {value_text(config.strengths)}"
+        )
 
 
-def dimensionality_reduction(codes: dict[str, tuple[np.ndarray, np.ndarray]],
-                             train: data.ImageSplit, test: data.ImageSplit, components: int,
-                             k: int) -> list[dict]:
+def dimensionality_reduction(
+    codes: dict[str, tuple[np.ndarray, np.ndarray]],
+    train: data.ImageSplit,
+    test: data.ImageSplit,
+    components: int,
+    k: int,
+) -> list[dict]:
     """k-NN test accuracy of each ``name -> (train codes, test codes)``, of PCA with
     ``components`` components fitted on the training pixels, and of the raw pixels."""
-    pixels = [split.images.reshape(len(split.images), -1).astype(np.float64) / 255.0
-              for split in (train, test)]
+    pixels = [
+        split.images.reshape(len(split.images), -1).astype(np.float64) / 255.0
+        for split in (train, test)
+    ]
     mean, basis, explained = latent.pca_fit(pixels[0], components)
     share = float(explained.sum() / pixels[0].var(axis=0, ddof=1).sum())
-    codes = {**codes, f"PCA ({components} components, {share:.0%} of the variance)":
-             tuple(latent.pca_transform(p, mean, basis) for p in pixels),
-             f"raw pixels ({pixels[0].shape[1]}-D)": tuple(pixels)}
-    return [{"codes": name, "dimensions": int(tr.shape[1]),
-             "knn_accuracy": latent.knn_accuracy(tr, train.labels, te, test.labels, k)}
-            for name, (tr, te) in codes.items()]
+    codes = {
+        **codes,
+        f"PCA ({components} components, {share:.0%} of the variance)": tuple(
+            latent.pca_transform(p, mean, basis) for p in pixels
+        ),
+        f"raw pixels ({pixels[0].shape[1]}-D)": tuple(pixels),
+    }
+    return [
+        {
+            "codes": name,
+            "dimensions": int(tr.shape[1]),
+            "knn_accuracy": latent.knn_accuracy(tr, train.labels, te, test.labels, k),
+        }
+        for name, (tr, te) in codes.items()
+    ]
 
 
-def interpolation_strips(ae: TrainedModel, vae: TrainedModel, starts: np.ndarray,
-                         ends: np.ndarray, steps: int) -> np.ndarray:
+def interpolation_strips(
+    ae: TrainedModel, vae: TrainedModel, starts: np.ndarray, ends: np.ndarray, steps: int
+) -> np.ndarray:
     """For each pair of uint8 images (starts[i], ends[i]) three strips of ``steps`` decodes
     from one code to the other: AE straight line, VAE straight line, VAE spherical (slerp);
     [3 * pairs * steps, S, S, 1]."""
@@ -108,15 +139,23 @@ def interpolation_strips(ae: TrainedModel, vae: TrainedModel, starts: np.ndarray
     vae_z = [autoencoders_run.encode_images(vae, x) for x in (starts, ends)]
     strips = []
     for i in range(len(starts)):
-        strips += [autoencoders_run.decode_codes(ae, latent.lerp(ae_z[0][i], ae_z[1][i], steps)),
-                   autoencoders_run.decode_codes(vae, latent.lerp(vae_z[0][i], vae_z[1][i], steps)),
-                   autoencoders_run.decode_codes(vae, latent.slerp(vae_z[0][i], vae_z[1][i], steps))]
+        strips += [
+            autoencoders_run.decode_codes(ae, latent.lerp(ae_z[0][i], ae_z[1][i], steps)),
+            autoencoders_run.decode_codes(vae, latent.lerp(vae_z[0][i], vae_z[1][i], steps)),
+            autoencoders_run.decode_codes(vae, latent.slerp(vae_z[0][i], vae_z[1][i], steps)),
+        ]
     return np.concatenate(strips)
 
 
-def attribute_grid(model: TrainedModel, train_codes: np.ndarray, train: data.ImageSplit,
-                   test: data.ImageSplit, pair: tuple[int, int], strengths, rows: int = 5
-                   ) -> np.ndarray:
+def attribute_grid(
+    model: TrainedModel,
+    train_codes: np.ndarray,
+    train: data.ImageSplit,
+    test: data.ImageSplit,
+    pair: tuple[int, int],
+    strengths,
+    rows: int = 5,
+) -> np.ndarray:
     """Two attribute vectors added to test images at ``strengths`` (one column each):
 
     - ink: mean code of the thickest quarter of training images minus the thinnest quarter
@@ -130,11 +169,15 @@ def attribute_grid(model: TrainedModel, train_codes: np.ndarray, train: data.Ima
     a, b = pair
     class_vector = latent.attribute_vector(train_codes, train.labels == a, train.labels == b)
     blocks = []
-    for vector, images in ((ink_vector, test.images[:rows]),
-                           (class_vector, test.images[test.labels == b][:rows])):
+    for vector, images in (
+        (ink_vector, test.images[:rows]),
+        (class_vector, test.images[test.labels == b][:rows]),
+    ):
         z = autoencoders_run.encode_images(model, images)
         shifted = latent.add_attribute(z, vector, strengths)  # [S, rows, D]
-        decoded = autoencoders_run.decode_codes(model, shifted.swapaxes(0, 1).reshape(-1, z.shape[1]))
+        decoded = autoencoders_run.decode_codes(
+            model, shifted.swapaxes(0, 1).reshape(-1, z.shape[1])
+        )
         blocks.append(decoded)
     return np.concatenate(blocks)
 
@@ -148,65 +191,119 @@ def run(config: LatentStudyConfig, workdir: Path) -> list[dict]:
     pair = attribute_pair(config)
     key = jax.random.key(config.seed)
     ae = autoencoders_run.train_family_member(
-        "ae", config, workdir / "ae", train.images, test.images, jax.random.fold_in(key, 0))
+        "ae", config, workdir / "ae", train.images, test.images, jax.random.fold_in(key, 0)
+    )
     vae = autoencoders_run.train_family_member(
-        "vae", config, workdir / "vae", train.images, test.images, jax.random.fold_in(key, 1),
-        settings=TrainSettings.of(config, epochs=config.vae_epochs,
-                                  learning_rate=config.vae_learning_rate))
+        "vae",
+        config,
+        workdir / "vae",
+        train.images,
+        test.images,
+        jax.random.fold_in(key, 1),
+        settings=TrainSettings.of(
+            config, epochs=config.vae_epochs, learning_rate=config.vae_learning_rate
+        ),
+    )
 
-    codes = {name: tuple(autoencoders_run.encode_images(model, split.images)
-                         for split in (train, test)) for name, model in (("ae", ae), ("vae", vae))}
+    codes = {
+        name: tuple(autoencoders_run.encode_images(model, split.images) for split in (train, test))
+        for name, model in (("ae", ae), ("vae", vae))
+    }
     table = dimensionality_reduction(
         {"autoencoder codes": codes["ae"], "VAE posterior means": codes["vae"]},
-        train, test, config.latent_dim, config.knn_k)
-    markdown = (f"| codes | dimensions | {config.knn_k}-NN test accuracy |\n| --- | --- | --- |\n"
-                + "".join(f"| {r['codes']} | {r['dimensions']} | {r['knn_accuracy']:.4f} |\n"
-                          for r in table))
+        train,
+        test,
+        config.latent_dim,
+        config.knn_k,
+    )
+    markdown = (
+        f"| codes | dimensions | {config.knn_k}-NN test accuracy |\n| --- | --- | --- |\n"
+        + "".join(
+            f"| {r['codes']} | {r['dimensions']} | {r['knn_accuracy']:.4f} |\n" for r in table
+        )
+    )
     if not writer:
         return table
 
-    io.atomic_write_bytes(workdir / "dimensionality_reduction.json",
-                          json.dumps(table, indent=2).encode())
+    io.atomic_write_bytes(
+        workdir / "dimensionality_reduction.json", json.dumps(table, indent=2).encode()
+    )
     io.atomic_write_bytes(workdir / "dimensionality_reduction.md", markdown.encode())
     preview = test.images[:10]
-    io.save_image_grid(workdir / "reconstructions.png", np.concatenate([
-        np.asarray(ae.prepare(preview)),
-        autoencoders_run.decode_codes(ae, autoencoders_run.encode_images(ae, preview)),
-        autoencoders_run.decode_codes(vae, autoencoders_run.encode_images(vae, preview))]), columns=10)
+    io.save_image_grid(
+        workdir / "reconstructions.png",
+        np.concatenate(
+            [
+                np.asarray(ae.prepare(preview)),
+                autoencoders_run.decode_codes(ae, autoencoders_run.encode_images(ae, preview)),
+                autoencoders_run.decode_codes(vae, autoencoders_run.encode_images(vae, preview)),
+            ]
+        ),
+        columns=10,
+    )
     sample_key = jax.random.fold_in(key, 2)
     box = latent.bounding_box(codes["ae"][1])
-    io.save_image_grids(workdir / "samples.png", [
-        (autoencoders_run.decode_codes(ae, latent.sample_box(sample_key, *box, 64)), 8),
-        (autoencoders_run.decode_codes(vae, jax.random.normal(sample_key, (64, config.latent_dim))),
-         8)])
+    io.save_image_grids(
+        workdir / "samples.png",
+        [
+            (autoencoders_run.decode_codes(ae, latent.sample_box(sample_key, *box, 64)), 8),
+            (
+                autoencoders_run.decode_codes(
+                    vae, jax.random.normal(sample_key, (64, config.latent_dim))
+                ),
+                8,
+            ),
+        ],
+    )
     firsts = [int(np.flatnonzero(test.labels == c)[0]) for c in range(spec.num_classes)]
     starts = test.images[[firsts[c] for c in range(0, 8, 2)]]
     ends = test.images[[firsts[(c + 3) % spec.num_classes] for c in range(0, 8, 2)]]
-    io.save_image_grid(workdir / "interpolation.png",
-                       interpolation_strips(ae, vae, starts, ends, 10), columns=10)
+    io.save_image_grid(
+        workdir / "interpolation.png", interpolation_strips(ae, vae, starts, ends, 10), columns=10
+    )
     for name, model in (("ae", ae), ("vae", vae)):
-        io.save_image_grid(workdir / f"attributes_{name}.png", attribute_grid(
-            model, codes[name][0], train, test, pair, strengths), columns=len(strengths))
+        io.save_image_grid(
+            workdir / f"attributes_{name}.png",
+            attribute_grid(model, codes[name][0], train, test, pair, strengths),
+            columns=len(strengths),
+        )
     if config.latent_dim == 2:
         io.save_latent_scatters(
             workdir / "latent_space.png",
-            [(codes["ae"][1], "autoencoder: codes of the test set"),
-             (codes["vae"][1], "VAE: posterior means of the test set")],
-            test.labels, spec.class_names)
+            [
+                (codes["ae"][1], "autoencoder: codes of the test set"),
+                (codes["vae"][1], "VAE: posterior means of the test set"),
+            ],
+            test.labels,
+            spec.class_names,
+        )
         io.save_latent_scatters(
             workdir / "latent_p_values.png",
-            [(np.asarray(latent.p_values(codes["ae"][1])), "autoencoder: Phi(code)"),
-             (np.asarray(latent.p_values(codes["vae"][1])), "VAE: Phi(posterior mean)")],
-            test.labels, spec.class_names, axis_labels=("Phi(z[0])", "Phi(z[1])"),
-            limits=(-0.02, 1.02))
-        io.save_image_grids(workdir / "decoded_grid.png", [
-            (autoencoders_run.decode_codes(ae, latent.box_grid(*box, 15)), 15),
-            (autoencoders_run.decode_codes(vae, latent.normal_quantile_grid(15)), 15)])
+            [
+                (np.asarray(latent.p_values(codes["ae"][1])), "autoencoder: Phi(code)"),
+                (np.asarray(latent.p_values(codes["vae"][1])), "VAE: Phi(posterior mean)"),
+            ],
+            test.labels,
+            spec.class_names,
+            axis_labels=("Phi(z[0])", "Phi(z[1])"),
+            limits=(-0.02, 1.02),
+        )
+        io.save_image_grids(
+            workdir / "decoded_grid.png",
+            [
+                (autoencoders_run.decode_codes(ae, latent.box_grid(*box, 15)), 15),
+                (autoencoders_run.decode_codes(vae, latent.normal_quantile_grid(15)), 15),
+            ],
+        )
     else:
-        log(f"latent_space.png, latent_p_values.png and decoded_grid.png draw 2-D codes: "
-            f"skipped for --latent_dim {config.latent_dim}")
-    log(f"\n{config.dataset} test set, {config.model} models, latent {config.latent_dim}\n"
-        f"{markdown}\nwhole run {time.perf_counter() - run_start:.1f} s; outputs in {workdir}")
+        log(
+            f"latent_space.png, latent_p_values.png and decoded_grid.png draw 2-D codes: "
+            f"skipped for --latent_dim {config.latent_dim}"
+        )
+    log(
+        f"\n{config.dataset} test set, {config.model} models, latent {config.latent_dim}\n"
+        f"{markdown}\nwhole run {time.perf_counter() - run_start:.1f} s; outputs in {workdir}"
+    )
     return table
 
 

@@ -35,8 +35,11 @@ from vaejax.training.loop import WorkdirError
 class EvaluateConfig:
     """Settings of ``experiments.evaluate_likelihood``."""
 
-    workdir: str = _field("workdirs/vae_mnist", "a finished VAE run (config.json and "
-                          "params.msgpack, as written by vae_mnist / vae_fashion_mnist)")
+    workdir: str = _field(
+        "workdirs/vae_mnist",
+        "a finished VAE run (config.json and "
+        "params.msgpack, as written by vae_mnist / vae_fashion_mnist)",
+    )
     samples: int = _field(5000, "K, draws of z per test image (Burda et al. report K = 5000)")
     batch_size: int = _field(100, "test images per compiled call")
     chunk_size: int = _field(100, "draws per image held in memory at once")
@@ -51,8 +54,10 @@ def read_vae_run(workdir: Path):
     (:func:`~vaejax.runs.load.load_run`); one-line errors."""
     trained = load_run(workdir)
     if not isinstance(trained.config, VAEConfig):
-        raise WorkdirError(f"{workdir} holds a {trained.kind} run, not a VAE: pass the workdir of "
-                           f"vae_mnist, vae_fashion_mnist or burda_mnist")
+        raise WorkdirError(
+            f"{workdir} holds a {trained.kind} run, not a VAE: pass the workdir of "
+            f"vae_mnist, vae_fashion_mnist or burda_mnist"
+        )
     return trained.config, trained.model, trained.params
 
 
@@ -67,36 +72,61 @@ def run(config: EvaluateConfig, workdir: Path) -> dict:
     if config.test_examples < 0 or not 0 <= config.seed < 2**31:
         raise ConfigError("--test_examples must be >= 0 and --seed in 0..2^31-1")
     run_config, model, params = read_vae_run(workdir)
-    run_config = dataclasses.replace(run_config, data_dir=config.data_dir or run_config.data_dir,
-                                     raw_data_dir=config.raw_data_dir or run_config.raw_data_dir)
+    run_config = dataclasses.replace(
+        run_config,
+        data_dir=config.data_dir or run_config.data_dir,
+        raw_data_dir=config.raw_data_dir or run_config.raw_data_dir,
+    )
     _, test = load_data(run_config, run_config.binarization)
     images = test.images[: config.test_examples or None]
-    print(f"vaejax: {run_config.model} VAE from {workdir} ({run_config.epochs} epochs, objective "
-          f"{run_config.objective}), {run_config.dataset} test set, {len(images):,} images, "
-          f"binarization {run_config.binarization}, K = {config.samples}, "
-          f"{jax.devices()[0].platform}")
+    print(
+        f"vaejax: {run_config.model} VAE from {workdir} ({run_config.epochs} epochs, objective "
+        f"{run_config.objective}), {run_config.dataset} test set, {len(images):,} images, "
+        f"binarization {run_config.binarization}, K = {config.samples}, "
+        f"{jax.devices()[0].platform}"
+    )
     if run_config.binarization == "none":
-        print("note: grey pixels under a Bernoulli likelihood are not a distribution over the "
-              "images; the papers' numbers use binarized MNIST (--binarization dynamic|static)")
+        print(
+            "note: grey pixels under a Bernoulli likelihood are not a distribution over the "
+            "images; the papers' numbers use binarized MNIST (--binarization dynamic|static)"
+        )
     start = time.perf_counter()
     bounds = evaluate_bounds(
-        model, params, images, data.make_batch_preprocessor(run_config.resolved_image_size),
-        jax.random.key(config.seed), config.samples, config.batch_size, config.chunk_size,
-        run_config.likelihood, run_config.gaussian_variance)
+        model,
+        params,
+        images,
+        data.make_batch_preprocessor(run_config.resolved_image_size),
+        jax.random.key(config.seed),
+        config.samples,
+        config.batch_size,
+        config.chunk_size,
+        run_config.likelihood,
+        run_config.gaussian_variance,
+    )
     seconds = time.perf_counter() - start
     n = len(images)
     result = {
-        "workdir": str(workdir), "samples": config.samples, "test_examples": n,
-        "binarization": run_config.binarization, "objective": run_config.objective,
-        "epochs": run_config.epochs, "test_negative_elbo": float(-bounds["elbo"].mean()),
+        "workdir": str(workdir),
+        "samples": config.samples,
+        "test_examples": n,
+        "binarization": run_config.binarization,
+        "objective": run_config.objective,
+        "epochs": run_config.epochs,
+        "test_negative_elbo": float(-bounds["elbo"].mean()),
         "test_nll": float(-bounds["iwae"].mean()),
         "test_nll_standard_error": float(bounds["iwae"].std(ddof=1) / np.sqrt(n)) if n > 1 else 0,
-        "seconds": seconds, "device": jax.devices()[0].device_kind, "seed": config.seed}
-    io.atomic_write_bytes(workdir / f"likelihood_{config.samples}.json",
-                          json.dumps(result, indent=2).encode())
-    print(f"test -ELBO {result['test_negative_elbo']:.2f}, test NLL (-L_{config.samples}) "
-          f"{result['test_nll']:.2f} ± {result['test_nll_standard_error']:.2f} nats/image "
-          f"(standard error over the images); {seconds:.1f} s ({n / seconds:,.1f} img/s)")
+        "seconds": seconds,
+        "device": jax.devices()[0].device_kind,
+        "seed": config.seed,
+    }
+    io.atomic_write_bytes(
+        workdir / f"likelihood_{config.samples}.json", json.dumps(result, indent=2).encode()
+    )
+    print(
+        f"test -ELBO {result['test_negative_elbo']:.2f}, test NLL (-L_{config.samples}) "
+        f"{result['test_nll']:.2f} ± {result['test_nll_standard_error']:.2f} nats/image "
+        f"(standard error over the images); {seconds:.1f} s ({n / seconds:,.1f} img/s)"
+    )
     return result
 
 

@@ -41,8 +41,7 @@ def config_from_record(config_class: type, record: dict):
         if field.name not in record or field.name in RUN_FIELDS:
             continue
         value, hint = record[field.name], hints.get(field.name)
-        tuple_types = [h for h in (hint, *typing.get_args(hint))
-                       if typing.get_origin(h) is tuple]
+        tuple_types = [h for h in (hint, *typing.get_args(hint)) if typing.get_origin(h) is tuple]
         if tuple_types:
             value = _as_tuple(value, (typing.get_args(tuple_types[0]) or (None,))[0])
         kwargs[field.name] = value
@@ -62,35 +61,44 @@ def load_run(workdir: os.PathLike | str, **options) -> TrainedRun:
     workdir = Path(workdir)
     config_path, params_path = workdir / CONFIG, workdir / PARAMS
     if not config_path.is_file() or not params_path.is_file():
-        raise WorkdirError(f"{workdir} holds no finished run ({CONFIG} and {PARAMS}): train one "
-                           f"there first, e.g. python -m experiments.vae_mnist --workdir "
-                           f"{workdir}")
+        raise WorkdirError(
+            f"{workdir} holds no finished run ({CONFIG} and {PARAMS}): train one "
+            f"there first, e.g. python -m experiments.vae_mnist --workdir "
+            f"{workdir}"
+        )
     try:
         record = json.loads(config_path.read_text())
         kind = record["kind"]
     except (ValueError, KeyError, TypeError) as e:
-        raise WorkdirError(f"{config_path} names no run kind ({type(e).__name__}: {e}): it was "
-                           f"written by an older vaejax; retrain into a new --workdir") from None
+        raise WorkdirError(
+            f"{config_path} names no run kind ({type(e).__name__}: {e}): it was "
+            f"written by an older vaejax; retrain into a new --workdir"
+        ) from None
     try:
         cls = run_class(kind, record.get("run"))
     except KeyError:
-        raise WorkdirError(f"{workdir} holds a run of kind {kind!r}, which is not registered "
-                           f"(and {record.get('run')!r} cannot be imported): import the module "
-                           f"that defines it first") from None
+        raise WorkdirError(
+            f"{workdir} holds a run of kind {kind!r}, which is not registered "
+            f"(and {record.get('run')!r} cannot be imported): import the module "
+            f"that defines it first"
+        ) from None
     try:
         config = config_from_record(cls.Config, record)
     except TypeError as e:
-        raise WorkdirError(f"{config_path} does not fit {cls.Config.__name__} ({e}): retrain "
-                           f"into a new --workdir") from None
+        raise WorkdirError(
+            f"{config_path} does not fit {cls.Config.__name__} ({e}): retrain into a new --workdir"
+        ) from None
     run = cls(config, workdir)
     model = run.build()
     template = jax.tree_util.tree_map(
         lambda s: np.zeros(s.shape, s.dtype),
-        jax.eval_shape(lambda: run.init_params(model, jax.random.key(0))))
+        jax.eval_shape(lambda: run.init_params(model, jax.random.key(0))),
+    )
     try:
         params = io.load_params(params_path, template)
     except Exception as e:  # one line, nothing lost
-        raise WorkdirError(f"{params_path} is damaged or belongs to another model "
-                           f"({type(e).__name__}): retrain, or resume the run to rewrite it"
-                           ) from None
+        raise WorkdirError(
+            f"{params_path} is damaged or belongs to another model "
+            f"({type(e).__name__}): retrain, or resume the run to rewrite it"
+        ) from None
     return run.trained(model, params, **options)

@@ -37,24 +37,35 @@ from vaejax.runs.trained import TrainedRun
 class QualityConfig:
     """Settings of ``experiments.sample_quality``."""
 
-    dataset: str = _field("mnist", "dataset of the classifier and the runs",
-                          ("mnist", "fashion_mnist"))
-    runs: tuple[str, ...] = _field((), "workdirs of finished VAE / GAN / diffusion runs to "
-                                   "score (none: real test images only)")
-    classifier_workdir: str = _field("workdirs/classifier_{dataset}", "the classifier trained "
-                                     "by experiments.classifier ({dataset} is replaced)")
+    dataset: str = _field(
+        "mnist", "dataset of the classifier and the runs", ("mnist", "fashion_mnist")
+    )
+    runs: tuple[str, ...] = _field(
+        (), "workdirs of finished VAE / GAN / diffusion runs to score (none: real test images only)"
+    )
+    classifier_workdir: str = _field(
+        "workdirs/classifier_{dataset}",
+        "the classifier trained by experiments.classifier ({dataset} is replaced)",
+    )
     num_samples: int = _field(10000, "generated images per run (the test set has 10,000)")
     seed: int = _field(0, "seed of the generated images")
-    sampler: str = _field("ddim", "how diffusion runs sample: ddim (--sampling_steps steps) or "
-                          "ddpm (all T steps, ancestral)", ("ddim", "ddpm"))
+    sampler: str = _field(
+        "ddim",
+        "how diffusion runs sample: ddim (--sampling_steps steps) or ddpm (all T steps, ancestral)",
+        ("ddim", "ddpm"),
+    )
     sampling_steps: int = _field(50, "DDIM steps of diffusion runs")
-    data_dir: str = _field("", "tfds data directory (empty: $TFDS_DATA_DIR or "
-                           "~/tensorflow_datasets)")
+    data_dir: str = _field(
+        "", "tfds data directory (empty: $TFDS_DATA_DIR or ~/tensorflow_datasets)"
+    )
     raw_data_dir: str = _field("", "folder with the raw IDX .gz files, for offline use")
-    train_examples: int = _field(0, "fit the real features on the first N training images "
-                                 "(0 = all)")
-    workdir: str = _field("workdirs/sample_quality_{dataset}", "where sample_quality.json, "
-                          "mode_coverage.png and samples.png go")
+    train_examples: int = _field(
+        0, "fit the real features on the first N training images (0 = all)"
+    )
+    workdir: str = _field(
+        "workdirs/sample_quality_{dataset}",
+        "where sample_quality.json, mode_coverage.png and samples.png go",
+    )
 
 
 def _training_time(workdir: Path) -> dict | None:
@@ -63,18 +74,26 @@ def _training_time(workdir: Path) -> dict | None:
     lines = io.read_jsonl(timing) if timing.is_file() else []
     if not lines:
         return None
-    return {"epochs": max(t.get("epoch", 0) for t in lines),
-            "train_seconds": sum(t.get("seconds", 0.0) for t in lines)}
+    return {
+        "epochs": max(t.get("epoch", 0) for t in lines),
+        "train_seconds": sum(t.get("seconds", 0.0) for t in lines),
+    }
 
 
-def _format_row(name: str, scores: dict, num_classes: int, training: dict | None,
-                rate: float | None = None) -> str:
-    trained = (f"{training['epochs']:>6d}  {training['train_seconds']:>8.0f}" if training else
-               f"{'-':>6}  {'-':>8}")
-    return (f"{name:<40} {scores['fid']:>8.2f}  {scores['inception_score']:>5.2f} ± "
-            f"{scores['inception_score_std']:.2f}  {scores['classes_covered']:>3d}/{num_classes}  "
-            f"{scores['largest_class_fraction']:>6.1%}  {trained}  "
-            + (f"{rate:>10.1f}" if rate else f"{'-':>10}"))
+def _format_row(
+    name: str, scores: dict, num_classes: int, training: dict | None, rate: float | None = None
+) -> str:
+    trained = (
+        f"{training['epochs']:>6d}  {training['train_seconds']:>8.0f}"
+        if training
+        else f"{'-':>6}  {'-':>8}"
+    )
+    return (
+        f"{name:<40} {scores['fid']:>8.2f}  {scores['inception_score']:>5.2f} ± "
+        f"{scores['inception_score_std']:.2f}  {scores['classes_covered']:>3d}/{num_classes}  "
+        f"{scores['largest_class_fraction']:>6.1%}  {trained}  "
+        + (f"{rate:>10.1f}" if rate else f"{'-':>10}")
+    )
 
 
 def _is_diffusion(workdir: Path) -> bool:
@@ -104,19 +123,26 @@ def run(config: QualityConfig, workdir: Path) -> dict:
     if config.sampling_steps < 1:
         raise ConfigError(f"--sampling_steps must be >= 1, got {config.sampling_steps}")
     options = {"sampler": config.sampler, "steps": config.sampling_steps}
-    trained = [(path, load_run(path, **(options if _is_diffusion(path) else {})))
-               for path in runs]  # every error before the slow part
+    trained = [
+        (path, load_run(path, **(options if _is_diffusion(path) else {}))) for path in runs
+    ]  # every error before the slow part
     for path, trained_run in trained:
         if trained_run.config.dataset != config.dataset:
-            raise ConfigError(f"{path} was trained on {trained_run.config.dataset}, not "
-                              f"{config.dataset}: pass --dataset {trained_run.config.dataset}")
+            raise ConfigError(
+                f"{path} was trained on {trained_run.config.dataset}, not "
+                f"{config.dataset}: pass --dataset {trained_run.config.dataset}"
+            )
     train, test = load_data(config)
     scorer = Judge.of(classifier, train.images)
     num_classes = classifier.model.num_classes
-    header = (f"{'images':<40} {'FID':>8}  {'IS':>12}  {'classes':>7}  {'top':>6}  "
-              f"{'epochs':>6}  {'train s':>8}  {'samples/s':>10}")
-    print(f"vaejax: classifier {classifier_dir} (test accuracy "
-          f"{classifier.test_accuracy:.2%}); FID against {len(train.images):,} training images")
+    header = (
+        f"{'images':<40} {'FID':>8}  {'IS':>12}  {'classes':>7}  {'top':>6}  "
+        f"{'epochs':>6}  {'train s':>8}  {'samples/s':>10}"
+    )
+    print(
+        f"vaejax: classifier {classifier_dir} (test accuracy "
+        f"{classifier.test_accuracy:.2%}); FID against {len(train.images):,} training images"
+    )
     print(header)
     real = scorer.score(test.images)
     rows = [{"name": "real test images", "images": len(test.images), **real}]
@@ -125,23 +151,40 @@ def run(config: QualityConfig, workdir: Path) -> dict:
     for i, (path, trained_run) in enumerate(trained):
         images, rate = timed_draw(
             lambda key, n, sample=trained_run.sample: _unit_float(sample(key, n)),
-            jax.random.fold_in(jax.random.key(config.seed), i), config.num_samples)
+            jax.random.fold_in(jax.random.key(config.seed), i),
+            config.num_samples,
+        )
         scores = scorer.score(images)
         kind = _label(trained_run, config)
         name = f"{kind}: {path}"
         training = _training_time(path)
-        rows.append({"name": name, "workdir": str(path), "kind": kind,
-                     "images": config.num_samples, "samples_per_second": rate,
-                     "platform": jax.devices()[0].platform, **(training or {}), **scores})
+        rows.append(
+            {
+                "name": name,
+                "workdir": str(path),
+                "kind": kind,
+                "images": config.num_samples,
+                "samples_per_second": rate,
+                "platform": jax.devices()[0].platform,
+                **(training or {}),
+                **scores,
+            }
+        )
         print(_format_row(name, scores, num_classes, training, rate))
         previews.append((images[:16], 16))
-    record = {"dataset": config.dataset, "classifier": classifier_dir,
-              "classifier_test_accuracy": classifier.test_accuracy, "rows": rows}
+    record = {
+        "dataset": config.dataset,
+        "classifier": classifier_dir,
+        "classifier_test_accuracy": classifier.test_accuracy,
+        "rows": rows,
+    }
     workdir.mkdir(parents=True, exist_ok=True)
-    io.atomic_write_bytes(workdir / "sample_quality.json",
-                          (json.dumps(record, indent=2) + "\n").encode())
-    io.save_class_histograms(workdir / "mode_coverage.png",
-                             [(row["name"], row["class_histogram"]) for row in rows])
+    io.atomic_write_bytes(
+        workdir / "sample_quality.json", (json.dumps(record, indent=2) + "\n").encode()
+    )
+    io.save_class_histograms(
+        workdir / "mode_coverage.png", [(row["name"], row["class_histogram"]) for row in rows]
+    )
     io.save_image_grids(workdir / "samples.png", [(np.concatenate([p for p, _ in previews]), 16)])
     print(f"vaejax: wrote sample_quality.json, mode_coverage.png and samples.png to {workdir}")
     return record

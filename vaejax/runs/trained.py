@@ -83,8 +83,9 @@ class TrainedAutoencoder(TrainedRun):
             raise TypeError("a plain autoencoder has no prior to sample from: use a VAE")
         return self.decode(jax.random.normal(key, (n, self.latent_dim)))
 
-    def log_likelihood(self, images, key: jax.Array, k: int = 5000,
-                       batch_size: int = 100, chunk_size: int = 100) -> np.ndarray:
+    def log_likelihood(
+        self, images, key: jax.Array, k: int = 5000, batch_size: int = 100, chunk_size: int = 100
+    ) -> np.ndarray:
         """The K-sample importance-weighted lower bound on log p(x) of each image [N] (nats per
         image), under the run's pixel likelihood. Binarized data give the papers' numbers."""
         if not self.is_vae:
@@ -92,9 +93,18 @@ class TrainedAutoencoder(TrainedRun):
         config = self.config
         images = np.asarray(images)
         bounds = evaluate_bounds(
-            self.model, self.params, images, lambda x, _: self.prepare(x), key, k,
-            min(batch_size, len(images)), chunk_size, getattr(config, "likelihood", "bernoulli"),
-            getattr(config, "gaussian_variance", 1.0), progress=False)
+            self.model,
+            self.params,
+            images,
+            lambda x, _: self.prepare(x),
+            key,
+            k,
+            min(batch_size, len(images)),
+            chunk_size,
+            getattr(config, "likelihood", "bernoulli"),
+            getattr(config, "gaussian_variance", 1.0),
+            progress=False,
+        )
         return np.asarray(bounds["iwae"])
 
 

@@ -50,41 +50,75 @@ LATENT_PLOTS = ("auto", "on", "off")
 class VAEConfig(RunConfig):
     """Every setting of a VAE run. Defaults: pytorch/examples ``vae/main.py`` on MNIST."""
 
-    model: str = _field("mlp", "mlp: pytorch/examples 784-400-latent VAE; conv: Foster's "
-                        "convolutional VAE on 32x32 images; burda: Burda et al.'s 784-200-200 "
-                        "(tanh)-latent VAE", MODELS)
-    objective: str = _field("elbo", "training objective: elbo (the VAE) or iwae (the "
-                            "importance-weighted bound with --iwae_samples draws)", OBJECTIVES)
-    iwae_samples: int = _field(50, "draws of z per image of the iwae objective (k)",
-                               applies=applies_when(objective="iwae"))
+    model: str = _field(
+        "mlp",
+        "mlp: pytorch/examples 784-400-latent VAE; conv: Foster's "
+        "convolutional VAE on 32x32 images; burda: Burda et al.'s 784-200-200 "
+        "(tanh)-latent VAE",
+        MODELS,
+    )
+    objective: str = _field(
+        "elbo",
+        "training objective: elbo (the VAE) or iwae (the "
+        "importance-weighted bound with --iwae_samples draws)",
+        OBJECTIVES,
+    )
+    iwae_samples: int = _field(
+        50, "draws of z per image of the iwae objective (k)", applies=applies_when(objective="iwae")
+    )
     latent_dim: int = _field(20, "size of the latent code z")
-    hidden_dim: int = _field(400, "width of the hidden layer of the mlp model",
-                             applies=applies_when(model="mlp"))
-    likelihood: str = _field("bernoulli", "pixel likelihood p(x|z): bernoulli (cross-entropy) "
-                             "or gaussian with fixed variance (squared error)",
-                             objectives.LIKELIHOODS)
-    gaussian_variance: float = _field(1.0, "variance of the gaussian likelihood",
-                                      applies=applies_when(likelihood="gaussian"))
+    hidden_dim: int = _field(
+        400, "width of the hidden layer of the mlp model", applies=applies_when(model="mlp")
+    )
+    likelihood: str = _field(
+        "bernoulli",
+        "pixel likelihood p(x|z): bernoulli (cross-entropy) "
+        "or gaussian with fixed variance (squared error)",
+        objectives.LIKELIHOODS,
+    )
+    gaussian_variance: float = _field(
+        1.0, "variance of the gaussian likelihood", applies=applies_when(likelihood="gaussian")
+    )
     beta: float = _field(1.0, "weight of the KL term (1 = the ELBO)")
-    binarization: str = _field("none", "pixels: none (grey in [0,1]), dynamic (a fresh "
-                               "Bernoulli draw every visit) or static (one fixed draw)",
-                               data.BINARIZATIONS)
-    image_size: int | None = _field(None, "pad images to this size: 28 (none) or 32 (auto: "
-                                    "the model's own, conv 32, else 28)")
-    workdir: str = _field("workdirs/vae_mnist", "where metrics, images, checkpoints and "
-                          "parameters go; rerunning with the same workdir resumes", resume=True)
-    latent_plots: str = _field("auto", "latent_space.png (posterior means of the test set) and "
-                               "latent_manifold.png (decoded grid of z): on, off, or auto (on "
-                               "for --latent_dim 2)", LATENT_PLOTS, resume=True)
-    perceptual_weight: float = _field(0.0, "weight of a perceptual reconstruction term: squared "
-                                      "distance between the classifier's conv maps of x and of "
-                                      "its reconstruction (0 = off)")
-    classifier_workdir: str = _field("workdirs/classifier_{dataset}", "the classifier "
-                                     "(experiments.classifier) of --perceptual_weight",
-                                     resume=True, applies=Applies(
-                                         lambda config: config.perceptual_weight > 0,
-                                         "with a --perceptual_weight above 0",
-                                         ("perceptual_weight",)))
+    binarization: str = _field(
+        "none",
+        "pixels: none (grey in [0,1]), dynamic (a fresh "
+        "Bernoulli draw every visit) or static (one fixed draw)",
+        data.BINARIZATIONS,
+    )
+    image_size: int | None = _field(
+        None, "pad images to this size: 28 (none) or 32 (auto: the model's own, conv 32, else 28)"
+    )
+    workdir: str = _field(
+        "workdirs/vae_mnist",
+        "where metrics, images, checkpoints and "
+        "parameters go; rerunning with the same workdir resumes",
+        resume=True,
+    )
+    latent_plots: str = _field(
+        "auto",
+        "latent_space.png (posterior means of the test set) and "
+        "latent_manifold.png (decoded grid of z): on, off, or auto (on "
+        "for --latent_dim 2)",
+        LATENT_PLOTS,
+        resume=True,
+    )
+    perceptual_weight: float = _field(
+        0.0,
+        "weight of a perceptual reconstruction term: squared "
+        "distance between the classifier's conv maps of x and of "
+        "its reconstruction (0 = off)",
+    )
+    classifier_workdir: str = _field(
+        "workdirs/classifier_{dataset}",
+        "the classifier (experiments.classifier) of --perceptual_weight",
+        resume=True,
+        applies=Applies(
+            lambda config: config.perceptual_weight > 0,
+            "with a --perceptual_weight above 0",
+            ("perceptual_weight",),
+        ),
+    )
 
     @property
     def resolved_image_size(self) -> int:
@@ -95,27 +129,35 @@ class VAEConfig(RunConfig):
 
 def validate(config: VAEConfig, num_devices: int) -> None:
     """Raises :class:`ConfigError` for the first setting that cannot work."""
-    check_positive(config, "batch_size", "latent_dim", "hidden_dim", "gaussian_variance",
-                   "iwae_samples")
+    check_positive(
+        config, "batch_size", "latent_dim", "hidden_dim", "gaussian_variance", "iwae_samples"
+    )
     validate_run(config, num_devices)
     if config.latent_plots == "on" and config.latent_dim != 2:
-        raise ConfigError(f"--latent_plots on draws 2-D latent codes, but --latent_dim is "
-                          f"{config.latent_dim}: pass --latent_dim 2, or --latent_plots off")
+        raise ConfigError(
+            f"--latent_plots on draws 2-D latent codes, but --latent_dim is "
+            f"{config.latent_dim}: pass --latent_dim 2, or --latent_plots off"
+        )
     if not config.beta >= 0 or not np.isfinite(config.beta):
         raise ConfigError(f"--beta must be >= 0, got {config.beta}")
     if config.objective == "iwae" and config.beta != 1:
-        raise ConfigError(f"--objective iwae bounds the likelihood itself: it takes no --beta "
-                          f"(got {config.beta}); drop --beta")
+        raise ConfigError(
+            f"--objective iwae bounds the likelihood itself: it takes no --beta "
+            f"(got {config.beta}); drop --beta"
+        )
     if config.image_size not in (None, 28, 32):
-        raise ConfigError(f"--image_size must be 28 or 32 (or auto for the model's own), "
-                          f"got {config.image_size}")
+        raise ConfigError(
+            f"--image_size must be 28 or 32 (or auto for the model's own), got {config.image_size}"
+        )
     if config.model == "conv" and config.resolved_image_size != 32:
         raise ConfigError("the conv model needs 32x32 images: drop --image_size or pass 32")
     if not config.perceptual_weight >= 0 or not np.isfinite(config.perceptual_weight):
         raise ConfigError(f"--perceptual_weight must be >= 0, got {config.perceptual_weight}")
     if config.perceptual_weight and config.objective == "iwae":
-        raise ConfigError("--perceptual_weight adds to the ELBO, not to the iwae bound: drop it "
-                          "or use --objective elbo")
+        raise ConfigError(
+            "--perceptual_weight adds to the ELBO, not to the iwae bound: drop it "
+            "or use --objective elbo"
+        )
 
 
 def build_model(config: VAEConfig) -> models.VAE:
@@ -133,38 +175,56 @@ def _format_terms(terms: dict[str, float], beta: float) -> str:
     follow the terms."""
     if "negative_iwae_bound" in terms:
         return f"-L_k {terms['negative_iwae_bound']:.2f} (-ELBO {terms['negative_elbo']:.2f})"
-    perceptual = (f"; perceptual {terms['perceptual']:.1f}, loss {terms['loss']:.2f}"
-                  if "perceptual" in terms else "")
+    perceptual = (
+        f"; perceptual {terms['perceptual']:.1f}, loss {terms['loss']:.2f}"
+        if "perceptual" in terms
+        else ""
+    )
     if beta == 1:
-        return (f"-ELBO {terms['negative_elbo']:.2f} (rec {terms['reconstruction']:.2f} + "
-                f"kl {terms['kl']:.2f}{perceptual})")
-    return (f"loss {terms['loss']:.2f} (rec {terms['reconstruction']:.2f} + {beta:g} x kl "
-            f"{terms['kl']:.2f}; -ELBO {terms['negative_elbo']:.2f}{perceptual})")
+        return (
+            f"-ELBO {terms['negative_elbo']:.2f} (rec {terms['reconstruction']:.2f} + "
+            f"kl {terms['kl']:.2f}{perceptual})"
+        )
+    return (
+        f"loss {terms['loss']:.2f} (rec {terms['reconstruction']:.2f} + {beta:g} x kl "
+        f"{terms['kl']:.2f}; -ELBO {terms['negative_elbo']:.2f}{perceptual})"
+    )
 
 
 class _ImageWriter:
     """Writes the per-epoch reconstruction and sample grids of a VAE."""
 
-    def __init__(self, model: models.VAE, test_images: np.ndarray, image_size: int,
-                 sample_key: jax.Array, latent_dim: int):
+    def __init__(
+        self,
+        model: models.VAE,
+        test_images: np.ndarray,
+        image_size: int,
+        sample_key: jax.Array,
+        latent_dim: int,
+    ):
         self.preview = data.make_batch_preprocessor(image_size)(test_images[:8], None)
         self.decode = jax.jit(
-            lambda p, z: jax.nn.sigmoid(model.apply({"params": p}, z, method="decode")))
+            lambda p, z: jax.nn.sigmoid(model.apply({"params": p}, z, method="decode"))
+        )
         self.encode_mean = jax.jit(lambda p, x: model.apply({"params": p}, x, method="encode")[0])
         self.fixed_z = jax.random.normal(sample_key, (64, latent_dim))
 
     def write(self, workdir: Path, epoch: int, params) -> None:
         recon = self.decode(params, self.encode_mean(params, self.preview))
-        io.save_image_grid(workdir / f"reconstruction_{epoch}.png",
-                           np.concatenate([np.asarray(self.preview), np.asarray(recon)]),
-                           columns=8)
-        io.save_image_grid(workdir / f"sample_{epoch}.png",
-                           np.asarray(self.decode(params, self.fixed_z)), columns=8)
+        io.save_image_grid(
+            workdir / f"reconstruction_{epoch}.png",
+            np.concatenate([np.asarray(self.preview), np.asarray(recon)]),
+            columns=8,
+        )
+        io.save_image_grid(
+            workdir / f"sample_{epoch}.png",
+            np.asarray(self.decode(params, self.fixed_z)),
+            columns=8,
+        )
 
 
 def _wants_latent_plots(config: VAEConfig) -> bool:
-    return config.latent_plots == "on" or (config.latent_plots == "auto"
-                                           and config.latent_dim == 2)
+    return config.latent_plots == "on" or (config.latent_plots == "auto" and config.latent_dim == 2)
 
 
 @register
@@ -189,7 +249,8 @@ class VAERun(Run):
         config = self.config
         if config.perceptual_weight:  # before the data: a missing classifier fails fast
             self.perceptual = judge.perceptual_loss(
-                judge.load(config.classifier_workdir, config.dataset))
+                judge.load(config.classifier_workdir, config.dataset)
+            )
         train, test = load_data(config, config.binarization)
         return Data(train, test, data.dataset_spec(config.dataset))
 
@@ -203,57 +264,89 @@ class VAERun(Run):
     def per_example(self, model: models.VAE):
         config = self.config
         if config.objective == "iwae":
-            return objectives.iwae_per_example(model, config.iwae_samples, config.likelihood,
-                                               config.gaussian_variance)
+            return objectives.iwae_per_example(
+                model, config.iwae_samples, config.likelihood, config.gaussian_variance
+            )
         return objectives.vae_per_example(
-            model, likelihood=config.likelihood, beta=config.beta,
-            variance=config.gaussian_variance, perceptual=getattr(self, "perceptual", None),
-            perceptual_weight=config.perceptual_weight)
+            model,
+            likelihood=config.likelihood,
+            beta=config.beta,
+            variance=config.gaussian_variance,
+            perceptual=getattr(self, "perceptual", None),
+            perceptual_weight=config.perceptual_weight,
+        )
 
     def training(self, data_: Data, keys: RunKeys, mesh) -> Training:
         config = self.config
         size = config.resolved_image_size
         model = self.build()
         params = self.init_params(model, keys.init)
-        self.images = _ImageWriter(model, data_.test.images, size, keys.sample,
-                                   config.latent_dim)
+        self.images = _ImageWriter(model, data_.test.images, size, keys.sample, config.latent_dim)
         trained = one_model(
-            params, self.per_example(model),
-            optax.adam(config.learning_rate, eps=config.adam_eps), test_data=data_.test.images,
+            params,
+            self.per_example(model),
+            optax.adam(config.learning_rate, eps=config.adam_eps),
+            test_data=data_.test.images,
             eval_preprocess=data.make_batch_preprocessor(size),
-            eval_batch_size=config.eval_batch_size, eval_key=keys.eval,
+            eval_batch_size=config.eval_batch_size,
+            eval_key=keys.eval,
             describe=lambda terms: _format_terms(terms, config.beta),
-            after_epoch=lambda epoch, p: self.images.write(self.workdir, epoch, p), mesh=mesh)
-        objective = (f"IWAE bound, k = {config.iwae_samples}" if config.objective == "iwae"
-                     else "ELBO" if config.beta == 1 else f"beta-ELBO, beta {config.beta:g}")
+            after_epoch=lambda epoch, p: self.images.write(self.workdir, epoch, p),
+            mesh=mesh,
+        )
+        objective = (
+            f"IWAE bound, k = {config.iwae_samples}"
+            if config.objective == "iwae"
+            else "ELBO"
+            if config.beta == 1
+            else f"beta-ELBO, beta {config.beta:g}"
+        )
         return Training(
-            trained.state, trained.update,
+            trained.state,
+            trained.update,
             data.make_batch_preprocessor(size, config.binarization == "dynamic"),
-            data_.train.images, trained.end_of_epoch,
+            data_.train.images,
+            trained.end_of_epoch,
             f"{config.model} VAE, {objective}, binarization {config.binarization}",
-            models.count_params(params))
+            models.count_params(params),
+        )
 
     def finish(self, state, data_: Data, keys: RunKeys):
         params = jax.device_get(state.params)
         config, images = self.config, self.images
         if self.writer and _wants_latent_plots(config):
             size = config.resolved_image_size
-            z = images.encode_mean(params, data.make_batch_preprocessor(size)(
-                data_.test.images, None))
-            io.save_latent_scatter(self.workdir / "latent_space.png", np.asarray(z),
-                                   data_.test.labels, data_.spec.class_names,
-                                   f"{config.dataset} test set, posterior means")
-            io.save_image_grid(self.workdir / "latent_manifold.png", np.asarray(
-                images.decode(params, latent.normal_quantile_grid(20))), columns=20)
+            z = images.encode_mean(
+                params, data.make_batch_preprocessor(size)(data_.test.images, None)
+            )
+            io.save_latent_scatter(
+                self.workdir / "latent_space.png",
+                np.asarray(z),
+                data_.test.labels,
+                data_.spec.class_names,
+                f"{config.dataset} test set, posterior means",
+            )
+            io.save_image_grid(
+                self.workdir / "latent_manifold.png",
+                np.asarray(images.decode(params, latent.normal_quantile_grid(20))),
+                columns=20,
+            )
         return params
 
     def summary(self, record: dict) -> str:
         return f"test -ELBO {record['test_negative_elbo']:.2f} nats/image"
 
     def trained(self, model: models.VAE, params) -> TrainedAutoencoder:
-        return TrainedAutoencoder(self.kind, self.config, params, model, self.workdir,
-                                  image_size=self.config.resolved_image_size, is_vae=True,
-                                  latent_dim=self.config.latent_dim)
+        return TrainedAutoencoder(
+            self.kind,
+            self.config,
+            params,
+            model,
+            self.workdir,
+            image_size=self.config.resolved_image_size,
+            is_vae=True,
+            latent_dim=self.config.latent_dim,
+        )
 
 
 def train_and_evaluate(config: VAEConfig, workdir: os.PathLike | str) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """One training machinery for every model: the update, the compiled step and epoch, sharding.
 
-The loop with checkpoints and resume is :mod:`vaejax.training.loop`, the whole-run helpers :mod:`vaejax.training.fit`."""
+The loop with checkpoints and resume is :mod:`vaejax.training.loop`, the whole-run helpers
+:mod:`vaejax.training.fit`."""
 
 from vaejax.sharding import (
     DATA_AXIS,

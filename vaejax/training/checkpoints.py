@@ -36,8 +36,12 @@ def _manager(directory: Path, keep: int | None = None, read_only: bool = False):
     directory = directory.absolute()  # orbax refuses relative paths (e.g. the default workdir)
     ocp = _ocp()
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=not read_only, read_only=read_only,
-        cleanup_tmp_directories=not read_only, enable_async_checkpointing=not read_only)
+        max_to_keep=keep,
+        create=not read_only,
+        read_only=read_only,
+        cleanup_tmp_directories=not read_only,
+        enable_async_checkpointing=not read_only,
+    )
     return ocp.CheckpointManager(directory, options=options, item_names=("state", "meta"))
 
 
@@ -65,8 +69,13 @@ def save(manager, step: int, state: Any, meta: dict[str, Any]) -> None:
     are written. Every process calls it; orbax writes each array once."""
     ocp = _ocp()
     host_state = jax.tree_util.tree_map(np.asarray, jax.device_get(state))
-    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(host_state),
-                                               meta=ocp.args.JsonSave(meta)), force=True)
+    manager.save(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(host_state), meta=ocp.args.JsonSave(meta)
+        ),
+        force=True,
+    )
 
 
 def wait(manager) -> None:
@@ -84,7 +93,8 @@ def _unreadable(directory: Path, step: int, error: Exception) -> CheckpointError
     reason = text.splitlines()[0][:200] if text else type(error).__name__
     return CheckpointError(
         f"checkpoint {directory / str(step)} cannot be restored ({reason}): move that folder "
-        f"away to resume from an earlier checkpoint, or pass a new --workdir")
+        f"away to resume from an earlier checkpoint, or pass a new --workdir"
+    )
 
 
 def read_meta(directory: os.PathLike | str, step: int) -> dict[str, Any]:
@@ -112,12 +122,14 @@ def restore(directory: os.PathLike | str, step: int, like: Any = None) -> Any:
     raises :class:`CheckpointError` naming the folder."""
     directory = Path(directory)
     ocp = _ocp()
-    target = None if like is None else jax.tree_util.tree_map(
-        lambda a: np.zeros(a.shape, a.dtype), like)
+    target = (
+        None if like is None else jax.tree_util.tree_map(lambda a: np.zeros(a.shape, a.dtype), like)
+    )
     manager = _manager(directory, read_only=True)
     try:
-        restored = manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(target)))["state"]
+        restored = manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
+        )["state"]
     except Exception as e:
         raise _unreadable(directory, step, e) from None
     finally:
@@ -128,11 +140,17 @@ def restore(directory: os.PathLike | str, step: int, like: Any = None) -> Any:
     want = jax.tree_util.tree_structure(target)
     if got != want:
         raise _unreadable(directory, step, ValueError("its arrays have another structure"))
-    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(target),
-                            jax.tree_util.tree_leaves(restored)):
+    for (path, a), b in zip(
+        jax.tree_util.tree_leaves_with_path(target), jax.tree_util.tree_leaves(restored)
+    ):
         b = np.asarray(b)
         if a.shape != b.shape or a.dtype != b.dtype:
-            raise _unreadable(directory, step, ValueError(
-                f"{jax.tree_util.keystr(path)} is {b.dtype}{list(b.shape)}, expected "
-                f"{a.dtype}{list(a.shape)}"))
+            raise _unreadable(
+                directory,
+                step,
+                ValueError(
+                    f"{jax.tree_util.keystr(path)} is {b.dtype}{list(b.shape)}, expected "
+                    f"{a.dtype}{list(a.shape)}"
+                ),
+            )
     return jax.tree_util.tree_map(np.asarray, restored)

@@ -1,5 +1,4 @@
-"""An exponential moving average of the parameters, as a wrapper of any update.
-"""
+"""An exponential moving average of the parameters, as a wrapper of any update."""
 
 from __future__ import annotations
 
@@ -28,8 +27,9 @@ def with_ema(update: step.Update, decay: float) -> step.Update:
     def ema_update(state: DiffusionState, batch, key):
         train_state, metrics = update(state.train, batch, key)
         rate = ema_rate(decay, train_state.step)
-        ema = jax.tree_util.tree_map(lambda e, p: rate * e + (1.0 - rate) * p,
-                                     state.ema_params, train_state.params)
+        ema = jax.tree_util.tree_map(
+            lambda e, p: rate * e + (1.0 - rate) * p, state.ema_params, train_state.params
+        )
         return DiffusionState(train_state, ema), metrics
 
     return ema_update

@@ -1,5 +1,5 @@
-"""Training any state with any update through the shared loop: :func:`fit_state`, and :func:`fit` for one model on a per-example loss.
-"""
+"""Training any state with any update through the shared loop: :func:`fit_state`; one model on a
+per-example loss: :func:`one_model` (its state, update and evaluation) and :func:`fit`."""
 
 from __future__ import annotations
 
@@ -23,12 +23,13 @@ class RunKeys(NamedTuple):
     sample: jax.Array  # fixed samples for the pictures
 
     @classmethod
-    def of(cls, key: jax.Array) -> "RunKeys":
+    def of(cls, key: jax.Array) -> RunKeys:
         return cls(*(jax.random.fold_in(key, i) for i in range(5)))
 
 
 class TrainSettings(NamedTuple):
-    """The optimizer and loop settings of one model's training (read from any config with these fields)."""
+    """The optimizer and loop settings of one model's training (read from any config with these
+    fields)."""
 
     batch_size: int
     epochs: int
@@ -40,7 +41,7 @@ class TrainSettings(NamedTuple):
     nonfinite: str
 
     @classmethod
-    def of(cls, config: Any, **overrides) -> "TrainSettings":
+    def of(cls, config: Any, **overrides) -> TrainSettings:
         return cls(**{**{name: getattr(config, name) for name in cls._fields}, **overrides})
 
 
@@ -50,10 +51,20 @@ Describe = Callable[[dict[str, float]], str]
 AfterEpoch = Callable[[int, Any], None]
 
 
-def fit_state(workdir: Path, *, config_record: dict[str, Any], free_fields: Sequence[str],
-              settings: TrainSettings, state, update: step.Update, train_data,
-              preprocess: step.Preprocess, keys: RunKeys, end_of_epoch: loop.EndOfEpoch,
-              mesh=None):
+def fit_state(
+    workdir: Path,
+    *,
+    config_record: dict[str, Any],
+    free_fields: Sequence[str],
+    settings: TrainSettings,
+    state,
+    update: step.Update,
+    train_data,
+    preprocess: step.Preprocess,
+    keys: RunKeys,
+    end_of_epoch: loop.EndOfEpoch,
+    mesh=None,
+):
     """Trains any ``state`` with any ``update`` through the shared loop (:func:`vaejax.loop.train`:
     whole epochs compiled on the device, checkpoints, resume, signals, non-finite guard): the
     machinery under every experiment, one model or two players.
@@ -67,9 +78,13 @@ def fit_state(workdir: Path, *, config_record: dict[str, Any], free_fields: Sequ
     mesh = mesh or sharding.data_mesh()
     start_step = loop.resume_step(workdir, config_record, free_fields)
     runner = step.make_epoch_runner(
-        update, preprocess, batch_size=settings.batch_size,
-        num_examples=len(jax.tree_util.tree_leaves(train_data)[0]), mesh=mesh,
-        nonfinite=settings.nonfinite)
+        update,
+        preprocess,
+        batch_size=settings.batch_size,
+        num_examples=len(jax.tree_util.tree_leaves(train_data)[0]),
+        mesh=mesh,
+        nonfinite=settings.nonfinite,
+    )
     state, train_data = sharding.put_replicated((state, train_data), mesh)
 
     def end_of_epoch_with_skips(epoch: int, state, train_terms):
@@ -78,18 +93,31 @@ def fit_state(workdir: Path, *, config_record: dict[str, Any], free_fields: Sequ
         return record, text + (f"  ({skipped} non-finite steps skipped)" if skipped else "")
 
     return loop.train(
-        runner, state, train_data, data_key=keys.data, base_key=keys.step,
-        epochs=settings.epochs, workdir=workdir, config=config_record, start_step=start_step,
-        checkpoint_every=settings.checkpoint_every, keep_checkpoints=settings.keep_checkpoints,
-        end_of_epoch=end_of_epoch_with_skips, mesh=mesh)
+        runner,
+        state,
+        train_data,
+        data_key=keys.data,
+        base_key=keys.step,
+        epochs=settings.epochs,
+        workdir=workdir,
+        config=config_record,
+        start_step=start_step,
+        checkpoint_every=settings.checkpoint_every,
+        keep_checkpoints=settings.keep_checkpoints,
+        end_of_epoch=end_of_epoch_with_skips,
+        mesh=mesh,
+    )
 
 
-def train_and_test_record(epoch: int, train_terms: dict | None, test_terms: dict,
-                          describe: Describe) -> tuple[dict, str]:
+def train_and_test_record(
+    epoch: int, train_terms: dict | None, test_terms: dict, describe: Describe
+) -> tuple[dict, str]:
     """An epoch's metrics record ({train_*, test_*}) and console line ('epoch   3  train ..  test
     ..'; no train part before the first epoch)."""
-    record = {**{f"train_{k}": v for k, v in (train_terms or {}).items()},
-              **{f"test_{k}": v for k, v in test_terms.items()}}
+    record = {
+        **{f"train_{k}": v for k, v in (train_terms or {}).items()},
+        **{f"test_{k}": v for k, v in test_terms.items()},
+    }
     train = f"  train {describe(train_terms)}" if train_terms is not None else ""
     return record, f"epoch {epoch:3d}{train}  test {describe(test_terms)}"
 
@@ -102,37 +130,60 @@ class OneModel(NamedTuple):
     end_of_epoch: loop.EndOfEpoch
 
 
-def one_model(params, per_example: objectives.PerExampleFn,
-              optimizer: optax.GradientTransformation, *, test_data,
-              eval_preprocess: step.Preprocess, eval_batch_size: int, eval_key: jax.Array,
-              describe: Describe, after_epoch: AfterEpoch | None = None, mesh=None) -> OneModel:
+def one_model(
+    params,
+    per_example: objectives.PerExampleFn,
+    optimizer: optax.GradientTransformation,
+    *,
+    test_data,
+    eval_preprocess: step.Preprocess,
+    eval_batch_size: int,
+    eval_key: jax.Array,
+    describe: Describe,
+    after_epoch: AfterEpoch | None = None,
+    mesh=None,
+) -> OneModel:
     """The train state, update and end-of-epoch evaluation of one model trained on
     ``batch_mean(per_example)`` with ``optimizer``; after every epoch ``per_example`` is averaged
     over ``test_data`` (a pytree of host arrays) and ``after_epoch(epoch, host params)`` runs on
     the writing process (pictures)."""
     mesh = mesh or sharding.data_mesh()
-    evaluate = step.make_evaluator(per_example, eval_preprocess, batch_size=eval_batch_size,
-                                   mesh=mesh)
+    evaluate = step.make_evaluator(
+        per_example, eval_preprocess, batch_size=eval_batch_size, mesh=mesh
+    )
     test_data = sharding.put_replicated(test_data, mesh)
     writer = loop.is_writer()
 
     def end_of_epoch(epoch: int, state, train_terms):
-        test_terms = {k: float(v) for k, v in evaluate(state.params, test_data,
-                                                        eval_key).items()}
+        test_terms = {k: float(v) for k, v in evaluate(state.params, test_data, eval_key).items()}
         if writer and epoch > 0 and after_epoch is not None:
             after_epoch(epoch, jax.device_get(state.params))
         return train_and_test_record(epoch, train_terms, test_terms, describe)
 
-    return OneModel(step.create_train_state(params, optimizer),
-                    step.gradient_update(objectives.batch_mean(per_example), optimizer),
-                    end_of_epoch)
+    return OneModel(
+        step.create_train_state(params, optimizer),
+        step.gradient_update(objectives.batch_mean(per_example), optimizer),
+        end_of_epoch,
+    )
 
 
-def fit(workdir: Path, *, config_record: dict[str, Any], free_fields: Sequence[str],
-        settings: TrainSettings, params, per_example: objectives.PerExampleFn, train_data,
-        test_data, preprocess: step.Preprocess, eval_preprocess: step.Preprocess,
-        keys: RunKeys, describe: Describe, after_epoch: AfterEpoch | None = None,
-        mesh=None) -> tuple[Any, dict[str, Any] | None]:
+def fit(
+    workdir: Path,
+    *,
+    config_record: dict[str, Any],
+    free_fields: Sequence[str],
+    settings: TrainSettings,
+    params,
+    per_example: objectives.PerExampleFn,
+    train_data,
+    test_data,
+    preprocess: step.Preprocess,
+    eval_preprocess: step.Preprocess,
+    keys: RunKeys,
+    describe: Describe,
+    after_epoch: AfterEpoch | None = None,
+    mesh=None,
+) -> tuple[Any, dict[str, Any] | None]:
     """Trains ``params`` on ``batch_mean(per_example)`` with Adam (:func:`one_model`,
     :func:`fit_state`) and evaluates ``per_example`` on ``test_data`` after every epoch.
 
@@ -144,15 +195,31 @@ def fit(workdir: Path, *, config_record: dict[str, Any], free_fields: Sequence[s
     record)``.
     """
     mesh = mesh or sharding.data_mesh()
-    model = one_model(params, per_example, optax.adam(settings.learning_rate,
-                                                      eps=settings.adam_eps),
-                      test_data=test_data, eval_preprocess=eval_preprocess,
-                      eval_batch_size=settings.eval_batch_size, eval_key=keys.eval,
-                      describe=describe, after_epoch=after_epoch, mesh=mesh)
+    model = one_model(
+        params,
+        per_example,
+        optax.adam(settings.learning_rate, eps=settings.adam_eps),
+        test_data=test_data,
+        eval_preprocess=eval_preprocess,
+        eval_batch_size=settings.eval_batch_size,
+        eval_key=keys.eval,
+        describe=describe,
+        after_epoch=after_epoch,
+        mesh=mesh,
+    )
     state, record = fit_state(
-        workdir, config_record=config_record, free_fields=free_fields, settings=settings,
-        state=model.state, update=model.update, train_data=train_data, preprocess=preprocess,
-        keys=keys, end_of_epoch=model.end_of_epoch, mesh=mesh)
+        workdir,
+        config_record=config_record,
+        free_fields=free_fields,
+        settings=settings,
+        state=model.state,
+        update=model.update,
+        train_data=train_data,
+        preprocess=preprocess,
+        keys=keys,
+        end_of_epoch=model.end_of_epoch,
+        mesh=mesh,
+    )
     params = jax.device_get(state.params)
     if loop.is_writer():
         io.save_params(workdir / "params.msgpack", params)

@@ -1,5 +1,6 @@
-"""One GAN update: ``n_critic`` discriminator steps, each on its own slice of the real batch, then one generator step: two :func:`~vaejax.training.gradient_update` on the two halves of :class:`GANState`, trained by the same epoch runner and loop as every other model.
-"""
+"""One GAN update: ``n_critic`` discriminator steps, each on its own slice of the real batch, then
+one generator step: two :func:`~vaejax.training.gradient_update` on the two halves of
+:class:`GANState`, trained by the same epoch runner and loop as every other model."""
 
 from __future__ import annotations
 
@@ -28,16 +29,27 @@ class GANState(NamedTuple):
     discriminator: step.TrainState
 
 
-def create_gan_state(params, generator_optimizer: optax.GradientTransformation,
-                     discriminator_optimizer: optax.GradientTransformation) -> GANState:
-    return GANState(step.create_train_state(params["generator"], generator_optimizer),
-                    step.create_train_state(params["discriminator"], discriminator_optimizer))
+def create_gan_state(
+    params,
+    generator_optimizer: optax.GradientTransformation,
+    discriminator_optimizer: optax.GradientTransformation,
+) -> GANState:
+    return GANState(
+        step.create_train_state(params["generator"], generator_optimizer),
+        step.create_train_state(params["discriminator"], discriminator_optimizer),
+    )
 
 
-def make_gan_update(gan: GAN, *, loss: str, generator_optimizer: optax.GradientTransformation,
-                    discriminator_optimizer: optax.GradientTransformation, n_critic: int = 1,
-                    generator_loss: str = "non-saturating",
-                    penalty_weight: float = 10.0) -> step.Update:
+def make_gan_update(
+    gan: GAN,
+    *,
+    loss: str,
+    generator_optimizer: optax.GradientTransformation,
+    discriminator_optimizer: optax.GradientTransformation,
+    n_critic: int = 1,
+    generator_loss: str = "non-saturating",
+    penalty_weight: float = 10.0,
+) -> step.Update:
     """``update(state: GANState, real [n_critic * B, S, S, C] in [-1, 1], key)``: ``n_critic``
     discriminator steps, step j on real images j, n_critic + j, 2 n_critic + j, ... (every
     device holds a share of each slice) against fresh fakes, then one generator step on B fresh
@@ -62,12 +74,16 @@ def make_gan_update(gan: GAN, *, loss: str, generator_optimizer: optax.GradientT
         if loss == "bce":
             return discriminator_bce(real_logits, fake_logits), {
                 "d_real": jnp.mean(jax.nn.sigmoid(real_logits)),
-                "d_fake": jnp.mean(jax.nn.sigmoid(fake_logits))}
-        penalty, _ = gradient_penalty(lambda x: gan.critic(d_params, x),
-                                      interpolates(mix_key, real, fake))
+                "d_fake": jnp.mean(jax.nn.sigmoid(fake_logits)),
+            }
+        penalty, _ = gradient_penalty(
+            lambda x: gan.critic(d_params, x), interpolates(mix_key, real, fake)
+        )
         wasserstein = jnp.mean(real_logits) - jnp.mean(fake_logits)
-        return -wasserstein + penalty_weight * penalty, {"wasserstein": wasserstein,
-                                                         "gradient_penalty": penalty}
+        return -wasserstein + penalty_weight * penalty, {
+            "wasserstein": wasserstein,
+            "gradient_penalty": penalty,
+        }
 
     def generator_objective(g_params, batch, key):
         d_params, n = batch
@@ -90,10 +106,12 @@ def make_gan_update(gan: GAN, *, loss: str, generator_optimizer: optax.GradientT
             return d_step(d_state, (images, state.generator.params), step_key)
 
         d_state, d_metrics = jax.lax.scan(critic_step, state.discriminator, (slices, d_keys))
-        g_state, g_metrics = g_step(state.generator, (d_state.params, batch),
-                                    jax.random.fold_in(key, 1))
-        metrics = {("d_" + k if not k.startswith("d_") else k): jnp.mean(v)
-                   for k, v in d_metrics.items()}
+        g_state, g_metrics = g_step(
+            state.generator, (d_state.params, batch), jax.random.fold_in(key, 1)
+        )
+        metrics = {
+            ("d_" + k if not k.startswith("d_") else k): jnp.mean(v) for k, v in d_metrics.items()
+        }
         metrics.update({"g_" + k: v for k, v in g_metrics.items()})
         return GANState(g_state, d_state), metrics
 

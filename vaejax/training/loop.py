@@ -72,9 +72,11 @@ def is_writer() -> bool:
 
 def _differences(saved: dict[str, Any], config: dict[str, Any], free: Iterable[str]) -> list[str]:
     free = set(free)
-    return [f"--{k} {saved.get(k)!r} there, {config.get(k)!r} here"
-            for k in sorted(set(saved) | set(config))
-            if k not in free and saved.get(k) != config.get(k)]
+    return [
+        f"--{k} {saved.get(k)!r} there, {config.get(k)!r} here"
+        for k in sorted(set(saved) | set(config))
+        if k not in free and saved.get(k) != config.get(k)
+    ]
 
 
 def resume_step(workdir: Path, config: dict[str, Any], free: Iterable[str] = ()) -> int | None:
@@ -89,16 +91,20 @@ def resume_step(workdir: Path, config: dict[str, Any], free: Iterable[str] = ())
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir() or not _writable(existing):
-        raise WorkdirError(f"workdir {workdir} is not writable ({existing} is not a writable "
-                           f"folder): pass --workdir to a writable folder")
+        raise WorkdirError(
+            f"workdir {workdir} is not writable ({existing} is not a writable "
+            f"folder): pass --workdir to a writable folder"
+        )
     fix = "rerun with the same flags to resume it, or pass a new --workdir"
     step = checkpoints.latest_step(workdir / CHECKPOINTS)
     if step is not None:
         saved = checkpoints.read_meta(workdir / CHECKPOINTS, step).get("config", {})
         differences = _differences(saved, config, free)
         if differences:
-            raise WorkdirError(f"workdir {workdir} holds a run with other settings "
-                               f"({'; '.join(differences)}): {fix}")
+            raise WorkdirError(
+                f"workdir {workdir} holds a run with other settings "
+                f"({'; '.join(differences)}): {fix}"
+            )
         return step
     if (workdir / METRICS).exists():  # killed before its first checkpoint: nothing to lose
         try:
@@ -106,9 +112,11 @@ def resume_step(workdir: Path, config: dict[str, Any], free: Iterable[str] = ())
         except (OSError, ValueError):
             saved = None
         if not isinstance(saved, dict) or _differences(saved, config, free):
-            raise WorkdirError(f"workdir {workdir} already holds a run (metrics.jsonl) with "
-                               f"other settings and no checkpoint: pass a new --workdir, or "
-                               f"delete that folder to start again")
+            raise WorkdirError(
+                f"workdir {workdir} already holds a run (metrics.jsonl) with "
+                f"other settings and no checkpoint: pass a new --workdir, or "
+                f"delete that folder to start again"
+            )
     return None
 
 
@@ -142,8 +150,9 @@ def _agree(signum: int | None, stretch: int) -> tuple[int | None, int]:
         return signum, stretch
     from jax.experimental import multihost_utils
 
-    gathered = np.asarray(multihost_utils.process_allgather(
-        np.array([signum or 0, stretch], np.int32))).reshape(-1, 2)
+    gathered = np.asarray(
+        multihost_utils.process_allgather(np.array([signum or 0, stretch], np.int32))
+    ).reshape(-1, 2)
     return int(gathered[:, 0].max()) or None, int(gathered[:, 1].min())
 
 
@@ -168,9 +177,22 @@ def _key_record(keys: dict[str, jax.Array]) -> dict[str, list[int]]:
 EndOfEpoch = Callable[[int, Any, "dict[str, float] | None"], "tuple[dict[str, Any], str]"]
 
 
-def train(runner: EpochRunner, state, data, *, data_key: jax.Array, base_key: jax.Array,
-          epochs: int, workdir: Path, config: dict[str, Any], start_step: int | None,
-          checkpoint_every: int, keep_checkpoints: int, end_of_epoch: EndOfEpoch, mesh=None):
+def train(
+    runner: EpochRunner,
+    state,
+    data,
+    *,
+    data_key: jax.Array,
+    base_key: jax.Array,
+    epochs: int,
+    workdir: Path,
+    config: dict[str, Any],
+    start_step: int | None,
+    checkpoint_every: int,
+    keep_checkpoints: int,
+    end_of_epoch: EndOfEpoch,
+    mesh=None,
+):
     """Trains ``state`` for ``epochs`` epochs of ``data``, resuming from checkpoint ``start_step``
     (from :func:`resume_step`) if not None; returns ``(state, last metrics record)``.
 
@@ -199,13 +221,34 @@ def train(runner: EpochRunner, state, data, *, data_key: jax.Array, base_key: ja
     compile_seconds = time.perf_counter() - start
 
     loop = _Loop(
-        runner=runner, run=run, data=data, data_key=data_key, base_key=base_key, order=order,
-        state=state, buffer=buffer, step=step, total=total, workdir=workdir, config=config,
-        keys=keys, checkpoint_every=checkpoint_every, end_of_epoch=end_of_epoch,
+        runner=runner,
+        run=run,
+        data=data,
+        data_key=data_key,
+        base_key=base_key,
+        order=order,
+        state=state,
+        buffer=buffer,
+        step=step,
+        total=total,
+        workdir=workdir,
+        config=config,
+        keys=keys,
+        checkpoint_every=checkpoint_every,
+        end_of_epoch=end_of_epoch,
         manager=checkpoints.open_checkpoints(workdir / CHECKPOINTS, keep_checkpoints),
-        saved_step=start_step, writer=writer, say=tqdm.write if writer else (lambda text: None))
-    loop.bar = tqdm(total=total, initial=step, desc="training", unit="step", dynamic_ncols=True,
-                    disable=not writer)
+        saved_step=start_step,
+        writer=writer,
+        say=tqdm.write if writer else (lambda text: None),
+    )
+    loop.bar = tqdm(
+        total=total,
+        initial=step,
+        desc="training",
+        unit="step",
+        dynamic_ncols=True,
+        disable=not writer,
+    )
     try:
         loop.begin(start_step is None, compile_seconds)
         with _stop_on_signals() as stop:
@@ -216,24 +259,37 @@ def train(runner: EpochRunner, state, data, *, data_key: jax.Array, base_key: ja
     return loop.state, loop.record
 
 
-def _restore(workdir: Path, start_step: int, keys: dict[str, list[int]], epochs: int, total: int,
-             like: tuple[Any, Any], mesh) -> tuple[Any, Any]:
+def _restore(
+    workdir: Path,
+    start_step: int,
+    keys: dict[str, list[int]],
+    epochs: int,
+    total: int,
+    like: tuple[Any, Any],
+    mesh,
+) -> tuple[Any, Any]:
     """(train state, epoch metrics buffer) of checkpoint ``start_step``, shaped as ``like`` and
     replicated over ``mesh``, once it is checked to belong to this run; the JSONL lines written
     after it are dropped (process 0)."""
     ckpt_dir = workdir / CHECKPOINTS
     meta = checkpoints.read_meta(ckpt_dir, start_step)
     if meta.get("keys") != keys:
-        raise WorkdirError(f"checkpoint {ckpt_dir / str(start_step)} was made with other "
-                           f"random keys than this seed gives: pass a new --workdir")
+        raise WorkdirError(
+            f"checkpoint {ckpt_dir / str(start_step)} was made with other "
+            f"random keys than this seed gives: pass a new --workdir"
+        )
     if start_step > total:
-        raise WorkdirError(f"workdir {workdir} holds a run already at step {start_step}, "
-                           f"past the {total} steps of --epochs {epochs}: raise --epochs")
+        raise WorkdirError(
+            f"workdir {workdir} holds a run already at step {start_step}, "
+            f"past the {total} steps of --epochs {epochs}: raise --epochs"
+        )
     state, buffer = like
-    restored = checkpoints.restore(ckpt_dir, start_step,
-                                   {"train_state": state, "epoch_metrics": buffer})
+    restored = checkpoints.restore(
+        ckpt_dir, start_step, {"train_state": state, "epoch_metrics": buffer}
+    )
     state, buffer = sharding.put_replicated(
-        (restored["train_state"], restored["epoch_metrics"]), mesh)
+        (restored["train_state"], restored["epoch_metrics"]), mesh
+    )
     if is_writer():
         _keep_lines_up_to(workdir / METRICS, start_step)
         _keep_lines_up_to(workdir / TIMING, start_step)
@@ -278,16 +334,21 @@ class _Loop:
             f"{what} at step {at}, so training stopped there; last good checkpoint: step "
             f"{self.manager.latest_step()} in {self.workdir / CHECKPOINTS}. Rerun the same "
             f"command with --nonfinite skip to resume from it skipping such steps, or lower "
-            f"--learning_rate in a new --workdir")
+            f"--learning_rate in a new --workdir"
+        )
 
     def save(self, at: int) -> None:
         """Saves checkpoint ``at``, once the state is checked on the host to be finite."""
         host = jax.device_get({"train_state": self.state, "epoch_metrics": self.buffer})
-        if not all(np.all(np.isfinite(a)) for a in jax.tree_util.tree_leaves(host["train_state"])
-                   if np.issubdtype(np.asarray(a).dtype, np.inexact)):
+        if not all(
+            np.all(np.isfinite(a))
+            for a in jax.tree_util.tree_leaves(host["train_state"])
+            if np.issubdtype(np.asarray(a).dtype, np.inexact)
+        ):
             raise self.diverged(at, "the parameters or optimizer state became non-finite")
-        checkpoints.save(self.manager, at, host,
-                         {"config": self.config, "step": at, "keys": self.keys})
+        checkpoints.save(
+            self.manager, at, host, {"config": self.config, "step": at, "keys": self.keys}
+        )
         self.saved_step = at
 
     def begin(self, fresh: bool, compile_seconds: float) -> None:
@@ -302,10 +363,12 @@ class _Loop:
             self.save(0)
         elif self.step == self.total:
             epochs = self.total // self.runner.steps_per_epoch
-            self.say(f"workdir {self.workdir} holds a finished run of {epochs} epochs: nothing "
-                     f"to train")
-            self.record = ((io.read_jsonl(self.workdir / METRICS) or [None])[-1] if self.writer
-                           else None)
+            self.say(
+                f"workdir {self.workdir} holds a finished run of {epochs} epochs: nothing to train"
+            )
+            self.record = (
+                (io.read_jsonl(self.workdir / METRICS) or [None])[-1] if self.writer else None
+            )
 
     def train(self, stop: _StopFlag) -> None:
         """Runs stretches to the last step; between them ends epochs, saves checkpoints, and
@@ -336,12 +399,22 @@ class _Loop:
         epoch, position = divmod(self.step, per_epoch)
         if position == 0:
             self.order = self.runner.order(self.data_key, epoch)
-        end = min((epoch + 1) * per_epoch, self.step + length,
-                  (self.step // self.checkpoint_every + 1) * self.checkpoint_every)
+        end = min(
+            (epoch + 1) * per_epoch,
+            self.step + length,
+            (self.step // self.checkpoint_every + 1) * self.checkpoint_every,
+        )
         began = time.perf_counter()
         self.state, self.buffer, reached = self.run(
-            self.state, self.buffer, self.data, self.order, self.base_key, epoch, position,
-            end - epoch * per_epoch)
+            self.state,
+            self.buffer,
+            self.data,
+            self.order,
+            self.base_key,
+            epoch,
+            position,
+            end - epoch * per_epoch,
+        )
         reached = epoch * per_epoch + int(reached)  # waits for the stretch
         seconds = time.perf_counter() - began
         if reached < end:  # the state holds the non-finite step: never saved
@@ -354,8 +427,16 @@ class _Loop:
         self.record = {"epoch": epoch, "step": self.step, **record}
         self.append(METRICS, self.record)
         rate = steps * self.runner.batch_size / seconds
-        self.append(TIMING, {"epoch": epoch, "step": self.step, "steps": steps,
-                             "seconds": seconds, "images_per_second": rate})
+        self.append(
+            TIMING,
+            {
+                "epoch": epoch,
+                "step": self.step,
+                "steps": steps,
+                "seconds": seconds,
+                "images_per_second": rate,
+            },
+        )
         self.bar.set_postfix(img_s=f"{rate:,.0f}")
         self.say(f"{text}  {rate:,.0f} img/s  {seconds:.2f} s")
 
@@ -364,6 +445,11 @@ class _Loop:
         if self.saved_step != self.step:
             self.save(self.step)
         checkpoints.wait(self.manager)
-        return Interrupted(signum, (
-            f"stopped by {signal.Signals(signum).name} at step {self.step} of {self.total}; "
-            f"checkpoint saved in {self.workdir / CHECKPOINTS}: rerun the same command to resume"))
+        return Interrupted(
+            signum,
+            (
+                f"stopped by {signal.Signals(signum).name} at step {self.step} of {self.total}; "
+                f"checkpoint saved in {self.workdir / CHECKPOINTS}: rerun the same command to "
+                f"resume"
+            ),
+        )

@@ -53,8 +53,7 @@ def gradient_update(loss_fn: Callable, optimizer: optax.GradientTransformation) 
     """
 
     def update(state: TrainState, batch, key):
-        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, batch, key)
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, key)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": loss, **metrics, "grad_norm": optax.tree.norm(grads)}
@@ -88,14 +87,16 @@ def _step_body(update: Update, preprocess: Preprocess | None, mesh: Mesh):
         data_key, update_key = jax.random.split(step_key(base_key, step))
         batch = preprocess(raw_batch, data_key)
         batch = jax.tree_util.tree_map(
-            lambda a: jax.lax.with_sharding_constraint(a, sharding), batch)
+            lambda a: jax.lax.with_sharding_constraint(a, sharding), batch
+        )
         return update(state, batch, update_key)
 
     return body
 
 
-def make_train_step(update: Update, preprocess: Preprocess | None = None,
-                    mesh: Mesh | None = None) -> Callable:
+def make_train_step(
+    update: Update, preprocess: Preprocess | None = None, mesh: Mesh | None = None
+) -> Callable:
     """A compiled ``train_step(state, raw_batch, base_key, step) -> (state, metrics)``.
 
     ``state`` is donated (its buffers are reused for the result: do not touch it afterwards).
@@ -103,8 +104,9 @@ def make_train_step(update: Update, preprocess: Preprocess | None = None,
     axis; the state stays replicated. For loops in Python, e.g. when data do not fit on the device.
     """
     mesh = mesh or data_mesh()
-    compiled = jax.jit(_step_body(update, preprocess, mesh), donate_argnums=0,
-                       out_shardings=replicated(mesh))
+    compiled = jax.jit(
+        _step_body(update, preprocess, mesh), donate_argnums=0, out_shardings=replicated(mesh)
+    )
     sharding = batch_sharded(mesh)
 
     def train_step(state, raw_batch, base_key, step):
@@ -127,8 +129,11 @@ class NonFiniteError(RuntimeError):
 
 def _all_finite(tree) -> jax.Array:
     """True iff every floating-point number in ``tree`` is finite (a scalar bool)."""
-    leaves = [jnp.all(jnp.isfinite(a)) for a in jax.tree_util.tree_leaves(tree)
-              if jnp.issubdtype(jnp.result_type(a), jnp.inexact)]
+    leaves = [
+        jnp.all(jnp.isfinite(a))
+        for a in jax.tree_util.tree_leaves(tree)
+        if jnp.issubdtype(jnp.result_type(a), jnp.inexact)
+    ]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
@@ -162,16 +167,30 @@ class EpochRunner(NamedTuple):
 
     def __call__(self, state, data, data_key, base_key, epoch):
         metrics = self.new_metrics(state, data)
-        state, metrics, position = self.run(state, metrics, data, self.order(data_key, epoch),
-                                            base_key, epoch, 0, self.steps_per_epoch)
+        state, metrics, position = self.run(
+            state,
+            metrics,
+            data,
+            self.order(data_key, epoch),
+            base_key,
+            epoch,
+            0,
+            self.steps_per_epoch,
+        )
         if int(position) < self.steps_per_epoch:
             raise NonFiniteError(epoch * self.steps_per_epoch + int(position))
         return state, metrics
 
 
-def make_epoch_runner(update: Update, preprocess: Preprocess | None, *, batch_size: int,
-                      num_examples: int, mesh: Mesh | None = None,
-                      nonfinite: str = "stop") -> EpochRunner:
+def make_epoch_runner(
+    update: Update,
+    preprocess: Preprocess | None,
+    *,
+    batch_size: int,
+    num_examples: int,
+    mesh: Mesh | None = None,
+    nonfinite: str = "stop",
+) -> EpochRunner:
     """Compiles ``update`` into an :class:`EpochRunner` over ``num_examples`` examples.
 
     Each epoch visits ``num_examples // batch_size`` batches of a fresh permutation; the ragged
@@ -203,21 +222,34 @@ def make_epoch_runner(update: Update, preprocess: Preprocess | None, *, batch_si
         return order.reshape(steps, batch_size).astype(jnp.int32)
 
     def new_metrics(state, data):
-        shapes = jax.eval_shape(guarded_step, state, jnp.zeros((steps, batch_size), jnp.int32),
-                                data, jax.random.key(0), 0, 0)[1]
+        shapes = jax.eval_shape(
+            guarded_step,
+            state,
+            jnp.zeros((steps, batch_size), jnp.int32),
+            data,
+            jax.random.key(0),
+            0,
+            0,
+        )[1]
         return {k: jnp.zeros((steps, *v.shape), v.dtype) for k, v in shapes.items()}
 
     out = replicated(mesh)
     return EpochRunner(
-        steps_per_epoch=steps, batch_size=batch_size,
+        steps_per_epoch=steps,
+        batch_size=batch_size,
         order=jax.jit(order_fn, out_shardings=out),
         new_metrics=jax.jit(new_metrics, out_shardings=out),
-        run=jax.jit(_stretch_loop(guarded_step, steps, skip_nonfinite), donate_argnums=(0, 1),
-                    out_shardings=out))
+        run=jax.jit(
+            _stretch_loop(guarded_step, steps, skip_nonfinite),
+            donate_argnums=(0, 1),
+            out_shardings=out,
+        ),
+    )
 
 
-def _guarded_step(update: Update, preprocess: Preprocess | None, mesh: Mesh,
-                  skip_nonfinite: bool) -> Callable:
+def _guarded_step(
+    update: Update, preprocess: Preprocess | None, mesh: Mesh, skip_nonfinite: bool
+) -> Callable:
     """``guarded_step(state, order, data, base_key, global_step, i) -> (state, metrics)``:
     gathers batch ``order[i]`` of ``data``, takes the step, and adds ``finite`` to its metrics;
     with ``skip_nonfinite`` a non-finite step leaves the state as it was."""
@@ -248,20 +280,25 @@ def _stretch_loop(guarded_step: Callable, steps: int, skip_nonfinite: bool) -> C
         def body(carry):
             i, state, metrics, _ = carry
             state, step_metrics = guarded_step(state, order, data, base_key, epoch * steps + i, i)
-            metrics = jax.tree_util.tree_map(lambda buf, v: buf.at[i].set(v), metrics,
-                                             step_metrics)
+            metrics = jax.tree_util.tree_map(lambda buf, v: buf.at[i].set(v), metrics, step_metrics)
             halted = jnp.array(False) if skip_nonfinite else ~step_metrics["finite"]
             return jnp.where(halted, i, i + 1), state, metrics, halted
 
         position, state, metrics, _ = jax.lax.while_loop(
-            cond, body, (jnp.asarray(start, jnp.int32), state, metrics, jnp.array(False)))
+            cond, body, (jnp.asarray(start, jnp.int32), state, metrics, jnp.array(False))
+        )
         return state, metrics, position
 
     return run
 
 
-def make_evaluator(per_example: Callable, preprocess: Preprocess | None = None, *,
-                   batch_size: int = 1000, mesh: Mesh | None = None) -> Callable:
+def make_evaluator(
+    per_example: Callable,
+    preprocess: Preprocess | None = None,
+    *,
+    batch_size: int = 1000,
+    mesh: Mesh | None = None,
+) -> Callable:
     """A compiled ``evaluate(params, data, key) -> {metric: mean over all examples}``.
 
     ``per_example(params, batch, key)`` returns a dict of [B] arrays. Every example counts once:
@@ -288,14 +325,18 @@ def make_evaluator(per_example: Callable, preprocess: Preprocess | None = None, 
         def scan_batch(totals, inputs):
             b, raw, mask = inputs
             raw, mask = jax.tree_util.tree_map(
-                lambda a: jax.lax.with_sharding_constraint(a, sharding), (raw, mask))
+                lambda a: jax.lax.with_sharding_constraint(a, sharding), (raw, mask)
+            )
             batch_key = jax.random.fold_in(key, b)
             terms = per_example(params, preprocess(raw, batch_key), batch_key)
             sums = {k: jnp.sum(jnp.where(mask, v, 0.0)) for k, v in terms.items()}
             return jax.tree_util.tree_map(jnp.add, totals, sums), None
 
-        first = jax.eval_shape(lambda: per_example(
-            params, preprocess(jax.tree_util.tree_map(lambda a: a[0], stacked), key), key))
+        first = jax.eval_shape(
+            lambda: per_example(
+                params, preprocess(jax.tree_util.tree_map(lambda a: a[0], stacked), key), key
+            )
+        )
         zeros = {k: jnp.zeros((), jnp.float32) for k in first}
         totals, _ = jax.lax.scan(scan_batch, zeros, (jnp.arange(batches), stacked, masks))
         return {k: v / n for k, v in totals.items()}
@@ -313,6 +354,7 @@ def mean_metrics(metrics: dict[str, jax.Array]) -> dict[str, float]:
     finite = host.pop("finite", None)
     if finite is None:
         return {k: float(np.mean(v)) for k, v in host.items()}
-    means = {k: float(np.mean(v[finite])) if finite.any() else float("nan")
-             for k, v in host.items()}
+    means = {
+        k: float(np.mean(v[finite])) if finite.any() else float("nan") for k, v in host.items()
+    }
     return {**means, "skipped_steps": int(np.sum(~finite))}
