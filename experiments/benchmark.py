@@ -32,13 +32,14 @@ import sys
 import time
 from pathlib import Path
 
-from experiments.benchmarking.common import MODELS, VARIANTS
+from experiments.benchmarking.command_line import build_parser, checked_models, model_runs
+from experiments.benchmarking.common import MODELS
 from experiments.benchmarking.flops import matmul_peak_flops, train_flops
 from experiments.benchmarking.measure import run_variant
+from experiments.benchmarking.tables import Tables
 from vaejax import data
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-ALL_VARIANTS = VARIANTS + ("torch_compiled",)
 
 
 def _child(spec: dict) -> dict:
@@ -97,15 +98,6 @@ def _measure(spec: dict, devices: int | None = None, timeout: float = 1800) -> d
     return json.loads(lines[-1])
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
-
-    def line(cells):
-        return "  ".join(str(c).rjust(w) for c, w in zip(cells, widths))
-
-    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
-
-
 def _torch_available() -> bool:
     try:
         import torch  # noqa: F401
@@ -114,210 +106,18 @@ def _torch_available() -> bool:
     return True
 
 
-def _ints(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from None
-    if not values or min(values) <= 0:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
-
-
-def _variants(text: str) -> list[str]:
-    names = [v for v in text.split(",") if v]
-    unknown = [v for v in names if v not in ALL_VARIANTS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown variant(s) {unknown}: choose from {', '.join(ALL_VARIANTS)}"
-        )
-    return names
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments.benchmark",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--raw_data_dir", default="", help="folder with the raw MNIST .gz files")
-    parser.add_argument("--data_dir", default="", help="tfds data directory")
-    parser.add_argument(
-        "--epochs",
-        type=int,
-        default=4,
-        help="epochs per variant; the first is the warm-up (default: 4)",
-    )
-    parser.add_argument("--batch_size", type=int, default=128, help="(default: 128)")
-    parser.add_argument(
-        "--variants",
-        type=_variants,
-        default=list(ALL_VARIANTS),
-        help=f"comma-separated, from {','.join(ALL_VARIANTS)} (default: all)",
-    )
-    parser.add_argument(
-        "--batch_sizes",
-        type=_ints,
-        default=[128, 256, 512, 1024, 2048, 4096],
-        help="jax_epoch batch-size sweep (default: 128,...,4096)",
-    )
-    parser.add_argument(
-        "--devices",
-        type=_ints,
-        default=[1, 8],
-        help="jax_epoch device counts (CPU: fake devices; default: 1,8)",
-    )
-    parser.add_argument(
-        "--models",
-        default="mlp,conv",
-        help="comma-separated, from mlp,conv,dcgan (default: mlp,conv)",
-    )
-    parser.add_argument(
-        "--conv_variants",
-        type=_variants,
-        default=["torch_tuned", "jax_step", "jax_epoch"],
-        help="variants of the conv model (default: torch_tuned,jax_step,jax_epoch)",
-    )
-    parser.add_argument(
-        "--conv_train_examples",
-        type=int,
-        default=6000,
-        help="the conv model trains on the first N images (default: 6000)",
-    )
-    parser.add_argument(
-        "--conv_epochs",
-        type=int,
-        default=3,
-        help="epochs of the conv model, the first the warm-up (default: 3)",
-    )
-    _add_dcgan_arguments(parser)
-    parser.add_argument(
-        "--sweep_epochs",
-        type=int,
-        default=2,
-        help="epochs per sweep point, the first the warm-up (default: 2)",
-    )
-    parser.add_argument(
-        "--out", default="benchmark.json", help="JSON results (default: %(default)s)"
-    )
-    parser.add_argument("--child", default="", help=argparse.SUPPRESS)
-    return parser
-
-
-def _add_dcgan_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--dcgan_variants",
-        type=_variants,
-        default=["torch_tuned", "jax_step", "jax_epoch"],
-        help="variants of the dcgan model (default: torch_tuned,jax_step,"
-        "jax_epoch; torch_compiled too)",
-    )
-    parser.add_argument(
-        "--dcgan_train_examples",
-        type=int,
-        default=6400,
-        help="the dcgan model trains on the first N images (default: 6400)",
-    )
-    parser.add_argument(
-        "--dcgan_epochs",
-        type=int,
-        default=3,
-        help="epochs of the dcgan model, the first the warm-up (default: 3)",
-    )
-    parser.add_argument(
-        "--dcgan_batch_size",
-        type=int,
-        default=64,
-        help="real images per dcgan update (default: 64, pytorch/examples')",
-    )
-    parser.add_argument(
-        "--dcgan_width",
-        type=int,
-        default=64,
-        help="the dcgan's ngf = ndf (default: 64, pytorch/examples')",
-    )
-    parser.add_argument(
-        "--dcgan_image_size",
-        type=int,
-        default=28,
-        choices=(28, 32),
-        help="28, or 32 with MNIST zero-padded (default: 28)",
-    )
-
-
-def _checked_models(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
-    """The models to measure, once every flag is checked (a bad one exits through
-    ``parser.error``)."""
-    if min(args.epochs, args.sweep_epochs, args.conv_epochs, args.dcgan_epochs) < 2:
-        parser.error(
-            "--epochs, --sweep_epochs, --conv_epochs and --dcgan_epochs must be at "
-            "least 2 (one warm-up, one timed)"
-        )
-    models = [m for m in args.models.split(",") if m]
-    if not models or set(models) - set(MODELS):
-        parser.error(f"--models must name some of {', '.join(MODELS)}, got {args.models!r}")
-    for flag, model in (("--conv_variants", "conv"), ("--dcgan_variants", "dcgan")):
-        if "torch_example" in getattr(args, flag[2:]):
-            parser.error(
-                f"{flag}: torch_example is the pytorch/examples MLP; the {model} "
-                "model's PyTorch baseline is torch_tuned"
-            )
-    if not 0 < args.conv_train_examples <= 60000:
-        parser.error("--conv_train_examples must be between 1 and 60000")
-    if min(args.dcgan_batch_size, args.dcgan_width) < 1:
-        parser.error("--dcgan_batch_size and --dcgan_width must be positive")
-    if not args.dcgan_batch_size <= args.dcgan_train_examples <= 60000:
-        parser.error(
-            "--dcgan_train_examples must be between --dcgan_batch_size "
-            f"({args.dcgan_batch_size}) and 60000"
-        )
-    return models
-
-
-def _model_runs(args: argparse.Namespace, torch_ok: bool) -> dict[str, dict]:
-    """Each model's variants (the PyTorch ones only with torch) and training settings."""
-
-    def keep(names):
-        return [v for v in names if v.startswith("jax") or torch_ok]
-
-    return {
-        "mlp": dict(
-            variants=keep(args.variants),
-            batch_size=args.batch_size,
-            epochs=args.epochs,
-            train_examples=0,
-        ),
-        "conv": dict(
-            variants=keep(args.conv_variants),
-            batch_size=100,
-            epochs=args.conv_epochs,
-            train_examples=args.conv_train_examples,
-        ),
-        "dcgan": dict(
-            variants=keep(args.dcgan_variants),
-            batch_size=args.dcgan_batch_size,
-            epochs=args.dcgan_epochs,
-            train_examples=args.dcgan_train_examples,
-            image_size=args.dcgan_image_size,
-            width=args.dcgan_width,
-        ),
-    }
-
-
 def main(argv=None) -> int:
-    parser = _parser()
+    parser = build_parser(__doc__)
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(_child(json.loads(args.child))), flush=True)
         return 0
-    models = _checked_models(parser, args)
+    models = checked_models(parser, args)
     common = {"kind": "train", "data_dir": args.data_dir, "raw_data_dir": args.raw_data_dir}
     torch_ok = _torch_available()
     if not torch_ok:
         print("torch is not installed: PyTorch variants left out (pip install -e '.[bench]')")
-    runs = _model_runs(args, torch_ok)
+    runs = model_runs(args, torch_ok)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     peak = _measure({"kind": "matmul"}).get("matmul_flops", float("nan"))
     flops = {
@@ -343,7 +143,7 @@ def main(argv=None) -> int:
         _measure_model(model, runs[model], common, results)
     if "mlp" in models:
         _measure_sweeps(args, common, results)
-    table = _Tables(flops, peak)
+    table = Tables(flops, peak)
     table.print_models([m for m in models if m != "dcgan"], runs, results)
     table.print_dcgan(runs["dcgan"], results)
     table.print_sweeps(args.batch_size, results)
@@ -407,135 +207,6 @@ def _measure_sweeps(args: argparse.Namespace, common: dict, results: dict) -> No
             devices=devices,
         )
         results["device_sweep"].append({**r, "requested_devices": devices})
-
-
-class _Tables:
-    """The printed tables; rates become GFLOP/s and fractions of the matmul ``peak`` through
-    each model's ``flops`` per image."""
-
-    HEADER = [
-        "variant",
-        "img/s",
-        "vs first",
-        "1st epoch s",
-        "test -ELBO",
-        "GFLOP/s",
-        "of peak",
-        "peak MiB",
-    ]
-
-    def __init__(self, flops: dict[str, int], peak: float):
-        self.flops, self.peak = flops, peak
-
-    def describe(self, r: dict, base: float | None, model: str = "mlp") -> list[str]:
-        if "error" in r:
-            return [r.get("variant", "?"), "error: " + r["error"][:60]] + [""] * 6
-        rate = r["images_per_second"]
-        return [
-            r["variant"],
-            f"{rate:,.0f}",
-            f"{rate / base:.2f}x" if base else "-",
-            f"{r['first_epoch_seconds']:.2f}",
-            f"{r['test_negative_elbo']:.2f}",
-            f"{rate * self.flops[model] / 1e9:.1f}",
-            f"{100 * rate * self.flops[model] / self.peak:.0f}%",
-            f"{r['peak_host_mib']:,.0f}",
-        ]
-
-    def describe_gan(self, r: dict, base: float | None) -> list[str]:
-        if "error" in r:
-            return [r.get("variant", "?"), "error: " + r["error"][:60]] + [""] * 9
-        rate = r["images_per_second"]
-        return [
-            r["variant"],
-            f"{rate:,.0f}",
-            f"{rate / base:.2f}x" if base else "-",
-            f"{r['first_epoch_seconds']:.2f}",
-            f"{r['d_loss']:.3f}",
-            f"{r['g_loss']:.3f}",
-            f"{r['d_real']:.2f} / {r['d_fake']:.2f}",
-            f"{rate * self.flops['dcgan'] / 1e9:.1f}",
-            f"{100 * rate * self.flops['dcgan'] / self.peak:.0f}%",
-            f"{r['peak_host_mib']:,.0f}",
-        ]
-
-    def print_models(self, models: list[str], runs: dict[str, dict], results: dict) -> None:
-        """One table per VAE: its variants, ratios to the first row."""
-        for model in models:
-            rows, run = results["models"][model], runs[model]
-            if not rows:
-                continue
-            base = rows[0].get("images_per_second")
-            images = f"{run['train_examples']:,} images, " if run["train_examples"] else ""
-            print(
-                f"\n{model} VAE, batch {run['batch_size']}, {images}{run['epochs']} epochs "
-                f"(img/s: median of the last {run['epochs'] - 1})"
-            )
-            print(_table(self.HEADER, [self.describe(r, base, model) for r in rows]))
-
-    def print_dcgan(self, run: dict, results: dict) -> None:
-        """The DCGAN's table, if measured: ratios to its baseline, the last epoch's losses."""
-        if not results["models"].get("dcgan"):
-            return
-        rows = results["models"]["dcgan"]
-        name = results["ratio_baseline"].get("dcgan")
-        base = next((r["images_per_second"] for r in rows if r.get("variant") == name), None)
-        size = run["image_size"]
-        print(
-            f"\ndcgan, batch {run['batch_size']}, width {run['width']}, {size}x{size}, "
-            f"{run['train_examples']:,} images, {run['epochs']} epochs (img/s: real images, "
-            f"median of the last {run['epochs'] - 1}; losses: means over the last epoch)"
-        )
-        print(
-            _table(
-                [
-                    "variant",
-                    "img/s",
-                    f"vs {name or 'first'}",
-                    "1st epoch s",
-                    "D loss",
-                    "G loss",
-                    "D(x) / D(G(z))",
-                    "GFLOP/s",
-                    "of peak",
-                    "peak MiB",
-                ],
-                [self.describe_gan(r, base) for r in rows],
-            )
-        )
-
-    def print_sweeps(self, batch_size: int, results: dict) -> None:
-        """The MLP's jax_epoch over batch sizes and over device counts, if measured."""
-        header = self.HEADER
-        if results["batch_sweep"]:
-            print("\nmlp jax_epoch over batch sizes")
-            print(
-                _table(
-                    ["batch"] + header[1:2] + header[3:],
-                    [
-                        self.describe({**r, "variant": str(r.get("batch_size"))}, None)[:2]
-                        + self.describe(r, None)[3:]
-                        for r in results["batch_sweep"]
-                    ],
-                )
-            )
-        if results["device_sweep"]:
-            print(f"\nmlp jax_epoch over device counts (batch {batch_size})")
-            print(
-                _table(
-                    ["devices", "img/s", "platform"],
-                    [
-                        [
-                            str(r.get("devices", r["requested_devices"])),
-                            f"{r['images_per_second']:,.0f}"
-                            if "error" not in r
-                            else r["error"][:60],
-                            r.get("platform", ""),
-                        ]
-                        for r in results["device_sweep"]
-                    ],
-                )
-            )
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ LAYERS = (
     ("training", ("vaejax.training",)),
     ("evaluation", ("vaejax.evaluation",)),
     ("runs", ("vaejax.runs",)),
-    ("cli", ("vaejax.cli",)),
+    ("cli", ("vaejax.cli", "vaejax.flags")),
 )
 # the lazy facade (PEP 562 __getattr__): imports nothing at import time, may name any layer
 FACADE = PACKAGE

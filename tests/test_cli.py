@@ -13,7 +13,7 @@ import pytest
 
 import experiments
 from tests.helpers import run_python
-from vaejax import cli, errors
+from vaejax import cli, errors, flags
 from vaejax.runs.config import Applies, RunConfig, applies_when, config_field
 
 
@@ -39,7 +39,7 @@ class Toy:
 
 
 def parse(argv, defaults=Toy()):
-    return cli.parse_config(defaults, argv)
+    return flags.parse_config(defaults, argv)
 
 
 def one_line_error(capsys, argv, defaults=Toy()) -> str:
@@ -216,7 +216,7 @@ def test_applies_when_several_settings_and_values():
 
 
 def test_help_shows_types_defaults_and_formats():
-    text = cli.build_parser(Toy(), "Toy's description.", "toy").format_help()
+    text = flags.build_parser(Toy(), "Toy's description.", "toy").format_help()
     for part in (
         "Toy's description.",
         "--flag, --no-flag",
@@ -246,9 +246,9 @@ def test_unsupported_annotations_and_mistyped_defaults_fail_when_building():
         multipliers: tuple[int, ...] = config_field("1,2,2", "not converted yet")
 
     with pytest.raises(TypeError, match="Listy.values: unsupported annotation"):
-        cli.build_parser(Listy())
+        flags.build_parser(Listy())
     with pytest.raises(TypeError, match="Stale.multipliers: default '1,2,2' is not comma-sep"):
-        cli.build_parser(Stale())
+        flags.build_parser(Stale())
 
 
 def test_every_experiment_builds_its_command_line():
@@ -260,8 +260,8 @@ def test_every_experiment_builds_its_command_line():
     ]
     assert len(configs) >= 10
     for config in configs:
-        cli.build_parser(config).format_help()
-        assert cli.parse_config(config, []) == config
+        flags.build_parser(config).format_help()
+        assert flags.parse_config(config, []) == config
 
 
 @dataclasses.dataclass(frozen=True)

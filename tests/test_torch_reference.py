@@ -18,7 +18,7 @@ except ImportError:  # pragma: no cover - depends on the environment
         raise
     pytest.skip("torch is not installed (pip install -e '.[bench]')", allow_module_level=True)
 
-from experiments.benchmarking import torch_reference
+from experiments.benchmarking import torch_dcgan, torch_reference
 from vaejax import models, objectives
 
 
@@ -157,8 +157,8 @@ def _flax_counts(image_size, channels, width=64, critic=False):
 def test_dcgan_parameter_counts_are_pytorch_examples():
     """64 x 64 x 3 is pytorch/examples' network (its published 3,576,704 / 2,765,568); every
     size has the same count in both frameworks, with and without the discriminator's BN."""
-    generator = torch_reference.DCGANGenerator(64, 3)
-    discriminator = torch_reference.DCGANDiscriminator(64, 3)
+    generator = torch_dcgan.DCGANGenerator(64, 3)
+    discriminator = torch_dcgan.DCGANDiscriminator(64, 3)
     assert (_torch_count(generator), _torch_count(discriminator)) == (3_576_704, 2_765_568)
     assert _flax_counts(64, 3) == (3_576_704, 2_765_568)
     # without batch norm: the 128 + 256 + 512 scales and shifts go
@@ -166,9 +166,9 @@ def test_dcgan_parameter_counts_are_pytorch_examples():
     for size, channels, width in ((28, 1, 64), (32, 1, 64), (32, 3, 16), (28, 1, 8)):
         for critic in (False, True):
             torch_counts = (
-                _torch_count(torch_reference.DCGANGenerator(size, channels, width)),
+                _torch_count(torch_dcgan.DCGANGenerator(size, channels, width)),
                 _torch_count(
-                    torch_reference.DCGANDiscriminator(size, channels, width, batch_norm=not critic)
+                    torch_dcgan.DCGANDiscriminator(size, channels, width, batch_norm=not critic)
                 ),
             )
             assert _flax_counts(size, channels, width, critic) == torch_counts, (size, critic)
@@ -176,7 +176,7 @@ def test_dcgan_parameter_counts_are_pytorch_examples():
 
 def test_torch_dcgan_initialization_is_pytorch_examples():
     torch.manual_seed(0)
-    generator = torch_reference.DCGANGenerator(32)
+    generator = torch_dcgan.DCGANGenerator(32)
     weights = np.concatenate(
         [
             m.weight.detach().numpy().ravel()
@@ -218,9 +218,9 @@ def _random_gan_params(model, seed):
 def _gan_pair(image_size, critic, seed=0, width=64):
     model = models.dcgan(image_size, 1, width, critic=critic)
     params = _random_gan_params(model, seed)
-    generator, discriminator = torch_reference.load_flax_gan_params(
-        torch_reference.DCGANGenerator(image_size, 1, width),
-        torch_reference.DCGANDiscriminator(image_size, 1, width, batch_norm=not critic),
+    generator, discriminator = torch_dcgan.load_flax_gan_params(
+        torch_dcgan.DCGANGenerator(image_size, 1, width),
+        torch_dcgan.DCGANDiscriminator(image_size, 1, width, batch_norm=not critic),
         params,
     )
     return model, params, generator.train(), discriminator.train()
@@ -283,17 +283,17 @@ def test_torch_dcgan_matches_vaejax_loss_gradients():
     g_value, g_grads = jax.jit(jax.value_and_grad(g_loss))(g_params)
 
     torch_fake = generator(torch.from_numpy(z))
-    torch_d = torch_reference.dcgan_discriminator_loss(
+    torch_d = torch_dcgan.dcgan_discriminator_loss(
         discriminator(_nchw(real)), discriminator(torch_fake.detach())
     )
     torch_d.backward()
     assert generator.main[0].weight.grad is None
-    torch_d_grads = torch_reference.flax_gan_gradients(generator, discriminator)
+    torch_d_grads = torch_dcgan.flax_gan_gradients(generator, discriminator)
     discriminator.zero_grad(set_to_none=True)
-    torch_g = torch_reference.dcgan_generator_loss(discriminator(generator(torch.from_numpy(z))))
+    torch_g = torch_dcgan.dcgan_generator_loss(discriminator(generator(torch.from_numpy(z))))
     torch_g.backward(inputs=list(generator.parameters()))
     assert discriminator.main[0].weight.grad is None
-    torch_g_grads = torch_reference.flax_gan_gradients(generator, discriminator)
+    torch_g_grads = torch_dcgan.flax_gan_gradients(generator, discriminator)
 
     assert float(torch_d.detach()) == pytest.approx(float(d_value), rel=1e-5)
     assert float(torch_g.detach()) == pytest.approx(float(g_value), rel=1e-5)

@@ -25,8 +25,8 @@ matrix-multiply peak is measured in the same run
 (:func:`~experiments.benchmarking.flops.matmul_peak_flops`).
 
 ``dcgan`` trains :func:`vaejax.models.dcgan` and its PyTorch twin
-(:class:`~experiments.benchmarking.torch_reference.DCGANGenerator`,
-:class:`~experiments.benchmarking.torch_reference.DCGANDiscriminator`) on MNIST scaled to
+(:class:`~experiments.benchmarking.torch_dcgan.DCGANGenerator`,
+:class:`~experiments.benchmarking.torch_dcgan.DCGANDiscriminator`) on MNIST scaled to
 [-1, 1] (28 x 28, or zero-padded to 32 x 32): Adam 2e-4, betas (0.5, 0.999) for both players,
 batch 64 by default. One update is a discriminator step (binary cross-entropy on the logits of
 the real batch and of fakes from fresh z) then a generator step (non-saturating loss, fresh z):

@@ -1,5 +1,6 @@
 """The PyTorch variants of the benchmark, on the twins in
-:mod:`experiments.benchmarking.torch_reference`: ``torch_example`` (the MLP as pytorch/examples
+:mod:`experiments.benchmarking.torch_reference` (the VAEs) and
+:mod:`experiments.benchmarking.torch_dcgan`: ``torch_example`` (the MLP as pytorch/examples
 runs it) and ``torch_tuned`` (data on the device, no per-step host sync, optionally through
 ``torch.compile``) for the VAEs (:func:`run_torch`), ``torch_tuned`` for the DCGAN
 (:func:`run_torch_gan`). torch is imported when a runner runs; CUDA is used if present."""
@@ -88,7 +89,7 @@ def run_torch_gan(
     """
     import torch
 
-    from experiments.benchmarking.torch_reference import DCGANDiscriminator, DCGANGenerator
+    from experiments.benchmarking.torch_dcgan import DCGANDiscriminator, DCGANGenerator
 
     if variant != "torch_tuned":
         raise ValueError(f"the dcgan model's PyTorch variant is torch_tuned, not {variant!r}")
@@ -213,7 +214,7 @@ def _gan_step(generator, discriminator, noise_dim: int, device) -> Callable:
     Adam; returns [d_loss, g_loss, D(x), D(G(z))] on the device."""
     import torch
 
-    from experiments.benchmarking.torch_reference import (
+    from experiments.benchmarking.torch_dcgan import (
         dcgan_discriminator_loss,
         dcgan_generator_loss,
     )
