@@ -10,7 +10,8 @@ The package is layered; each layer imports only from the layers before it:
 - :mod:`vaejax.training`: the update, the compiled epoch, the loop (checkpoints, resume);
 - :mod:`vaejax.evaluation`: metrics, likelihood, FID / IS analogues, latent-space tools;
 - :mod:`vaejax.runs`: one Run per experiment kind, the driver, :func:`load_run`;
-- :mod:`vaejax.cli`: the command line of every experiment.
+- :mod:`vaejax.flags` and :mod:`vaejax.cli`: the command line of every experiment (typed flags
+  from the config dataclasses; one-line errors).
 
 The names below are the most used ones, loaded on first use (``import vaejax`` stays cheap):
 :func:`load_run` to use a trained model, the models, the objectives, the data loaders and the

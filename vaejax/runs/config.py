@@ -92,7 +92,7 @@ def config_field(
     applies: Applies | Callable[[Any], bool] | tuple[str, Callable[[Any], bool]] | None = None,
 ):
     """A config field: its ``--flag`` takes the type of the field's annotation (int, float, str,
-    bool, tuple[int | float | str, ...], or any of these ``| None``; see :mod:`vaejax.cli`).
+    bool, tuple[int | float | str, ...], or any of these ``| None``; see :mod:`vaejax.flags`).
 
     ``choices``: the allowed values (of each element, for a tuple). ``resume=True``: it may
     differ when a run is resumed (it does not change what is trained, e.g. the workdir, or

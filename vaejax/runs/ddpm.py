@@ -248,8 +248,31 @@ class DDPMRun(Run):
             )
         # pictures and scores: each process samples on its own devices, from host weights (a
         # sampler sharded over every process would need all of them; only process 0 writes)
-        self.local_mesh = local_mesh = sharding.data_mesh(jax.local_devices())
-        sample = image_sampler(model, config, mesh=local_mesh)
+        self.local_mesh = sharding.data_mesh(jax.local_devices())
+        sample = image_sampler(model, config, mesh=self.local_mesh)
+        steps = f"{config.sampling_steps}" if config.sampler == "ddim" else f"{config.timesteps}"
+        return Training(
+            DiffusionState(
+                training.create_train_state(params, tx), jax.tree_util.tree_map(np.array, params)
+            ),  # own buffers: donated
+            with_ema(
+                training.gradient_update(objectives.batch_mean(per_example), tx), config.ema_decay
+            ),
+            self.preprocess,
+            data_.train.images,
+            self._end_of_epoch(evaluate, test_images, scorer, sample, data_, keys),
+            f"DDPM ({config.schedule} schedule, T = {config.timesteps}; U-Net "
+            f"{config.channels} x ({value_text(config.multipliers)})); Adam "
+            f"{config.learning_rate:g}, EMA {config.ema_decay:g}; per-epoch samples: "
+            f"{config.sampler} {steps} steps",
+            models.count_params(params),
+        )
+
+    def _end_of_epoch(self, evaluate, test_images, scorer, sample, data_: Data, keys: RunKeys):
+        """The per-epoch evaluation: the test noise MSE of the EMA weights (``evaluate`` on
+        ``test_images``); after epoch 0 the scores of ``scorer`` (if any) and, on the writer,
+        ``samples_<epoch>.png``, both drawn with ``sample`` on the local devices."""
+        config, local_mesh = self.config, self.local_mesh
 
         def end_of_epoch(epoch: int, state: DiffusionState, train_terms):
             test_terms = {
@@ -274,23 +297,7 @@ class DDPMRun(Run):
                 io.save_image_grid(self.workdir / f"samples_{epoch}.png", grid, 8)
             return record, text
 
-        steps = f"{config.sampling_steps}" if config.sampler == "ddim" else f"{config.timesteps}"
-        return Training(
-            DiffusionState(
-                training.create_train_state(params, tx), jax.tree_util.tree_map(np.array, params)
-            ),  # own buffers: donated
-            with_ema(
-                training.gradient_update(objectives.batch_mean(per_example), tx), config.ema_decay
-            ),
-            self.preprocess,
-            data_.train.images,
-            end_of_epoch,
-            f"DDPM ({config.schedule} schedule, T = {config.timesteps}; U-Net "
-            f"{config.channels} x ({value_text(config.multipliers)})); Adam "
-            f"{config.learning_rate:g}, EMA {config.ema_decay:g}; per-epoch samples: "
-            f"{config.sampler} {steps} steps",
-            models.count_params(params),
-        )
+        return end_of_epoch
 
     def finish(self, state: DiffusionState, data_: Data, keys: RunKeys):
         saved = {

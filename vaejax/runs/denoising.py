@@ -99,6 +99,50 @@ def _gain(row: dict) -> str:
     return f"{gain:+.2f}" if np.isfinite(gain) else "n/a"
 
 
+def _psnr_rows(
+    model: autoencoders_run.TrainedModel,
+    images: np.ndarray,
+    config: DenoisingConfig,
+    key: jax.Array,
+) -> tuple[list[dict], list[np.ndarray]]:
+    """For each of ``config.eval_levels`` (the ``i``-th corrupted with fold_in(key, i)) the PSNR
+    of the corrupted and the denoised images; and the picture's rows: for each level ten
+    corrupted and ten denoised images, then ten clean ones."""
+    rows, picture = [], []
+    for i, level in enumerate(config.eval_levels):
+        noisy, denoised, clean = denoise(
+            model,
+            images,
+            config.noise,
+            level,
+            jax.random.fold_in(key, i),
+            config.eval_batch_size,
+        )
+        rows.append(
+            {
+                "level": level,
+                "psnr_corrupted": metrics.mean_psnr(clean, noisy),
+                "psnr_denoised": metrics.mean_psnr(clean, denoised),
+            }
+        )
+        picture += [noisy[:10], denoised[:10]]
+    picture.append(clean[:10])
+    return rows, picture
+
+
+def _psnr_table(rows: list[dict]) -> str:
+    """``psnr.md``: a markdown table of the PSNR rows and their gains."""
+    return (
+        "| level | PSNR corrupted (dB) | PSNR denoised (dB) | gain (dB) |\n"
+        "| --- | --- | --- | --- |\n"
+        + "".join(
+            f"| {r['level']:g} | {r['psnr_corrupted']:.2f} | "
+            f"{r['psnr_denoised']:.2f} | {_gain(r)} |\n"
+            for r in rows
+        )
+    )
+
+
 def run(config: DenoisingConfig, workdir: Path) -> list[dict]:
     """Trains the denoising autoencoder in ``workdir/ae`` and writes ``psnr.json`` (an infinite
     PSNR, of identical images at level 0, as null), ``psnr.md`` and ``denoising.png`` (for each
@@ -106,7 +150,6 @@ def run(config: DenoisingConfig, workdir: Path) -> list[dict]:
     PSNR records."""
     run_start = time.perf_counter()
     train, test, _, writer, log = run_config.start(config, validate)
-    levels = config.eval_levels
     key = jax.random.key(config.seed)
     size = autoencoders_run.image_size(config.model)
     preprocess = make_denoising_preprocessor(size, config.noise, config.noise_level)
@@ -121,34 +164,8 @@ def run(config: DenoisingConfig, workdir: Path) -> list[dict]:
         eval_preprocess=preprocess,
     )
 
-    rows, picture = [], []
-    for i, level in enumerate(levels):
-        noisy, denoised, clean = denoise(
-            model,
-            test.images,
-            config.noise,
-            level,
-            jax.random.fold_in(jax.random.fold_in(key, 1), i),
-            config.eval_batch_size,
-        )
-        rows.append(
-            {
-                "level": level,
-                "psnr_corrupted": metrics.mean_psnr(clean, noisy),
-                "psnr_denoised": metrics.mean_psnr(clean, denoised),
-            }
-        )
-        picture += [noisy[:10], denoised[:10]]
-    picture.append(clean[:10])
-    table = (
-        "| level | PSNR corrupted (dB) | PSNR denoised (dB) | gain (dB) |\n"
-        "| --- | --- | --- | --- |\n"
-        + "".join(
-            f"| {r['level']:g} | {r['psnr_corrupted']:.2f} | "
-            f"{r['psnr_denoised']:.2f} | {_gain(r)} |\n"
-            for r in rows
-        )
-    )
+    rows, picture = _psnr_rows(model, test.images, config, jax.random.fold_in(key, 1))
+    table = _psnr_table(rows)
     if writer:
         finite = [{k: (v if np.isfinite(v) else None) for k, v in r.items()} for r in rows]
         io.atomic_write_bytes(workdir / "psnr.json", json.dumps(finite, indent=2).encode())

@@ -229,6 +229,33 @@ class GANRun(Run):
         self.grid = jax.jit(lambda p: (gan.generate(p, fixed_z) + 1.0) / 2.0)
         sample = jax.jit(gan.sample, static_argnums=2)
 
+        game = (
+            f"{config.loss}, {config.generator_loss} generator"
+            if config.loss == "bce"
+            else f"wgan-gp, lambda {config.penalty_weight:g}"
+        )
+        return Training(
+            create_gan_state(params, optimizer, optimizer),
+            update,
+            to_tanh_range(data.make_batch_preprocessor(config.image_size)),
+            data_.train.images,
+            self._end_of_epoch(scorer, sample, data_, keys),
+            f"DCGAN ({game}; generator {models.count_params(params['generator']):,}, "
+            f"{'critic' if config.loss == 'wgan-gp' else 'discriminator'} "
+            f"{models.count_params(params['discriminator']):,}); Adam {learning_rate:g} betas "
+            f"({config.adam_beta1:g}, {beta2:g}), {n_critic} critic step(s) per generator step",
+            models.count_params(params),
+            TrainSettings.of(
+                config, batch_size=n_critic * config.batch_size, learning_rate=learning_rate
+            ),
+        )
+
+    def _end_of_epoch(self, scorer, sample, data_: Data, keys: RunKeys):
+        """The per-epoch record and line: the epoch's mean training terms, the scores of
+        ``scorer`` (if any) on images drawn with ``sample``, and after epoch 0, on the writer,
+        ``samples_<epoch>.png`` of the fixed z."""
+        config = self.config
+
         def end_of_epoch(epoch: int, state: GANState, train_terms):
             record = {f"train_{k}": v for k, v in (train_terms or {}).items()}
             text = f"epoch {epoch:3d}" + (f"  {_describe(train_terms)}" if train_terms else "")
@@ -251,26 +278,7 @@ class GANRun(Run):
                 )
             return record, text
 
-        game = (
-            f"{config.loss}, {config.generator_loss} generator"
-            if config.loss == "bce"
-            else f"wgan-gp, lambda {config.penalty_weight:g}"
-        )
-        return Training(
-            create_gan_state(params, optimizer, optimizer),
-            update,
-            to_tanh_range(data.make_batch_preprocessor(config.image_size)),
-            data_.train.images,
-            end_of_epoch,
-            f"DCGAN ({game}; generator {models.count_params(params['generator']):,}, "
-            f"{'critic' if config.loss == 'wgan-gp' else 'discriminator'} "
-            f"{models.count_params(params['discriminator']):,}); Adam {learning_rate:g} betas "
-            f"({config.adam_beta1:g}, {beta2:g}), {n_critic} critic step(s) per generator step",
-            models.count_params(params),
-            TrainSettings.of(
-                config, batch_size=n_critic * config.batch_size, learning_rate=learning_rate
-            ),
-        )
+        return end_of_epoch
 
     def finish(self, state: GANState, data_: Data, keys: RunKeys):
         params = {

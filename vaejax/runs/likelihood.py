@@ -61,27 +61,20 @@ def read_vae_run(workdir: Path):
     return trained.config, trained.model, trained.params
 
 
-def run(config: EvaluateConfig, workdir: Path) -> dict:
-    """Evaluates the run in ``workdir`` on its test set (under the run's binarization protocol):
-    the K-sample ELBO estimate and -L_K with its standard error over the test images, in nats per
-    image. Prints them with the time taken; writes ``likelihood_<K>.json`` into the workdir."""
-
+def _validate(config: EvaluateConfig) -> None:
+    """Raises :class:`~vaejax.errors.ConfigError` for the first setting that cannot work."""
     for name in ("samples", "batch_size", "chunk_size"):
         if getattr(config, name) <= 0:
             raise ConfigError(f"--{name} must be positive, got {getattr(config, name)}")
     if config.test_examples < 0 or not 0 <= config.seed < 2**31:
         raise ConfigError("--test_examples must be >= 0 and --seed in 0..2^31-1")
-    run_config, model, params = read_vae_run(workdir)
-    run_config = dataclasses.replace(
-        run_config,
-        data_dir=config.data_dir or run_config.data_dir,
-        raw_data_dir=config.raw_data_dir or run_config.raw_data_dir,
-    )
-    _, test = load_data(run_config, run_config.binarization)
-    images = test.images[: config.test_examples or None]
+
+
+def _announce(config: EvaluateConfig, run_config: VAEConfig, workdir: Path, images: int) -> None:
+    """Prints what is evaluated, and a note when the run's pixels are not binarized."""
     print(
         f"vaejax: {run_config.model} VAE from {workdir} ({run_config.epochs} epochs, objective "
-        f"{run_config.objective}), {run_config.dataset} test set, {len(images):,} images, "
+        f"{run_config.objective}), {run_config.dataset} test set, {images:,} images, "
         f"binarization {run_config.binarization}, K = {config.samples}, "
         f"{jax.devices()[0].platform}"
     )
@@ -90,6 +83,22 @@ def run(config: EvaluateConfig, workdir: Path) -> dict:
             "note: grey pixels under a Bernoulli likelihood are not a distribution over the "
             "images; the papers' numbers use binarized MNIST (--binarization dynamic|static)"
         )
+
+
+def run(config: EvaluateConfig, workdir: Path) -> dict:
+    """Evaluates the run in ``workdir`` on its test set (under the run's binarization protocol):
+    the K-sample ELBO estimate and -L_K with its standard error over the test images, in nats per
+    image. Prints them with the time taken; writes ``likelihood_<K>.json`` into the workdir."""
+    _validate(config)
+    run_config, model, params = read_vae_run(workdir)
+    run_config = dataclasses.replace(
+        run_config,
+        data_dir=config.data_dir or run_config.data_dir,
+        raw_data_dir=config.raw_data_dir or run_config.raw_data_dir,
+    )
+    _, test = load_data(run_config, run_config.binarization)
+    images = test.images[: config.test_examples or None]
+    _announce(config, run_config, workdir, len(images))
     start = time.perf_counter()
     bounds = evaluate_bounds(
         model,

@@ -111,27 +111,82 @@ def _label(trained_run: TrainedRun, config: QualityConfig) -> str:
     return "ddpm" if config.sampler == "ddpm" else f"ddim{steps}"
 
 
-def run(config: QualityConfig, workdir: Path) -> dict:
-    """Scores the real test images and each run's samples; prints the table, writes
-    ``sample_quality.json``, ``mode_coverage.png`` (label histograms) and ``samples.png`` (a row
-    of samples per run) into ``workdir``. Returns the JSON record."""
-    if config.num_samples < 10:
-        raise ConfigError(f"--num_samples must be at least 10, got {config.num_samples}")
-    runs = [Path(p) for p in config.runs]
-    classifier_dir = config.classifier_workdir.replace("{dataset}", config.dataset)
-    classifier = judge.load(classifier_dir, config.dataset)
+def _load_runs(config: QualityConfig) -> list[tuple[Path, TrainedRun]]:
+    """The finished runs of ``config.runs``, each with its workdir; raises
+    :class:`~vaejax.errors.ConfigError` for one trained on another dataset."""
     if config.sampling_steps < 1:
         raise ConfigError(f"--sampling_steps must be >= 1, got {config.sampling_steps}")
     options = {"sampler": config.sampler, "steps": config.sampling_steps}
     trained = [
-        (path, load_run(path, **(options if _is_diffusion(path) else {}))) for path in runs
-    ]  # every error before the slow part
+        (path, load_run(path, **(options if _is_diffusion(path) else {})))
+        for path in (Path(p) for p in config.runs)
+    ]
     for path, trained_run in trained:
         if trained_run.config.dataset != config.dataset:
             raise ConfigError(
                 f"{path} was trained on {trained_run.config.dataset}, not "
                 f"{config.dataset}: pass --dataset {trained_run.config.dataset}"
             )
+    return trained
+
+
+def _score_run(
+    config: QualityConfig,
+    scorer: Judge,
+    index: int,
+    path: Path,
+    trained_run: TrainedRun,
+    num_classes: int,
+) -> tuple[dict, np.ndarray]:
+    """Draws ``config.num_samples`` images of the run (with the seed's key folded with
+    ``index``), scores them and prints the table's row; returns (the JSON row, the images)."""
+    images, rate = timed_draw(
+        lambda key, n, sample=trained_run.sample: _unit_float(sample(key, n)),
+        jax.random.fold_in(jax.random.key(config.seed), index),
+        config.num_samples,
+    )
+    scores = scorer.score(images)
+    kind = _label(trained_run, config)
+    name = f"{kind}: {path}"
+    training = _training_time(path)
+    row = {
+        "name": name,
+        "workdir": str(path),
+        "kind": kind,
+        "images": config.num_samples,
+        "samples_per_second": rate,
+        "platform": jax.devices()[0].platform,
+        **(training or {}),
+        **scores,
+    }
+    print(_format_row(name, scores, num_classes, training, rate))
+    return row, images
+
+
+def _write_outputs(workdir: Path, record: dict, previews: list[tuple[np.ndarray, int]]) -> None:
+    """``sample_quality.json`` (``record``), ``mode_coverage.png`` (a label histogram per row)
+    and ``samples.png`` (the ``previews``) in ``workdir``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    io.atomic_write_bytes(
+        workdir / "sample_quality.json", (json.dumps(record, indent=2) + "\n").encode()
+    )
+    io.save_class_histograms(
+        workdir / "mode_coverage.png",
+        [(row["name"], row["class_histogram"]) for row in record["rows"]],
+    )
+    io.save_image_grids(workdir / "samples.png", [(np.concatenate([p for p, _ in previews]), 16)])
+    print(f"vaejax: wrote sample_quality.json, mode_coverage.png and samples.png to {workdir}")
+
+
+def run(config: QualityConfig, workdir: Path) -> dict:
+    """Scores the real test images and each run's samples; prints the table, writes
+    ``sample_quality.json``, ``mode_coverage.png`` (label histograms) and ``samples.png`` (a row
+    of samples per run) into ``workdir``. Returns the JSON record."""
+    if config.num_samples < 10:
+        raise ConfigError(f"--num_samples must be at least 10, got {config.num_samples}")
+    classifier_dir = config.classifier_workdir.replace("{dataset}", config.dataset)
+    classifier = judge.load(classifier_dir, config.dataset)
+    trained = _load_runs(config)  # every error before the slow part
     train, test = load_data(config)
     scorer = Judge.of(classifier, train.images)
     num_classes = classifier.model.num_classes
@@ -149,28 +204,8 @@ def run(config: QualityConfig, workdir: Path) -> dict:
     print(_format_row("real test images", real, num_classes, None))
     previews = [(_unit_float(test.images[:16]), 16)]
     for i, (path, trained_run) in enumerate(trained):
-        images, rate = timed_draw(
-            lambda key, n, sample=trained_run.sample: _unit_float(sample(key, n)),
-            jax.random.fold_in(jax.random.key(config.seed), i),
-            config.num_samples,
-        )
-        scores = scorer.score(images)
-        kind = _label(trained_run, config)
-        name = f"{kind}: {path}"
-        training = _training_time(path)
-        rows.append(
-            {
-                "name": name,
-                "workdir": str(path),
-                "kind": kind,
-                "images": config.num_samples,
-                "samples_per_second": rate,
-                "platform": jax.devices()[0].platform,
-                **(training or {}),
-                **scores,
-            }
-        )
-        print(_format_row(name, scores, num_classes, training, rate))
+        row, images = _score_run(config, scorer, i, path, trained_run, num_classes)
+        rows.append(row)
         previews.append((images[:16], 16))
     record = {
         "dataset": config.dataset,
@@ -178,15 +213,7 @@ def run(config: QualityConfig, workdir: Path) -> dict:
         "classifier_test_accuracy": classifier.test_accuracy,
         "rows": rows,
     }
-    workdir.mkdir(parents=True, exist_ok=True)
-    io.atomic_write_bytes(
-        workdir / "sample_quality.json", (json.dumps(record, indent=2) + "\n").encode()
-    )
-    io.save_class_histograms(
-        workdir / "mode_coverage.png", [(row["name"], row["class_histogram"]) for row in rows]
-    )
-    io.save_image_grids(workdir / "samples.png", [(np.concatenate([p for p, _ in previews]), 16)])
-    print(f"vaejax: wrote sample_quality.json, mode_coverage.png and samples.png to {workdir}")
+    _write_outputs(workdir, record, previews)
     return record
 
 

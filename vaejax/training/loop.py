@@ -13,11 +13,15 @@ stretches of steps (about a second each), and between stretches
   the last good checkpoint; every checkpoint is checked on the host before it is written, so
   nothing non-finite is ever saved.
 
+The writer labels the two long pauses: it prints how long compiling the training stretch took
+(when over a second), and the progress bar reads ``evaluating`` while ``end_of_epoch`` runs.
+
 A checkpoint holds the train state, the per-step metrics of the epoch in progress, the config
 and the PRNG keys. Data order and keys depend only on (seed, step), so a run resumed from any
 checkpoint takes exactly the steps an uninterrupted run takes: the same parameters bit for bit,
 the same ``metrics.jsonl``. :func:`resume_step` decides, before anything is loaded or written,
-whether a workdir is fresh, resumable, or refused.
+whether a workdir is fresh, resumable, or refused (:mod:`vaejax.training.resume`, whose names
+this module re-exports).
 
 Several processes (``jax.distributed``) run the same loop; they agree on when to stop, save
 checkpoints together, and only process 0 writes the other files.
@@ -28,29 +32,30 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
 import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import jax
 import numpy as np
 
 from vaejax import io, sharding
 from vaejax.training import checkpoints
+from vaejax.training.resume import (  # noqa: F401  (WorkdirError, resume_step: re-exported)
+    CHECKPOINTS,
+    CONFIG,
+    METRICS,
+    TIMING,
+    WorkdirError,
+    restore_checkpoint,
+    resume_step,
+)
 from vaejax.training.step import EpochRunner, mean_metrics
 
-CHECKPOINTS = "checkpoints"
-METRICS = "metrics.jsonl"
-TIMING = "timing.jsonl"
-CONFIG = "config.json"
 STRETCH_SECONDS = 1.0  # how often the host looks at signals, progress and checkpoints
-
-
-class WorkdirError(ValueError):
-    """A workdir that this command cannot use; the message names the workdir and the fix."""
+COMPILE_NOTICE_SECONDS = 1.0  # a longer compile of the training stretch is reported
 
 
 class Interrupted(Exception):
@@ -68,67 +73,6 @@ class Diverged(Exception):
 def is_writer() -> bool:
     """Whether this process writes files (process 0; the only one without jax.distributed)."""
     return jax.process_index() == 0
-
-
-def _differences(saved: dict[str, Any], config: dict[str, Any], free: Iterable[str]) -> list[str]:
-    free = set(free)
-    return [
-        f"--{k} {saved.get(k)!r} there, {config.get(k)!r} here"
-        for k in sorted(set(saved) | set(config))
-        if k not in free and saved.get(k) != config.get(k)
-    ]
-
-
-def resume_step(workdir: Path, config: dict[str, Any], free: Iterable[str] = ()) -> int | None:
-    """The checkpoint step to resume ``workdir`` from, or None to start afresh; writes nothing.
-
-    Raises :class:`WorkdirError` if the workdir is not writable, if its latest checkpoint was
-    made with other settings (fields in ``free``, e.g. the number of epochs, may change), or if
-    it holds a run without checkpoints made with other settings. A damaged checkpoint raises
-    :class:`~vaejax.training.checkpoints.CheckpointError`.
-    """
-    existing = workdir
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir() or not _writable(existing):
-        raise WorkdirError(
-            f"workdir {workdir} is not writable ({existing} is not a writable "
-            f"folder): pass --workdir to a writable folder"
-        )
-    fix = "rerun with the same flags to resume it, or pass a new --workdir"
-    step = checkpoints.latest_step(workdir / CHECKPOINTS)
-    if step is not None:
-        saved = checkpoints.read_meta(workdir / CHECKPOINTS, step).get("config", {})
-        differences = _differences(saved, config, free)
-        if differences:
-            raise WorkdirError(
-                f"workdir {workdir} holds a run with other settings "
-                f"({'; '.join(differences)}): {fix}"
-            )
-        return step
-    if (workdir / METRICS).exists():  # killed before its first checkpoint: nothing to lose
-        try:
-            saved = json.loads((workdir / CONFIG).read_text())
-        except (OSError, ValueError):
-            saved = None
-        if not isinstance(saved, dict) or _differences(saved, config, free):
-            raise WorkdirError(
-                f"workdir {workdir} already holds a run (metrics.jsonl) with "
-                f"other settings and no checkpoint: pass a new --workdir, or "
-                f"delete that folder to start again"
-            )
-    return None
-
-
-def _writable(folder: Path) -> bool:
-    return os.access(folder, os.W_OK | os.X_OK)
-
-
-def _keep_lines_up_to(path: Path, step: int) -> None:
-    """Drops the JSONL lines written after checkpoint ``step`` (they will be written again)."""
-    if path.exists():
-        kept = [r for r in io.read_jsonl(path) if r.get("step", 0) <= step]
-        io.atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in kept).encode())
 
 
 class _StopFlag:
@@ -201,99 +145,37 @@ def train(
     ``metrics.jsonl`` with ``epoch`` and ``step`` added, ``text`` to the console. Every process
     calls it; it must write files only on :func:`is_writer`.
     """
-    from tqdm.auto import tqdm
-
     mesh = mesh or sharding.data_mesh()
     writer = is_writer()
     total = epochs * runner.steps_per_epoch
     keys = _key_record({"data": data_key, "step": base_key})
     buffer = runner.new_metrics(state, data)
     if start_step is not None:
-        state, buffer = _restore(workdir, start_step, keys, epochs, total, (state, buffer), mesh)
-    step = start_step or 0
+        state, buffer = restore_checkpoint(
+            workdir, start_step, keys, epochs, total, (state, buffer), mesh, writer
+        )
     if writer:  # only now: the data are loaded and the checkpoint, if any, restored
         workdir.mkdir(parents=True, exist_ok=True)
         io.atomic_write_bytes(workdir / CONFIG, (json.dumps(config, indent=2) + "\n").encode())
-
-    start = time.perf_counter()
-    order = runner.order(data_key, step // runner.steps_per_epoch)
-    run = runner.run.lower(state, buffer, data, order, base_key, 0, 0, 1).compile()
-    compile_seconds = time.perf_counter() - start
-
     loop = _Loop(
         runner=runner,
-        run=run,
         data=data,
         data_key=data_key,
         base_key=base_key,
-        order=order,
         state=state,
         buffer=buffer,
-        step=step,
+        step=start_step or 0,
         total=total,
         workdir=workdir,
         config=config,
         keys=keys,
         checkpoint_every=checkpoint_every,
         end_of_epoch=end_of_epoch,
-        manager=checkpoints.open_checkpoints(workdir / CHECKPOINTS, keep_checkpoints),
         saved_step=start_step,
         writer=writer,
-        say=tqdm.write if writer else (lambda text: None),
     )
-    loop.bar = tqdm(
-        total=total,
-        initial=step,
-        desc="training",
-        unit="step",
-        dynamic_ncols=True,
-        disable=not writer,
-    )
-    try:
-        loop.begin(start_step is None, compile_seconds)
-        with _stop_on_signals() as stop:
-            loop.train(stop)
-    finally:
-        loop.bar.close()
-        checkpoints.close(loop.manager)
-    return loop.state, loop.record
-
-
-def _restore(
-    workdir: Path,
-    start_step: int,
-    keys: dict[str, list[int]],
-    epochs: int,
-    total: int,
-    like: tuple[Any, Any],
-    mesh,
-) -> tuple[Any, Any]:
-    """(train state, epoch metrics buffer) of checkpoint ``start_step``, shaped as ``like`` and
-    replicated over ``mesh``, once it is checked to belong to this run; the JSONL lines written
-    after it are dropped (process 0)."""
-    ckpt_dir = workdir / CHECKPOINTS
-    meta = checkpoints.read_meta(ckpt_dir, start_step)
-    if meta.get("keys") != keys:
-        raise WorkdirError(
-            f"checkpoint {ckpt_dir / str(start_step)} was made with other "
-            f"random keys than this seed gives: pass a new --workdir"
-        )
-    if start_step > total:
-        raise WorkdirError(
-            f"workdir {workdir} holds a run already at step {start_step}, "
-            f"past the {total} steps of --epochs {epochs}: raise --epochs"
-        )
-    state, buffer = like
-    restored = checkpoints.restore(
-        ckpt_dir, start_step, {"train_state": state, "epoch_metrics": buffer}
-    )
-    state, buffer = sharding.put_replicated(
-        (restored["train_state"], restored["epoch_metrics"]), mesh
-    )
-    if is_writer():
-        _keep_lines_up_to(workdir / METRICS, start_step)
-        _keep_lines_up_to(workdir / TIMING, start_step)
-    return state, buffer
+    compile_seconds = loop.compile()
+    return loop.drive(start_step is None, compile_seconds, keep_checkpoints)
 
 
 @dataclasses.dataclass(eq=False)
@@ -303,11 +185,9 @@ class _Loop:
     it writes (files on process 0 only), the last metrics record."""
 
     runner: EpochRunner
-    run: Callable  # the compiled runner.run
     data: Any
     data_key: jax.Array
     base_key: jax.Array
-    order: jax.Array  # the epoch's batches of example indices
     state: Any
     buffer: Any
     step: int
@@ -317,12 +197,65 @@ class _Loop:
     keys: dict[str, list[int]]
     checkpoint_every: int
     end_of_epoch: EndOfEpoch
-    manager: Any  # the checkpoint manager
     saved_step: int | None
     writer: bool
-    say: Callable[[str], None]
+    run: Callable | None = None  # the compiled runner.run (:meth:`compile`)
+    order: jax.Array | None = None  # the epoch's batches of example indices
+    manager: Any = None  # the checkpoint manager (:meth:`drive`)
     bar: Any = None
     record: dict[str, Any] | None = None
+
+    def compile(self) -> float:
+        """Compiles the training stretch for the epoch of the current step; returns the seconds
+        it took, which the writer prints when over :data:`COMPILE_NOTICE_SECONDS`."""
+        start = time.perf_counter()
+        self.order = self.runner.order(self.data_key, self.step // self.runner.steps_per_epoch)
+        self.run = self.runner.run.lower(
+            self.state, self.buffer, self.data, self.order, self.base_key, 0, 0, 1
+        ).compile()
+        seconds = time.perf_counter() - start
+        if self.writer and seconds > COMPILE_NOTICE_SECONDS:
+            print(f"vaejax: compiling the training step: {seconds:.1f} s", flush=True)
+        return seconds
+
+    def drive(
+        self, fresh: bool, compile_seconds: float, keep_checkpoints: int
+    ) -> tuple[Any, dict[str, Any] | None]:
+        """Opens the checkpoints and the progress bar, then :meth:`begin` and :meth:`train`;
+        returns ``(state, last metrics record)``."""
+        from tqdm.auto import tqdm
+
+        self.manager = checkpoints.open_checkpoints(self.workdir / CHECKPOINTS, keep_checkpoints)
+        self.bar = tqdm(
+            total=self.total,
+            initial=self.step,
+            desc="training",
+            unit="step",
+            dynamic_ncols=True,
+            disable=not self.writer,
+        )
+        try:
+            self.begin(fresh, compile_seconds)
+            with _stop_on_signals() as stop:
+                self.train(stop)
+        finally:
+            self.bar.close()
+            checkpoints.close(self.manager)
+        return self.state, self.record
+
+    def say(self, text: str) -> None:
+        """Prints ``text`` above the progress bar, on the writer only."""
+        if self.writer:
+            from tqdm.auto import tqdm
+
+            tqdm.write(text)
+
+    def evaluate(self, epoch: int, train_terms: dict[str, float] | None) -> tuple[dict, str]:
+        """``end_of_epoch`` of the current state, the bar saying ``evaluating`` meanwhile."""
+        self.bar.set_description("evaluating")
+        record, text = self.end_of_epoch(epoch, self.state, train_terms)
+        self.bar.set_description("training")
+        return record, text
 
     def append(self, name: str, record: dict[str, Any]) -> None:
         if self.writer:
@@ -355,7 +288,7 @@ class _Loop:
         """A fresh run's epoch-0 record and checkpoint; or, resuming a finished run, its last
         record."""
         if fresh:
-            record, text = self.end_of_epoch(0, self.state, None)
+            record, text = self.evaluate(0, None)
             self.record = {"epoch": 0, "step": 0, **record}
             self.append(METRICS, self.record)
             self.append(TIMING, {"epoch": 0, "step": 0, "compile_seconds": compile_seconds})
@@ -423,7 +356,7 @@ class _Loop:
 
     def end_epoch(self, epoch: int, steps: int, seconds: float) -> None:
         """The epoch's ``metrics.jsonl`` and ``timing.jsonl`` lines and console line."""
-        record, text = self.end_of_epoch(epoch, self.state, mean_metrics(self.buffer))
+        record, text = self.evaluate(epoch, mean_metrics(self.buffer))
         self.record = {"epoch": epoch, "step": self.step, **record}
         self.append(METRICS, self.record)
         rate = steps * self.runner.batch_size / seconds

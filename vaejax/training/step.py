@@ -221,6 +221,24 @@ def make_epoch_runner(
         order = epoch_permutation(data_key, epoch, num_examples)[: steps * batch_size]
         return order.reshape(steps, batch_size).astype(jnp.int32)
 
+    out = replicated(mesh)
+    return EpochRunner(
+        steps_per_epoch=steps,
+        batch_size=batch_size,
+        order=jax.jit(order_fn, out_shardings=out),
+        new_metrics=jax.jit(_metrics_buffer(guarded_step, steps, batch_size), out_shardings=out),
+        run=jax.jit(
+            _stretch_loop(guarded_step, steps, skip_nonfinite),
+            donate_argnums=(0, 1),
+            out_shardings=out,
+        ),
+    )
+
+
+def _metrics_buffer(guarded_step: Callable, steps: int, batch_size: int) -> Callable:
+    """``new_metrics(state, data)``: an epoch's per-step metrics buffer of ``guarded_step``,
+    zeros with a leading axis of ``steps``."""
+
     def new_metrics(state, data):
         shapes = jax.eval_shape(
             guarded_step,
@@ -233,18 +251,7 @@ def make_epoch_runner(
         )[1]
         return {k: jnp.zeros((steps, *v.shape), v.dtype) for k, v in shapes.items()}
 
-    out = replicated(mesh)
-    return EpochRunner(
-        steps_per_epoch=steps,
-        batch_size=batch_size,
-        order=jax.jit(order_fn, out_shardings=out),
-        new_metrics=jax.jit(new_metrics, out_shardings=out),
-        run=jax.jit(
-            _stretch_loop(guarded_step, steps, skip_nonfinite),
-            donate_argnums=(0, 1),
-            out_shardings=out,
-        ),
-    )
+    return new_metrics
 
 
 def _guarded_step(
