@@ -3,6 +3,7 @@ they skip, except under CI=true, where a missing dataset is a failure."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 from pathlib import Path
@@ -49,23 +50,45 @@ def fashion_raw_dir() -> Path:
     return _raw_dir("fashion_mnist")
 
 
+def _shared_dir(tmp_path_factory, name: str) -> Path:
+    """A folder of this test session shared by its pytest-xdist workers (or this process's own)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        folder = tmp_path_factory.getbasetemp().parent / name  # the session's root
+        folder.mkdir(exist_ok=True)
+        return folder
+    return tmp_path_factory.mktemp(name)
+
+
+@contextlib.contextmanager
+def _locked(folder: Path):
+    """Holds ``folder``'s lock: the first worker builds what it holds, the others wait."""
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _prepared(tmp_path_factory, name: str, raw_dir: Path) -> Path:
+    from vaejax import data
+
+    data_dir = _shared_dir(tmp_path_factory, f"tfds_{name}")
+    with _locked(data_dir):
+        for split in ("train", "test"):
+            data.load_split(name, split, data_dir=data_dir, raw_data_dir=raw_dir)
+    return data_dir
+
+
 @pytest.fixture(scope="session")
 def mnist_tfds_dir(tmp_path_factory, mnist_raw_dir) -> Path:
     """A tfds data_dir with mnist prepared from the raw files and both splits decoded once: once
     per test session, shared by the pytest-xdist workers (the first prepares it under a lock,
     about 40 s of CPU)."""
-    from vaejax import data
+    return _prepared(tmp_path_factory, "mnist", mnist_raw_dir)
 
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        data_dir = tmp_path_factory.getbasetemp().parent / "tfds_shared"  # the session's root
-        data_dir.mkdir(exist_ok=True)
-    else:
-        data_dir = tmp_path_factory.mktemp("tfds")
-    with open(data_dir / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        for split in ("train", "test"):
-            data.load_split("mnist", split, data_dir=data_dir, raw_data_dir=mnist_raw_dir)
-    return data_dir
+
+@pytest.fixture(scope="session")
+def fashion_tfds_dir(tmp_path_factory, fashion_raw_dir) -> Path:
+    """The same for fashion_mnist."""
+    return _prepared(tmp_path_factory, "fashion_mnist", fashion_raw_dir)
 
 
 @pytest.fixture
@@ -76,27 +99,31 @@ def no_raw_data_env(monkeypatch):
 @pytest.fixture(scope="session")
 def mnist_classifier_dir(tmp_path_factory, mnist_tfds_dir, mnist_raw_dir) -> Path:
     """A LeNet classifier trained by ``experiments.classifier`` on 3,200 MNIST images (2 epochs,
-    about 96% test accuracy): the judge of the sample-quality tests."""
+    about 96% test accuracy): the judge of the sample-quality tests, trained once per session
+    and shared by the workers."""
     from tests.helpers import run_python
 
-    workdir = tmp_path_factory.mktemp("classifier") / "mnist"
-    proc = run_python(
-        [
-            "-m",
-            "experiments.classifier",
-            "--raw_data_dir",
-            str(mnist_raw_dir),
-            "--data_dir",
-            str(mnist_tfds_dir),
-            "--train_examples",
-            "3200",
-            "--epochs",
-            "2",
-            "--batch_size",
-            "64",
-            "--workdir",
-            str(workdir),
-        ]
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    folder = _shared_dir(tmp_path_factory, "classifier")
+    workdir = folder / "mnist"
+    with _locked(folder):
+        if not (workdir / "classifier.json").is_file():
+            proc = run_python(
+                [
+                    "-m",
+                    "experiments.classifier",
+                    "--raw_data_dir",
+                    str(mnist_raw_dir),
+                    "--data_dir",
+                    str(mnist_tfds_dir),
+                    "--train_examples",
+                    "3200",
+                    "--epochs",
+                    "2",
+                    "--batch_size",
+                    "64",
+                    "--workdir",
+                    str(workdir),
+                ]
+            )
+            assert proc.returncode == 0, proc.stderr[-3000:]
     return workdir

@@ -122,7 +122,9 @@ def test_anomaly_detection_table_is_reproduced_on_rerun(tmp_path, mnist_tfds_dir
     assert json.loads((workdir / "anomaly.json").read_text()) == rows
 
 
-def test_ae_fashion_mnist_writes_every_figure_and_the_table(tmp_path, fashion_raw_dir):
+def test_ae_fashion_mnist_writes_every_figure_and_the_table(
+    tmp_path, fashion_raw_dir, fashion_tfds_dir
+):
     workdir = tmp_path / "ls"
     proc = run_python(
         [
@@ -131,7 +133,7 @@ def test_ae_fashion_mnist_writes_every_figure_and_the_table(tmp_path, fashion_ra
             "--raw_data_dir",
             str(fashion_raw_dir),
             "--data_dir",
-            str(tmp_path / "tfds"),
+            str(fashion_tfds_dir),
             "--workdir",
             str(workdir),
             "--model",

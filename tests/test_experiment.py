@@ -7,12 +7,14 @@ import json
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import PIL.Image
 import pytest
 
 from tests.helpers import grid_size, run_python
 from vaejax import cli, data, errors, io, objectives, training
 from vaejax.runs import vae as vae_run
+from vaejax.runs.load import load_run
 
 
 def test_vae_mnist_end_to_end(tmp_path, mnist_tfds_dir, mnist_raw_dir):
@@ -57,20 +59,32 @@ def test_vae_mnist_end_to_end(tmp_path, mnist_tfds_dir, mnist_raw_dir):
         assert picture.size == grid_size(2, 8)
     with PIL.Image.open(workdir / "sample_1.png") as picture:
         assert picture.size == grid_size(8, 8)
-    config = vae_run.VAEConfig(**json.loads((workdir / "config.json").read_text()))
+    record = json.loads((workdir / "config.json").read_text())
+    assert record["kind"] == "vae" and record["run"] == "vaejax.runs.vae:VAERun"
+    trained = load_run(str(workdir))
+    config = trained.config
+    assert isinstance(config, vae_run.VAEConfig)
     assert config.train_examples == 300 * 128 and config.epochs == 1
 
     # the saved parameters are the trained ones: they reproduce the logged test loss
-    model = vae_run.build_model(config)
-    template = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)), jax.random.key(0))
-    params = io.load_params(workdir / "params.msgpack", template["params"])
     evaluate = training.make_evaluator(
-        objectives.vae_per_example(model), data.make_batch_preprocessor(28), batch_size=1000
+        objectives.vae_per_example(trained.model), data.make_batch_preprocessor(28), batch_size=1000
     )
     test = data.load_split("mnist", "test", data_dir=mnist_tfds_dir)
     eval_key = jax.random.fold_in(jax.random.key(config.seed), 3)
-    result = evaluate(params, jnp.asarray(test.images), eval_key)
+    result = evaluate(trained.params, jnp.asarray(test.images), eval_key)
     assert float(result["loss"]) == pytest.approx(after, rel=1e-4)
+
+    # what load_run offers a VAE: samples, codes, reconstructions, a likelihood bound
+    samples = trained.sample(jax.random.key(0), 8)
+    assert samples.shape == (8, 28, 28, 1) and 0 <= samples.min() and samples.max() <= 1
+    assert trained.encode(test.images[:8]).shape == (8, 20)
+    reconstructions = trained.reconstruct(test.images[:8])
+    assert reconstructions.shape == (8, 28, 28, 1)
+    assert np.abs(reconstructions - test.images[:8] / 255).mean() < 0.2
+    bound = trained.log_likelihood(test.images[:20], jax.random.key(1), k=20)
+    assert bound.shape == (20,) and np.all(np.isfinite(bound))
+    assert -bound.mean() < after + 20  # L_20 is no worse than the ELBO, up to noise
 
     # running into the same workdir with other settings refuses, and keeps what is there
     before_bytes = (workdir / "metrics.jsonl").read_bytes()
@@ -94,7 +108,7 @@ def test_vae_mnist_end_to_end(tmp_path, mnist_tfds_dir, mnist_raw_dir):
     assert (workdir / "metrics.jsonl").read_bytes() == before_bytes
 
 
-def test_vae_fashion_mnist_end_to_end(tmp_path, fashion_raw_dir):
+def test_vae_fashion_mnist_end_to_end(tmp_path, fashion_raw_dir, fashion_tfds_dir):
     from experiments import vae_fashion_mnist
 
     assert vae_fashion_mnist.CONFIG.beta == pytest.approx(2.048)
@@ -106,7 +120,7 @@ def test_vae_fashion_mnist_end_to_end(tmp_path, fashion_raw_dir):
             "--raw_data_dir",
             str(fashion_raw_dir.parent),
             "--data_dir",
-            str(tmp_path / "tfds"),
+            str(fashion_tfds_dir),
             "--workdir",
             str(workdir),
             "--train_examples",

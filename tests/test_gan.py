@@ -44,11 +44,12 @@ def test_layout_rejects_other_sizes(size):
 def test_shapes_and_ranges(size, critic):
     model = models.dcgan(size, 1, width=8, noise_dim=16, critic=critic)
     params = model.init(jax.random.key(0))
-    images = model.generate(params["generator"], jax.random.normal(jax.random.key(1), (5, 16)))
+    generate, critic_of = jax.jit(model.generate), jax.jit(model.critic)  # one compile each
+    images = generate(params["generator"], jax.random.normal(jax.random.key(1), (5, 16)))
     assert images.shape == (5, size, size, 1)
     assert float(jnp.max(jnp.abs(images))) <= 1.0
-    assert model.critic(params["discriminator"], images).shape == (5,)
-    samples = model.sample(params["generator"], jax.random.key(2), 4)
+    assert critic_of(params["discriminator"], images).shape == (5,)
+    samples = jax.jit(model.sample, static_argnums=2)(params["generator"], jax.random.key(2), 4)
     assert samples.shape == (4, size, size, 1)
     assert 0.0 <= float(samples.min()) and float(samples.max()) <= 1.0
     has_norm = any("BatchNorm" in k for k in params["discriminator"])
@@ -165,14 +166,18 @@ def test_update_is_critic_steps_on_interleaved_slices_then_a_generator_step(loss
 
     d_state, g_state = state.discriminator, state.generator
     d_keys = jax.random.split(jax.random.fold_in(key, 0), n_critic)
+    d_step = jax.jit(  # the reference, compiled once (eagerly it compiles op by op)
+        training.gradient_update(lambda p, b, k: _discriminator_loss(model, loss, p, b, k), opt)
+    )
     for j in range(n_critic):
         rows = real[j::n_critic]
-        d_state, _ = training.gradient_update(
-            lambda p, b, k: _discriminator_loss(model, loss, p, b, k), opt
-        )(d_state, (rows, g_state.params), d_keys[j])
-    g_state, _ = training.gradient_update(
-        lambda p, b, k: _generator_loss(model, loss, p, b, k), opt
-    )(g_state, (d_state.params, batch), jax.random.fold_in(key, 1))
+        d_state, _ = d_step(d_state, (rows, g_state.params), d_keys[j])
+    g_step = jax.jit(  # the batch size is a shape: closed over, not traced
+        training.gradient_update(
+            lambda p, d, k: _generator_loss(model, loss, p, (d, batch), k), opt
+        )
+    )
+    g_state, _ = g_step(g_state, d_state.params, jax.random.fold_in(key, 1))
     for got, want in (
         (new_state.discriminator.params, d_state.params),
         (new_state.generator.params, g_state.params),

@@ -218,7 +218,7 @@ def test_iwae_training_and_likelihood_evaluation_end_to_end(
     # bad inputs: one line, exit 2, nothing written
     (tmp_path / "empty").mkdir()
     for argv, message in [
-        (["--workdir", str(tmp_path / "empty")], "holds no finished VAE run"),
+        (["--workdir", str(tmp_path / "empty")], "holds no finished run"),
         (["--workdir", str(workdir), "--samples", "0"], "--samples must be positive"),
     ]:
         proc = run_python(["-m", "experiments.evaluate_likelihood", *argv])
