@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -47,3 +48,33 @@ def grid_size(rows, columns, image=28, padding=2, scale=2):
     return (columns * (image + padding) + padding) * scale, (
         rows * (image + padding) + padding
     ) * scale
+
+
+def start_python(argv) -> subprocess.Popen:
+    """Starts ``python argv...`` in the repository root on the CPU, its output piped."""
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), JAX_PLATFORMS="cpu")
+    return subprocess.Popen(
+        [sys.executable, *argv],
+        cwd=REPO_ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def checkpoint_steps(workdir: Path) -> list[int]:
+    """The steps of the checkpoints in ``workdir``, ascending."""
+    folder = workdir / "checkpoints"
+    return (
+        sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
+    )
+
+
+def wait_for_checkpoint_after(proc, workdir: Path, step: int, timeout=120) -> None:
+    """Waits until ``workdir`` holds a checkpoint past ``step``; fails if ``proc`` ends first."""
+    deadline = time.monotonic() + timeout
+    while not any(s > step for s in checkpoint_steps(workdir)):
+        assert proc.poll() is None, f"run ended early: {proc.communicate()[1][-2000:]}"
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.005)

@@ -4,18 +4,14 @@ command line, checkpoints and bit-for-bit resume, load_run, and sample quality."
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
-from tests.helpers import REPO_ROOT, run_python
+from tests.helpers import run_python, start_python, wait_for_checkpoint_after
 from vaejax import load_run
 
 
@@ -40,11 +36,6 @@ def _argv(workdir, tfds_dir, raw_dir):
     ]
 
 
-def _checkpoints(workdir: Path) -> list[int]:
-    folder = workdir / "checkpoints"
-    return [int(p.name) for p in folder.iterdir() if p.name.isdigit()] if folder.is_dir() else []
-
-
 @pytest.fixture(scope="module")
 def pixels_run(tmp_path_factory, mnist_tfds_dir, mnist_raw_dir) -> Path:
     workdir = tmp_path_factory.mktemp("pixels") / "run"
@@ -59,20 +50,8 @@ def test_killed_and_resumed_new_model_matches_the_uninterrupted_run(
     pixels_run, tmp_path, mnist_tfds_dir, mnist_raw_dir
 ):
     workdir = tmp_path / "run"
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), JAX_PLATFORMS="cpu")
-    proc = subprocess.Popen(
-        [sys.executable, *_argv(workdir, mnist_tfds_dir, mnist_raw_dir)],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 120
-    while not any(step > 50 for step in _checkpoints(workdir)):
-        assert proc.poll() is None, f"ended before it could be killed: {proc.stderr.read()[-2000:]}"
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
+    proc = start_python(_argv(workdir, mnist_tfds_dir, mnist_raw_dir))
+    wait_for_checkpoint_after(proc, workdir, 50)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done = run_python(_argv(workdir, mnist_tfds_dir, mnist_raw_dir))

@@ -3,12 +3,8 @@ non-finite steps, determinism. Each run is a real `python -m experiments.vae_mni
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import jax
@@ -16,7 +12,7 @@ import numpy as np
 import pytest
 from flax import serialization
 
-from tests.helpers import REPO_ROOT
+from tests.helpers import checkpoint_steps, start_python, wait_for_checkpoint_after
 from vaejax import io
 from vaejax.training import checkpoints
 
@@ -45,40 +41,13 @@ def _argv(workdir, tfds_dir, raw_dir, *extra):
     ]
 
 
-def _start(argv) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), JAX_PLATFORMS="cpu")
-    return subprocess.Popen(
-        [sys.executable, *argv],
-        cwd=REPO_ROOT,
-        env=env,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-
-
 def _finish(proc, timeout=300) -> tuple[int, str, str]:
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out, err
 
 
 def _run(argv, timeout=300) -> tuple[int, str, str]:
-    return _finish(_start(argv), timeout)
-
-
-def _checkpoint_steps(workdir: Path) -> list[int]:
-    folder = workdir / "checkpoints"
-    return (
-        sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
-    )
-
-
-def _wait_for_checkpoint_after(proc, workdir: Path, step: int, timeout=120) -> None:
-    deadline = time.monotonic() + timeout
-    while not any(s > step for s in _checkpoint_steps(workdir)):
-        assert proc.poll() is None, f"run ended early: {proc.communicate()[1][-2000:]}"
-        assert time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.005)
+    return _finish(start_python(argv), timeout)
 
 
 def _params(workdir: Path):
@@ -108,16 +77,16 @@ def test_killed_and_stopped_runs_resume_bit_for_bit(
     workdir = tmp_path / "run"
     argv = _argv(workdir, mnist_tfds_dir, mnist_raw_dir)
 
-    proc = _start(argv)  # 1. SIGKILL: no chance to save anything
-    _wait_for_checkpoint_after(proc, workdir, 0)
+    proc = start_python(argv)  # 1. SIGKILL: no chance to save anything
+    wait_for_checkpoint_after(proc, workdir, 0)
     proc.kill()
     code, _, _ = _finish(proc)
     assert code == -signal.SIGKILL
-    killed_at = _checkpoint_steps(workdir)[-1]
+    killed_at = checkpoint_steps(workdir)[-1]
     assert 0 < killed_at < STEPS and not (workdir / "params.msgpack").exists()
 
-    proc = _start(argv)  # 2. resumed, then SIGTERM: saves where it is and exits
-    _wait_for_checkpoint_after(proc, workdir, killed_at)
+    proc = start_python(argv)  # 2. resumed, then SIGTERM: saves where it is and exits
+    wait_for_checkpoint_after(proc, workdir, killed_at)
     proc.send_signal(signal.SIGTERM)
     code, out, err = _finish(proc)
     assert code == 128 + signal.SIGTERM, err[-3000:]
@@ -125,8 +94,8 @@ def test_killed_and_stopped_runs_resume_bit_for_bit(
     stopped_line = [line for line in err.splitlines() if "stopped by SIGTERM" in line]
     assert len(stopped_line) == 1, err[-3000:]
     stopped_at = int(stopped_line[0].split(" at step ")[1].split()[0])
-    assert killed_at < stopped_at < STEPS and stopped_at in _checkpoint_steps(workdir)
-    assert len(_checkpoint_steps(workdir)) <= 3  # --keep_checkpoints 3
+    assert killed_at < stopped_at < STEPS and stopped_at in checkpoint_steps(workdir)
+    assert len(checkpoint_steps(workdir)) <= 3  # --keep_checkpoints 3
 
     code, out, err = _run(argv)  # 3. resumed to the end
     assert code == 0, err[-3000:]
@@ -238,7 +207,7 @@ def test_a_diverging_run_stops_and_saves_nothing_non_finite(
     line = [x for x in err.splitlines() if x.startswith("error:")]
     assert len(line) == 1 and "a non-finite loss or gradient at step 1," in line[0]
     assert "last good checkpoint: step 0 in" in line[0] and "--nonfinite skip" in line[0]
-    steps = _checkpoint_steps(workdir)
+    steps = checkpoint_steps(workdir)
     assert steps == [0]
     saved = checkpoints.restore(workdir / "checkpoints", 0)
     assert all(

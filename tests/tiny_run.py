@@ -18,7 +18,7 @@ import optax
 from vaejax import data, models, objectives
 from vaejax.cli import main
 from vaejax.runs.base import Data, Run, Training, register
-from vaejax.runs.config import RunConfig, _field
+from vaejax.runs.config import RunConfig, config_field
 from vaejax.runs.trained import TrainedRun
 from vaejax.training.fit import RunKeys, one_model
 
@@ -49,8 +49,8 @@ def pixel_nll(model: PixelLogits):
 class PixelConfig(RunConfig):
     """Settings of the pixel model."""
 
-    learning_rate: float = _field(0.05, "Adam learning rate")
-    workdir: str = _field("workdirs/pixels", "where the run goes", resume=True)
+    learning_rate: float = config_field(0.05, "Adam learning rate")
+    workdir: str = config_field("workdirs/pixels", "where the run goes", resume=True)
 
 
 @register

@@ -26,11 +26,18 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "vaejax.runs.load": ["load_run", "TrainedRun"],
-    "vaejax.runs.base": ["Run", "register", "registered_kinds", "run_class"],
+    "vaejax.runs.base": [
+        "Run",
+        "Training",
+        "register",
+        "registered_kinds",
+        "run_class",
+        "train_and_evaluate",
+    ],
     "vaejax.runs.config": ["RunConfig"],
     "vaejax.runs.vae": ["VAEConfig"],
     "vaejax.errors": ["ConfigError"],
-    "vaejax.training.fit": ["fit"],
+    "vaejax.training.fit": ["one_model", "fit_state"],
     "vaejax.data": [
         "DATASETS",
         "DataError",

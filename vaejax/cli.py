@@ -34,7 +34,7 @@ from vaejax.flags import (
     parse_value,
     refusal,
 )
-from vaejax.runs.base import run_for_config
+from vaejax.runs.base import train_and_evaluate
 from vaejax.runs.config import RunConfig, value_text
 from vaejax.training import checkpoints, loop
 
@@ -156,10 +156,6 @@ def check_backend() -> None:
         logging.getLogger(record.name).handle(record)
 
 
-def _registered_run(config, workdir: Path):
-    return run_for_config(config)(config, workdir).execute()
-
-
 def main(
     defaults: RunConfig,
     description: str | None = None,
@@ -183,7 +179,7 @@ def main(
         if launch.pop("distributed") or launch["coordinator_address"]:
             initialize_distributed(**launch)
         check_backend()  # after jax.distributed.initialize, which must come first
-        (run or _registered_run)(config, resolve_workdir(config))
+        (run or train_and_evaluate)(config, resolve_workdir(config))
     except (ConfigError, data.DataError, loop.WorkdirError, checkpoints.CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -28,25 +28,25 @@ from vaejax.runs import autoencoders as autoencoders_run
 from vaejax.runs import config as run_config
 from vaejax.runs.autoencoders import AEConfig
 from vaejax.runs.base import Run, register
-from vaejax.runs.config import _field, value_text
+from vaejax.runs.config import config_field, value_text
 
 
 @dataclasses.dataclass(frozen=True)
 class AnomalyConfig(AEConfig):
     """Settings of ``experiments.anomaly_detection``."""
 
-    latent_dim: int = _field(8, "size of the latent code z")
-    epochs: int = _field(5, "training epochs of each model", resume=True)
-    classes: tuple[int, ...] | None = _field(
+    latent_dim: int = config_field(8, "size of the latent code z")
+    epochs: int = config_field(5, "training epochs of each model", resume=True)
+    classes: tuple[int, ...] | None = config_field(
         None, "held-out classes to run, labels such as 0,7 (auto: all)", resume=True
     )
-    percentile: float = _field(
+    percentile: float = config_field(
         95.0,
         "flag a test image when its score exceeds this percentile of the training scores",
         resume=True,
     )
-    vae_samples: int = _field(8, "draws of z per image in the VAE's -ELBO score", resume=True)
-    workdir: str = _field(
+    vae_samples: int = config_field(8, "draws of z per image in the VAE's -ELBO score", resume=True)
+    workdir: str = config_field(
         "workdirs/anomaly_mnist",
         "where the models, tables and checkpoints go; rerunning with the same workdir resumes",
         resume=True,

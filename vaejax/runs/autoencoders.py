@@ -28,7 +28,7 @@ import optax
 
 from vaejax import data, models, objectives
 from vaejax.runs.base import Data, Run, Training, json_record, register
-from vaejax.runs.config import RunConfig, _field, check_positive, validate_run
+from vaejax.runs.config import RunConfig, check_positive, config_field, validate_run
 from vaejax.runs.trained import TrainedAutoencoder
 from vaejax.training.fit import RunKeys, TrainSettings, one_model
 
@@ -42,14 +42,14 @@ MLP_HIDDEN = (256, 128)
 class AEConfig(RunConfig):
     """Settings of an autoencoder-family experiment (the shared ones plus the model)."""
 
-    model: str = _field(
+    model: str = config_field(
         "mlp",
         "mlp: the dense 784-256-128-latent autoencoder (28x28); conv: "
         "Foster's convolutional autoencoder (32x32)",
         MODELS,
     )
-    latent_dim: int = _field(2, "size of the latent code z")
-    loss: str = _field(
+    latent_dim: int = config_field(2, "size of the latent code z")
+    loss: str = config_field(
         "bce",
         "the autoencoder's reconstruction loss: bce (binary cross-entropy) "
         "or mse (squared error), on sigmoid outputs, summed over pixels",

@@ -192,6 +192,13 @@ def run_for_config(config) -> type[Run]:
     raise KeyError(f"no run kind takes a {type(config).__name__}")
 
 
+def train_and_evaluate(config, workdir: Path | str) -> dict | None:
+    """Runs the experiment of ``config`` (the registered Run whose ``Config`` is its type) into
+    ``workdir``: trains, evaluates every epoch, writes everything; returns the last metrics
+    record (or the kind's summary)."""
+    return run_for_config(config)(config, workdir).execute()
+
+
 def _import_builtin_runs() -> None:
     from vaejax.runs import registry  # noqa: F401  (its imports register the built-in kinds)
 

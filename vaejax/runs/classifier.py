@@ -29,7 +29,7 @@ from vaejax.errors import ConfigError
 from vaejax.evaluation.judge import SUMMARY
 from vaejax.models.classifier import LeNet
 from vaejax.runs.base import Data, Run, Training, register
-from vaejax.runs.config import RunConfig, _field, check_positive, validate_run
+from vaejax.runs.config import RunConfig, check_positive, config_field, validate_run
 from vaejax.runs.trained import TrainedRun
 from vaejax.training.fit import RunKeys, one_model
 
@@ -38,12 +38,12 @@ from vaejax.training.fit import RunKeys, one_model
 class ClassifierConfig(RunConfig):
     """Settings of ``experiments.classifier``."""
 
-    epochs: int = _field(10, "training epochs", resume=True)
-    hidden_dim: int = _field(128, "width of the penultimate layer (the FID features)")
-    shift: int = _field(
+    epochs: int = config_field(10, "training epochs", resume=True)
+    hidden_dim: int = config_field(128, "width of the penultimate layer (the FID features)")
+    shift: int = config_field(
         0, "augmentation: move each training image by up to N pixels along each axis (0 = off)"
     )
-    workdir: str = _field(
+    workdir: str = config_field(
         "workdirs/classifier_{dataset}",
         "where the classifier goes "
         "({dataset} is replaced); the sample-quality metrics read it from "

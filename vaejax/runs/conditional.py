@@ -20,7 +20,7 @@ import optax
 from vaejax import data, io, models, objectives
 from vaejax.data.preprocess import with_labels
 from vaejax.runs.base import Data, Run, Training, register
-from vaejax.runs.config import RunConfig, _field, check_positive, validate_run
+from vaejax.runs.config import RunConfig, check_positive, config_field, validate_run
 from vaejax.runs.trained import TrainedRun
 from vaejax.runs.vae import _format_terms
 from vaejax.training.fit import RunKeys, one_model
@@ -30,12 +30,12 @@ from vaejax.training.fit import RunKeys, one_model
 class CVAEConfig(RunConfig):
     """Settings of ``experiments.cvae_mnist``."""
 
-    latent_dim: int = _field(2, "size of the latent code z")
-    hidden_dim: int = _field(512, "width of the hidden layer of encoder and decoder")
-    samples_per_class: int = _field(
+    latent_dim: int = config_field(2, "size of the latent code z")
+    hidden_dim: int = config_field(512, "width of the hidden layer of encoder and decoder")
+    samples_per_class: int = config_field(
         10, "columns of class_samples.png (one fixed z each)", resume=True
     )
-    workdir: str = _field(
+    workdir: str = config_field(
         "workdirs/cvae_mnist",
         "where metrics, pictures and checkpoints go; rerunning with the same workdir resumes",
         resume=True,

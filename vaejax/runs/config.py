@@ -117,9 +117,6 @@ def config_field(
     )
 
 
-_field = config_field  # the former name; the experiments' configs still import it
-
-
 def judge_field():
     """The ``classifier_workdir`` field of a generative model's config."""
     return config_field(

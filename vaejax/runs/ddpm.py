@@ -1,32 +1,9 @@
-"""Denoising diffusion (DDPM, Ho et al. 2020) and its fast deterministic sampler (DDIM, Song et al.
-2021).
+"""The diffusion experiment (``experiments.ddpm_mnist``): a DDPM trained on L_simple with an EMA
+of its weights, sampled by DDPM and DDIM.
 
-**Indexing.** Arrays over timesteps have T entries; index ``t`` in 0..T-1 is the paper's step
-t + 1. ``alpha_bars[t]`` is the product of ``1 - betas[s]`` for s <= t; "step -1" is the data,
-with alpha_bar = 1.
-
-**Forward process.** q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I); in closed form
-q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I) (:func:`q_sample`,
-:func:`marginal_moments`); its posterior q(x_{t-1} | x_t, x_0) = N(mu, beta_tilde_t I) with
-
-    mu = beta_t sqrt(alpha_bar_{t-1}) / (1 - alpha_bar_t) x_0
-         + (1 - alpha_bar_{t-1}) sqrt(alpha_t) / (1 - alpha_bar_t) x_t,
-    beta_tilde_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t      (:func:`posterior`).
-
-**Schedules.** ``linear``: beta from 1e-4 to 0.02 over T = 1000 (Ho et al.); ``cosine``:
-alpha_bar_t = f(t) / f(0), f(t) = cos^2((t / T + s) / (1 + s) pi / 2), s = 0.008, betas clipped
-at 0.999 (Nichol & Dhariwal 2021).
-
-**Model.** A denoiser eps_theta(x_t, t) predicts the noise of x_t = sqrt(alpha_bar_t) x_0 +
-sqrt(1 - alpha_bar_t) eps; it is trained on ||eps - eps_theta(x_t, t)||^2 with t uniform
-(Ho et al.'s L_simple, :func:`noise_prediction_loss`), through the same per-example objective
-and step machinery as every other model. :class:`UNet` is a small U-Net for images;
-:class:`MLPDenoiser` a tiny one for points in the plane.
-
-**Sampling** (:func:`make_sampler`): ancestral DDPM sampling over all T steps, x_{t-1} ~
-q(x_{t-1} | x_t, x0_hat) with x0_hat predicted from eps_theta; or DDIM over a subsequence of
-``steps`` timesteps, deterministic for ``eta = 0`` (eta = 1 over all T steps is DDPM). Each is one
-compiled ``lax.scan`` over timesteps, batched, the batch sharded over the devices.
+The U-Net is :mod:`vaejax.models.unet`, the process and loss :mod:`vaejax.objectives.diffusion`,
+the samplers :mod:`vaejax.objectives.sampling`, the EMA :mod:`vaejax.training.ema`; this module
+holds the config, the Run, its pictures and its sampling-speed report.
 """
 
 from __future__ import annotations
@@ -58,8 +35,8 @@ from vaejax.objectives.sampling import SAMPLERS, make_sampler
 from vaejax.runs.base import Data, Run, Training, register
 from vaejax.runs.config import (
     RunConfig,
-    _field,
     check_positive,
+    config_field,
     judge_field,
     validate_run,
     value_text,
@@ -84,42 +61,44 @@ class DDPMConfig(RunConfig):
     """Settings of ``experiments.ddpm_mnist``. Defaults: Ho et al.'s schedule and loss, a small
     U-Net."""
 
-    epochs: int = _field(20, "training epochs", resume=True)
-    learning_rate: float = _field(1e-3, "Adam learning rate (after the warmup)")
-    warmup_steps: int = _field(200, "linear learning-rate warmup from 0 (0 = none)")
-    clip_norm: float = _field(1.0, "clip gradients to this global L2 norm")
-    ema_decay: float = _field(
+    epochs: int = config_field(20, "training epochs", resume=True)
+    learning_rate: float = config_field(1e-3, "Adam learning rate (after the warmup)")
+    warmup_steps: int = config_field(200, "linear learning-rate warmup from 0 (0 = none)")
+    clip_norm: float = config_field(1.0, "clip gradients to this global L2 norm")
+    ema_decay: float = config_field(
         0.999,
         "decay of the parameters' moving average that samples "
         "(0 = sample with the trained parameters)",
     )
-    schedule: str = _field("linear", "variance schedule: linear (1e-4..0.02) or cosine", SCHEDULES)
-    timesteps: int = _field(1000, "diffusion steps T")
-    channels: int = _field(32, "U-Net channels at full resolution")
-    multipliers: tuple[int, ...] = _field(
+    schedule: str = config_field(
+        "linear", "variance schedule: linear (1e-4..0.02) or cosine", SCHEDULES
+    )
+    timesteps: int = config_field(1000, "diffusion steps T")
+    channels: int = config_field(32, "U-Net channels at full resolution")
+    multipliers: tuple[int, ...] = config_field(
         (1, 2, 2),
         "U-Net channel multiplier per resolution level (each level after the first halves H and W)",
     )
-    image_size: int = _field(28, "28 (MNIST as is) or 32 (padded)")
-    sampler: str = _field(
+    image_size: int = config_field(28, "28 (MNIST as is) or 32 (padded)")
+    sampler: str = config_field(
         "ddim", "sampler of the per-epoch grids and scores", SAMPLERS, resume=True
     )
-    sampling_steps: int = _field(
+    sampling_steps: int = config_field(
         50, "DDIM steps (the ddpm sampler always takes all T)", resume=True
     )
-    eta: float = _field(
+    eta: float = config_field(
         0.0, "DDIM noise: 0 deterministic, 1 = DDPM's posterior variance", resume=True
     )
     classifier_workdir: str = judge_field()
-    eval_samples: int = _field(
+    eval_samples: int = config_field(
         1000, "samples scored by the classifier after every epoch (0 = no scoring)", resume=True
     )
-    final_samples: int = _field(
+    final_samples: int = config_field(
         64,
         "images of the final samples_ddpm.png / samples_ddim.png, whose sampling speed is reported",
         resume=True,
     )
-    workdir: str = _field(
+    workdir: str = config_field(
         "workdirs/ddpm_{dataset}",
         "where metrics, sample grids, strips and "
         "checkpoints go ({dataset} is replaced); rerunning with the same "

@@ -30,25 +30,25 @@ from vaejax.runs import autoencoders as autoencoders_run
 from vaejax.runs import config as run_config
 from vaejax.runs.autoencoders import AEConfig
 from vaejax.runs.base import Run, register
-from vaejax.runs.config import _field, value_text
+from vaejax.runs.config import config_field, value_text
 
 
 @dataclasses.dataclass(frozen=True)
 class DenoisingConfig(AEConfig):
     """Settings of ``experiments.denoising_ae``."""
 
-    latent_dim: int = _field(32, "size of the latent code z")
-    noise: str = _field(
+    latent_dim: int = config_field(32, "size of the latent code z")
+    noise: str = config_field(
         "gaussian", "corruption: gaussian (std = level) or salt_pepper (rate = level)", NOISES
     )
-    noise_level: float = _field(0.5, "corruption level during training")
-    eval_levels: tuple[float, ...] = _field(
+    noise_level: float = config_field(0.5, "corruption level during training")
+    eval_levels: tuple[float, ...] = config_field(
         (0.0, 0.1, 0.3, 0.5, 0.7),
         "corruption levels of the PSNR table and the picture (0: "
         "the clean images, the autoencoder's own ceiling)",
         resume=True,
     )
-    workdir: str = _field(
+    workdir: str = config_field(
         "workdirs/denoising_mnist",
         "where the model, table and pictures go; rerunning with the same workdir resumes",
         resume=True,

@@ -1,37 +1,8 @@
-"""GANs of the lectures: the DCGAN with its binary cross-entropy game, and WGAN-GP.
+"""The GAN experiment (``experiments.gan_mnist``): the DCGAN's BCE game or WGAN-GP, trained
+through the shared loop, judged every epoch by the classifier's FID / IS analogues.
 
-Models (flax.linen, NHWC, images in [-1, 1], the generator's tanh range):
-
-- :class:`Generator`: z [B, noise_dim] -> image [B, S, S, C]. The pytorch/examples ``dcgan``
-  layout (Radford et al. 2016): a projection of z to a ``start`` x ``start`` map (a 1x1
-  transposed convolution's worth of weights, written as a dense layer), then 4x4 stride-2
-  transposed convolutions halving the channels, batch normalization and ReLU between, tanh at
-  the end. S = 64 gives pytorch/examples' generator exactly (widths 8w, 4w, 2w, w);
-  S = 28 starts at 7x7 (widths 2w, w); any S = 4 * 2^k starts at 4x4.
-- :class:`Discriminator`: the mirror: 4x4 stride-2 convolutions doubling the channels,
-  LeakyReLU 0.2, batch normalization after all but the first, then one logit per image from
-  the ``start`` x ``start`` map. With ``normalization="none"`` it is the WGAN-GP critic: the
-  gradient penalty is per image, and batch normalization would mix the images of a batch
-  (Gulrajani et al. 2017, sec. 4).
-
-Batch normalization here uses the statistics of the batch at hand, in training and sampling
-alike, as pytorch/examples' dcgan does (it never switches to running averages), so the models
-hold no state besides their parameters. Draw samples in batches of 64 or more.
-
-Losses, on logits ``l`` (D(x) = sigmoid(l)):
-
-- discriminator: -log D(x) - log(1 - D(G(z))) = softplus(-l_real) + softplus(l_fake);
-- generator, non-saturating: -log D(G(z)) = softplus(-l_fake);
-- generator, minimax (Goodfellow et al.'s original): log(1 - D(G(z))) = -softplus(l_fake). Its
-  gradient d/dl = -sigmoid(l) vanishes where the discriminator rejects the fakes (l << 0),
-  early in training; the non-saturating one's, -(1 - sigmoid(l)), is then about -1;
-- WGAN-GP critic: mean f(G(z)) - mean f(x) + lambda * mean (||grad f(x_hat)||_2 - 1)^2 over
-  x_hat on random segments between real and fake images; generator: -mean f(G(z)).
-
-One **update** (:func:`make_gan_update`) is ``n_critic`` discriminator steps, each on its own
-slice of the real batch, then one generator step: two :func:`~vaejax.training.gradient_update`
-on the two halves of :class:`GANState`, trained by the same epoch runner and loop as every
-other model.
+The models are :mod:`vaejax.models.gan`, the losses :mod:`vaejax.objectives.gan`, the two-player
+update :mod:`vaejax.training.gan`; this module holds the config, the Run and its pictures.
 """
 
 from __future__ import annotations
@@ -52,9 +23,9 @@ from vaejax.objectives.gan import GENERATOR_LOSSES, LOSSES
 from vaejax.runs.base import Data, Run, Training, register
 from vaejax.runs.config import (
     RunConfig,
-    _field,
     applies_when,
     check_positive,
+    config_field,
     judge_field,
     validate_run,
 )
@@ -71,13 +42,13 @@ LOSS_DEFAULTS = {"bce": (2e-4, 0.999, 1), "wgan-gp": (1e-4, 0.9, 5)}
 class GANConfig(RunConfig):
     """Settings of ``experiments.gan_mnist``."""
 
-    loss: str = _field(
+    loss: str = config_field(
         "bce",
         "bce: the DCGAN game (discriminator with sigmoid cross-entropy); "
         "wgan-gp: Wasserstein critic with gradient penalty",
         LOSSES,
     )
-    generator_loss: str = _field(
+    generator_loss: str = config_field(
         "non-saturating",
         "the generator's side of the bce game: "
         "non-saturating (-log D(G(z))) or minimax (log(1 - D(G(z))), "
@@ -85,46 +56,48 @@ class GANConfig(RunConfig):
         GENERATOR_LOSSES,
         applies=applies_when(loss="bce"),
     )
-    batch_size: int = _field(
+    batch_size: int = config_field(
         64,
         "images per discriminator step (a multiple of the device "
         "count); a generator step draws as many fakes",
     )
-    epochs: int = _field(5, "passes of the discriminator over the training images", resume=True)
-    learning_rate: float | None = _field(
+    epochs: int = config_field(
+        5, "passes of the discriminator over the training images", resume=True
+    )
+    learning_rate: float | None = config_field(
         None, "Adam learning rate of both players (auto: 2e-4 for bce, 1e-4 for wgan-gp)"
     )
-    adam_beta1: float = _field(0.5, "Adam beta1 of both players")
-    adam_beta2: float | None = _field(
+    adam_beta1: float = config_field(0.5, "Adam beta1 of both players")
+    adam_beta2: float | None = config_field(
         None, "Adam beta2 of both players (auto: 0.999 for bce, 0.9 for wgan-gp)"
     )
-    n_critic: int | None = _field(
+    n_critic: int | None = config_field(
         None, "discriminator steps per generator step (auto: 1 for bce, 5 for wgan-gp)"
     )
-    penalty_weight: float = _field(
+    penalty_weight: float = config_field(
         10.0,
         "weight of the wgan-gp gradient penalty (lambda)",
         applies=applies_when(loss="wgan-gp"),
     )
-    noise_dim: int = _field(100, "size of z")
-    width: int = _field(
+    noise_dim: int = config_field(100, "size of z")
+    width: int = config_field(
         64,
         "channels of the generator's last and the discriminator's first "
         "hidden layer (pytorch/examples' ngf = ndf)",
     )
-    image_size: int = _field(28, "28 (MNIST as is) or 32 (padded)")
+    image_size: int = config_field(28, "28 (MNIST as is) or 32 (padded)")
     classifier_workdir: str = judge_field()
-    eval_samples: int = _field(
+    eval_samples: int = config_field(
         2000,
         "generated images scored by the classifier after every epoch (0 = no scoring)",
         resume=True,
     )
-    checkpoint_every: int = _field(
+    checkpoint_every: int = config_field(
         200,
         "save a checkpoint every N generator steps (also at the end and on SIGTERM/SIGINT)",
         resume=True,
     )
-    workdir: str = _field(
+    workdir: str = config_field(
         "workdirs/gan_{dataset}_{loss}",
         "where metrics, sample grids and "
         "checkpoints go ({dataset} and {loss} are replaced); rerunning with the "

@@ -32,7 +32,7 @@ from vaejax.runs import autoencoders as autoencoders_run
 from vaejax.runs import config as run_config
 from vaejax.runs.autoencoders import AEConfig, TrainedModel
 from vaejax.runs.base import Run, register
-from vaejax.runs.config import _field, check_positive, value_text
+from vaejax.runs.config import check_positive, config_field, value_text
 from vaejax.training.fit import TrainSettings
 
 
@@ -40,32 +40,32 @@ from vaejax.training.fit import TrainSettings
 class LatentStudyConfig(AEConfig):
     """Settings of ``experiments.ae_fashion_mnist``; defaults: Foster's notebooks."""
 
-    dataset: str = _field("fashion_mnist", "dataset", tuple(data.DATASETS))
-    model: str = _field(
+    dataset: str = config_field("fashion_mnist", "dataset", tuple(data.DATASETS))
+    model: str = config_field(
         "conv",
         "conv: Foster's convolutional AE and VAE (32x32); mlp: the dense "
         "784-256-128-latent AE and VAE (28x28)",
         autoencoders_run.MODELS,
     )
-    batch_size: int = _field(100, "training batch size (a multiple of the device count)")
-    epochs: int = _field(3, "training epochs of the autoencoder", resume=True)
-    learning_rate: float = _field(1e-3, "Adam learning rate of the autoencoder")
-    adam_eps: float = _field(1e-7, "Adam epsilon (Keras' default)")
-    vae_epochs: int = _field(5, "training epochs of the VAE", resume=True)
-    vae_learning_rate: float = _field(5e-4, "Adam learning rate of the VAE")
-    attribute_classes: tuple[int, ...] = _field(
+    batch_size: int = config_field(100, "training batch size (a multiple of the device count)")
+    epochs: int = config_field(3, "training epochs of the autoencoder", resume=True)
+    learning_rate: float = config_field(1e-3, "Adam learning rate of the autoencoder")
+    adam_eps: float = config_field(1e-7, "Adam epsilon (Keras' default)")
+    vae_epochs: int = config_field(5, "training epochs of the VAE", resume=True)
+    vae_learning_rate: float = config_field(5e-4, "Adam learning rate of the VAE")
+    attribute_classes: tuple[int, ...] = config_field(
         (9, 7),
         "the class-pair attribute vector A,B: mean code of class A minus that of class "
         "B, added to class B images (fashion_mnist 9,7: ankle boot minus sneaker)",
         resume=True,
     )
-    strengths: tuple[float, ...] = _field(
+    strengths: tuple[float, ...] = config_field(
         (-2.0, -1.0, 0.0, 1.0, 2.0), "strengths at which attribute vectors are added", resume=True
     )
-    knn_k: int = _field(
+    knn_k: int = config_field(
         5, "neighbours of the k-NN classifier in the dimensionality-reduction table", resume=True
     )
-    workdir: str = _field(
+    workdir: str = config_field(
         "workdirs/ae_fashion_mnist",
         "where models, pictures and tables go; rerunning with the same workdir resumes",
         resume=True,

@@ -25,7 +25,7 @@ from vaejax import data, io
 from vaejax.errors import ConfigError
 from vaejax.evaluation.likelihood import evaluate_bounds
 from vaejax.runs.base import Run, register
-from vaejax.runs.config import _field, load_data
+from vaejax.runs.config import config_field, load_data
 from vaejax.runs.load import load_run
 from vaejax.runs.vae import VAEConfig
 from vaejax.training.loop import WorkdirError
@@ -35,18 +35,18 @@ from vaejax.training.loop import WorkdirError
 class EvaluateConfig:
     """Settings of ``experiments.evaluate_likelihood``."""
 
-    workdir: str = _field(
+    workdir: str = config_field(
         "workdirs/vae_mnist",
         "a finished VAE run (config.json and "
         "params.msgpack, as written by vae_mnist / vae_fashion_mnist)",
     )
-    samples: int = _field(5000, "K, draws of z per test image (Burda et al. report K = 5000)")
-    batch_size: int = _field(100, "test images per compiled call")
-    chunk_size: int = _field(100, "draws per image held in memory at once")
-    test_examples: int = _field(0, "evaluate the first N test images only (0 = all)")
-    seed: int = _field(0, "seed of the draws")
-    data_dir: str = _field("", "tfds data directory (empty: the run's own)")
-    raw_data_dir: str = _field("", "folder with the raw IDX .gz files (empty: the run's own)")
+    samples: int = config_field(5000, "K, draws of z per test image (Burda et al. report K = 5000)")
+    batch_size: int = config_field(100, "test images per compiled call")
+    chunk_size: int = config_field(100, "draws per image held in memory at once")
+    test_examples: int = config_field(0, "evaluate the first N test images only (0 = all)")
+    seed: int = config_field(0, "seed of the draws")
+    data_dir: str = config_field("", "tfds data directory (empty: the run's own)")
+    raw_data_dir: str = config_field("", "folder with the raw IDX .gz files (empty: the run's own)")
 
 
 def read_vae_run(workdir: Path):

@@ -28,7 +28,7 @@ from vaejax.errors import ConfigError
 from vaejax.evaluation import judge
 from vaejax.evaluation.judge import Judge, _unit_float, timed_draw
 from vaejax.runs.base import Run, register
-from vaejax.runs.config import _field, load_data
+from vaejax.runs.config import config_field, load_data
 from vaejax.runs.load import load_run
 from vaejax.runs.trained import TrainedRun
 
@@ -37,32 +37,32 @@ from vaejax.runs.trained import TrainedRun
 class QualityConfig:
     """Settings of ``experiments.sample_quality``."""
 
-    dataset: str = _field(
+    dataset: str = config_field(
         "mnist", "dataset of the classifier and the runs", ("mnist", "fashion_mnist")
     )
-    runs: tuple[str, ...] = _field(
+    runs: tuple[str, ...] = config_field(
         (), "workdirs of finished VAE / GAN / diffusion runs to score (none: real test images only)"
     )
-    classifier_workdir: str = _field(
+    classifier_workdir: str = config_field(
         "workdirs/classifier_{dataset}",
         "the classifier trained by experiments.classifier ({dataset} is replaced)",
     )
-    num_samples: int = _field(10000, "generated images per run (the test set has 10,000)")
-    seed: int = _field(0, "seed of the generated images")
-    sampler: str = _field(
+    num_samples: int = config_field(10000, "generated images per run (the test set has 10,000)")
+    seed: int = config_field(0, "seed of the generated images")
+    sampler: str = config_field(
         "ddim",
         "how diffusion runs sample: ddim (--sampling_steps steps) or ddpm (all T steps, ancestral)",
         ("ddim", "ddpm"),
     )
-    sampling_steps: int = _field(50, "DDIM steps of diffusion runs")
-    data_dir: str = _field(
+    sampling_steps: int = config_field(50, "DDIM steps of diffusion runs")
+    data_dir: str = config_field(
         "", "tfds data directory (empty: $TFDS_DATA_DIR or ~/tensorflow_datasets)"
     )
-    raw_data_dir: str = _field("", "folder with the raw IDX .gz files, for offline use")
-    train_examples: int = _field(
+    raw_data_dir: str = config_field("", "folder with the raw IDX .gz files, for offline use")
+    train_examples: int = config_field(
         0, "fit the real features on the first N training images (0 = all)"
     )
-    workdir: str = _field(
+    workdir: str = config_field(
         "workdirs/sample_quality_{dataset}",
         "where sample_quality.json, mode_coverage.png and samples.png go",
     )

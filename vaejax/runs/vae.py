@@ -1,4 +1,5 @@
-"""Training a VAE end to end: the config, the command line, ``train_and_evaluate``.
+"""The VAE experiments (``experiments.vae_mnist``, ``vae_fashion_mnist``, ``burda_mnist``): the
+config and the Run.
 
 An experiment script is a config (data) plus :func:`main`::
 
@@ -12,9 +13,7 @@ Every field of :class:`VAEConfig` is a ``--flag`` whose default is the script's 
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -28,9 +27,9 @@ from vaejax.runs.base import Data, Run, Training, register
 from vaejax.runs.config import (
     Applies,
     RunConfig,
-    _field,
     applies_when,
     check_positive,
+    config_field,
     load_data,
     validate_run,
 )
@@ -50,52 +49,52 @@ LATENT_PLOTS = ("auto", "on", "off")
 class VAEConfig(RunConfig):
     """Every setting of a VAE run. Defaults: pytorch/examples ``vae/main.py`` on MNIST."""
 
-    model: str = _field(
+    model: str = config_field(
         "mlp",
         "mlp: pytorch/examples 784-400-latent VAE; conv: Foster's "
         "convolutional VAE on 32x32 images; burda: Burda et al.'s 784-200-200 "
         "(tanh)-latent VAE",
         MODELS,
     )
-    objective: str = _field(
+    objective: str = config_field(
         "elbo",
         "training objective: elbo (the VAE) or iwae (the "
         "importance-weighted bound with --iwae_samples draws)",
         OBJECTIVES,
     )
-    iwae_samples: int = _field(
+    iwae_samples: int = config_field(
         50, "draws of z per image of the iwae objective (k)", applies=applies_when(objective="iwae")
     )
-    latent_dim: int = _field(20, "size of the latent code z")
-    hidden_dim: int = _field(
+    latent_dim: int = config_field(20, "size of the latent code z")
+    hidden_dim: int = config_field(
         400, "width of the hidden layer of the mlp model", applies=applies_when(model="mlp")
     )
-    likelihood: str = _field(
+    likelihood: str = config_field(
         "bernoulli",
         "pixel likelihood p(x|z): bernoulli (cross-entropy) "
         "or gaussian with fixed variance (squared error)",
         objectives.LIKELIHOODS,
     )
-    gaussian_variance: float = _field(
+    gaussian_variance: float = config_field(
         1.0, "variance of the gaussian likelihood", applies=applies_when(likelihood="gaussian")
     )
-    beta: float = _field(1.0, "weight of the KL term (1 = the ELBO)")
-    binarization: str = _field(
+    beta: float = config_field(1.0, "weight of the KL term (1 = the ELBO)")
+    binarization: str = config_field(
         "none",
         "pixels: none (grey in [0,1]), dynamic (a fresh "
         "Bernoulli draw every visit) or static (one fixed draw)",
         data.BINARIZATIONS,
     )
-    image_size: int | None = _field(
+    image_size: int | None = config_field(
         None, "pad images to this size: 28 (none) or 32 (auto: the model's own, conv 32, else 28)"
     )
-    workdir: str = _field(
+    workdir: str = config_field(
         "workdirs/vae_mnist",
         "where metrics, images, checkpoints and "
         "parameters go; rerunning with the same workdir resumes",
         resume=True,
     )
-    latent_plots: str = _field(
+    latent_plots: str = config_field(
         "auto",
         "latent_space.png (posterior means of the test set) and "
         "latent_manifold.png (decoded grid of z): on, off, or auto (on "
@@ -103,13 +102,13 @@ class VAEConfig(RunConfig):
         LATENT_PLOTS,
         resume=True,
     )
-    perceptual_weight: float = _field(
+    perceptual_weight: float = config_field(
         0.0,
         "weight of a perceptual reconstruction term: squared "
         "distance between the classifier's conv maps of x and of "
         "its reconstruction (0 = off)",
     )
-    classifier_workdir: str = _field(
+    classifier_workdir: str = config_field(
         "workdirs/classifier_{dataset}",
         "the classifier (experiments.classifier) of --perceptual_weight",
         resume=True,
@@ -347,9 +346,3 @@ class VAERun(Run):
             is_vae=True,
             latent_dim=self.config.latent_dim,
         )
-
-
-def train_and_evaluate(config: VAEConfig, workdir: os.PathLike | str) -> dict[str, Any]:
-    """Trains the VAE of ``config`` into ``workdir`` (:class:`VAERun`); returns the last metrics
-    record."""
-    return VAERun(config, workdir).execute()

@@ -1,5 +1,5 @@
 """Training any state with any update through the shared loop: :func:`fit_state`; one model on a
-per-example loss: :func:`one_model` (its state, update and evaluation) and :func:`fit`."""
+per-example loss: :func:`one_model` (its state, update and evaluation)."""
 
 from __future__ import annotations
 
@@ -165,65 +165,6 @@ def one_model(
         step.gradient_update(objectives.batch_mean(per_example), optimizer),
         end_of_epoch,
     )
-
-
-def fit(
-    workdir: Path,
-    *,
-    config_record: dict[str, Any],
-    free_fields: Sequence[str],
-    settings: TrainSettings,
-    params,
-    per_example: objectives.PerExampleFn,
-    train_data,
-    test_data,
-    preprocess: step.Preprocess,
-    eval_preprocess: step.Preprocess,
-    keys: RunKeys,
-    describe: Describe,
-    after_epoch: AfterEpoch | None = None,
-    mesh=None,
-) -> tuple[Any, dict[str, Any] | None]:
-    """Trains ``params`` on ``batch_mean(per_example)`` with Adam (:func:`one_model`,
-    :func:`fit_state`) and evaluates ``per_example`` on ``test_data`` after every epoch.
-
-    ``train_data``/``test_data`` are pytrees of host arrays with a leading example axis (images,
-    or e.g. ``(images, labels)``); ``preprocess`` runs in training, ``eval_preprocess`` in
-    evaluation. ``describe(terms)`` formats a metrics dict for the console. Writes
-    ``config.json`` (``config_record``), ``metrics.jsonl``, ``timing.jsonl``, ``checkpoints/``
-    and at the end ``params.msgpack`` into ``workdir``. Returns ``(host params, last metrics
-    record)``.
-    """
-    mesh = mesh or sharding.data_mesh()
-    model = one_model(
-        params,
-        per_example,
-        optax.adam(settings.learning_rate, eps=settings.adam_eps),
-        test_data=test_data,
-        eval_preprocess=eval_preprocess,
-        eval_batch_size=settings.eval_batch_size,
-        eval_key=keys.eval,
-        describe=describe,
-        after_epoch=after_epoch,
-        mesh=mesh,
-    )
-    state, record = fit_state(
-        workdir,
-        config_record=config_record,
-        free_fields=free_fields,
-        settings=settings,
-        state=model.state,
-        update=model.update,
-        train_data=train_data,
-        preprocess=preprocess,
-        keys=keys,
-        end_of_epoch=model.end_of_epoch,
-        mesh=mesh,
-    )
-    params = jax.device_get(state.params)
-    if loop.is_writer():
-        io.save_params(workdir / "params.msgpack", params)
-    return params, record
 
 
 def training_summary(workdir: Path, batch_size: int, after_step: int | None = None) -> str:
