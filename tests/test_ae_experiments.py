@@ -35,6 +35,8 @@ def test_cvae_mnist_with_a_relative_workdir_and_resume(tmp_path, mnist_tfds_dir,
         "1",
         "--train_examples",
         "2560",
+        "--test_examples",
+        "2000",
     ]
     proc = run_python(args, cwd=tmp_path)  # orbax needs absolute paths: the default is relative
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -66,6 +68,8 @@ def test_denoising_ae_reports_psnr(tmp_path, mnist_tfds_dir, mnist_raw_dir):
             "2",
             "--train_examples",
             "6400",
+            "--test_examples",
+            "2000",
             "--eval_levels",
             "0,0.2,0.6",
         ]
@@ -100,6 +104,8 @@ def test_anomaly_detection_table_is_reproduced_on_rerun(tmp_path, mnist_tfds_dir
         "1",
         "--train_examples",
         "3000",
+        "--test_examples",
+        "2000",
         "--batch_size",
         "100",
     ]
@@ -143,6 +149,8 @@ def test_ae_fashion_mnist_writes_every_figure_and_the_table(
             "--vae_epochs",
             "1",
             "--train_examples",
+            "2000",
+            "--test_examples",
             "2000",
         ]
     )

@@ -366,6 +366,8 @@ def test_eight_devices_sample_and_train_as_one():
 TINY = [
     "--train_examples",
     "256",
+    "--test_examples",
+    "1000",
     "--batch_size",
     "64",
     "--eval_batch_size",

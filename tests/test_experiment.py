@@ -125,11 +125,14 @@ def test_vae_fashion_mnist_end_to_end(tmp_path, fashion_raw_dir, fashion_tfds_di
             str(workdir),
             "--train_examples",
             "3000",
+            "--test_examples",
+            "2000",
             "--epochs",
             "1",
         ]
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "(3,000 train / 2,000 test images)" in proc.stdout
     lines = io.read_jsonl(workdir / "metrics.jsonl")
     assert lines[1]["test_loss"] < lines[0]["test_loss"]
     assert lines[1]["test_loss"] == pytest.approx(  # Foster's weighting: beta = 2.048

@@ -279,8 +279,9 @@ def execute(run: Run) -> dict | None:
     if last is not None:
         settings = plan.settings or TrainSettings.of(config)
         result = run.summary(last)
+        epochs = f"{settings.epochs} epoch{'s' * (settings.epochs != 1)}"
         run.log(
-            f"done: {result + '; ' if result else ''}{settings.epochs} epochs; "
+            f"done: {result + '; ' if result else ''}{epochs}; "
             f"{training_summary(workdir, settings.batch_size, after_step=start_step)}; whole run "
             f"{time.perf_counter() - run_start:.1f} s; outputs in {workdir}"
         )

@@ -143,6 +143,9 @@ class RunConfig:
     adam_eps: float = config_field(1e-8, "Adam epsilon")
     seed: int = config_field(1, "random seed: initialization, data order, noise")
     train_examples: int = config_field(0, "train on the first N training images only (0 = all)")
+    test_examples: int = config_field(
+        0, "evaluate on the first N test images only (0 = all)", resume=True
+    )
     eval_batch_size: int = config_field(
         1000, "evaluation batch size (a multiple of the device count)", resume=True
     )
@@ -212,12 +215,14 @@ def validate_run(config: RunConfig, num_devices: int) -> None:
                 raise ConfigError(
                     f"--{field.name} must be one of {', '.join(map(str, choices))}, got {item!r}"
                 )
+    for split in ("train", "test"):
+        n_available = data.dataset_spec(config.dataset).num_examples[split]
+        if not 0 <= getattr(config, f"{split}_examples") <= n_available:
+            raise ConfigError(
+                f"--{split}_examples must be between 0 (all) and {n_available}, "
+                f"got {getattr(config, f'{split}_examples')}"
+            )
     n_available = data.dataset_spec(config.dataset).num_examples["train"]
-    if not 0 <= config.train_examples <= n_available:
-        raise ConfigError(
-            f"--train_examples must be between 0 (all) and {n_available}, "
-            f"got {config.train_examples}"
-        )
     for name in ("batch_size", "eval_batch_size"):
         try:
             sharding.check_batch_size(getattr(config, name), num_devices, f"--{name}")
@@ -247,10 +252,11 @@ def load_data(
         train = data.ImageSplit(
             train.images[: config.train_examples], train.labels[: config.train_examples]
         )
-    return (
-        data.apply_binarization_protocol(train, binarization, train=True),
-        data.apply_binarization_protocol(test, binarization, train=False),
-    )
+    test = data.apply_binarization_protocol(test, binarization, train=False)
+    n_test = getattr(config, "test_examples", 0)  # after the protocol: the same test images
+    if n_test:
+        test = data.ImageSplit(test.images[:n_test], test.labels[:n_test])
+    return data.apply_binarization_protocol(train, binarization, train=True), test
 
 
 class Start(NamedTuple):
