@@ -178,7 +178,7 @@ def test_ddim_timesteps():
 @pytest.mark.parametrize("size, multipliers", [(28, (1, 2, 2)), (32, (1, 2, 2, 2)), (8, (1,))])
 def test_unet_maps_images_to_noise_of_the_same_shape(size, multipliers):
     model = objectives.Diffusion(models.UNet(8, multipliers), SCHEDULES["linear"])
-    params = model.init(jax.random.key(0), (size, size, 1))
+    params = jax.jit(model.init, static_argnums=1)(jax.random.key(0), (size, size, 1))
     x = jax.random.normal(jax.random.key(1), (3, size, size, 1))
     t = jnp.array([0, 10, 999])
     predict = jax.jit(model.predict_noise)  # op by op, a U-Net compiles for a minute

@@ -182,16 +182,13 @@ def attribute_grid(
     return np.concatenate(blocks)
 
 
-def run(config: LatentStudyConfig, workdir: Path) -> list[dict]:
-    """Trains the autoencoder (``workdir/ae``) and the VAE (``workdir/vae``), then writes the
-    pictures and tables listed in the README; returns the dimensionality-reduction table."""
-    run_start = time.perf_counter()
-    train, test, spec, writer, log = run_config.start(config, validate)
-    strengths = config.strengths
-    pair = attribute_pair(config)
-    key = jax.random.key(config.seed)
+def train_pair(config: LatentStudyConfig, workdir: Path, train, test, key: jax.Array):
+    """The autoencoder (``workdir/ae``) and the VAE (``workdir/vae``, its own epochs and rate)."""
     ae = autoencoders_run.train_family_member(
         "ae", config, workdir / "ae", train.images, test.images, jax.random.fold_in(key, 0)
+    )
+    settings = TrainSettings.of(
+        config, epochs=config.vae_epochs, learning_rate=config.vae_learning_rate
     )
     vae = autoencoders_run.train_family_member(
         "vae",
@@ -200,15 +197,13 @@ def run(config: LatentStudyConfig, workdir: Path) -> list[dict]:
         train.images,
         test.images,
         jax.random.fold_in(key, 1),
-        settings=TrainSettings.of(
-            config, epochs=config.vae_epochs, learning_rate=config.vae_learning_rate
-        ),
+        settings=settings,
     )
+    return ae, vae
 
-    codes = {
-        name: tuple(autoencoders_run.encode_images(model, split.images) for split in (train, test))
-        for name, model in (("ae", ae), ("vae", vae))
-    }
+
+def knn_table(config: LatentStudyConfig, codes: dict, train, test) -> tuple[list[dict], str]:
+    """The dimensionality-reduction rows and their markdown table."""
     table = dimensionality_reduction(
         {"autoencoder codes": codes["ae"], "VAE posterior means": codes["vae"]},
         train,
@@ -216,85 +211,98 @@ def run(config: LatentStudyConfig, workdir: Path) -> list[dict]:
         config.latent_dim,
         config.knn_k,
     )
-    markdown = (
-        f"| codes | dimensions | {config.knn_k}-NN test accuracy |\n| --- | --- | --- |\n"
-        + "".join(
-            f"| {r['codes']} | {r['dimensions']} | {r['knn_accuracy']:.4f} |\n" for r in table
-        )
+    rows = "".join(
+        f"| {r['codes']} | {r['dimensions']} | {r['knn_accuracy']:.4f} |\n" for r in table
     )
+    header = f"| codes | dimensions | {config.knn_k}-NN test accuracy |\n| --- | --- | --- |\n"
+    return table, header + rows
+
+
+def save_reconstructions_and_samples(workdir: Path, ae, vae, codes: dict, test, key, latent_dim):
+    """reconstructions.png (10 test images, then both models' reconstructions) and samples.png
+    (the autoencoder from its codes' bounding box, the VAE from its prior)."""
+    decode, encode = autoencoders_run.decode_codes, autoencoders_run.encode_images
+    preview = test.images[:10]
+    rows = [np.asarray(ae.prepare(preview))]
+    rows += [decode(model, encode(model, preview)) for model in (ae, vae)]
+    io.save_image_grid(workdir / "reconstructions.png", np.concatenate(rows), columns=10)
+    sample_key = jax.random.fold_in(key, 2)
+    box = latent.bounding_box(codes["ae"][1])
+    ae_samples = decode(ae, latent.sample_box(sample_key, *box, 64))
+    vae_samples = decode(vae, jax.random.normal(sample_key, (64, latent_dim)))
+    io.save_image_grids(workdir / "samples.png", [(ae_samples, 8), (vae_samples, 8)])
+
+
+def save_interpolations_and_attributes(
+    workdir: Path, config: LatentStudyConfig, ae, vae, codes: dict, train, test, spec
+) -> None:
+    """interpolation.png (4 pairs of test images of other classes) and attributes_<model>.png."""
+    firsts = [int(np.flatnonzero(test.labels == c)[0]) for c in range(spec.num_classes)]
+    starts = test.images[[firsts[c] for c in range(0, 8, 2)]]
+    ends = test.images[[firsts[(c + 3) % spec.num_classes] for c in range(0, 8, 2)]]
+    strips = interpolation_strips(ae, vae, starts, ends, 10)
+    io.save_image_grid(workdir / "interpolation.png", strips, columns=10)
+    pair, strengths = attribute_pair(config), config.strengths
+    for name, model in (("ae", ae), ("vae", vae)):
+        grid = attribute_grid(model, codes[name][0], train, test, pair, strengths)
+        io.save_image_grid(workdir / f"attributes_{name}.png", grid, columns=len(strengths))
+
+
+def save_latent_plots(workdir: Path, ae, vae, codes: dict, test, spec) -> None:
+    """latent_space.png, latent_p_values.png and decoded_grid.png of 2-D codes."""
+    ae_test, vae_test = codes["ae"][1], codes["vae"][1]
+    io.save_latent_scatters(
+        workdir / "latent_space.png",
+        [
+            (ae_test, "autoencoder: codes of the test set"),
+            (vae_test, "VAE: posterior means of the test set"),
+        ],
+        test.labels,
+        spec.class_names,
+    )
+    io.save_latent_scatters(
+        workdir / "latent_p_values.png",
+        [
+            (np.asarray(latent.p_values(ae_test)), "autoencoder: Phi(code)"),
+            (np.asarray(latent.p_values(vae_test)), "VAE: Phi(posterior mean)"),
+        ],
+        test.labels,
+        spec.class_names,
+        axis_labels=("Phi(z[0])", "Phi(z[1])"),
+        limits=(-0.02, 1.02),
+    )
+    box = latent.bounding_box(ae_test)
+    io.save_image_grids(
+        workdir / "decoded_grid.png",
+        [
+            (autoencoders_run.decode_codes(ae, latent.box_grid(*box, 15)), 15),
+            (autoencoders_run.decode_codes(vae, latent.normal_quantile_grid(15)), 15),
+        ],
+    )
+
+
+def run(config: LatentStudyConfig, workdir: Path) -> list[dict]:
+    """Trains the autoencoder (``workdir/ae``) and the VAE (``workdir/vae``), then writes the
+    pictures and tables of docs/autoencoders.md; returns the dimensionality-reduction table."""
+    run_start = time.perf_counter()
+    train, test, spec, writer, log = run_config.start(config, validate)
+    key = jax.random.key(config.seed)
+    ae, vae = train_pair(config, workdir, train, test, key)
+    codes = {
+        name: tuple(autoencoders_run.encode_images(model, split.images) for split in (train, test))
+        for name, model in (("ae", ae), ("vae", vae))
+    }
+    table, markdown = knn_table(config, codes, train, test)
     if not writer:
         return table
-
     io.atomic_write_bytes(
         workdir / "dimensionality_reduction.json", json.dumps(table, indent=2).encode()
     )
     io.atomic_write_bytes(workdir / "dimensionality_reduction.md", markdown.encode())
-    preview = test.images[:10]
-    io.save_image_grid(
-        workdir / "reconstructions.png",
-        np.concatenate(
-            [
-                np.asarray(ae.prepare(preview)),
-                autoencoders_run.decode_codes(ae, autoencoders_run.encode_images(ae, preview)),
-                autoencoders_run.decode_codes(vae, autoencoders_run.encode_images(vae, preview)),
-            ]
-        ),
-        columns=10,
-    )
-    sample_key = jax.random.fold_in(key, 2)
-    box = latent.bounding_box(codes["ae"][1])
-    io.save_image_grids(
-        workdir / "samples.png",
-        [
-            (autoencoders_run.decode_codes(ae, latent.sample_box(sample_key, *box, 64)), 8),
-            (
-                autoencoders_run.decode_codes(
-                    vae, jax.random.normal(sample_key, (64, config.latent_dim))
-                ),
-                8,
-            ),
-        ],
-    )
-    firsts = [int(np.flatnonzero(test.labels == c)[0]) for c in range(spec.num_classes)]
-    starts = test.images[[firsts[c] for c in range(0, 8, 2)]]
-    ends = test.images[[firsts[(c + 3) % spec.num_classes] for c in range(0, 8, 2)]]
-    io.save_image_grid(
-        workdir / "interpolation.png", interpolation_strips(ae, vae, starts, ends, 10), columns=10
-    )
-    for name, model in (("ae", ae), ("vae", vae)):
-        io.save_image_grid(
-            workdir / f"attributes_{name}.png",
-            attribute_grid(model, codes[name][0], train, test, pair, strengths),
-            columns=len(strengths),
-        )
+    save_reconstructions_and_samples(workdir, ae, vae, codes, test, key, config.latent_dim)
+    save_interpolations_and_attributes(workdir, config, ae, vae, codes, train, test, spec)
     if config.latent_dim == 2:
-        io.save_latent_scatters(
-            workdir / "latent_space.png",
-            [
-                (codes["ae"][1], "autoencoder: codes of the test set"),
-                (codes["vae"][1], "VAE: posterior means of the test set"),
-            ],
-            test.labels,
-            spec.class_names,
-        )
-        io.save_latent_scatters(
-            workdir / "latent_p_values.png",
-            [
-                (np.asarray(latent.p_values(codes["ae"][1])), "autoencoder: Phi(code)"),
-                (np.asarray(latent.p_values(codes["vae"][1])), "VAE: Phi(posterior mean)"),
-            ],
-            test.labels,
-            spec.class_names,
-            axis_labels=("Phi(z[0])", "Phi(z[1])"),
-            limits=(-0.02, 1.02),
-        )
-        io.save_image_grids(
-            workdir / "decoded_grid.png",
-            [
-                (autoencoders_run.decode_codes(ae, latent.box_grid(*box, 15)), 15),
-                (autoencoders_run.decode_codes(vae, latent.normal_quantile_grid(15)), 15),
-            ],
-        )
+        save_latent_plots(workdir, ae, vae, codes, test, spec)
     else:
         log(
             f"latent_space.png, latent_p_values.png and decoded_grid.png draw 2-D codes: "

@@ -40,24 +40,11 @@ def create_gan_state(
     )
 
 
-def make_gan_update(
-    gan: GAN,
-    *,
-    loss: str,
-    generator_optimizer: optax.GradientTransformation,
-    discriminator_optimizer: optax.GradientTransformation,
-    n_critic: int = 1,
-    generator_loss: str = "non-saturating",
-    penalty_weight: float = 10.0,
-) -> step.Update:
-    """``update(state: GANState, real [n_critic * B, S, S, C] in [-1, 1], key)``: ``n_critic``
-    discriminator steps, step j on real images j, n_critic + j, 2 n_critic + j, ... (every
-    device holds a share of each slice) against fresh fakes, then one generator step on B fresh
-    fakes. Metrics: ``d_loss``, ``g_loss``, ``d_grad_norm``, ``g_grad_norm``; for ``bce``
-    ``d_real`` and ``d_fake`` (mean D(x), D(G(z))), for ``wgan-gp`` ``d_wasserstein`` (mean f(x)
-    - mean f(G(z)), the critic's estimate) and ``d_gradient_penalty``; the discriminator's
-    averaged over its steps.
-    """
+def gan_losses(gan: GAN, loss: str, generator_loss: str, penalty_weight: float):
+    """``(discriminator_loss, generator_loss)`` in the form of :func:`gradient_update`:
+    ``discriminator_loss(d_params, (real, g_params), key)`` against fresh fakes and
+    ``generator_loss(g_params, (d_params, n), key)`` on ``n`` fresh fakes, each returning
+    ``(loss, metrics)``."""
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     if generator_loss not in GENERATOR_LOSSES:
@@ -92,6 +79,28 @@ def make_gan_update(
             return GENERATOR_LOSS_FNS[generator_loss](fake_logits), {}
         return -jnp.mean(fake_logits), {}
 
+    return discriminator_loss, generator_objective
+
+
+def make_gan_update(
+    gan: GAN,
+    *,
+    loss: str,
+    generator_optimizer: optax.GradientTransformation,
+    discriminator_optimizer: optax.GradientTransformation,
+    n_critic: int = 1,
+    generator_loss: str = "non-saturating",
+    penalty_weight: float = 10.0,
+) -> step.Update:
+    """``update(state: GANState, real [n_critic * B, S, S, C] in [-1, 1], key)``: ``n_critic``
+    discriminator steps, step j on real images j, n_critic + j, 2 n_critic + j, ... (every
+    device holds a share of each slice) against fresh fakes, then one generator step on B fresh
+    fakes. Metrics: ``d_loss``, ``g_loss``, ``d_grad_norm``, ``g_grad_norm``; for ``bce``
+    ``d_real`` and ``d_fake`` (mean D(x), D(G(z))), for ``wgan-gp`` ``d_wasserstein`` (mean f(x)
+    - mean f(G(z)), the critic's estimate) and ``d_gradient_penalty``; the discriminator's
+    averaged over its steps.
+    """
+    discriminator_loss, generator_objective = gan_losses(gan, loss, generator_loss, penalty_weight)
     d_step = step.gradient_update(discriminator_loss, discriminator_optimizer)
     g_step = step.gradient_update(generator_objective, generator_optimizer)
 
