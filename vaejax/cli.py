@@ -175,6 +175,7 @@ def main(
     package_log = logging.getLogger("vaejax")
     package_log.setLevel(logging.INFO)
     package_log.addHandler(handler)
+    propagate, package_log.propagate = package_log.propagate, False  # once, not also via root
     try:
         if launch.pop("distributed") or launch["coordinator_address"]:
             initialize_distributed(**launch)
@@ -191,4 +192,5 @@ def main(
         return 128 + e.signum
     finally:
         package_log.removeHandler(handler)
+        package_log.propagate = propagate
     return 0

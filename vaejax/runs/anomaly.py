@@ -212,9 +212,9 @@ def run(config: AnomalyConfig, workdir: Path) -> list[dict]:
         io.atomic_write_bytes(workdir / "anomaly.md", table.encode())
     log(
         f"\n{config.dataset}, {config.model} models, latent {config.latent_dim}, "
-        f"{config.epochs} epochs, scores: AE {config.loss} reconstruction error, VAE -ELBO "
-        f"({config.vae_samples} draws)\n{table}\nwhole run {time.perf_counter() - run_start:.1f} s;"
-        f" outputs in {workdir}"
+        f"{config.epochs} epoch{'s' * (config.epochs != 1)}, scores: AE {config.loss} "
+        f"reconstruction error, VAE -ELBO ({config.vae_samples} draws)\n{table}\n"
+        f"whole run {time.perf_counter() - run_start:.1f} s; outputs in {workdir}"
     )
     return rows
 

@@ -264,6 +264,11 @@ class GANRun(Run):
             )
         return params
 
+    def summary(self, record: dict) -> str:
+        if "fid" in record:
+            return f"FID {record['fid']:.2f}, IS {record['inception_score']:.2f}"
+        return f"D loss {record['train_d_loss']:.3f}, G loss {record['train_g_loss']:.3f}"
+
     def trained(self, model: GAN, params) -> TrainedRun:
         sample = jax.jit(lambda key, n: model.sample(params["generator"], key, n), static_argnums=1)
         return TrainedRun(self.kind, self.config, params, model, self.workdir, sample)
