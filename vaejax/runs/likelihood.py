@@ -1,14 +1,7 @@
-"""Log-likelihood estimates of VAEs as the papers report them: the importance-weighted bound.
-
-For an image x, an encoder q(z | x) = N(mean, diag(exp(log_var))) and K draws z_k ~ q,
-
-    L_K(x) = log (1/K) sum_k p(x | z_k) p(z_k) / q(z_k | x)        (nats)
-
-is a lower bound on log p(x); L_1 is the ELBO, E[L_K] does not decrease with K and tends to
-log p(x) as K grows (Burda, Grosse and Salakhutdinov, ICLR 2016). Papers report -L_5000 on the
-test set as the "test NLL". :func:`importance_weighted_bound` streams the K draws in chunks, so
-K = 5000 needs the memory of one chunk; the same function is the IWAE training objective with a
-small K (:func:`iwae_per_example`).
+"""``experiments.evaluate_likelihood``: the test NLL of a finished VAE run as the papers report
+it, -L_K with K = 5000 by default (the bound is :mod:`vaejax.objectives.likelihood`, its
+evaluation over a dataset :mod:`vaejax.evaluation.likelihood`), written to
+``likelihood_<K>.json`` in the run's workdir.
 """
 
 from __future__ import annotations
