@@ -13,16 +13,33 @@ The path a dataset takes:
 4. Device: the whole split is placed on the device(s) as uint8 and turned into float batches
    there (:func:`vaejax.data.preprocess.make_batch_preprocessor`): scaling to [0, 1], dynamic
    binarization, padding.
+
+Preparing is safe against concurrent and killed processes. A preparation holds an exclusive
+``fcntl.flock`` on ``<data_dir>/<name>/.vaejax-prepare.lock``; a second process waits for it,
+then uses its result. tfds writes into a temporary ``<data_dir>/<name>/incomplete.*`` folder and
+renames it when done, so a killed preparation leaves that folder behind: the next preparation
+removes every ``incomplete.*`` there once it holds the lock (a live preparation would hold the
+lock, so they can only be left by dead ones; a program that prepares the same folder without
+this lock, tfds' own builders say, is not protected). Reading prepared data takes no lock and
+needs no write (the decoded cache is optional), so a read-only ``data_dir`` serves prepared data;
+preparing into a folder that cannot be written fails with one :class:`DataError` naming it.
+Raw files given explicitly are checked against the official ones on every run, cheaply once
+the data are prepared (:func:`vaejax.data.idx.check_raw_files`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
 import logging
 import os
+import shutil
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,58 +48,22 @@ from vaejax.data.idx import (
     IDX_FILES,
     IMAGE_SHAPE,
     RAW_DATA_DIR_ENV,
+    RAW_STEMS,
     TFDS_VERSION,
+    VERIFIED_FILE,
     DataError,
+    DatasetSpec,
     ImageSplit,
+    check_raw_file,
+    check_raw_files,
     dataset_spec,
+    find_raw_dir,
     read_idx_split,
+    remember_verified,
+    write_atomically,
 )
 
 log = logging.getLogger(__name__)
-
-
-def _holds_raw_files(folder: Path) -> bool:
-    return all((folder / f"{stem}.gz").is_file() for pair in IDX_FILES.values() for stem in pair)
-
-
-def find_raw_dir(
-    name: str,
-    raw_data_dir: os.PathLike | str | None = None,
-    manual_dir: os.PathLike | str | None = None,
-) -> Path | None:
-    """The local folder with the four raw ``.gz`` files of ``name``, or None to download.
-
-    Looked for, in this order: ``raw_data_dir`` (the ``--raw_data_dir`` flag), the environment
-    variable ``VAEJAX_RAW_DATA_DIR``, tfds' manual directory ``<data_dir>/downloads/manual``.
-    Each may be the folder holding the files or a parent with a ``<name>/`` folder holding them.
-    A folder given explicitly (flag or environment) that holds neither is an error.
-    """
-    explicit = [
-        (raw_data_dir, "--raw_data_dir"),
-        (os.environ.get(RAW_DATA_DIR_ENV) or None, RAW_DATA_DIR_ENV),
-    ]
-    for folder, origin in explicit:
-        if folder is None:
-            continue
-        folder = Path(folder).expanduser()
-        if not folder.is_dir():
-            raise DataError(
-                f"{origin}={folder} does not exist: point it at the folder with "
-                f"the {name} raw .gz files"
-            )
-        for candidate in (folder, folder / name):
-            if _holds_raw_files(candidate):
-                return candidate
-        files = ", ".join(f"{stem}.gz" for pair in IDX_FILES.values() for stem in pair)
-        raise DataError(
-            f"{origin}={folder} holds neither the {name} raw files ({files}) nor a {name}/ "
-            f"folder with them"
-        )
-    if manual_dir is not None:
-        for candidate in (Path(manual_dir) / name, Path(manual_dir)):
-            if _holds_raw_files(candidate):
-                return candidate
-    return None
 
 
 def check_reachable(url: str, timeout: float = 5.0) -> None:
@@ -113,31 +94,127 @@ def prepare(
 ) -> Path:
     """Makes sure ``<data_dir>/<name>/3.0.1`` is prepared; returns that folder.
 
-    Nothing is done when it already is. Otherwise the raw files come from
-    :func:`find_raw_dir`, or are downloaded; with neither possible this fails within seconds
-    naming the offline option.
+    Nothing is written when it already is: a read-only ``data_dir`` serves prepared data.
+    Otherwise the raw files come from :func:`find_raw_dir`, or are downloaded; with neither
+    possible this fails within seconds naming the offline option. Raw files given explicitly
+    (``raw_data_dir`` or ``$VAEJAX_RAW_DATA_DIR``) must be the official ones even when they are
+    not needed (:func:`vaejax.data.idx.check_raw_files`).
     """
     spec = dataset_spec(name)
     data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
     builder_dir = data_dir / name / TFDS_VERSION
-    if raw_data_dir is not None:
-        find_raw_dir(name, raw_data_dir)  # a mistyped flag is an error even when not needed
-    if (builder_dir / "dataset_info.json").is_file():
-        _check_prepared(builder_dir)
-        return builder_dir
-    raw_dir = find_raw_dir(name, raw_data_dir, manual_dir=data_dir / "downloads" / "manual")
-    splits = None
-    if raw_dir is not None:  # read and checked before tfds starts writing anything
-        splits = {split: read_idx_split(raw_dir, split, spec) for split in IDX_FILES}
-    else:
+    explicit = find_raw_dir(name, raw_data_dir)  # flag or environment: checked even when prepared
+    if not _is_prepared(builder_dir):
+        raw_dir = explicit or find_raw_dir(name, manual_dir=data_dir / "downloads" / "manual")
+        splits, digests = _read_raw(spec, data_dir, raw_dir)  # before anything is written
+        _prepare_locked(spec, data_dir, raw_dir, splits)
+        remember_verified(builder_dir / VERIFIED_FILE, digests)
+    _check_prepared(builder_dir)
+    if explicit is not None:  # cheap once prepared: see check_raw_files
+        check_raw_files(explicit, spec, memo=builder_dir / VERIFIED_FILE)
+    return builder_dir
+
+
+def _is_prepared(builder_dir: Path) -> bool:
+    return (builder_dir / "dataset_info.json").is_file()
+
+
+def _read_raw(
+    spec: DatasetSpec, data_dir: Path, raw_dir: Path | None
+) -> tuple[dict[str, ImageSplit] | None, dict[str, str]]:
+    """The splits read and checked from ``raw_dir``, and the SHA-256s of those raw files that are
+    re-compressed copies; ``(None, {})`` when they are to be downloaded (the server must answer)."""
+    if raw_dir is None:
         try:
             check_reachable(spec.url)
         except DataError as e:
             raise DataError(
-                f"{name} is not prepared in {data_dir} and cannot be downloaded: {e}. Offline, "
-                f"pass --raw_data_dir DIR (or set {RAW_DATA_DIR_ENV}=DIR) where DIR holds the "
-                f"four raw .gz files, e.g. ../shared/data/{name}"
+                f"{spec.name} is not prepared in {data_dir} and cannot be downloaded: {e}. "
+                f"Offline, pass --raw_data_dir DIR (or set {RAW_DATA_DIR_ENV}=DIR) where DIR "
+                f"holds the four raw .gz files, e.g. ../shared/data/{spec.name}"
             ) from None
+        return None, {}
+    digests = {}
+    for stem in RAW_STEMS:
+        digest, official = check_raw_file(raw_dir / f"{stem}.gz", spec)
+        if not official:
+            digests[stem] = digest  # read_idx_split checks its uncompressed bytes below
+    splits = {split: read_idx_split(raw_dir, split, spec) for split in IDX_FILES}
+    return splits, digests
+
+
+def _prepare_locked(
+    spec: DatasetSpec, data_dir: Path, raw_dir: Path | None, splits: dict | None
+) -> None:
+    """Prepares under the lock of ``<data_dir>/<name>``, unless another process did meanwhile."""
+    builder_dir = data_dir / spec.name / TFDS_VERSION
+    with _preparation_lock(data_dir, spec.name) as locked:
+        if _is_prepared(builder_dir):
+            log.info("%s was prepared in %s by another process", spec.name, data_dir)
+            return
+        if locked:
+            _remove_leftovers(data_dir / spec.name)
+        from vaejax.data import (
+            tfds_builders,  # imports tensorflow_datasets, which takes seconds
+        )
+
+        builder = tfds_builders.builder(spec.name, data_dir=data_dir, splits=splits)
+        log.info("preparing %s in %s from %s (once)", spec.name, builder_dir, raw_dir or spec.url)
+        try:
+            builder.download_and_prepare()
+        except OSError as e:
+            if e.errno not in _WRITE_ERRNOS and "disk space" not in str(e):
+                raise
+            raise DataError(
+                f"cannot prepare {spec.name} in {data_dir} ({e}): pass --data_dir to a "
+                f"writable folder with room for it"
+            ) from None
+
+
+PREPARE_LOCK = ".vaejax-prepare.lock"  # in <data_dir>/<name>/
+# what an OSError of a preparation means when the data directory is the problem
+_WRITE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
+
+
+@contextlib.contextmanager
+def _preparation_lock(data_dir: Path, name: str) -> Iterator[bool]:
+    """Holds the lock of ``<data_dir>/<name>`` (creating both) while a preparation runs, waiting
+    while another process holds it; yields False where the file system cannot lock. A folder
+    left holding nothing but the lock file (a failed preparation) is removed."""
+    folder = data_dir / name
+    fd, locked = _acquire(data_dir, name)
+    try:
+        yield locked
+    finally:
+        with contextlib.suppress(OSError):
+            if [p.name for p in folder.iterdir()] == [PREPARE_LOCK]:
+                (folder / PREPARE_LOCK).unlink()  # a waiter notices and locks a new file
+                folder.rmdir()
+        os.close(fd)  # releases the lock
+
+
+def _acquire(data_dir: Path, name: str) -> tuple[int, bool]:
+    lock_path = data_dir / name / PREPARE_LOCK
+    while True:
+        fd = _open_lock_file(data_dir, name)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("waiting for another process preparing %s in %s", name, data_dir)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            if _is_current(fd, lock_path):
+                return fd, True
+        except OSError as e:  # a file system without locks (some network mounts)
+            log.warning("cannot lock %s (%s); preparing without a lock", lock_path, e)
+            return fd, False
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # removed by its holder meanwhile: lock the new one
+
+
+def _open_lock_file(data_dir: Path, name: str) -> int:
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -145,18 +222,39 @@ def prepare(
             f"cannot create the tfds data directory {data_dir} ({e}): "
             "pass --data_dir to a writable folder"
         ) from None
-    from vaejax.data import (
-        tfds_builders,  # imports tensorflow_datasets, which takes seconds
-    )
-
-    builder = tfds_builders.builder(name, data_dir=data_dir, splits=splits)
-    log.info("preparing %s in %s from %s (once)", name, builder_dir, raw_dir or spec.url)
+    lock_path = data_dir / name / PREPARE_LOCK
     try:
-        builder.download_and_prepare()
-    finally:
-        if (data_dir / name).is_dir() and not any((data_dir / name).iterdir()):
-            (data_dir / name).rmdir()  # leave no empty folder behind a failed preparation
-    return builder_dir
+        lock_path.parent.mkdir(exist_ok=True)
+        try:
+            return os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        except PermissionError:
+            return os.open(lock_path, os.O_RDONLY)  # another user's lock file
+    except OSError as e:
+        raise DataError(
+            f"cannot prepare {name} in {data_dir}, which is not writable ({e}): "
+            "pass --data_dir to a writable folder"
+        ) from None
+
+
+def _is_current(fd: int, path: Path) -> bool:
+    """Whether ``fd`` is still the file at ``path``."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (st.st_dev, st.st_ino) == (os.fstat(fd).st_dev, os.fstat(fd).st_ino)
+
+
+def _remove_leftovers(folder: Path) -> None:
+    """Removes tfds' temporary folders (``incomplete.*``) from ``folder``. Called only under
+    the lock: no live preparation owns them, they are what killed ones left."""
+    for path in sorted(folder.glob("incomplete.*")):
+        log.info("removing %s, left by an interrupted preparation", path)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                path.unlink()
 
 
 def _check_prepared(builder_dir: Path) -> None:
@@ -196,14 +294,9 @@ def _load_cache(path: Path, expected_n: int) -> ImageSplit | None:
 
 
 def _save_cache(path: Path, split: ImageSplit) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, images=split.images, labels=split.labels)
-        os.replace(tmp, path)  # atomic: a reader never sees half a cache
-    except OSError as e:
-        log.warning("could not write the cache %s (%s); continuing without it", path, e)
-        tmp.unlink(missing_ok=True)
+    error = write_atomically(path, lambda f: np.savez(f, images=split.images, labels=split.labels))
+    if error is not None:
+        log.warning("could not write the cache %s (%s); continuing without it", path, error)
 
 
 def read_tfds_split(name: str, split: str, data_dir: os.PathLike | str) -> ImageSplit:
