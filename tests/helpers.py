@@ -50,9 +50,10 @@ def grid_size(rows, columns, image=28, padding=2, scale=2):
     ) * scale
 
 
-def start_python(argv) -> subprocess.Popen:
-    """Starts ``python argv...`` in the repository root on the CPU, its output piped."""
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), JAX_PLATFORMS="cpu")
+def start_python(argv, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Starts ``python argv...`` in the repository root on the CPU (``env``: more environment
+    variables), its output piped."""
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), JAX_PLATFORMS="cpu", **(env or {}))
     return subprocess.Popen(
         [sys.executable, *argv],
         cwd=REPO_ROOT,
@@ -78,3 +79,13 @@ def wait_for_checkpoint_after(proc, workdir: Path, step: int, timeout=120) -> No
         assert proc.poll() is None, f"run ended early: {proc.communicate()[1][-2000:]}"
         assert time.monotonic() < deadline, "no checkpoint appeared"
         time.sleep(0.005)
+
+
+def file_snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Each file's size and modification time under ``folder``, but the workdir lock's (a
+    command rewrites it to name itself before it looks at the workdir)."""
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if not p.name.startswith(".lock")
+    }

@@ -24,14 +24,14 @@ PACKAGE = "vaejax"
 
 # lowest first; a module belongs to the layer of the longest prefix that names it
 LAYERS = (
-    ("base", ("vaejax.io", "vaejax.sharding", "vaejax.errors")),
+    ("base", ("vaejax.io", "vaejax.sharding", "vaejax.errors", "vaejax.faults", "vaejax.stopping")),
     ("models", ("vaejax.models",)),
     ("objectives", ("vaejax.objectives",)),
     ("data", ("vaejax.data",)),
     ("training", ("vaejax.training",)),
     ("evaluation", ("vaejax.evaluation",)),
     ("runs", ("vaejax.runs",)),
-    ("cli", ("vaejax.cli", "vaejax.flags")),
+    ("cli", ("vaejax.cli", "vaejax.flags", "vaejax.failures")),
 )
 # the lazy facade (PEP 562 __getattr__): imports nothing at import time, may name any layer
 FACADE = PACKAGE

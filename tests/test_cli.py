@@ -1,14 +1,19 @@
 """The command line: typed flags from a config's annotations, one-line errors, flags that do not
-apply, and the one line when JAX's backend cannot start."""
+apply, and the one line when JAX's backend cannot start or a limit of the machine is reached
+(integers beyond int32, memory)."""
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import importlib
 import logging
+import os
+import re
 from pathlib import Path
 
 import jax
+import numpy as np
 import pytest
 
 import experiments
@@ -108,6 +113,13 @@ def test_optional_bools_and_tuples_take_values(capsys):
     )
 
 
+def test_integers_up_to_int32_pass():
+    assert parse(["--count", "2147483647", "--ints=-2147483648,0"]) == Toy(
+        count=2**31 - 1, ints=(-(2**31), 0)
+    )
+    assert parse(["--size", "000000000000000000007"]).size == 7
+
+
 def test_an_optional_default_is_overridden_and_reset():
     assert parse(["--lr", "auto"], Toy(lr=1e-3)).lr is None
     assert parse(["--no-flag"], Toy(flag=True)).flag is False
@@ -152,6 +164,30 @@ def test_an_optional_default_is_overridden_and_reset():
         (
             ["--size", "2.5"],
             "argument --size: invalid value: '2.5'; expected an integer or auto, e.g. --size 1",
+        ),
+        (
+            ["--count", "100000000000000000000"],
+            "argument --count: 100000000000000000000 is beyond the largest integer vaejax "
+            "takes (2147483647)",
+        ),
+        (
+            ["--count=-2147483649"],
+            "argument --count: -2147483649 is beyond the smallest integer vaejax takes "
+            "(-2147483648)",
+        ),
+        (
+            ["--ints", "1,2147483648"],
+            "argument --ints: 2147483648 is beyond the largest integer vaejax takes (2147483647)",
+        ),
+        (
+            ["--size", "9" * 5000],
+            "argument --size: 99999999999999999999... (5000 digits) is beyond the largest "
+            "integer vaejax takes (2147483647)",
+        ),
+        (
+            ["--process_id", "2147483648"],
+            "argument --process_id: 2147483648 is beyond the largest integer vaejax takes "
+            "(2147483647)",
         ),
         (["--count"], "argument --count: expected one argument"),
         (["--bogus", "1"], "unrecognized arguments: --bogus 1"),
@@ -350,19 +386,150 @@ def test_check_backend_holds_back_jax_logs_and_passes_them_on(monkeypatch, caplo
     assert [record.getMessage() for record in caplog.records] == ["falling back to cpu"]
 
 
-@pytest.mark.skipif(
-    any(device.platform == "gpu" for device in jax.devices()),
-    reason="a GPU is present: JAX_PLATFORMS=cuda starts",
+_PLATFORMS = {device.platform for device in jax.devices()}
+
+
+@pytest.mark.parametrize(  # no plugin (an assertion in jax), no libtpu, a platform jax lacks
+    "platform,present", [("cuda", "gpu"), ("tpu", "tpu"), ("rocm", "gpu")]
 )
-def test_a_backend_that_cannot_start_is_one_line(tmp_path):
+def test_a_backend_that_cannot_start_is_one_line(tmp_path, platform, present):
+    if present in _PLATFORMS:
+        pytest.skip(f"a {present} is present: JAX_PLATFORMS={platform} may start")
     workdir = tmp_path / "w"
     done = run_python(
         ["-m", "experiments.vae_mnist", "--epochs", "1", "--workdir", str(workdir)],
-        env={"JAX_PLATFORMS": "cuda"},
+        env={"JAX_PLATFORMS": platform},
         timeout=120,
     )
     assert done.returncode == 2, done.stderr[-2000:]
-    assert done.stderr.startswith("error: JAX could not start the cuda backend (")
+    assert done.stderr.startswith(f"error: JAX could not start the {platform} backend (")
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert 'pip install -U "jax[cuda12]"' in done.stderr
     assert not workdir.exists()
+
+
+def one_line_failure(args) -> str:
+    """Runs ``python args...`` on the CPU; returns its one line of stderr, after checking that
+    it failed with exit status 2 and printed nothing else there."""
+    done = run_python(args, env={"JAX_PLATFORMS": "cpu"}, timeout=120)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    return done.stderr.strip()
+
+
+def test_an_integer_beyond_int32_is_one_line(tmp_path):
+    workdir = tmp_path / "w"
+    line = one_line_failure(
+        ["-m", "experiments.vae_mnist", "--epochs", "100000000000000000000", "--workdir", workdir]
+    )
+    assert line == (
+        "error: argument --epochs: 100000000000000000000 is beyond the largest integer vaejax "
+        "takes (2147483647) (see --help)"
+    )
+    assert not workdir.exists()
+
+
+def test_training_steps_beyond_int32_are_one_line(tmp_path):
+    workdir = tmp_path / "w"
+    args = ["--epochs", "2147483647", "--train_examples", "500", "--batch_size", "50"]
+    line = one_line_failure(["-m", "experiments.vae_mnist", *args, "--workdir", workdir])
+    assert line == (
+        "error: --epochs 2147483647 x 10 steps per epoch = 21474836470 training steps, beyond "
+        "the most vaejax takes (2147483647): lower --epochs"
+    )
+    assert not workdir.exists()
+
+
+def test_machine_limit_message_walks_the_chain_and_names_the_fix():
+    with pytest.raises(MemoryError) as host:  # numpy: more than any machine can map
+        np.empty(2**46, np.float32)
+    wrapped = RuntimeError("saving failed")
+    wrapped.__cause__ = host.value
+    line = errors.machine_limit_message(wrapped, ["batch_size", "latent_dim", "hidden_dim"])
+    assert re.fullmatch(
+        r"out of memory on the host \(\d+\.\d [KMGT]iB in all; 256\.0 TiB asked for at once\): "
+        r"lower --batch_size, or the model's size \(--latent_dim, --hidden_dim\)",
+        line,
+    ), line
+    assert errors.machine_limit_message(ValueError("bad")) is None
+    line = errors.machine_limit_message(RuntimeError("RESOURCE_EXHAUSTED: no bytes said"))
+    assert line.startswith("out of memory on the ")  # JAX's device: its kind and memory
+    assert line.endswith(": lower the batch size, or the model's size")  # no flags named
+
+
+_ALLOCATE = """
+import sys
+import jax.numpy as jnp
+from experiments.vae_mnist import CONFIG
+from vaejax import cli
+
+def run(config, workdir):  # 2**48 bytes: more than any machine holds, or can map
+    jnp.zeros((config.latent_dim, 2**22), jnp.float32).block_until_ready()
+
+sys.exit(cli.main(CONFIG, argv=sys.argv[1:], run=run))
+"""
+
+
+def test_out_of_memory_is_one_line(tmp_path):
+    line = one_line_failure(
+        ["-c", _ALLOCATE, "--latent_dim", str(2**24), "--workdir", tmp_path / "w"]
+    )
+    assert re.fullmatch(
+        r"error: out of memory on the cpu \(\d+\.\d [KMGT]iB in all; 256\.0 TiB asked for "
+        r"at once\): lower --batch_size or --eval_batch_size, or the model's size "
+        r"\(--latent_dim, --hidden_dim\)",
+        line,
+    ), line
+
+
+def test_an_array_too_large_for_jax_is_one_line(tmp_path, mnist_tfds_dir, mnist_raw_dir):
+    # the GAN's first kernel at --width 2000000000 takes more than 2**64 random bits
+    data_flags = ["--data_dir", mnist_tfds_dir, "--raw_data_dir", mnist_raw_dir]
+    args = ["--width", "2000000000", "--workdir", tmp_path / "w", *data_flags]
+    line = one_line_failure(["-m", "experiments.gan_mnist", *args])
+    assert line == (
+        "error: the run needs an array too large for the cpu (random bits array of size "
+        "exceeding 2 ** 64): lower --batch_size or --eval_batch_size, or the model's size "
+        "(--width, --noise_dim)"
+    )
+
+
+@pytest.mark.parametrize(
+    "before, after",
+    [
+        (None, "--xla_gpu_deterministic_ops=true"),
+        (
+            "--xla_force_host_platform_device_count=8",
+            "--xla_force_host_platform_device_count=8 --xla_gpu_deterministic_ops=true",
+        ),
+        ("--xla_gpu_deterministic_ops=false", "--xla_gpu_deterministic_ops=false"),
+    ],
+)
+def test_deterministic_gpu_kernels_are_asked_for_unless_set(monkeypatch, before, after):
+    if before is None:
+        monkeypatch.delenv("XLA_FLAGS", raising=False)
+    else:
+        monkeypatch.setenv("XLA_FLAGS", before)
+    cli.ask_for_deterministic_gpu()
+    assert os.environ["XLA_FLAGS"] == after
+
+
+def test_an_empty_workdir_is_one_line(capsys):
+    assert cli.main(Tiny(), argv=["--workdir", ""], run=lambda config, workdir: None) == 2
+    assert capsys.readouterr().err == "error: --workdir must name a folder, got an empty string\n"
+
+
+def test_a_write_on_a_full_disk_is_one_line_naming_the_workdir(tmp_path, capsys):
+    def write_a_picture(config, workdir):
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device", str(workdir / "sample_1.png"))
+        except OSError as e:  # as the PNG writer's error arrives, wrapped by a caller
+            raise RuntimeError("could not write the pictures") from e
+
+    workdir = tmp_path / "run"
+    assert cli.main(Tiny(), argv=["--workdir", str(workdir)], run=write_a_picture) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"error: no space left on the device of {workdir} (")
+    assert "MB free): free some space and rerun the same command to start again" in err
+    assert "(nothing was saved yet)" in err and not workdir.exists()  # the lock's folder removed

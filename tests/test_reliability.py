@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from flax import serialization
 
-from tests.helpers import checkpoint_steps, start_python, wait_for_checkpoint_after
+from tests.helpers import checkpoint_steps, file_snapshot, start_python, wait_for_checkpoint_after
 from vaejax import io
 from vaejax.training import checkpoints
 
@@ -54,13 +54,6 @@ def _params(workdir: Path):
     return jax.tree_util.tree_leaves(
         serialization.msgpack_restore((workdir / "params.msgpack").read_bytes())
     )
-
-
-def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
-    return {
-        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
-        for p in sorted(folder.rglob("*"))
-    }
 
 
 @pytest.fixture(scope="module")
@@ -139,46 +132,10 @@ def test_a_finished_run_is_not_retrained_and_can_be_extended(
     assert [r["epoch"] for r in io.read_jsonl(workdir / "metrics.jsonl")] == [0, 1, 2, 3, 4]
 
 
-def _copy_with_damage(source: Path, target: Path, damage) -> Path:
-    shutil.copytree(source, target)
-    damage(target / "checkpoints" / str(STEPS))
-    return target
-
-
-def _scramble_arrays(step_dir: Path) -> None:
-    files = [p for p in (step_dir / "state").rglob("*") if p.is_file() and p.stat().st_size > 64]
-    assert files
-    for p in files:
-        p.write_bytes(b"\0garbage" * 8)
-
-
-@pytest.mark.parametrize(
-    "damage, message",
-    [
-        (_scramble_arrays, "cannot be restored"),
-        (lambda d: shutil.rmtree(d / "meta"), "cannot be restored"),
-    ],
-)
-def test_a_damaged_checkpoint_is_one_line_and_nothing_changes(
-    uninterrupted, tmp_path, mnist_tfds_dir, mnist_raw_dir, damage, message
-):
-    workdir = _copy_with_damage(uninterrupted, tmp_path / "damaged", damage)
-    before = _snapshot(workdir)
-    code, _, err = _run(
-        _argv(workdir, mnist_tfds_dir, mnist_raw_dir)[:-4]
-        + ["--epochs", "4", "--workdir", str(workdir)]
-    )
-    assert code == 2
-    assert err.count("\n") == 1 and err.startswith("error: checkpoint ")
-    assert str(workdir / "checkpoints" / str(STEPS)) in err and message in err
-    assert "--workdir" in err and "Traceback" not in err
-    assert _snapshot(workdir) == before  # never overwritten
-
-
 def test_a_run_with_other_settings_is_refused(
     uninterrupted, tmp_path, mnist_tfds_dir, mnist_raw_dir
 ):
-    before = _snapshot(uninterrupted)
+    before = file_snapshot(uninterrupted)
     code, _, err = _run(
         _argv(
             uninterrupted,
@@ -195,7 +152,7 @@ def test_a_run_with_other_settings_is_refused(
     assert (
         "--latent_dim 20 there, 5 here" in err and "--learning_rate 0.001 there, 0.002 here" in err
     )
-    assert _snapshot(uninterrupted) == before
+    assert file_snapshot(uninterrupted) == before
 
 
 def test_a_diverging_run_stops_and_saves_nothing_non_finite(

@@ -19,8 +19,9 @@ from typing import Any, Callable, Sequence
 
 import jax
 
-from vaejax import data
-from vaejax.errors import ConfigError
+from vaejax import data, stopping
+from vaejax.errors import ConfigError, machine_limit_message
+from vaejax.failures import disk_full_line, quiet_closed_event_loops, stopped_line
 from vaejax.flags import (
     AUTO,
     LAUNCH_FLAGS,
@@ -37,6 +38,7 @@ from vaejax.flags import (
 from vaejax.runs.base import train_and_evaluate
 from vaejax.runs.config import RunConfig, value_text
 from vaejax.training import checkpoints, loop
+from vaejax.training.workdir_lock import workdir_lock
 
 __all__ = [  # the flag machinery stays importable from here, where it was first
     "AUTO",
@@ -78,6 +80,8 @@ def resolve_workdir(config) -> Path:
     """``config.workdir`` with each ``{field}`` replaced by that field's value as the command line
     writes it, e.g. 'workdirs/gan_{dataset}_{loss}' -> 'workdirs/gan_mnist_bce'."""
     workdir = config.workdir
+    if not workdir.strip():
+        raise ConfigError("--workdir must name a folder, got an empty string")
     for field in dataclasses.fields(config):
         workdir = workdir.replace("{" + field.name + "}", value_text(getattr(config, field.name)))
     return Path(workdir)
@@ -117,6 +121,19 @@ def backend_error(error: BaseException, plugin_errors: Sequence[str] = ()) -> st
         f"JAX could not start a backend ({detail}): {_INSTALL}, or reinstall jax and jaxlib "
         f"at one version (pip install -U jax jaxlib), or set JAX_PLATFORMS=cpu"
     )
+
+
+DETERMINISTIC_GPU = "--xla_gpu_deterministic_ops=true"
+
+
+def ask_for_deterministic_gpu() -> None:
+    """Adds :data:`DETERMINISTIC_GPU` to ``XLA_FLAGS`` unless it sets that option already: XLA's
+    GPU kernels otherwise add in an order that changes from run to run (two runs of one command
+    on an H200 differ from the first epoch), and exact resume needs the same bits. XLA reads
+    the flags when the backend starts, so this must come before it; other backends ignore it."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_gpu_deterministic_ops" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {DETERMINISTIC_GPU}".strip()
 
 
 class _Held(logging.Handler):
@@ -164,10 +181,11 @@ def main(
     run: Callable[[Any, Path], Any] | None = None,
 ) -> int:
     """Parses flags over ``defaults`` and runs the experiment: ``run(config, workdir)``, by
-    default the registered Run whose ``Config`` is the type of ``defaults``. Exit status: 0
-    done; 2 a user error (flags, data, workdir, checkpoint: one line on stderr, nothing
-    written); 3 training diverged; 128 +
-    the signal number when stopped by SIGTERM/SIGINT after saving a checkpoint."""
+    default the registered Run whose ``Config`` is the type of ``defaults``, holding the
+    workdir's lock. Exit status: 0 done; 2 a user error or a limit of the machine (flags, data,
+    workdir, checkpoint, disk space: one line on stderr, nothing committed lost); 3 training
+    diverged; 128 + the signal number when stopped by SIGINT, SIGTERM or SIGHUP (one line:
+    what was saved, how to resume)."""
     config, launch, _ = parse_command_line(defaults, argv, description, prog)
     logging.getLogger("absl").setLevel(logging.ERROR)  # tfds' advice on OpenCV and the like
     handler = logging.StreamHandler()
@@ -176,21 +194,41 @@ def main(
     package_log.setLevel(logging.INFO)
     package_log.addHandler(handler)
     propagate, package_log.propagate = package_log.propagate, False  # once, not also via root
+    workdir = None
     try:
-        if launch.pop("distributed") or launch["coordinator_address"]:
-            initialize_distributed(**launch)
-        check_backend()  # after jax.distributed.initialize, which must come first
-        (run or train_and_evaluate)(config, resolve_workdir(config))
+        quiet_closed_event_loops()
+        with stopping.raising():
+            ask_for_deterministic_gpu()
+            if launch.pop("distributed") or launch["coordinator_address"]:
+                initialize_distributed(**launch)
+            check_backend()  # after jax.distributed.initialize, which must come first
+            workdir = resolve_workdir(config)
+            with workdir_lock(workdir):
+                (run or train_and_evaluate)(config, workdir)
     except (ConfigError, data.DataError, loop.WorkdirError, checkpoints.CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _fail(f"error: {e}", 2)
     except loop.Diverged as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
-    except loop.Interrupted as e:
-        print(f"vaejax: {e}", file=sys.stderr)
-        return 128 + e.signum
+        return _fail(f"error: {e}", 3)
+    except stopping.Interrupted as e:
+        return _fail(
+            f"vaejax: {str(e) or stopped_line(e.signum, e.during, workdir)}", 128 + e.signum
+        )
+    except Exception as e:  # a limit of the machine (memory, disk space) gets one line too
+        names = [field.name for field in dataclasses.fields(config)]
+        line = disk_full_line(e, workdir) or machine_limit_message(e, names)
+        if line is None:  # anything else: as it came
+            raise
+        return _fail(f"error: {line}", 2)
     finally:
         package_log.removeHandler(handler)
         package_log.propagate = propagate
     return 0
+
+
+def _fail(line: str, status: int) -> int:
+    """Prints ``line`` on stderr (if stderr is still there: a hung-up terminal is not)."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:
+        pass
+    return status

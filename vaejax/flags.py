@@ -6,7 +6,8 @@ Each field of the config becomes ``--<field>``, typed by the field's annotation:
 * ``bool``: ``--ema`` / ``--no-ema``;
 * ``tuple[int, ...]``, ``tuple[float, ...]``, ``tuple[str, ...]``: comma-separated,
   ``--multipliers 1,2,2`` (``--strengths -2,-1,0`` needs no '='; an empty value is the empty
-  tuple); choices apply to each element;
+  tuple); choices apply to each element; an integer beyond int32 (what JAX computes in) is
+  refused, naming the limit (:data:`vaejax.errors.LARGEST_INT`);
 * ``X | None`` (``Optional[X]``): ``auto`` (or an empty value) gives None, the field's automatic
   setting; anything else is read as ``X``.
 
@@ -27,7 +28,7 @@ import types
 import typing
 from typing import Any, NamedTuple, Sequence
 
-from vaejax.errors import ConfigError
+from vaejax.errors import ConfigError, beyond_int
 from vaejax.runs.config import Applies, RunConfig, flag_text, value_text
 
 
@@ -121,6 +122,8 @@ def _one(text: str, kind: type) -> Any:
         if text.lower() in _TRUE + _FALSE:
             return text.lower() in _TRUE
         raise ValueError(text)
+    if kind is int and beyond_int(text):  # '1e3' is no integer; 10**20 is one too large
+        raise argparse.ArgumentTypeError(beyond_int(text))
     return kind(text)  # int('1.5'), float('x'): ValueError
 
 
@@ -379,14 +382,14 @@ def _add_launch_flags(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--num_processes",
-        type=int,
+        type=functools.partial(parse_value, name="num_processes", flag=FlagType(int)),
         default=0,
         metavar="N",
         help="number of processes, with --coordinator_address",
     )
     group.add_argument(
         "--process_id",
-        type=int,
+        type=functools.partial(parse_value, name="process_id", flag=FlagType(int), example=0),
         default=-1,
         metavar="I",
         help="this process's index 0..N-1, with --coordinator_address",

@@ -86,10 +86,15 @@ def _save_png(path: os.PathLike | str, pixels: np.ndarray, scale: int) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
+def jsonl_line(record: dict[str, Any]) -> str:
+    """One JSON object as one line of a JSON-lines file (keys sorted)."""
+    return json.dumps(record, sort_keys=True) + "\n"
+
+
 def append_jsonl(path: os.PathLike | str, record: dict[str, Any]) -> None:
     """Appends one JSON object as one line (flushed, so a crash keeps every finished line)."""
     with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, sort_keys=True) + "\n")
+        f.write(jsonl_line(record))
         f.flush()
 
 

@@ -36,7 +36,7 @@ from typing import Any, Callable, ClassVar, NamedTuple
 import jax
 
 from vaejax import data as datasets
-from vaejax import io, sharding
+from vaejax import faults, io, sharding, stopping
 from vaejax.runs.config import load_data, resumable_fields, validate_run
 from vaejax.training import loop, step
 from vaejax.training.fit import RunKeys, TrainSettings, fit_state, training_summary
@@ -209,16 +209,23 @@ def free_fields(run: Run) -> tuple[str, ...]:
 
 
 class Phase:
-    """``with Phase(log, "preparing data"):`` says what the run is doing and how long it took."""
+    """``with Phase(log, "preparing data"):`` says what the run is doing (also to the line a
+    signal prints) and how long it took; ``fault`` names its fault point
+    (:mod:`vaejax.faults`)."""
 
-    def __init__(self, log: Callable[[str], None], label: str):
-        self.log, self.label = log, label
+    def __init__(self, log: Callable[[str], None], label: str, fault: str = ""):
+        self.log, self.label, self.fault = log, label, fault
 
     def __enter__(self):
         self.start = time.perf_counter()
+        self.activity = stopping.activity(self.label)
+        self.activity.__enter__()
+        if self.fault:
+            faults.point(self.fault)
         return self
 
     def __exit__(self, *error):
+        self.activity.__exit__(*error)
         if error[0] is None:
             self.seconds = time.perf_counter() - self.start
             if self.seconds > 1.0:
@@ -252,8 +259,9 @@ def execute(run: Run) -> dict | None:
     run.validate(mesh.size)
     record = run.record()
     free = free_fields(run)
-    start_step = loop.resume_step(workdir, record, free)  # before anything is loaded
-    with Phase(run.log, "preparing data"):
+    damaged = getattr(config, "damaged_checkpoints", "stop")
+    start_step = loop.resume_step(workdir, record, free, damaged)  # before anything is loaded
+    with Phase(run.log, "preparing data", fault="preparing_data"):
         data = run.load_data()
     keys = run.keys()
     plan = run.training(data, keys, mesh)
@@ -271,7 +279,7 @@ def execute(run: Run) -> dict | None:
         end_of_epoch=plan.end_of_epoch,
         mesh=mesh,
     )
-    with Phase(run.log, "final pictures"):
+    with Phase(run.log, "drawing the final pictures", fault="final_pictures"):
         saved = run.finish(state, data, keys)
     run.params = saved
     if run.writer:

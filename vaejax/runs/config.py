@@ -8,7 +8,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import numpy as np
 
 from vaejax import data, sharding
-from vaejax.errors import ConfigError
+from vaejax.errors import LARGEST_INT, ConfigError
 from vaejax.training import loop, step
 
 
@@ -147,7 +147,9 @@ class RunConfig:
         0, "evaluate on the first N test images only (0 = all)", resume=True
     )
     eval_batch_size: int = config_field(
-        1000, "evaluation batch size (a multiple of the device count)", resume=True
+        1000,
+        "evaluation batch size (a multiple of the device count; fixed for a run: the "
+        "evaluation's random draws are made per batch)",
     )
     data_dir: str = config_field(
         "", "tfds data directory (empty: $TFDS_DATA_DIR or ~/tensorflow_datasets)", resume=True
@@ -166,7 +168,9 @@ class RunConfig:
         resume=True,
     )
     checkpoint_every: int = config_field(
-        500, "save a checkpoint every N steps (also at the end and on SIGTERM/SIGINT)", resume=True
+        500,
+        "save a checkpoint every N steps (also at the end and on SIGTERM/SIGINT/SIGHUP)",
+        resume=True,
     )
     keep_checkpoints: int = config_field(3, "keep the N newest checkpoints", resume=True)
     nonfinite: str = config_field(
@@ -174,6 +178,14 @@ class RunConfig:
         "a step with a non-finite loss or gradient: stop (name "
         "the last good checkpoint) or skip it",
         step.NONFINITE_POLICIES,
+        resume=True,
+    )
+    damaged_checkpoints: str = config_field(
+        "stop",
+        "a checkpoint that fails its checksums: stop (one error line, nothing changed) or "
+        "set_aside (move it into <workdir>/damaged_checkpoints/ and resume from the newest "
+        "intact one)",
+        ("stop", "set_aside"),
         resume=True,
     )
 
@@ -233,6 +245,13 @@ def validate_run(config: RunConfig, num_devices: int) -> None:
         raise ConfigError(
             f"--batch_size {config.batch_size} exceeds the {n_train} training "
             f"images: lower it or raise --train_examples"
+        )
+    per_epoch = n_train // config.batch_size
+    if config.epochs * per_epoch > LARGEST_INT:  # the step counter is an int32
+        raise ConfigError(
+            f"--epochs {config.epochs} x {per_epoch} steps per epoch = "
+            f"{config.epochs * per_epoch} training steps, beyond the most vaejax takes "
+            f"({LARGEST_INT}): lower --epochs"
         )
 
 

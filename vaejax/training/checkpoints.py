@@ -6,10 +6,18 @@ config, the step, the PRNG keys). Orbax writes a checkpoint into a temporary fol
 it when complete, so a process killed mid-save leaves no half-written checkpoint that
 :func:`latest_step` would return; the temporary leftovers are removed when the directory is
 opened again. Saves are asynchronous: training goes on while the files are written.
+
+Every checkpoint carries checksums: the SHA-256 of each array (with its dtype and shape) and of
+the JSON record itself, computed from the host copy that is saved. :func:`read_meta` and
+:func:`restore` verify them, so a checkpoint whose bytes were altered on disk is refused
+(:class:`DamagedCheckpoint`) instead of being restored as if good. Orbax's own files carry no
+checksums of the array data, which is why they are kept here.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -25,10 +33,58 @@ class CheckpointError(Exception):
     """A checkpoint that cannot be read or used; the message names the folder and the fix."""
 
 
+class DamagedCheckpoint(CheckpointError):
+    """A checkpoint whose files are unreadable or fail their checksums; ``step`` is its step."""
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
+
+
+SHA256 = "sha256"  # the record's own checksum, over every other field
+ARRAYS = "arrays"  # the checksum of each array of the state, by its path
+
+
+def _path_name(path) -> str:
+    """A pytree path as 'a/b/0', the same for a dataclass, a named tuple, a dict or a list of
+    the same names (what orbax restores without a target)."""
+    parts = []
+    for entry in path:
+        for attribute in ("key", "name", "idx"):
+            if hasattr(entry, attribute):
+                parts.append(str(getattr(entry, attribute)))
+                break
+    return "/".join(parts)
+
+
+def array_checksums(tree: Any) -> dict[str, str]:
+    """The SHA-256 of each array of ``tree`` (its dtype, shape and bytes), by its path."""
+    sums = {}
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        a = np.ascontiguousarray(leaf)
+        digest = hashlib.sha256(f"{a.dtype.str}{list(a.shape)}".encode())
+        digest.update(memoryview(a).cast("B") if a.size else b"")
+        sums[_path_name(path)] = digest.hexdigest()
+    return sums
+
+
+def _record_checksum(meta: dict[str, Any]) -> str:
+    rest = {k: v for k, v in meta.items() if k != SHA256}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()
+
+
+def sealed(meta: dict[str, Any], state: Any) -> dict[str, Any]:
+    """``meta`` (as JSON reads it back) with the checksums of ``state``'s arrays and its own."""
+    meta = json.loads(json.dumps({**meta, ARRAYS: array_checksums(state)}))
+    return {**meta, SHA256: _record_checksum(meta)}
+
+
 def _ocp():
     import orbax.checkpoint as ocp  # imported lazily: it is slow to import and tests skip it
 
-    logging.getLogger("absl").setLevel(logging.ERROR)  # orbax logs every save at INFO
+    # orbax logs every save at INFO, and a failed background save at ERROR before the same
+    # error is raised where the save is waited for (and reported there)
+    logging.getLogger("absl").setLevel(logging.CRITICAL)
     return ocp
 
 
@@ -54,7 +110,9 @@ def open_checkpoints(directory: os.PathLike | str, keep: int):
 def latest_step(directory: os.PathLike | str) -> int | None:
     """The step of the newest complete checkpoint in ``directory``, or None; creates nothing."""
     directory = Path(directory)
-    if not directory.is_dir():
+    # No orbax manager for a folder without a step: opening one synchronizes the processes of
+    # a multi-process run, and another may be creating this folder right now
+    if not directory.is_dir() or not any(p.name.isdigit() for p in directory.iterdir()):
         return None
     manager = _manager(directory, read_only=True)
     try:
@@ -72,7 +130,8 @@ def save(manager, step: int, state: Any, meta: dict[str, Any]) -> None:
     manager.save(
         step,
         args=ocp.args.Composite(
-            state=ocp.args.StandardSave(host_state), meta=ocp.args.JsonSave(meta)
+            state=ocp.args.StandardSave(host_state),
+            meta=ocp.args.JsonSave(sealed(meta, host_state)),
         ),
         force=True,
     )
@@ -88,62 +147,89 @@ def close(manager) -> None:
     manager.close()
 
 
-def _unreadable(directory: Path, step: int, error: Exception) -> CheckpointError:
+def _unreadable(directory: Path, step: int, error: Exception) -> DamagedCheckpoint:
     text = str(error).strip()
-    reason = text.splitlines()[0][:200] if text else type(error).__name__
-    return CheckpointError(
-        f"checkpoint {directory / str(step)} cannot be restored ({reason}): move that folder "
-        f"away to resume from an earlier checkpoint, or pass a new --workdir"
+    reason = text.splitlines()[0] if text else type(error).__name__
+    reason = reason if len(reason) <= 200 else reason[:197] + "..."
+    return DamagedCheckpoint(
+        f"checkpoint {directory / str(step)} is damaged ({reason}): rerun with "
+        f"--damaged_checkpoints set_aside to move it aside and resume from the newest intact "
+        f"checkpoint, or pass a new --workdir",
+        step,
     )
 
 
-def read_meta(directory: os.PathLike | str, step: int) -> dict[str, Any]:
-    """The JSON record of checkpoint ``step``; :class:`CheckpointError` if it is unreadable."""
-    directory = Path(directory)
-    ocp = _ocp()
+def _restore_items(directory: Path, step: int, **items) -> dict[str, Any]:
     manager = _manager(directory, read_only=True)
     try:
-        restored = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-        meta = restored["meta"]
+        return manager.restore(step, args=_ocp().args.Composite(**items))
     except Exception as e:  # orbax raises many kinds for damaged folders
         raise _unreadable(directory, step, e) from None
     finally:
         manager.close()
+
+
+def _checked_meta(directory: Path, step: int, meta: Any) -> dict[str, Any]:
     if not isinstance(meta, dict):
-        raise _unreadable(directory, step, ValueError("its meta record is not a JSON object"))
+        raise _unreadable(directory, step, ValueError("its record is not a JSON object"))
+    if SHA256 not in meta or ARRAYS not in meta:
+        raise CheckpointError(
+            f"checkpoint {directory / str(step)} has no checksums (an older vaejax made it): "
+            f"pass a new --workdir"
+        )
+    if meta[SHA256] != _record_checksum(meta):
+        raise _unreadable(directory, step, ValueError("its record fails its checksum"))
     return meta
+
+
+def read_meta(directory: os.PathLike | str, step: int) -> dict[str, Any]:
+    """The JSON record of checkpoint ``step``, once its checksum is verified;
+    :class:`DamagedCheckpoint` if it is unreadable or altered."""
+    directory = Path(directory)
+    meta = _restore_items(directory, step, meta=_ocp().args.JsonRestore())["meta"]
+    return _checked_meta(directory, step, meta)
 
 
 def restore(directory: os.PathLike | str, step: int, like: Any = None) -> Any:
     """The ``state`` of checkpoint ``step`` as numpy arrays, shaped as the pytree ``like`` (None:
-    as saved, with dicts and lists for the pytree nodes).
+    as saved, with dicts and lists for the pytree nodes), once every array is verified against
+    its checksum.
 
-    A damaged checkpoint, or one whose arrays differ in structure, shape or dtype from ``like``,
-    raises :class:`CheckpointError` naming the folder."""
+    A damaged checkpoint (unreadable, or failing its checksums), or one whose arrays differ in
+    structure, shape or dtype from ``like``, raises :class:`CheckpointError` naming the
+    folder."""
     directory = Path(directory)
     ocp = _ocp()
     target = (
         None if like is None else jax.tree_util.tree_map(lambda a: np.zeros(a.shape, a.dtype), like)
     )
-    manager = _manager(directory, read_only=True)
-    try:
-        restored = manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
-        )["state"]
-    except Exception as e:
-        raise _unreadable(directory, step, e) from None
-    finally:
-        manager.close()
-    if target is None:
-        return jax.tree_util.tree_map(np.asarray, restored)
-    got = jax.tree_util.tree_structure(restored)
-    want = jax.tree_util.tree_structure(target)
-    if got != want:
+    items = _restore_items(
+        directory, step, state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()
+    )
+    meta = _checked_meta(directory, step, items["meta"])
+    restored = jax.tree_util.tree_map(np.asarray, items["state"])
+    if target is not None:
+        _check_like(directory, step, restored, target)
+    sums = array_checksums(restored)
+    altered = sorted(
+        name
+        for name in sums.keys() | meta[ARRAYS].keys()
+        if sums.get(name) != meta[ARRAYS].get(name)
+    )
+    if altered:
+        more = f" and {len(altered) - 1} more" if len(altered) > 1 else ""
+        raise _unreadable(
+            directory, step, ValueError(f"array {altered[0]}{more} fails its checksum")
+        )
+    return restored
+
+
+def _check_like(directory: Path, step: int, restored: Any, target: Any) -> None:
+    if jax.tree_util.tree_structure(restored) != jax.tree_util.tree_structure(target):
         raise _unreadable(directory, step, ValueError("its arrays have another structure"))
     for (path, a), b in zip(
         jax.tree_util.tree_leaves_with_path(target), jax.tree_util.tree_leaves(restored)
     ):
-        b = np.asarray(b)
         if a.shape != b.shape or a.dtype != b.dtype:
             raise _unreadable(
                 directory,
@@ -153,4 +239,3 @@ def restore(directory: os.PathLike | str, step: int, like: Any = None) -> Any:
                     f"{a.dtype}{list(a.shape)}"
                 ),
             )
-    return jax.tree_util.tree_map(np.asarray, restored)

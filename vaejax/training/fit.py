@@ -76,7 +76,9 @@ def fit_state(
     ``(state on the device(s), last metrics record)``.
     """
     mesh = mesh or sharding.data_mesh()
-    start_step = loop.resume_step(workdir, config_record, free_fields)
+    start_step = loop.resume_step(
+        workdir, config_record, free_fields, config_record.get("damaged_checkpoints", "stop")
+    )
     runner = step.make_epoch_runner(
         update,
         preprocess,

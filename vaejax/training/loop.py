@@ -8,7 +8,9 @@ stretches of steps (about a second each), and between stretches
   only on the seed and the command);
 - saves a checkpoint (:mod:`vaejax.training.checkpoints`) every ``checkpoint_every`` steps and
   at the end;
-- on SIGTERM or SIGINT saves a checkpoint and raises :class:`Interrupted`;
+- on SIGTERM, SIGINT or SIGHUP saves a checkpoint and raises :class:`Interrupted`
+  (:mod:`vaejax.stopping`; a signal during an evaluation stops it at once, keeping the
+  checkpoints already committed);
 - on a non-finite step (under the runner's ``stop`` policy) raises :class:`Diverged` naming
   the last good checkpoint; every checkpoint is checked on the host before it is written, so
   nothing non-finite is ever saved.
@@ -16,8 +18,9 @@ stretches of steps (about a second each), and between stretches
 The writer labels the two long pauses: it prints how long compiling the training stretch took
 (when over a second), and the progress bar reads ``evaluating`` while ``end_of_epoch`` runs.
 
-A checkpoint holds the train state, the per-step metrics of the epoch in progress, the config
-and the PRNG keys. Data order and keys depend only on (seed, step), so a run resumed from any
+A checkpoint holds the train state, the per-step metrics of the epoch in progress, the config,
+the PRNG keys and the journal (the lines of ``metrics.jsonl`` and ``timing.jsonl`` so far), with
+checksums. Data order and keys depend only on (seed, step), so a run resumed from any
 checkpoint takes exactly the steps an uninterrupted run takes: the same parameters bit for bit,
 the same ``metrics.jsonl``. :func:`resume_step` decides, before anything is loaded or written,
 whether a workdir is fresh, resumable, or refused (:mod:`vaejax.training.resume`, whose names
@@ -32,8 +35,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -41,7 +42,8 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from vaejax import io, sharding
+from vaejax import faults, io, sharding, stopping
+from vaejax.stopping import Interrupted  # noqa: F401  (re-exported)
 from vaejax.training import checkpoints
 from vaejax.training.resume import (  # noqa: F401  (WorkdirError, resume_step: re-exported)
     CHECKPOINTS,
@@ -51,19 +53,13 @@ from vaejax.training.resume import (  # noqa: F401  (WorkdirError, resume_step: 
     WorkdirError,
     restore_checkpoint,
     resume_step,
+    write_journal,
 )
 from vaejax.training.step import EpochRunner, mean_metrics
+from vaejax.training.workdir_lock import workdir_lock
 
 STRETCH_SECONDS = 1.0  # how often the host looks at signals, progress and checkpoints
 COMPILE_NOTICE_SECONDS = 1.0  # a longer compile of the training stretch is reported
-
-
-class Interrupted(Exception):
-    """Training stopped on a signal after saving a checkpoint; ``signum`` is the signal."""
-
-    def __init__(self, signum: int, message: str):
-        super().__init__(message)
-        self.signum = signum
 
 
 class Diverged(Exception):
@@ -73,18 +69,6 @@ class Diverged(Exception):
 def is_writer() -> bool:
     """Whether this process writes files (process 0; the only one without jax.distributed)."""
     return jax.process_index() == 0
-
-
-class _StopFlag:
-    """Set by SIGTERM/SIGINT while installed; a second signal of the same kind acts as usual."""
-
-    def __init__(self):
-        self.signum: int | None = None
-
-    def handle(self, signum, frame):
-        del frame
-        self.signum = signum
-        signal.signal(signum, signal.SIG_DFL)
 
 
 def _agree(signum: int | None, stretch: int) -> tuple[int | None, int]:
@@ -98,20 +82,6 @@ def _agree(signum: int | None, stretch: int) -> tuple[int | None, int]:
         multihost_utils.process_allgather(np.array([signum or 0, stretch], np.int32))
     ).reshape(-1, 2)
     return int(gathered[:, 0].max()) or None, int(gathered[:, 1].min())
-
-
-@contextlib.contextmanager
-def _stop_on_signals():
-    flag = _StopFlag()
-    if threading.current_thread() is not threading.main_thread():
-        yield flag  # signals reach only the main thread
-        return
-    previous = {s: signal.signal(s, flag.handle) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield flag
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 def _key_record(keys: dict[str, jax.Array]) -> dict[str, list[int]]:
@@ -144,38 +114,30 @@ def train(
     with epoch 0 and ``train_terms`` None before training); ``record`` (JSON) goes to
     ``metrics.jsonl`` with ``epoch`` and ``step`` added, ``text`` to the console. Every process
     calls it; it must write files only on :func:`is_writer`.
+
+    The workdir is locked (:mod:`vaejax.training.workdir_lock`) while training.
     """
-    mesh = mesh or sharding.data_mesh()
-    writer = is_writer()
-    total = epochs * runner.steps_per_epoch
-    keys = _key_record({"data": data_key, "step": base_key})
-    buffer = runner.new_metrics(state, data)
-    if start_step is not None:
-        state, buffer = restore_checkpoint(
-            workdir, start_step, keys, epochs, total, (state, buffer), mesh, writer
+    with workdir_lock(workdir):
+        loop = _Loop(
+            runner=runner,
+            data=data,
+            data_key=data_key,
+            base_key=base_key,
+            state=state,
+            buffer=runner.new_metrics(state, data),
+            step=start_step or 0,
+            total=epochs * runner.steps_per_epoch,
+            workdir=workdir,
+            config=config,
+            keys=_key_record({"data": data_key, "step": base_key}),
+            journal={METRICS: [], TIMING: []},
+            checkpoint_every=checkpoint_every,
+            end_of_epoch=end_of_epoch,
+            saved_step=start_step,
+            writer=is_writer(),
         )
-    if writer:  # only now: the data are loaded and the checkpoint, if any, restored
-        workdir.mkdir(parents=True, exist_ok=True)
-        io.atomic_write_bytes(workdir / CONFIG, (json.dumps(config, indent=2) + "\n").encode())
-    loop = _Loop(
-        runner=runner,
-        data=data,
-        data_key=data_key,
-        base_key=base_key,
-        state=state,
-        buffer=buffer,
-        step=start_step or 0,
-        total=total,
-        workdir=workdir,
-        config=config,
-        keys=keys,
-        checkpoint_every=checkpoint_every,
-        end_of_epoch=end_of_epoch,
-        saved_step=start_step,
-        writer=writer,
-    )
-    compile_seconds = loop.compile()
-    return loop.drive(start_step is None, compile_seconds, keep_checkpoints)
+        loop.open(epochs, mesh or sharding.data_mesh())
+        return loop.drive(start_step is None, loop.compile(), keep_checkpoints)
 
 
 @dataclasses.dataclass(eq=False)
@@ -195,6 +157,7 @@ class _Loop:
     workdir: Path
     config: dict[str, Any]
     keys: dict[str, list[int]]
+    journal: dict[str, list[dict[str, Any]]]  # the lines of metrics.jsonl and timing.jsonl
     checkpoint_every: int
     end_of_epoch: EndOfEpoch
     saved_step: int | None
@@ -205,14 +168,34 @@ class _Loop:
     bar: Any = None
     record: dict[str, Any] | None = None
 
+    def open(self, epochs: int, mesh) -> None:
+        """Restores the checkpoint of the step to resume from (if any); the writer then writes
+        ``config.json`` and the journal that checkpoint vouches for (empty when fresh)."""
+        if self.saved_step is not None:
+            self.state, self.buffer, self.journal = restore_checkpoint(
+                self.workdir,
+                self.saved_step,
+                self.keys,
+                epochs,
+                self.total,
+                (self.state, self.buffer),
+                mesh,
+            )
+        if self.writer:  # only now: the data are loaded and the checkpoint, if any, restored
+            config = (json.dumps(self.config, indent=2) + "\n").encode()
+            io.atomic_write_bytes(self.workdir / CONFIG, config)
+            write_journal(self.workdir, self.journal)
+
     def compile(self) -> float:
         """Compiles the training stretch for the epoch of the current step; returns the seconds
         it took, which the writer prints when over :data:`COMPILE_NOTICE_SECONDS`."""
         start = time.perf_counter()
-        self.order = self.runner.order(self.data_key, self.step // self.runner.steps_per_epoch)
-        self.run = self.runner.run.lower(
-            self.state, self.buffer, self.data, self.order, self.base_key, 0, 0, 1
-        ).compile()
+        with stopping.activity("compiling the training step"):
+            faults.point("compile")
+            self.order = self.runner.order(self.data_key, self.step // self.runner.steps_per_epoch)
+            self.run = self.runner.run.lower(
+                self.state, self.buffer, self.data, self.order, self.base_key, 0, 0, 1
+            ).compile()
         seconds = time.perf_counter() - start
         if self.writer and seconds > COMPILE_NOTICE_SECONDS:
             print(f"vaejax: compiling the training step: {seconds:.1f} s", flush=True)
@@ -236,11 +219,12 @@ class _Loop:
         )
         try:
             self.begin(fresh, compile_seconds)
-            with _stop_on_signals() as stop:
+            with stopping.flagged() as stop:
                 self.train(stop)
         finally:
             self.bar.close()
-            checkpoints.close(self.manager)
+            with stopping.deferred():  # the saves started are committed whatever comes
+                checkpoints.close(self.manager)
         return self.state, self.record
 
     def say(self, text: str) -> None:
@@ -251,15 +235,24 @@ class _Loop:
             tqdm.write(text)
 
     def evaluate(self, epoch: int, train_terms: dict[str, float] | None) -> tuple[dict, str]:
-        """``end_of_epoch`` of the current state, the bar saying ``evaluating`` meanwhile."""
+        """``end_of_epoch`` of the current state, the bar saying ``evaluating`` meanwhile; a stop
+        signal meanwhile stops it at once (:class:`Interrupted`: the checkpoints committed
+        so far are kept)."""
         self.bar.set_description("evaluating")
-        record, text = self.end_of_epoch(epoch, self.state, train_terms)
+        # one process stops at once; several go on to the next stretch, where they agree
+        at_once = stopping.raising() if jax.process_count() == 1 else contextlib.nullcontext()
+        with at_once, stopping.activity(f"evaluating epoch {epoch}"):
+            faults.point("evaluation")
+            record, text = self.end_of_epoch(epoch, self.state, train_terms)
         self.bar.set_description("training")
         return record, text
 
     def append(self, name: str, record: dict[str, Any]) -> None:
+        """Adds ``record`` to the journal (saved with the next checkpoint) and its file."""
+        self.journal[name].append(record)
         if self.writer:
             io.append_jsonl(self.workdir / name, record)
+        faults.point(f"{name.partition('.')[0]}_written")
 
     def diverged(self, at: int, what: str) -> Diverged:
         checkpoints.wait(self.manager)
@@ -279,9 +272,9 @@ class _Loop:
             if np.issubdtype(np.asarray(a).dtype, np.inexact)
         ):
             raise self.diverged(at, "the parameters or optimizer state became non-finite")
-        checkpoints.save(
-            self.manager, at, host, {"config": self.config, "step": at, "keys": self.keys}
-        )
+        meta = {"config": self.config, "step": at, "keys": self.keys, "journal": self.journal}
+        with stopping.deferred():
+            checkpoints.save(self.manager, at, host, meta)
         self.saved_step = at
 
     def begin(self, fresh: bool, compile_seconds: float) -> None:
@@ -299,11 +292,9 @@ class _Loop:
             self.say(
                 f"workdir {self.workdir} holds a finished run of {epochs} epochs: nothing to train"
             )
-            self.record = (
-                (io.read_jsonl(self.workdir / METRICS) or [None])[-1] if self.writer else None
-            )
+            self.record = (self.journal[METRICS] or [None])[-1]
 
-    def train(self, stop: _StopFlag) -> None:
+    def train(self, stop: stopping.Flag) -> None:
         """Runs stretches to the last step; between them ends epochs, saves checkpoints, and
         stops on a signal any process received (raising :class:`Interrupted`)."""
         per_epoch = self.runner.steps_per_epoch
@@ -314,6 +305,7 @@ class _Loop:
             epoch_seconds += seconds
             epoch_steps += taken
             stretch = max(1, min(per_epoch, round(taken / max(seconds, 1e-6) * STRETCH_SECONDS)))
+            faults.point("stretch")
             signum, stretch = _agree(stop.signum, stretch)
             self.bar.update(taken)
             self.step = reached
@@ -377,12 +369,11 @@ class _Loop:
         """Saves the current step (unless just saved), waits for the files: the error to raise."""
         if self.saved_step != self.step:
             self.save(self.step)
-        checkpoints.wait(self.manager)
+        with stopping.deferred():
+            checkpoints.wait(self.manager)
         return Interrupted(
             signum,
-            (
-                f"stopped by {signal.Signals(signum).name} at step {self.step} of {self.total}; "
-                f"checkpoint saved in {self.workdir / CHECKPOINTS}: rerun the same command to "
-                f"resume"
-            ),
+            f"stopped by {stopping.signal_name(signum)} at step {self.step} of {self.total}; "
+            f"checkpoint {self.step} in {self.workdir / CHECKPOINTS} is kept: rerun the same "
+            f"command to resume from it",
         )

@@ -2,18 +2,28 @@
 restoring its checkpoint.
 
 A workdir holds ``config.json``, ``metrics.jsonl``, ``timing.jsonl`` and ``checkpoints/``.
-:func:`resume_step` decides, before anything is loaded or written, whether a workdir is fresh,
-resumable, or refused (:class:`WorkdirError`); :func:`restore_checkpoint` then loads the chosen
-checkpoint, once it is checked to belong to this run, and drops the JSONL lines written after
-it. :mod:`vaejax.training.loop` re-exports these names.
+:func:`resume_step` decides, before anything is loaded, whether a workdir is fresh, resumable,
+or refused (:class:`WorkdirError`), verifying the newest checkpoint's checksums;
+:func:`restore_checkpoint` then loads it, once it is checked to belong to this run.
+
+The two JSONL files are the run's journal, and every checkpoint holds the journal up to its
+step. On resume the files are rewritten from the checkpoint's copy (:func:`write_journal`), so
+they always agree with the newest committed checkpoint, whatever the moment a run died: a line
+written after it, a cut last line or the NUL bytes of a crash are replaced by what the
+checkpoint vouches for; a fresh start (no checkpoint) starts them empty.
+:mod:`vaejax.training.loop` re-exports these names.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Iterable
+
+import jax
 
 from vaejax import io, sharding
 from vaejax.training import checkpoints
@@ -22,6 +32,10 @@ CHECKPOINTS = "checkpoints"
 METRICS = "metrics.jsonl"
 TIMING = "timing.jsonl"
 CONFIG = "config.json"
+DAMAGED = "damaged_checkpoints"  # where --damaged_checkpoints set_aside moves them
+JOURNAL_FILES = (METRICS, TIMING)
+
+log = logging.getLogger(__name__)
 
 
 class WorkdirError(ValueError):
@@ -37,19 +51,35 @@ def _differences(saved: dict[str, Any], config: dict[str, Any], free: Iterable[s
     ]
 
 
-def resume_step(workdir: Path, config: dict[str, Any], free: Iterable[str] = ()) -> int | None:
-    """The checkpoint step to resume ``workdir`` from, or None to start afresh; writes nothing.
+def resume_step(
+    workdir: Path, config: dict[str, Any], free: Iterable[str] = (), damaged: str = "stop"
+) -> int | None:
+    """The checkpoint step to resume ``workdir`` from, or None to start afresh.
 
-    Raises :class:`WorkdirError` if the workdir is not writable, if its latest checkpoint was
-    made with other settings (fields in ``free``, e.g. the number of epochs, may change), or if
-    it holds a run without checkpoints made with other settings. A damaged checkpoint raises
-    :class:`~vaejax.training.checkpoints.CheckpointError`.
+    The newest checkpoint is verified against its checksums. A damaged one raises
+    :class:`~vaejax.training.checkpoints.DamagedCheckpoint`, or with ``damaged='set_aside'`` is
+    moved into ``<workdir>/damaged_checkpoints/`` and the next newest is tried; nothing else
+    is written. Raises :class:`WorkdirError` if the workdir is not writable, if its latest
+    checkpoint was made with other settings (fields in ``free``, e.g. the number of epochs, may
+    change), or if it holds a run without checkpoints made with other settings.
     """
     _check_writable(workdir)
-    step = checkpoints.latest_step(workdir / CHECKPOINTS)
-    if step is not None:
-        saved = checkpoints.read_meta(workdir / CHECKPOINTS, step).get("config", {})
-        differences = _differences(saved, config, free)
+    while (step := checkpoints.latest_step(workdir / CHECKPOINTS)) is not None:
+        try:
+            saved = checkpoints.read_meta(workdir / CHECKPOINTS, step).get("config", {})
+            differences = _differences(saved, config, free)
+            if not differences:
+                checkpoints.restore(workdir / CHECKPOINTS, step)  # verifies every array
+        except checkpoints.DamagedCheckpoint as e:
+            if damaged != "set_aside":
+                raise
+            if jax.process_index() == 0:  # the others found the same damage: they wait
+                _set_aside(workdir, e.step)
+            if jax.process_count() > 1:
+                from jax.experimental import multihost_utils
+
+                multihost_utils.sync_global_devices(f"vaejax: set aside checkpoint {e.step}")
+            continue
         if differences:
             raise WorkdirError(
                 f"workdir {workdir} holds a run with other settings "
@@ -60,6 +90,17 @@ def resume_step(workdir: Path, config: dict[str, Any], free: Iterable[str] = ())
     if (workdir / METRICS).exists():  # killed before its first checkpoint: nothing to lose
         _check_unsaved_run(workdir, config, free)
     return None
+
+
+def _set_aside(workdir: Path, step: int) -> None:
+    """Moves damaged checkpoint ``step`` into ``<workdir>/damaged_checkpoints/``."""
+    target = workdir / DAMAGED / str(step)
+    n = 1
+    while target.exists():
+        target, n = workdir / DAMAGED / f"{step}.{n}", n + 1
+    target.parent.mkdir(exist_ok=True)
+    shutil.move(workdir / CHECKPOINTS / str(step), target)
+    log.warning("checkpoint %d is damaged: moved it to %s", step, target)
 
 
 def _check_writable(workdir: Path) -> None:
@@ -94,11 +135,11 @@ def _writable(folder: Path) -> bool:
     return os.access(folder, os.W_OK | os.X_OK)
 
 
-def _keep_lines_up_to(path: Path, step: int) -> None:
-    """Drops the JSONL lines written after checkpoint ``step`` (they will be written again)."""
-    if path.exists():
-        kept = [r for r in io.read_jsonl(path) if r.get("step", 0) <= step]
-        io.atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in kept).encode())
+def write_journal(workdir: Path, journal: dict[str, list[dict[str, Any]]]) -> None:
+    """Rewrites ``metrics.jsonl`` and ``timing.jsonl`` as ``journal`` holds them (atomically)."""
+    for name in JOURNAL_FILES:
+        lines = "".join(io.jsonl_line(r) for r in journal.get(name, []))
+        io.atomic_write_bytes(workdir / name, lines.encode())
 
 
 def restore_checkpoint(
@@ -109,12 +150,10 @@ def restore_checkpoint(
     total: int,
     like: tuple[Any, Any],
     mesh,
-    writer: bool,
-) -> tuple[Any, Any]:
-    """(train state, epoch metrics buffer) of checkpoint ``start_step``, shaped as ``like`` and
-    replicated over ``mesh``, once it is checked to belong to this run (its random ``keys``, a
-    step within the ``total`` steps of ``epochs``); the JSONL lines written after it are dropped
-    (on the ``writer``)."""
+) -> tuple[Any, Any, dict[str, list[dict[str, Any]]]]:
+    """(train state, epoch metrics buffer, journal) of checkpoint ``start_step``, the arrays
+    shaped as ``like`` and replicated over ``mesh``, once it is checked to belong to this run
+    (its random ``keys``, a step within the ``total`` steps of ``epochs``)."""
     ckpt_dir = workdir / CHECKPOINTS
     meta = checkpoints.read_meta(ckpt_dir, start_step)
     if meta.get("keys") != keys:
@@ -134,7 +173,5 @@ def restore_checkpoint(
     state, buffer = sharding.put_replicated(
         (restored["train_state"], restored["epoch_metrics"]), mesh
     )
-    if writer:
-        _keep_lines_up_to(workdir / METRICS, start_step)
-        _keep_lines_up_to(workdir / TIMING, start_step)
-    return state, buffer
+    journal = meta.get("journal", {})
+    return state, buffer, {name: list(journal.get(name, [])) for name in JOURNAL_FILES}

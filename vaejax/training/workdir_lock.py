@@ -1,0 +1,139 @@
+"""One run per workdir: an exclusive lock held for as long as a command uses its workdir.
+
+The lock is ``fcntl.flock`` on ``<workdir>/.lock`` (process ``i > 0`` of a multi-process run
+locks ``.lock.<i>``, so the processes of one run do not exclude each other, while a second run
+is refused by every process). The kernel releases it when its process dies, however it dies, so
+a lock left by a dead process never blocks a rerun; ``flock`` also works on NFS (as a POSIX
+lock). The file names the holder (process id, host, start time, command) for the refusal line.
+The file is never deleted: deleting a lock file lets two processes each lock a different file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import jax
+import numpy as np
+
+from vaejax.training.resume import WorkdirError
+
+_HELD: set[Path] = set()  # workdirs this process holds: taking one again is a no-op
+
+
+def lock_name() -> str:
+    index = jax.process_index()
+    return ".lock" if index == 0 else f".lock.{index}"
+
+
+def _holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+        return f"process {info['pid']} on {info['host']} (since {info['since']}: {info['command']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"
+
+
+def _created_folders(workdir: Path) -> list[Path]:
+    """Creates ``workdir`` and its missing parents; returns those it created, deepest first."""
+    missing = []
+    folder = workdir
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _not_writable(workdir, e) from None
+    return missing
+
+
+def _not_writable(workdir: Path, error: OSError) -> WorkdirError:
+    return WorkdirError(
+        f"workdir {workdir} is not writable ({error.strerror}): pass --workdir to a writable folder"
+    )
+
+
+def _open_locked(path: Path) -> tuple[int | None, int]:
+    """(fd holding the lock, or None and an fd to read the holder from)."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return None, fd
+        try:  # the file locked must still be the one at ``path``
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                return fd, fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+def _agree(locked: bool) -> bool:
+    """Whether every process of the run holds its lock."""
+    if jax.process_count() == 1:
+        return locked
+    from jax.experimental import multihost_utils
+
+    return bool(np.asarray(multihost_utils.process_allgather(np.array(locked))).all())
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: Path) -> Iterator[None]:
+    """Holds the lock of ``workdir`` (created if missing) while the block runs; raises
+    :class:`~vaejax.training.resume.WorkdirError` naming the holder when another process holds
+    it. A workdir this call created and the block left empty is removed again."""
+    workdir = Path(workdir)
+    key = workdir.absolute()
+    if key in _HELD:
+        yield
+        return
+    created = _created_folders(workdir)
+    path = workdir / lock_name()
+    try:
+        fd, read_fd = _open_locked(path)
+    except OSError as e:
+        raise _not_writable(workdir, e) from None
+    try:
+        if fd is None:
+            holder = _holder(read_fd)
+        if not _agree(fd is not None):
+            raise WorkdirError(
+                f"workdir {workdir} is in use by "
+                f"{holder if fd is None else 'another run (see the other processes)'}: wait for "
+                f"it to end or stop it, or pass another --workdir"
+            )
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "command": " ".join(getattr(sys, "orig_argv", sys.argv))[:300],
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(record).encode(), 0)
+        _HELD.add(key)
+        try:
+            yield
+        finally:
+            _HELD.discard(key)
+            _remove_if_unused(created, path)
+    finally:
+        os.close(read_fd)
+
+
+def _remove_if_unused(created: list[Path], path: Path) -> None:
+    """Removes the folders this lock created if nothing but the lock file went into them
+    (still holding the lock)."""
+    if created and [p.name for p in created[0].iterdir()] == [path.name]:
+        path.unlink()
+        for folder in created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
