@@ -6,11 +6,14 @@ uninterrupted run ends."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import pty
 import shutil
 import signal
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -274,3 +277,33 @@ def test_a_full_disk_is_one_line_and_resume_after_freeing_space_is_exact(referen
         checkpoints.restore(kept / "checkpoints", step)
     assert (tmp_path / "code2").read_text().strip() == "0", (tmp_path / "err2").read_text()
     _same_result(tmp_path / "finished", reference)
+
+
+def _with_controlling_terminal():
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def test_a_dropped_terminal_saves_a_checkpoint_and_exits_129(argv, tmp_path):
+    workdir = tmp_path / "run"
+    master, terminal = pty.openpty()
+    proc = subprocess.Popen(  # as under ssh: the terminal is the run's controlling terminal
+        [sys.executable, *argv(workdir, "--epochs", "200", "--checkpoint_every", "100000")],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        cwd=REPO_ROOT,
+        env=dict(os.environ, PYTHONPATH=str(REPO_ROOT), JAX_PLATFORMS="cpu"),
+        preexec_fn=_with_controlling_terminal,
+    )
+    os.close(terminal)
+    shown, deadline = b"", time.monotonic() + 120
+    while b"epoch   2" not in shown:
+        assert time.monotonic() < deadline and proc.poll() is None, shown[-2000:]
+        shown += os.read(master, 65536)
+    os.close(master)  # the connection drops: the kernel sends SIGHUP, the terminal is gone
+    assert proc.wait(timeout=120) == 128 + signal.SIGHUP
+    saved = checkpoint_steps(workdir)
+    assert saved[-1] >= 2 * 12  # the step it reached, not only the first checkpoint
+    epochs = [r["epoch"] for r in io.read_jsonl(workdir / "metrics.jsonl")]
+    assert epochs == list(range(saved[-1] // 12 + 1))  # the journal the checkpoint vouches for

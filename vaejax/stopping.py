@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import stat
 import threading
 from typing import Callable, Iterator
 
@@ -67,6 +68,26 @@ def signal_name(signum: int) -> str:
     return signal.Signals(signum).name
 
 
+def _leave_a_hung_up_terminal(signum: int) -> None:
+    """On SIGHUP, points standard output and error that are a terminal at /dev/null: the
+    terminal is gone (a dropped ssh session), and writing to it would fail before the run could
+    save (output to a file or a pipe is kept)."""
+    if signum != getattr(signal, "SIGHUP", None):
+        return
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    for fd in (1, 2):
+        try:  # a terminal: a character device other than /dev/null (isatty fails once hung up)
+            mode, device = os.fstat(fd).st_mode, os.fstat(fd).st_rdev
+            if stat.S_ISCHR(mode) and device != os.fstat(null).st_rdev:
+                os.dup2(null, fd)
+        except OSError:
+            pass
+    os.close(null)
+
+
 @contextlib.contextmanager
 def _handling(handler: Callable) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
@@ -82,6 +103,7 @@ def _handling(handler: Callable) -> Iterator[None]:
 
 def _raise(signum, frame):
     del frame
+    _leave_a_hung_up_terminal(signum)
     raise Interrupted(signum)
 
 
@@ -99,6 +121,7 @@ def flagged() -> Iterator[Flag]:
 
     def note(signum, frame):
         del frame
+        _leave_a_hung_up_terminal(signum)
         if flag.signum is None:
             flag.signum = signum
         signal.signal(signum, signal.SIG_DFL)
@@ -117,6 +140,7 @@ def deferred() -> Iterator[None]:
 
     def note(signum, frame):
         del frame
+        _leave_a_hung_up_terminal(signum)
         if flag.signum is None:
             flag.signum = signum
 
