@@ -18,7 +18,7 @@ import pytest
 
 import experiments
 from tests.helpers import run_python
-from vaejax import cli, errors, flags
+from vaejax import cli, errors, flags, io
 from vaejax.runs.config import Applies, RunConfig, applies_when, config_field
 
 
@@ -533,3 +533,17 @@ def test_a_write_on_a_full_disk_is_one_line_naming_the_workdir(tmp_path, capsys)
     assert err.startswith(f"error: no space left on the device of {workdir} (")
     assert "MB free): free some space and rerun the same command to start again" in err
     assert "(nothing was saved yet)" in err and not workdir.exists()  # the lock's folder removed
+
+
+def test_a_file_the_run_cannot_use_is_one_line_naming_it(tmp_path, capsys):
+    workdir = tmp_path / "run"
+    (workdir / "metrics.jsonl").mkdir(parents=True)  # a folder where the journal should be
+
+    def write_the_journal(config, workdir):
+        io.atomic_write_bytes(workdir / "metrics.jsonl", b"{}\n")
+
+    assert cli.main(Tiny(), argv=["--workdir", str(workdir)], run=write_the_journal) == 2
+    assert capsys.readouterr().err == (
+        f"error: cannot use {workdir / 'metrics.jsonl'} (Is a directory): move it away or fix "
+        f"it, then rerun the same command to start again (nothing was saved yet)\n"
+    )

@@ -6,14 +6,12 @@ uninterrupted run ends."""
 
 from __future__ import annotations
 
-import fcntl
 import os
 import pty
 import shutil
 import signal
 import subprocess
 import sys
-import termios
 import time
 from pathlib import Path
 
@@ -279,22 +277,29 @@ def test_a_full_disk_is_one_line_and_resume_after_freeing_space_is_exact(referen
     _same_result(tmp_path / "finished", reference)
 
 
-def _with_controlling_terminal():
-    os.setsid()
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+# starts a new session whose controlling terminal is standard input, then becomes the command
+# (in the child itself: no preexec_fn, which forking a multithreaded process makes unsafe)
+IN_A_TERMINAL = (
+    "import fcntl, os, sys, termios; os.setsid(); fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+)
 
 
 def test_a_dropped_terminal_saves_a_checkpoint_and_exits_129(argv, tmp_path):
     workdir = tmp_path / "run"
     master, terminal = pty.openpty()
     proc = subprocess.Popen(  # as under ssh: the terminal is the run's controlling terminal
-        [sys.executable, *argv(workdir, "--epochs", "200", "--checkpoint_every", "100000")],
+        [
+            sys.executable,
+            "-c",
+            IN_A_TERMINAL,
+            *argv(workdir, "--epochs", "200", "--checkpoint_every", "100000"),
+        ],
         stdin=terminal,
         stdout=terminal,
         stderr=terminal,
         cwd=REPO_ROOT,
         env=dict(os.environ, PYTHONPATH=str(REPO_ROOT), JAX_PLATFORMS="cpu"),
-        preexec_fn=_with_controlling_terminal,
     )
     os.close(terminal)
     shown, deadline = b"", time.monotonic() + 120

@@ -21,7 +21,12 @@ import jax
 
 from vaejax import data, stopping
 from vaejax.errors import ConfigError, machine_limit_message
-from vaejax.failures import disk_full_line, quiet_closed_event_loops, stopped_line
+from vaejax.failures import (
+    disk_full_line,
+    file_error_line,
+    quiet_closed_event_loops,
+    stopped_line,
+)
 from vaejax.flags import (
     AUTO,
     LAUNCH_FLAGS,
@@ -213,9 +218,13 @@ def main(
         return _fail(
             f"vaejax: {str(e) or stopped_line(e.signum, e.during, workdir)}", 128 + e.signum
         )
-    except Exception as e:  # a limit of the machine (memory, disk space) gets one line too
+    except Exception as e:  # the machine's limits (memory, disk) and unusable files too
         names = [field.name for field in dataclasses.fields(config)]
-        line = disk_full_line(e, workdir) or machine_limit_message(e, names)
+        line = (
+            disk_full_line(e, workdir)
+            or machine_limit_message(e, names)
+            or file_error_line(e, workdir)
+        )
         if line is None:  # anything else: as it came
             raise
         return _fail(f"error: {line}", 2)

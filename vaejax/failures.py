@@ -115,3 +115,20 @@ def quiet_closed_event_loops() -> None:
 
     on_exception.quiet_closed_event_loops = True
     sys.excepthook, sys.unraisablehook = on_exception, on_unraisable
+
+
+def file_error_line(error: BaseException, workdir: Path | None) -> str | None:
+    """The line for a file the run cannot read or write (e.g. a folder where metrics.jsonl
+    should be), naming it and what is kept; None when no error of the chain names a file."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.filename:
+            kept, then = _kept(workdir)
+            name = error.filename2 or error.filename  # a rename's target, not its temporary
+            return (
+                f"cannot use {name} ({error.strerror or error}): move it away or "
+                f"fix it, then rerun the same command to {then} ({kept})"
+            )
+        error = error.__cause__ or error.__context__
+    return None

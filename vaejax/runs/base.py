@@ -40,6 +40,7 @@ from vaejax import faults, io, sharding, stopping
 from vaejax.runs.config import load_data, resumable_fields, validate_run
 from vaejax.training import loop, step
 from vaejax.training.fit import RunKeys, TrainSettings, fit_state, training_summary
+from vaejax.training.workdir_lock import workdir_lock
 
 _REGISTRY: dict[str, type[Run]] = {}
 RUN_FIELDS = ("kind", "run")  # what config.json holds besides the config's fields
@@ -196,7 +197,8 @@ def train_and_evaluate(config, workdir: Path | str) -> dict | None:
     """Runs the experiment of ``config`` (the registered Run whose ``Config`` is its type) into
     ``workdir``: trains, evaluates every epoch, writes everything; returns the last metrics
     record (or the kind's summary)."""
-    return run_for_config(config)(config, workdir).execute()
+    with workdir_lock(Path(workdir)):  # the command line holds it already: then a no-op
+        return run_for_config(config)(config, workdir).execute()
 
 
 def _import_builtin_runs() -> None:
@@ -283,7 +285,8 @@ def execute(run: Run) -> dict | None:
         saved = run.finish(state, data, keys)
     run.params = saved
     if run.writer:
-        io.save_params(workdir / "params.msgpack", saved)
+        with stopping.activity("writing the parameters"):
+            io.save_params(workdir / "params.msgpack", saved)
     if last is not None:
         settings = plan.settings or TrainSettings.of(config)
         result = run.summary(last)

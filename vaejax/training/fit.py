@@ -11,6 +11,7 @@ import optax
 
 from vaejax import io, objectives, sharding
 from vaejax.training import loop, step
+from vaejax.training.workdir_lock import workdir_lock
 
 
 class RunKeys(NamedTuple):
@@ -76,39 +77,45 @@ def fit_state(
     ``(state on the device(s), last metrics record)``.
     """
     mesh = mesh or sharding.data_mesh()
-    start_step = loop.resume_step(
-        workdir, config_record, free_fields, config_record.get("damaged_checkpoints", "stop")
-    )
-    runner = step.make_epoch_runner(
-        update,
-        preprocess,
-        batch_size=settings.batch_size,
-        num_examples=len(jax.tree_util.tree_leaves(train_data)[0]),
-        mesh=mesh,
-        nonfinite=settings.nonfinite,
-    )
-    state, train_data = sharding.put_replicated((state, train_data), mesh)
+    with workdir_lock(workdir):  # held (by this process) from the first look at the workdir
+        start_step = loop.resume_step(
+            workdir, config_record, free_fields, config_record.get("damaged_checkpoints", "stop")
+        )
+        runner = step.make_epoch_runner(
+            update,
+            preprocess,
+            batch_size=settings.batch_size,
+            num_examples=len(jax.tree_util.tree_leaves(train_data)[0]),
+            mesh=mesh,
+            nonfinite=settings.nonfinite,
+        )
+        state, train_data = sharding.put_replicated((state, train_data), mesh)
+        return loop.train(
+            runner,
+            state,
+            train_data,
+            data_key=keys.data,
+            base_key=keys.step,
+            epochs=settings.epochs,
+            workdir=workdir,
+            config=config_record,
+            start_step=start_step,
+            checkpoint_every=settings.checkpoint_every,
+            keep_checkpoints=settings.keep_checkpoints,
+            end_of_epoch=_with_skips(end_of_epoch),
+            mesh=mesh,
+        )
+
+
+def _with_skips(end_of_epoch: loop.EndOfEpoch) -> loop.EndOfEpoch:
+    """``end_of_epoch`` with the count of skipped non-finite steps added to its text."""
 
     def end_of_epoch_with_skips(epoch: int, state, train_terms):
         record, text = end_of_epoch(epoch, state, train_terms)
         skipped = (train_terms or {}).get("skipped_steps", 0)
         return record, text + (f"  ({skipped} non-finite steps skipped)" if skipped else "")
 
-    return loop.train(
-        runner,
-        state,
-        train_data,
-        data_key=keys.data,
-        base_key=keys.step,
-        epochs=settings.epochs,
-        workdir=workdir,
-        config=config_record,
-        start_step=start_step,
-        checkpoint_every=settings.checkpoint_every,
-        keep_checkpoints=settings.keep_checkpoints,
-        end_of_epoch=end_of_epoch_with_skips,
-        mesh=mesh,
-    )
+    return end_of_epoch_with_skips
 
 
 def train_and_test_record(

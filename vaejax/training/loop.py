@@ -172,15 +172,17 @@ class _Loop:
         """Restores the checkpoint of the step to resume from (if any); the writer then writes
         ``config.json`` and the journal that checkpoint vouches for (empty when fresh)."""
         if self.saved_step is not None:
-            self.state, self.buffer, self.journal = restore_checkpoint(
-                self.workdir,
-                self.saved_step,
-                self.keys,
-                epochs,
-                self.total,
-                (self.state, self.buffer),
-                mesh,
-            )
+            with stopping.activity(f"restoring checkpoint {self.saved_step}"):
+                restored = restore_checkpoint(
+                    self.workdir,
+                    self.saved_step,
+                    self.keys,
+                    epochs,
+                    self.total,
+                    (self.state, self.buffer),
+                    mesh,
+                )
+            self.state, self.buffer, self.journal = restored
         if self.writer:  # only now: the data are loaded and the checkpoint, if any, restored
             config = (json.dumps(self.config, indent=2) + "\n").encode()
             io.atomic_write_bytes(self.workdir / CONFIG, config)
@@ -223,8 +225,8 @@ class _Loop:
                 self.train(stop)
         finally:
             self.bar.close()
-            with stopping.deferred():  # the saves started are committed whatever comes
-                checkpoints.close(self.manager)
+            with stopping.deferred(), stopping.activity("committing the last checkpoint"):
+                checkpoints.close(self.manager)  # the saves started, whatever comes
         return self.state, self.record
 
     def say(self, text: str) -> None:

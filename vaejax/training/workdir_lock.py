@@ -43,6 +43,8 @@ def _holder(fd: int) -> str:
 
 def _created_folders(workdir: Path) -> list[Path]:
     """Creates ``workdir`` and its missing parents; returns those it created, deepest first."""
+    if workdir.exists() and not workdir.is_dir():
+        raise WorkdirError(f"workdir {workdir} is a file, not a folder: pass another --workdir")
     missing = []
     folder = workdir
     while not folder.exists() and folder != folder.parent:
