@@ -93,6 +93,13 @@ def test_the_journal_agrees_with_the_newest_checkpoint(reference, argv, tmp_path
     _same_result(workdir, reference)
 
 
+def test_another_seed_gives_other_numbers(reference, argv, tmp_path):
+    code, _, err = _run(argv(tmp_path / "other", "--seed", "2", "--epochs", "1"))
+    assert code == 0, err[-3000:]
+    ours = io.read_jsonl(reference / "metrics.jsonl")[1]["test_loss"]
+    assert io.read_jsonl(tmp_path / "other" / "metrics.jsonl")[1]["test_loss"] != ours
+
+
 @pytest.mark.parametrize("tail", [b'{"epoch": 3, "st', b"\0" * 4096])
 def test_a_damaged_journal_tail_is_rewritten_from_the_checkpoint(reference, argv, tmp_path, tail):
     workdir = tmp_path / "run"

@@ -3,6 +3,7 @@ non-finite steps, determinism. Each run is a real `python -m experiments.vae_mni
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 from pathlib import Path
@@ -16,7 +17,7 @@ from tests.helpers import checkpoint_steps, file_snapshot, start_python, wait_fo
 from vaejax import io
 from vaejax.training import checkpoints
 
-STEPS = 3 * (6000 // 50)  # 3 epochs of 120 steps
+STEPS = 3 * (3000 // 50)  # 3 epochs of 60 steps
 
 
 def _argv(workdir, tfds_dir, raw_dir, *extra):
@@ -28,7 +29,7 @@ def _argv(workdir, tfds_dir, raw_dir, *extra):
         "--raw_data_dir",
         str(raw_dir),
         "--train_examples",
-        "6000",
+        "3000",
         "--batch_size",
         "50",
         "--epochs",
@@ -86,7 +87,8 @@ def test_killed_and_stopped_runs_resume_bit_for_bit(
     assert f"resuming from step {killed_at}" in out
     stopped_line = [line for line in err.splitlines() if "stopped by SIGTERM" in line]
     assert len(stopped_line) == 1, err[-3000:]
-    stopped_at = int(stopped_line[0].split(" at step ")[1].split()[0])
+    # in training it saves where it is; in an evaluation it keeps the newest checkpoint
+    stopped_at = int(re.search(r"checkpoint (\d+) in ", stopped_line[0]).group(1))
     assert killed_at < stopped_at < STEPS and stopped_at in checkpoint_steps(workdir)
     assert len(checkpoint_steps(workdir)) <= 3  # --keep_checkpoints 3
 
@@ -102,18 +104,6 @@ def test_killed_and_stopped_runs_resume_bit_for_bit(
     assert jax.tree_util.tree_structure(final) == jax.tree_util.tree_structure(reference)
     for a, b in zip(jax.tree_util.tree_leaves(final), jax.tree_util.tree_leaves(reference)):
         assert np.array_equal(a, b)  # optimizer state, step and epoch metrics too
-
-
-def test_same_seed_same_metrics(uninterrupted, tmp_path, mnist_tfds_dir, mnist_raw_dir):
-    workdir = tmp_path / "again"
-    code, _, err = _run(_argv(workdir, mnist_tfds_dir, mnist_raw_dir))
-    assert code == 0, err[-3000:]
-    assert (workdir / "metrics.jsonl").read_text() == (uninterrupted / "metrics.jsonl").read_text()
-    other = tmp_path / "other_seed"
-    code, _, err = _run(_argv(other, mnist_tfds_dir, mnist_raw_dir, "--seed", "2", "--epochs", "1"))
-    assert code == 0, err[-3000:]
-    first = io.read_jsonl(uninterrupted / "metrics.jsonl")[1]
-    assert io.read_jsonl(other / "metrics.jsonl")[1]["test_loss"] != first["test_loss"]
 
 
 def test_a_finished_run_is_not_retrained_and_can_be_extended(

@@ -48,8 +48,12 @@ def activity(label: str) -> Iterator[None]:
         _DOING.pop()
 
 
-class Interrupted(Exception):
-    """The run stopped on signal ``signum``; the message (if any) says what was saved."""
+class Interrupted(BaseException):
+    """The run stopped on signal ``signum``; the message (if any) says what was saved.
+
+    A ``BaseException``, as ``KeyboardInterrupt`` is: raised from a signal handler anywhere, it
+    must not be swallowed by a library's ``except Exception`` (JAX's compilation cache reader,
+    for one, turns any such error into a warning and goes on)."""
 
     def __init__(self, signum: int, message: str = ""):
         super().__init__(message)
