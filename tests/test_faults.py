@@ -141,8 +141,7 @@ PHASES = [  # (fault point, signal): every phase, each signal in several
     ("evaluation@1", "SIGINT"),  # resumed: the end of an epoch
     ("stretch@1", "SIGHUP"),
     ("final_pictures", "SIGTERM"),
-    ("compile", "SIGHUP"),
-    ("preparing_data", "SIGHUP"),
+    ("compile", "SIGHUP"),  # a finished run compiles, draws and saves again
     ("final_pictures", "SIGINT"),
 ]
 
