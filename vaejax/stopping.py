@@ -117,10 +117,10 @@ def raising() -> contextlib.AbstractContextManager[None]:
 
 
 @contextlib.contextmanager
-def flagged() -> Iterator[Flag]:
-    """While active, a stop signal is noted in the yielded :class:`Flag`, for the block to act
-    on; a second one of the same kind gets the default action. A signal noted but not acted on
-    (the block ended normally) raises :class:`Interrupted` when the block ends."""
+def _noting(second_acts: bool) -> Iterator[Flag]:
+    """Notes the first stop signal in the yielded :class:`Flag` (with ``second_acts``, the next
+    one of the same kind gets the default action) and raises :class:`Interrupted` for it when
+    the block ends normally."""
     flag = Flag()
 
     def note(signum, frame):
@@ -128,7 +128,8 @@ def flagged() -> Iterator[Flag]:
         _leave_a_hung_up_terminal(signum)
         if flag.signum is None:
             flag.signum = signum
-        signal.signal(signum, signal.SIG_DFL)
+        if second_acts:
+            signal.signal(signum, signal.SIG_DFL)
 
     with _handling(note):
         yield flag
@@ -136,22 +137,17 @@ def flagged() -> Iterator[Flag]:
         raise Interrupted(flag.signum)
 
 
-@contextlib.contextmanager
-def deferred() -> Iterator[None]:
+def flagged() -> contextlib.AbstractContextManager[Flag]:
+    """While active, a stop signal is noted in the yielded :class:`Flag`, for the block to act
+    on; a second one of the same kind gets the default action. A signal noted but not acted on
+    (the block ended normally) raises :class:`Interrupted` when the block ends."""
+    return _noting(second_acts=True)
+
+
+def deferred() -> contextlib.AbstractContextManager[Flag]:
     """Holds stop signals until the block ends, then raises :class:`Interrupted` for the first
     (unless the block raised already)."""
-    flag = Flag()
-
-    def note(signum, frame):
-        del frame
-        _leave_a_hung_up_terminal(signum)
-        if flag.signum is None:
-            flag.signum = signum
-
-    with _handling(note):
-        yield
-    if flag.signum is not None:
-        raise Interrupted(flag.signum)
+    return _noting(second_acts=False)
 
 
 def exit_while_starting() -> None:
