@@ -146,10 +146,13 @@ def dataset_spec(name: str) -> DatasetSpec:
 
 
 class ImageSplit(NamedTuple):
-    """One split in memory: ``images`` uint8 [N, 28, 28, 1], ``labels`` int32 [N]."""
+    """One split in memory: ``images`` uint8 [N, H, W, C], ``labels`` int32 [N] (0 for data
+    without labels), ``attributes`` bool [N, A] for data with binary attributes (CelebA), else
+    None."""
 
     images: np.ndarray
     labels: np.ndarray
+    attributes: np.ndarray | None = None
 
 
 def read_idx(path: os.PathLike | str, spec: DatasetSpec | None = None) -> np.ndarray:
