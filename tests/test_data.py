@@ -139,9 +139,22 @@ def test_find_raw_dir_forms(tmp_path, mnist_raw_dir, monkeypatch, no_raw_data_en
         data.find_raw_dir("mnist", tmp_path)
 
 
-def test_unknown_dataset_is_one_clear_error():
-    with pytest.raises(data.DataError, match="unknown dataset 'cifar10': choose one of"):
-        data.load_split("cifar10", "train")
+def test_unknown_dataset_is_one_clear_error(tmp_path):
+    with pytest.raises(data.DataError, match=r"unknown dataset 'cifar1O' \(did you mean cifar10"):
+        data.load_split("cifar1O", "train", data_dir=tmp_path)
+
+
+def test_a_tfds_dataset_without_images_is_one_line(tmp_path):
+    with pytest.raises(data.DataError, match="imdb_reviews has no image feature"):
+        data.dataset_spec("imdb_reviews", data_dir=tmp_path)
+
+
+def test_a_tfds_image_dataset_needing_tensorflow_names_the_way_out(tmp_path):
+    with pytest.raises(data.DataError) as e:
+        data.load_split("cifar100", "train", data_dir=tmp_path)
+    assert "needs TensorFlow to prepare it" in str(e.value)
+    assert "tfds build cifar100 --file_format=array_record" in str(e.value)
+    assert "folder:PATH" in str(e.value)
 
 
 def test_offline_without_raw_files_fails_fast(tmp_path, monkeypatch, no_raw_data_env):

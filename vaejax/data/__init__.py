@@ -1,10 +1,18 @@
-"""Datasets: raw IDX files -> tfds layout -> uint8 arrays -> float batches on the device."""
+"""Datasets: raw files or image folders -> tfds layout -> uint8 arrays -> float batches on the
+device. Every dataset by its name: :mod:`vaejax.data.catalog`."""
 
+from vaejax.data.catalog import (
+    builtin_names,
+    dataset_spec,
+    describe,
+    fit_to_size,
+    load_split,
+    take,
+)
 from vaejax.data.datasets import (
     check_reachable,
     default_data_dir,
     find_raw_dir,
-    load_split,
     prepare,
     read_tfds_split,
 )
@@ -17,7 +25,6 @@ from vaejax.data.idx import (
     DataError,
     DatasetSpec,
     ImageSplit,
-    dataset_spec,
     read_idx,
     read_idx_pair,
     read_idx_split,

@@ -45,6 +45,14 @@ class DatasetSpec:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return IMAGE_SHAPE
+
+    @property
+    def attribute_names(self) -> tuple[str, ...]:
+        return ()
+
 
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

@@ -75,7 +75,7 @@ def pad_images(images: jax.Array, size: int) -> jax.Array:
 def make_batch_preprocessor(
     image_size: int = 28, dynamic_binarization: bool = False
 ) -> Callable[[jax.Array, jax.Array], jax.Array]:
-    """Returns ``preprocess(images_uint8, key) -> float32 [B, image_size, image_size, 1]``.
+    """Returns ``preprocess(images_uint8, key) -> float32 [B, image_size, image_size, C]``.
 
     Runs on the device inside the compiled step: scale to [0, 1], optionally binarize with
     ``key``, zero-pad to ``image_size``.
@@ -113,11 +113,10 @@ def random_shift(key: jax.Array, images: jax.Array, max_shift: int) -> jax.Array
 
 def make_classifier_preprocessor(max_shift: int = 0):
     """``(images uint8, labels) -> (images in [0, 1], labels)``, randomly shifted in training."""
-    to_unit = make_batch_preprocessor(28)
 
     def preprocess(batch, key):
         images, labels = batch
-        images = to_unit(images, key)
+        images = to_unit_interval(images)
         return (images if key is None else random_shift(key, images, max_shift)), labels
 
     return preprocess
@@ -149,7 +148,7 @@ def corrupt(noise: str, key: jax.Array, x: jax.Array, level: float) -> jax.Array
 
 
 def make_denoising_preprocessor(image_size: int, noise: str, level: float) -> Callable:
-    """``preprocess(uint8 images, key) -> (corrupted, clean)``, each [B, S, S, 1] in [0, 1]."""
+    """``preprocess(uint8 images, key) -> (corrupted, clean)``, each [B, S, S, C] in [0, 1]."""
     plain = make_batch_preprocessor(image_size)
 
     def preprocess(images, key):

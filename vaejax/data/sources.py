@@ -7,27 +7,35 @@ provides a :class:`SourceSpec` plus three functions:
 
 - ``features()``: the tfds ``FeaturesDict``, the same as tfds' own builder of that name and
   version, so the prepared folder has tfds' layout and ``tfds.data_source`` reads it;
-- ``examples(paths, split)``: ``(key, example)`` pairs of one tfds split, read from the raw
-  files (``paths``: raw file name -> local path) with the standard library and numpy;
-- ``decode(record)``: a record read back by ``tfds.data_source`` -> :class:`Example` at the
-  delivered ``image_shape`` (e.g. CelebA's 218x178 photos centre-cropped to 64x64).
+- ``examples(paths, split)``: ``(key, example)`` pairs of one tfds split in the order of the
+  raw files, read from them (``paths``: raw file name -> local path) with the standard library,
+  numpy and ``scipy.io``; images are given in forms tfds encodes without TensorFlow (PIL images,
+  which PIL encodes, or JPEG bytes, which tfds stores as they are);
+- ``decode(record)``: a record read back by ``tfds.data_source`` (or an example) ->
+  :class:`Example` at the delivered ``image_shape`` (e.g. CelebA's 218x178 photos
+  centre-cropped to 64x64).
 
-Raw files are found in a folder (``--raw_data_dir``, ``$VAEJAX_RAW_DATA_DIR``, tfds' manual
-folder; the folder itself or its ``<name>/`` subfolder) or downloaded through tfds' download
-manager, and checked by size and SHA-256 against :attr:`SourceSpec.raw_files`.
+Raw files are found in a folder (:func:`find_raw_dir`: ``--raw_data_dir``,
+``$VAEJAX_RAW_DATA_DIR``, tfds' manual folder; the folder itself or its ``<name>/`` subfolder)
+or downloaded through tfds' download manager, and checked by size and SHA-256 against
+:attr:`SourceSpec.raw_files` (:func:`check_raw_file`). :mod:`vaejax.data.source_builder`
+prepares and loads them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import io
+import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
+import PIL.Image
 
-from vaejax.data.idx import DataError, file_sha256
+from vaejax.data.idx import RAW_DATA_DIR_ENV, DataError, file_sha256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,9 +53,11 @@ class SourceSpec:
     """What is known about a dataset before it is read.
 
     ``image_shape`` is what the loader delivers (H, W, C), not necessarily what the records hold
-    (CelebA). ``splits`` maps vaejax's two splits to the tfds split names. ``class_names`` is
-    empty for data without labels (their label is 0); ``attribute_names`` lists binary
-    attributes delivered with each image (CelebA's 40).
+    (CelebA). ``splits`` maps vaejax's two splits to the tfds split names, and ``num_examples``
+    gives the size of each (keyed by vaejax's split name). ``other_splits`` are tfds splits
+    that are prepared as tfds' own builder prepares them but not delivered by vaejax (CelebA's
+    ``validation``). ``class_names`` is empty for data without labels (their label is 0);
+    ``attribute_names`` lists binary attributes delivered with each image (CelebA's 40).
     """
 
     name: str
@@ -60,12 +70,18 @@ class SourceSpec:
     splits: Mapping[str, str] = dataclasses.field(
         default_factory=lambda: {"train": "train", "test": "test"}
     )
+    other_splits: tuple[str, ...] = ()
     homepage: str = ""
     description: str = ""
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def tfds_splits(self) -> tuple[str, ...]:
+        """Every tfds split a preparation writes."""
+        return (*self.splits.values(), *self.other_splits)
 
     @property
     def url(self) -> str:
@@ -102,11 +118,22 @@ SOURCES = {
 
 def source(name: str) -> Source:
     """The module of the dataset ``name`` (a key of :data:`SOURCES`)."""
-    return importlib.import_module(SOURCES[name])
+    try:
+        module = SOURCES[name]
+    except KeyError:
+        raise DataError(
+            f"unknown dataset {name!r}: choose one of {', '.join(sorted(SOURCES))}"
+        ) from None
+    return importlib.import_module(module)
 
 
-def check_raw_file(path: Path, raw: RawFile, dataset: str) -> None:
-    """Raises :class:`DataError` unless ``path`` is the official ``raw`` file (size, SHA-256)."""
+def check_raw_file(
+    path: Path, raw: RawFile, dataset: str, fix: str | None = None, digest: bool = True
+) -> None:
+    """Raises :class:`DataError` unless ``path`` is the official ``raw`` file: its size first
+    (instant), then, with ``digest``, its SHA-256 (about 3 s a GB). ``fix`` ends the message (by
+    default: replace the file with a fresh copy of its URL)."""
+    fix = fix or f"replace it with a fresh copy of {raw.url}"
     try:
         size = path.stat().st_size
     except FileNotFoundError:
@@ -114,16 +141,17 @@ def check_raw_file(path: Path, raw: RawFile, dataset: str) -> None:
     if size != raw.size:
         raise DataError(
             f"{path} has {size:,} bytes, not the {raw.size:,} of the official {dataset} file "
-            f"{raw.name}: replace it with a fresh copy of {raw.url}"
+            f"{raw.name}: {fix}"
         )
+    if not digest:
+        return
     try:
-        digest = file_sha256(path)
+        sha256 = file_sha256(path)
     except OSError as e:
         raise DataError(f"cannot read the raw data file {path} ({e.strerror})") from None
-    if digest != raw.sha256:
+    if sha256 != raw.sha256:
         raise DataError(
-            f"{path} is damaged (its SHA-256 is not the official {dataset} file's): replace it "
-            f"with a fresh copy of {raw.url}"
+            f"{path} is damaged (its SHA-256 is not the official {dataset} file's): {fix}"
         )
 
 
@@ -133,3 +161,71 @@ def holds_raw_files(folder: Path, spec: SourceSpec) -> bool:
 
 def raw_file_names(spec: SourceSpec) -> str:
     return ", ".join(raw.name for raw in spec.raw_files)
+
+
+def find_raw_dir(
+    spec: SourceSpec,
+    raw_data_dir: os.PathLike | str | None = None,
+    manual_dir: os.PathLike | str | None = None,
+) -> Path | None:
+    """The local folder with every raw file of ``spec``, or None to download them.
+
+    Looked for, in this order: ``raw_data_dir`` (the ``--raw_data_dir`` flag), the environment
+    variable ``VAEJAX_RAW_DATA_DIR``, tfds' manual directory ``<data_dir>/downloads/manual``.
+    Each may be the folder holding the files or a parent with a ``<name>/`` folder holding them.
+    A folder given explicitly (flag or environment) that holds neither is an error, naming the
+    files it lacks.
+    """
+    explicit = [
+        (raw_data_dir, "--raw_data_dir"),
+        (os.environ.get(RAW_DATA_DIR_ENV) or None, RAW_DATA_DIR_ENV),
+    ]
+    for folder, origin in explicit:
+        if folder is None:
+            continue
+        folder = Path(folder).expanduser()
+        if not folder.is_dir():
+            raise DataError(
+                f"{origin}={folder} does not exist: point it at the folder with the "
+                f"{spec.name} raw files ({raw_file_names(spec)})"
+            )
+        candidates = (folder, folder / spec.name)
+        for candidate in candidates:
+            if holds_raw_files(candidate, spec):
+                return candidate
+        for candidate in candidates:  # some of the files: name the others
+            missing = [raw for raw in spec.raw_files if not (candidate / raw.name).is_file()]
+            if len(missing) < len(spec.raw_files):
+                names = ", ".join(raw.name for raw in missing)
+                urls = " ".join(raw.url for raw in missing)
+                raise DataError(
+                    f"{origin}={folder}: {candidate} holds some {spec.name} raw files but not "
+                    f"{names}: add {'it' if len(missing) == 1 else 'them'} ({urls})"
+                )
+        raise DataError(
+            f"{origin}={folder} holds neither the {spec.name} raw files "
+            f"({raw_file_names(spec)}) nor a {spec.name}/ folder with them"
+        )
+    if manual_dir is not None:
+        for candidate in (Path(manual_dir) / spec.name, Path(manual_dir)):
+            if holds_raw_files(candidate, spec):
+                return candidate
+    return None
+
+
+def image_array(image: Any) -> np.ndarray:
+    """An image as a uint8 array [H, W, C] from what a record or an example holds: an array
+    (``tfds.data_source`` decoded it), encoded bytes (read with ``SkipDecoding``, or an example's
+    JPEG), a file object or a PIL image (an example not yet written)."""
+    if isinstance(image, np.ndarray):
+        array = image
+    else:
+        if isinstance(image, (bytes, bytearray, memoryview)):
+            image = io.BytesIO(image)
+        if isinstance(image, PIL.Image.Image):
+            array = np.asarray(image)
+        else:
+            with PIL.Image.open(image) as opened:
+                array = np.asarray(opened if opened.mode in ("L", "RGB") else opened.convert("RGB"))
+    array = np.asarray(array, dtype=np.uint8)
+    return array[..., None] if array.ndim == 2 else array

@@ -45,6 +45,7 @@ class TrainedClassifier:
     params: dict
     dataset: str
     test_accuracy: float
+    image_shape: tuple[int, int, int] = (28, 28, 1)  # of the images it was trained on
 
 
 def load(workdir: str | Path, dataset: str) -> TrainedClassifier:
@@ -59,8 +60,9 @@ def load(workdir: str | Path, dataset: str) -> TrainedClassifier:
     try:
         summary = json.loads(summary_path.read_text())
         model = LeNet(summary["num_classes"], hidden_dim=summary["hidden_dim"])
+        shape = tuple(summary.get("image_shape", (28, 28, 1)))
         target = jax.eval_shape(
-            lambda: model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
+            lambda: model.init(jax.random.key(0), jnp.zeros((1, *shape)))["params"]
         )
         params = io.load_params(
             params_path, jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), target)
@@ -75,11 +77,11 @@ def load(workdir: str | Path, dataset: str) -> TrainedClassifier:
             f"the classifier in {workdir} was trained on {summary['dataset']}, "
             f"not {dataset}: pass --classifier_workdir of a {dataset} classifier"
         )
-    return TrainedClassifier(model, params, dataset, summary["test_accuracy"])
+    return TrainedClassifier(model, params, dataset, summary["test_accuracy"], shape)
 
 
 def activations(classifier: TrainedClassifier, images, batch_size: int = 1000) -> Activations:
-    """Activations of images [N, 28, 28, 1] in [0, 1] (host or device arrays), as host arrays,
+    """Activations of images [N, H, W, C] in [0, 1] (host or device arrays), as host arrays,
     computed in batches of ``batch_size``."""
     apply = _compiled_apply(classifier.model)
     parts = [
@@ -97,17 +99,18 @@ def _compiled_apply(model: LeNet):
     return jax.jit(lambda params, x: model.apply({"params": params}, x))
 
 
-def crop_padded(images):
-    """Images [N, 32, 32, C] zero-padded from 28x28 (a 32x32 model's) -> their 28x28 center;
-    other sizes unchanged. numpy or jax arrays."""
-    return images[:, 2:30, 2:30] if images.shape[1] == 32 else images
+def crop_padded(images, size: int = 28):
+    """Images [N, size + 4, size + 4, C] zero-padded from ``size`` (a 32x32 model's images of
+    28x28 data) -> their centre; other sizes unchanged. numpy or jax arrays."""
+    return images[:, 2 : size + 2, 2 : size + 2] if images.shape[1] == size + 4 else images
 
 
 def perceptual_distance(classifier: TrainedClassifier, x: jax.Array, y: jax.Array) -> jax.Array:
     """Sum over both conv layers' maps of the squared difference between the activations of
-    images ``x`` and ``y`` [B, 28, 28, 1] in [0, 1] (32x32 padded images: the 28x28 center):
-    [B]. Differentiable in both; 0 where x = y."""
-    x, y = crop_padded(x), crop_padded(y)
+    images ``x`` and ``y`` [B, H, W, C] in [0, 1] at the classifier's size (28x28 data padded
+    to 32x32: their centre): [B]. Differentiable in both; 0 where x = y."""
+    size = classifier.image_shape[0]
+    x, y = crop_padded(x, size), crop_padded(y, size)
     a = classifier.model.apply({"params": classifier.params}, x)
     b = classifier.model.apply({"params": classifier.params}, y)
     return sum(
@@ -124,15 +127,15 @@ def perceptual_loss(classifier: TrainedClassifier):
 INCEPTION_SPLITS = 10
 
 
-def _unit_float(images) -> np.ndarray:
-    """uint8 images in 0..255 or floats in [0, 1], 28x28 or 32x32 (padded: the center is kept)
-    -> float32 [N, 28, 28, 1] in [0, 1]."""
+def _unit_float(images, shape: tuple[int, int, int]) -> np.ndarray:
+    """uint8 images in 0..255 or floats in [0, 1] at the classifier's ``shape`` (28x28 padded
+    to 32x32: the centre is kept) -> float32 [N, *shape] in [0, 1]."""
     images = np.asarray(images)
     if images.dtype == np.uint8:
         images = images.astype(np.float32) / 255.0
-    images = crop_padded(images)
-    if images.shape[1:] != (28, 28, 1):
-        raise ValueError(f"images must be [N, 28, 28, 1] (or 32x32, padded), got {images.shape}")
+    images = crop_padded(images, shape[0])
+    if images.shape[1:] != tuple(shape):
+        raise ValueError(f"images must be [N, {', '.join(map(str, shape))}], got {images.shape}")
     return images.astype(np.float32)
 
 
@@ -141,15 +144,22 @@ class Judge(NamedTuple):
     reference_mean: np.ndarray  # [F] mean feature of the real training images
     reference_covariance: np.ndarray  # [F, F]
 
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """The images it judges: [H, W, C] of its classifier."""
+        return self.classifier.image_shape
+
     @classmethod
     def of(cls, classifier: TrainedClassifier, reference_images) -> Judge:
         """A judge against ``reference_images`` (the real training set: uint8 or [0, 1])."""
-        features = activations(classifier, _unit_float(reference_images)).features
+        features = activations(classifier, _unit_float(reference_images, classifier.image_shape))
+        features = features.features
         return cls(classifier, *sample_quality.gaussian_fit(features))
 
     def score(self, images) -> dict:
-        """The metrics of the module docstring for images [N, 28 or 32, same, 1] (N >= 10)."""
-        acts = activations(self.classifier, _unit_float(images))
+        """The metrics of the module docstring for images [N, H, W, C] at the classifier's size
+        (or padded from 28 to 32) (N >= 10)."""
+        acts = activations(self.classifier, _unit_float(images, self.classifier.image_shape))
         mean, covariance = sample_quality.gaussian_fit(acts.features)
         logits = acts.logits.astype(np.float64)
         probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
@@ -176,10 +186,19 @@ def epoch_judge(config, train_images, log) -> Judge | None:
     if not config.eval_samples:
         return None
     try:
-        return Judge.of(load(config.classifier_workdir, config.dataset), train_images)
+        classifier = load(config.classifier_workdir, config.dataset)
     except ConfigError as e:
         log(f"vaejax: no per-epoch FID: {e}")
         return None
+    shape = tuple(train_images.shape[1:])
+    if classifier.image_shape not in (shape, (shape[0] - 4, shape[1] - 4, shape[2])):
+        log(
+            f"vaejax: no per-epoch FID: the classifier judges {classifier.image_shape} images, "
+            f"the model makes {train_images.shape[1:]}: train a classifier with the same "
+            f"--image_size"
+        )
+        return None
+    return Judge.of(classifier, train_images)
 
 
 def judge_epoch(
@@ -193,7 +212,7 @@ def judge_epoch(
     )
 
 
-Sampler = Callable[[jax.Array, int], np.ndarray]  # (key, n) -> images [n, 28, 28, 1] in [0, 1]
+Sampler = Callable[[jax.Array, int], np.ndarray]  # (key, n) -> images [n, H, W, C] in [0, 1]
 
 
 def draw(sampler: Sampler, key: jax.Array, n: int, batch_size: int = 500) -> np.ndarray:

@@ -14,7 +14,8 @@ Two families:
   the lectures' dense autoencoder (784-256-128-latent, mirrored) and the conditional VAE, with
   PyTorch's default ``nn.Linear`` initialization.
 - ``conv``: the convolutional VAE and AE of Foster, *Generative Deep Learning* 2nd ed., ch. 3,
-  on 32x32x1 images, with Keras' default initialization (Glorot-uniform kernels, zero biases).
+  on 32x32x1 images, with Keras' default initialization (Glorot-uniform kernels, zero biases);
+  the same layers take any square image whose side is a multiple of 8, grey or colour.
 """
 
 from __future__ import annotations
@@ -276,23 +277,49 @@ def mlp_cvae(
     )
 
 
+def conv_decoder(
+    channels: Sequence[int], image_shape: Sequence[int], conv_implementation: str = "auto"
+) -> ConvDecoder:
+    """The decoder mirroring a :class:`ConvEncoder` of ``channels`` on ``image_shape``
+    (S, S, C): it starts at S / 2^len(channels) pixels. Raises ValueError for a size the
+    stride-2 layers cannot reach."""
+    size, width, image_channels = image_shape
+    start = size >> len(channels)
+    if size != width or start < 1 or start << len(channels) != size:
+        raise ValueError(
+            f"the conv model takes square images whose side is a multiple of "
+            f"{2 ** len(channels)}, not {size}x{width}"
+        )
+    return ConvDecoder(
+        tuple(reversed(channels)), image_channels, start, conv_implementation=conv_implementation
+    )
+
+
 def conv_vae(
-    latent_dim: int = 2, channels: Sequence[int] = (32, 64, 128), conv_implementation: str = "auto"
+    latent_dim: int = 2,
+    channels: Sequence[int] = (32, 64, 128),
+    conv_implementation: str = "auto",
+    image_shape: Sequence[int] = (32, 32, 1),
 ) -> VAE:
-    """Foster's convolutional VAE on [B, 32, 32, 1] images."""
+    """Foster's convolutional VAE, on [B, 32, 32, 1] images by default (any ``image_shape``
+    (S, S, C) with S a multiple of 8: the decoder starts at S / 8)."""
     return VAE(
         ConvEncoder(latent_dim, tuple(channels), True, conv_implementation),
-        ConvDecoder(tuple(reversed(channels)), conv_implementation=conv_implementation),
+        conv_decoder(channels, image_shape, conv_implementation),
     )
 
 
 def conv_autoencoder(
-    latent_dim: int = 2, channels: Sequence[int] = (32, 64, 128), conv_implementation: str = "auto"
+    latent_dim: int = 2,
+    channels: Sequence[int] = (32, 64, 128),
+    conv_implementation: str = "auto",
+    image_shape: Sequence[int] = (32, 32, 1),
 ) -> Autoencoder:
-    """Foster's convolutional autoencoder on [B, 32, 32, 1] images."""
+    """Foster's convolutional autoencoder, on [B, 32, 32, 1] images by default (see
+    :func:`conv_vae` for other shapes)."""
     return Autoencoder(
         ConvEncoder(latent_dim, tuple(channels), False, conv_implementation),
-        ConvDecoder(tuple(reversed(channels)), conv_implementation=conv_implementation),
+        conv_decoder(channels, image_shape, conv_implementation),
     )
 
 

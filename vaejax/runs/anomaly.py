@@ -21,14 +21,14 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from vaejax import data, io, objectives
+from vaejax import io, objectives
 from vaejax.errors import ConfigError
 from vaejax.evaluation import metrics
 from vaejax.runs import autoencoders as autoencoders_run
 from vaejax.runs import config as run_config
 from vaejax.runs.autoencoders import AEConfig
 from vaejax.runs.base import Run, register
-from vaejax.runs.config import config_field, value_text
+from vaejax.runs.config import config_field, data_spec, value_text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +56,7 @@ class AnomalyConfig(AEConfig):
 def held_out_classes(config: AnomalyConfig) -> tuple[int, ...]:
     """The labels named by ``--classes`` (None: every class); raises ConfigError for labels
     outside the dataset's, repeated, or none."""
-    n = data.dataset_spec(config.dataset).num_classes
+    n = data_spec(config).num_classes
     if config.classes is None:
         return tuple(range(n))
     labels = config.classes

@@ -28,7 +28,15 @@ import optax
 
 from vaejax import data, models, objectives
 from vaejax.runs.base import Data, Run, Training, json_record, register
-from vaejax.runs.config import RunConfig, check_positive, config_field, validate_run
+from vaejax.runs.config import (
+    RunConfig,
+    check_image_size,
+    check_positive,
+    config_field,
+    data_spec,
+    image_shape,
+    validate_run,
+)
 from vaejax.runs.trained import TrainedAutoencoder
 from vaejax.training.fit import RunKeys, TrainSettings, one_model
 
@@ -61,32 +69,43 @@ def validate_ae(config: AEConfig, num_devices: int) -> None:
     """Raises :class:`~vaejax.experiment.ConfigError` for the first setting that cannot work."""
     check_positive(config, "batch_size", "latent_dim")
     validate_run(config, num_devices)
+    if config.model == "conv":
+        check_image_size(image_size(config), lambda size: size % 8 == 0, "the conv model")
 
 
-def image_size(model: str) -> int:
-    return 32 if model == "conv" else 28
+def model_shape(config: AEConfig) -> tuple[int, int, int]:
+    """(S, S, C) of the family's images: the data's (the conv models pad 28x28 to 32x32) or
+    ``--image_size``."""
+    return image_shape(config, 32 if config.model == "conv" else None)
 
 
-def build_autoencoder(model: str, latent_dim: int) -> models.Autoencoder:
-    if model == "conv":
-        return models.conv_autoencoder(latent_dim)
-    return models.mlp_autoencoder(latent_dim, MLP_HIDDEN)
+def image_size(config: AEConfig) -> int:
+    return model_shape(config)[0]
 
 
-def build_vae(model: str, latent_dim: int) -> models.VAE:
-    if model == "conv":
-        return models.conv_vae(latent_dim)
-    return models.mlp_vae(latent_dim, MLP_HIDDEN)
+def build_autoencoder(config: AEConfig) -> models.Autoencoder:
+    shape = model_shape(config)
+    if config.model == "conv":
+        return models.conv_autoencoder(config.latent_dim, image_shape=shape)
+    return models.mlp_autoencoder(config.latent_dim, MLP_HIDDEN, shape)
 
 
-def vae_beta(model: str) -> float:
-    """Foster's weighting for his conv VAE; the plain ELBO for the dense one."""
-    return objectives.foster_beta(32 * 32) if model == "conv" else 1.0
+def build_vae(config: AEConfig) -> models.VAE:
+    shape = model_shape(config)
+    if config.model == "conv":
+        return models.conv_vae(config.latent_dim, image_shape=shape)
+    return models.mlp_vae(config.latent_dim, MLP_HIDDEN, shape)
+
+
+def vae_beta(config: AEConfig) -> float:
+    """Foster's weighting for his conv VAE (by the pixels of one channel: 2.048 at 32x32); the
+    plain ELBO for the dense one."""
+    return objectives.foster_beta(image_size(config) ** 2) if config.model == "conv" else 1.0
 
 
 @flax.struct.dataclass
 class TrainedModel:
-    """A trained model of the family and how to use it on uint8 images [N, 28, 28, 1]. A pytree
+    """A trained model of the family and how to use it on uint8 images [N, H, W, C]. A pytree
     whose only leaves are the parameters, so it can be passed into jitted functions."""
 
     params: Any
@@ -95,7 +114,8 @@ class TrainedModel:
     image_size: int = flax.struct.field(pytree_node=False)
 
     def prepare(self, images: np.ndarray) -> jax.Array:
-        """uint8 [N, 28, 28, 1] -> float32 [N, S, S, 1] in [0, 1], padded to the model's size."""
+        """uint8 [N, H, W, C] -> float32 [N, S, S, C] in [0, 1] (28x28 padded to a 32-pixel
+        model's size)."""
         return data.make_batch_preprocessor(self.image_size)(jnp.asarray(images), None)
 
     def encode(self, x: jax.Array) -> jax.Array:
@@ -123,7 +143,7 @@ def map_batches(fn: Callable, model: TrainedModel, x, batch_size: int = 1000) ->
 
 
 def encode_images(model: TrainedModel, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-    """Codes [N, latent] (float32, host) of uint8 images [N, 28, 28, 1]."""
+    """Codes [N, latent] (float32, host) of uint8 images [N, H, W, C]."""
     return map_batches(lambda m, x: m.encode(m.prepare(x)), model, images, batch_size)
 
 
@@ -173,7 +193,7 @@ def train_family_member(
     )
     member.execute()
     return TrainedModel(
-        params=member.params, kind=kind, module=member.build(), image_size=image_size(config.model)
+        params=member.params, kind=kind, module=member.build(), image_size=image_size(config)
     )
 
 
@@ -221,7 +241,7 @@ class AutoencoderMember(Run):
         return Data(
             data.ImageSplit(train, None),
             data.ImageSplit(test, None),
-            data.dataset_spec(self.config.dataset),
+            data_spec(self.config),
         )
 
     def per_example(self, model) -> tuple[objectives.PerExampleFn, str]:
@@ -236,7 +256,7 @@ class AutoencoderMember(Run):
         model = self.build()
         params = self.init_params(model, keys.init)
         per_example, what = self.per_example(model)
-        plain = data.make_batch_preprocessor(image_size(config.model))
+        plain = data.make_batch_preprocessor(image_size(config))
         trained = one_model(
             params,
             per_example,
@@ -265,11 +285,10 @@ class AutoencoderMember(Run):
         return f"test loss {record['test_loss']:.2f}"
 
     def build(self) -> models.Autoencoder:
-        return build_autoencoder(self.config.model, self.config.latent_dim)
+        return build_autoencoder(self.config)
 
     def init_params(self, model, key: jax.Array):
-        size = image_size(self.config.model)
-        return model.init(key, jnp.zeros((1, size, size, 1)))["params"]
+        return model.init(key, jnp.zeros((1, *model_shape(self.config))))["params"]
 
     def trained(self, model, params) -> TrainedAutoencoder:
         return TrainedAutoencoder(
@@ -278,7 +297,7 @@ class AutoencoderMember(Run):
             params,
             model,
             self.workdir,
-            image_size=image_size(self.config.model),
+            image_size=image_size(self.config),
             is_vae=False,
             latent_dim=self.config.latent_dim,
         )
@@ -290,18 +309,17 @@ class FamilyVAEMember(AutoencoderMember):
     kind = "family_vae"
 
     def build(self) -> models.VAE:
-        return build_vae(self.config.model, self.config.latent_dim)
+        return build_vae(self.config)
 
     def per_example(self, model) -> tuple[objectives.PerExampleFn, str]:
-        beta = vae_beta(self.config.model)
+        beta = vae_beta(self.config)
         return (
             objectives.vae_per_example(model, beta=beta),
             f"{self.config.model} VAE (beta {beta:g})",
         )
 
     def init_params(self, model, key: jax.Array):
-        size = image_size(self.config.model)
-        return model.init(key, jnp.zeros((1, size, size, 1)), key)["params"]
+        return model.init(key, jnp.zeros((1, *model_shape(self.config))), key)["params"]
 
     def trained(self, model, params) -> TrainedAutoencoder:
         return dataclasses.replace(super().trained(model, params), is_vae=True)

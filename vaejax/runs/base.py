@@ -37,7 +37,7 @@ import jax
 
 from vaejax import data as datasets
 from vaejax import faults, io, sharding, stopping
-from vaejax.runs.config import load_data, resumable_fields, validate_run
+from vaejax.runs.config import data_spec, load_data, resumable_fields, validate_run
 from vaejax.training import loop, step
 from vaejax.training.fit import RunKeys, TrainSettings, fit_state, training_summary
 from vaejax.training.workdir_lock import workdir_lock
@@ -107,7 +107,7 @@ class Run:
     # -- kinds that train
     def load_data(self) -> Data:
         train, test = load_data(self.config)
-        return Data(train, test, datasets.dataset_spec(self.config.dataset))
+        return Data(train, test, data_spec(self.config))
 
     def build(self):
         """The model (a flax module or a bundle of them), from ``self.config`` alone."""

@@ -23,13 +23,21 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vaejax import data, io, models, objectives
+from vaejax import io, models, objectives
 from vaejax.data.preprocess import make_classifier_preprocessor
 from vaejax.errors import ConfigError
 from vaejax.evaluation.judge import SUMMARY
 from vaejax.models.classifier import LeNet
 from vaejax.runs.base import Data, Run, Training, register
-from vaejax.runs.config import RunConfig, check_positive, config_field, validate_run
+from vaejax.runs.config import (
+    RunConfig,
+    check_positive,
+    config_field,
+    data_spec,
+    image_shape,
+    require_labels,
+    validate_run,
+)
 from vaejax.runs.trained import TrainedRun
 from vaejax.training.fit import RunKeys, one_model
 
@@ -57,6 +65,7 @@ def validate(config: ClassifierConfig, num_devices: int) -> None:
     if not 0 <= config.shift <= 8:
         raise ConfigError(f"--shift must be between 0 and 8 pixels, got {config.shift}")
     validate_run(config, num_devices)
+    require_labels(config, "the classifier")
 
 
 @register
@@ -71,12 +80,10 @@ class ClassifierRun(Run):
         validate(self.config, num_devices)
 
     def build(self) -> LeNet:
-        return LeNet(
-            data.dataset_spec(self.config.dataset).num_classes, hidden_dim=self.config.hidden_dim
-        )
+        return LeNet(data_spec(self.config).num_classes, hidden_dim=self.config.hidden_dim)
 
     def init_params(self, model: LeNet, key: jax.Array):
-        return model.init(key, jnp.zeros((1, 28, 28, 1)))["params"]
+        return model.init(key, jnp.zeros((1, *image_shape(self.config))))["params"]
 
     def training(self, data_: Data, keys: RunKeys, mesh) -> Training:
         config = self.config
@@ -111,7 +118,8 @@ class ClassifierRun(Run):
         config = self.config
         summary = {
             "dataset": config.dataset,
-            "num_classes": data.dataset_spec(config.dataset).num_classes,
+            "num_classes": data_spec(config).num_classes,
+            "image_shape": list(image_shape(config)),
             "hidden_dim": config.hidden_dim,
             "epochs": config.epochs,
             "test_accuracy": 1.0 - record["test_error"] if record else None,

@@ -20,7 +20,15 @@ import optax
 from vaejax import data, io, models, objectives
 from vaejax.data.preprocess import with_labels
 from vaejax.runs.base import Data, Run, Training, register
-from vaejax.runs.config import RunConfig, check_positive, config_field, validate_run
+from vaejax.runs.config import (
+    RunConfig,
+    check_positive,
+    config_field,
+    data_spec,
+    image_shape,
+    require_labels,
+    validate_run,
+)
 from vaejax.runs.trained import TrainedRun
 from vaejax.runs.vae import _format_terms
 from vaejax.training.fit import RunKeys, one_model
@@ -45,11 +53,12 @@ class CVAEConfig(RunConfig):
 def validate(config: CVAEConfig, num_devices: int) -> None:
     check_positive(config, "batch_size", "latent_dim", "hidden_dim", "samples_per_class")
     validate_run(config, num_devices)
+    require_labels(config, "the conditional VAE")
 
 
 def class_grid(model: models.ConditionalVAE, params, z: jax.Array, num_classes: int) -> jax.Array:
     """Decodes every code of ``z`` [M, latent] with every label: images [num_classes * M, H, W,
-    1] in [0, 1], row ``c`` holding class ``c`` (so a column shares one z)."""
+    C] in [0, 1], row ``c`` holding class ``c`` (so a column shares one z)."""
     labels = jnp.repeat(jnp.arange(num_classes), z.shape[0])
     codes = jnp.tile(z, (num_classes, 1))
     return jax.nn.sigmoid(model.apply({"params": params}, codes, labels, method="decode"))
@@ -58,8 +67,8 @@ def class_grid(model: models.ConditionalVAE, params, z: jax.Array, num_classes: 
 def restyle(
     model: models.ConditionalVAE, params, x: jax.Array, labels: jax.Array, num_classes: int
 ) -> jax.Array:
-    """Encodes images x [M, H, W, 1] with their labels and decodes each posterior mean with
-    every label: [M * (num_classes + 1), H, W, 1], per row the image then its classes 0..n-1."""
+    """Encodes images x [M, H, W, C] with their labels and decodes each posterior mean with
+    every label: [M * (num_classes + 1), H, W, C], per row the image then its classes 0..n-1."""
     mean, _ = model.apply({"params": params}, x, labels, method="encode")
     decoded = class_grid(model, params, mean, num_classes)  # [classes * M, ...]
     decoded = decoded.reshape(num_classes, x.shape[0], *x.shape[1:]).swapaxes(0, 1)
@@ -80,11 +89,14 @@ class CVAERun(Run):
         validate(self.config, num_devices)
 
     def build(self) -> models.ConditionalVAE:
-        num_classes = data.dataset_spec(self.config.dataset).num_classes
-        return models.mlp_cvae(self.config.latent_dim, (self.config.hidden_dim,), num_classes)
+        num_classes = data_spec(self.config).num_classes
+        return models.mlp_cvae(
+            self.config.latent_dim, (self.config.hidden_dim,), num_classes, image_shape(self.config)
+        )
 
     def init_params(self, model: models.ConditionalVAE, key: jax.Array):
-        return model.init(key, jnp.zeros((1, 28, 28, 1)), jnp.zeros((1,), jnp.int32), key)["params"]
+        x = jnp.zeros((1, *image_shape(self.config)))
+        return model.init(key, x, jnp.zeros((1,), jnp.int32), key)["params"]
 
     def training(self, data_: Data, keys: RunKeys, mesh) -> Training:
         config, workdir = self.config, self.workdir
@@ -100,7 +112,7 @@ class CVAERun(Run):
                 columns=config.samples_per_class,
             )
 
-        self.plain = plain = data.make_batch_preprocessor(28)
+        self.plain = plain = data.make_batch_preprocessor(image_shape(config)[0])
         trained = one_model(
             params,
             objectives.cvae_per_example(model),

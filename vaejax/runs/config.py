@@ -136,7 +136,18 @@ class RunConfig:
     to change its default.
     """
 
-    dataset: str = config_field("mnist", "dataset", tuple(data.DATASETS))
+    dataset: str = config_field(
+        "mnist",
+        "dataset: mnist, fashion_mnist, cifar10, svhn_cropped, celeb_a, another tfds image "
+        "dataset prepared in --data_dir, or folder:PATH (a folder of images, class sub-folders "
+        "as labels)",
+    )
+    image_size: int | None = config_field(
+        None,
+        "the models' image size (auto: the data's own; the conv autoencoders pad 28x28 data to "
+        "32x32); 28x28 data are zero-padded to 32, other sizes centre-cropped and resized; a "
+        "folder: dataset is prepared at this size (auto: 64)",
+    )
     batch_size: int = config_field(128, "training batch size (a multiple of the device count)")
     epochs: int = config_field(10, "training epochs", resume=True)
     learning_rate: float = config_field(1e-3, "Adam learning rate")
@@ -227,14 +238,17 @@ def validate_run(config: RunConfig, num_devices: int) -> None:
                 raise ConfigError(
                     f"--{field.name} must be one of {', '.join(map(str, choices))}, got {item!r}"
                 )
+    if config.image_size is not None and not 8 <= config.image_size <= 1024:
+        raise ConfigError(f"--image_size must be between 8 and 1024, got {config.image_size}")
+    spec = data_spec(config)
     for split in ("train", "test"):
-        n_available = data.dataset_spec(config.dataset).num_examples[split]
+        n_available = spec.num_examples[split]
         if not 0 <= getattr(config, f"{split}_examples") <= n_available:
             raise ConfigError(
                 f"--{split}_examples must be between 0 (all) and {n_available}, "
                 f"got {getattr(config, f'{split}_examples')}"
             )
-    n_available = data.dataset_spec(config.dataset).num_examples["train"]
+    n_available = spec.num_examples["train"]
     for name in ("batch_size", "eval_batch_size"):
         try:
             sharding.check_batch_size(getattr(config, name), num_devices, f"--{name}")
@@ -260,22 +274,63 @@ def resumable_fields(config_class: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(config_class) if f.metadata.get("resume"))
 
 
-def load_data(
-    config: RunConfig, binarization: str = "none"
-) -> tuple[data.ImageSplit, data.ImageSplit]:
-    """Train and test splits as uint8 arrays, after the host side of the binarization protocol."""
-    kwargs = dict(data_dir=config.data_dir or None, raw_data_dir=config.raw_data_dir or None)
-    train = data.load_split(config.dataset, "train", **kwargs)
-    test = data.load_split(config.dataset, "test", **kwargs)
-    if config.train_examples:
-        train = data.ImageSplit(
-            train.images[: config.train_examples], train.labels[: config.train_examples]
+def data_spec(config: RunConfig):
+    """The spec of ``config.dataset`` (:func:`vaejax.data.dataset_spec`): its delivered
+    ``image_shape``, classes, attributes and split sizes."""
+    return data.dataset_spec(config.dataset, config.data_dir or None, config.image_size)
+
+
+def image_shape(config: RunConfig, padded_size: int | None = None) -> tuple[int, int, int]:
+    """(S, S, C): the images the models see. S is ``--image_size``, else the data's own size,
+    except that 28x28 data go to ``padded_size`` when given (the conv autoencoders: 32); C is
+    the data's channels."""
+    height, _, channels = data_spec(config).image_shape
+    size = config.image_size or (padded_size if padded_size and height == 28 else height)
+    return (size, size, channels)
+
+
+def check_image_size(size: int, allowed: Sequence[int] | Callable[[int], bool], model: str):
+    """Raises :class:`ConfigError` unless ``size`` is one the model takes."""
+    fits = allowed(size) if callable(allowed) else size in allowed
+    if not fits:
+        sizes = "" if callable(allowed) else f" ({', '.join(map(str, allowed))})"
+        raise ConfigError(
+            f"{model} does not take {size}x{size} images{sizes}: pass another --image_size"
         )
+
+
+def require_labels(config: RunConfig, what: str) -> None:
+    """Raises :class:`ConfigError` when the data have no class labels (``what`` needs them)."""
+    if data_spec(config).num_classes < 2:
+        raise ConfigError(
+            f"{what} needs class labels, and {config.dataset} has none: choose a dataset with "
+            f"labels (a folder: dataset takes its sub-folders as classes)"
+        )
+
+
+def load_data(
+    config: RunConfig, binarization: str = "none", size: int | None = None
+) -> tuple[data.ImageSplit, data.ImageSplit]:
+    """Train and test splits as uint8 arrays, after the host side of the binarization protocol.
+
+    ``size``: the models' image size (see :func:`image_shape`); images of another size are
+    centre-cropped and resized to it here, once (28x28 images for 32x32 models are padded on
+    the device instead)."""
+    kwargs = dict(
+        data_dir=config.data_dir or None,
+        raw_data_dir=config.raw_data_dir or None,
+        image_size=config.image_size,
+    )
+    train = data.take(data.load_split(config.dataset, "train", **kwargs), config.train_examples)
+    test = data.load_split(config.dataset, "test", **kwargs)
     test = data.apply_binarization_protocol(test, binarization, train=False)
-    n_test = getattr(config, "test_examples", 0)  # after the protocol: the same test images
-    if n_test:
-        test = data.ImageSplit(test.images[:n_test], test.labels[:n_test])
-    return data.apply_binarization_protocol(train, binarization, train=True), test
+    # after the protocol: the same test images whatever their number
+    test = data.take(test, getattr(config, "test_examples", 0))
+    train = data.apply_binarization_protocol(train, binarization, train=True)
+    size = size or config.image_size
+    if size and size != train.images.shape[1] and not (train.images.shape[1] == 28 == size - 4):
+        train, test = (s._replace(images=data.fit_to_size(s.images, size)) for s in (train, test))
+    return train, test
 
 
 class Start(NamedTuple):
@@ -297,7 +352,7 @@ def start(config: RunConfig, validate: Callable[[Any, int], None]) -> Start:
     return Start(
         train,
         test,
-        data.dataset_spec(config.dataset),
+        data_spec(config),
         writer,
         print if writer else (lambda text: None),
     )

@@ -37,6 +37,7 @@ from vaejax.runs.config import (
     RunConfig,
     check_positive,
     config_field,
+    image_shape,
     judge_field,
     validate_run,
     value_text,
@@ -79,7 +80,6 @@ class DDPMConfig(RunConfig):
         (1, 2, 2),
         "U-Net channel multiplier per resolution level (each level after the first halves H and W)",
     )
-    image_size: int = config_field(28, "28 (MNIST as is) or 32 (padded)")
     sampler: str = config_field(
         "ddim", "sampler of the per-epoch grids and scores", SAMPLERS, resume=True
     )
@@ -117,8 +117,6 @@ def validate(config: DDPMConfig, num_devices: int) -> None:
         raise ConfigError(f"--ema_decay must lie in [0, 1), got {config.ema_decay}")
     if not 0 <= config.eta <= 1:
         raise ConfigError(f"--eta must lie in [0, 1], got {config.eta}")
-    if config.image_size not in (28, 32):
-        raise ConfigError(f"--image_size must be 28 or 32, got {config.image_size}")
     if config.sampling_steps > config.timesteps:
         raise ConfigError(
             f"--sampling_steps {config.sampling_steps} exceeds --timesteps {config.timesteps}"
@@ -129,10 +127,11 @@ def validate(config: DDPMConfig, num_devices: int) -> None:
             f"1,2,2, got {value_text(config.multipliers) or 'none'}"
         )
     levels = len(config.multipliers)
-    if config.image_size % 2 ** (levels - 1):
+    size = image_shape(config)[0]
+    if size % 2 ** (levels - 1):
         raise ConfigError(
             f"{levels} U-Net levels halve the image {levels - 1} times, which "
-            f"{config.image_size} does not allow: use fewer --multipliers"
+            f"{size}x{size} does not allow: use fewer --multipliers or another --image_size"
         )
     if config.channels % 8:
         raise ConfigError(
@@ -160,9 +159,9 @@ def image_sampler(
     steps: int | None = None,
     mesh=None,
 ):
-    """The jitted ``sample(params, key, n) -> images [n, S, S, 1] in [0, 1]`` of a run (x_0
+    """The jitted ``sample(params, key, n) -> images [n, S, S, C] in [0, 1]`` of a run (x_0
     predictions clipped to [-1, 1] on the way)."""
-    shape = (config.image_size, config.image_size, 1)
+    shape = image_shape(config)
     sample = make_sampler(
         model,
         shape,
@@ -203,7 +202,7 @@ class DDPMRun(Run):
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return (self.config.image_size, self.config.image_size, 1)
+        return image_shape(self.config)
 
     def training(self, data_: Data, keys: RunKeys, mesh) -> Training:
         config = self.config
@@ -211,7 +210,7 @@ class DDPMRun(Run):
         params = model.init(keys.init, self.shape)
         tx = optimizer(config.learning_rate, config.warmup_steps, config.clip_norm, config.adam_eps)
         per_example = noise_prediction_loss(model)
-        self.preprocess = to_tanh_range(data.make_batch_preprocessor(config.image_size))
+        self.preprocess = to_tanh_range(data.make_batch_preprocessor(self.shape[0]))
         evaluate = training.make_evaluator(
             per_example, self.preprocess, batch_size=config.eval_batch_size, mesh=mesh
         )

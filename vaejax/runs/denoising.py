@@ -151,7 +151,7 @@ def run(config: DenoisingConfig, workdir: Path) -> list[dict]:
     run_start = time.perf_counter()
     train, test, _, writer, log = run_config.start(config, validate)
     key = jax.random.key(config.seed)
-    size = autoencoders_run.image_size(config.model)
+    size = autoencoders_run.image_size(config)
     preprocess = make_denoising_preprocessor(size, config.noise, config.noise_level)
     model = autoencoders_run.train_family_member(
         "ae",

@@ -18,14 +18,17 @@ from vaejax import data, io, models
 from vaejax.data.preprocess import to_tanh_range
 from vaejax.errors import ConfigError
 from vaejax.evaluation import judge
-from vaejax.models.gan import GAN, dcgan
+from vaejax.models.gan import GAN, dcgan, layout
 from vaejax.objectives.gan import GENERATOR_LOSSES, LOSSES
 from vaejax.runs.base import Data, Run, Training, register
 from vaejax.runs.config import (
     RunConfig,
     applies_when,
+    check_image_size,
     check_positive,
     config_field,
+    data_spec,
+    image_shape,
     judge_field,
     validate_run,
 )
@@ -85,7 +88,6 @@ class GANConfig(RunConfig):
         "channels of the generator's last and the discriminator's first "
         "hidden layer (pytorch/examples' ngf = ndf)",
     )
-    image_size: int = config_field(28, "28 (MNIST as is) or 32 (padded)")
     classifier_workdir: str = judge_field()
     eval_samples: int = config_field(
         2000,
@@ -125,8 +127,6 @@ def validate(config: GANConfig, num_devices: int) -> None:
     for name, value in (("adam_beta1", config.adam_beta1), ("adam_beta2", adam_beta2)):
         if not 0 <= value < 1:
             raise ConfigError(f"--{name} must lie in [0, 1), got {value}")
-    if config.image_size not in (28, 32):
-        raise ConfigError(f"--image_size must be 28 or 32, got {config.image_size}")
     if config.loss == "wgan-gp" and config.generator_loss != "non-saturating":
         raise ConfigError(
             "--generator_loss chooses the bce game's generator loss; wgan-gp's is "
@@ -134,7 +134,8 @@ def validate(config: GANConfig, num_devices: int) -> None:
         )
     learning_rate, _, n_critic = config.resolved()
     validate_run(dataclasses.replace(config, learning_rate=learning_rate), num_devices)
-    n_train = config.train_examples or data.dataset_spec(config.dataset).num_examples["train"]
+    check_image_size(image_shape(config)[0], _fits_dcgan, "DCGAN")
+    n_train = config.train_examples or data_spec(config).num_examples["train"]
     if n_critic * config.batch_size > n_train:
         raise ConfigError(
             f"one generator step takes n_critic x batch_size = "
@@ -143,10 +144,17 @@ def validate(config: GANConfig, num_devices: int) -> None:
         )
 
 
+def _fits_dcgan(size: int) -> bool:
+    try:
+        layout(size)
+    except ValueError:
+        return False
+    return True
+
+
 def build(config: GANConfig) -> GAN:
-    return dcgan(
-        config.image_size, 1, config.width, config.noise_dim, critic=config.loss == "wgan-gp"
-    )
+    size, _, channels = image_shape(config)
+    return dcgan(size, channels, config.width, config.noise_dim, critic=config.loss == "wgan-gp")
 
 
 def _describe(terms: dict[str, float]) -> str:
@@ -210,7 +218,7 @@ class GANRun(Run):
         return Training(
             create_gan_state(params, optimizer, optimizer),
             update,
-            to_tanh_range(data.make_batch_preprocessor(config.image_size)),
+            to_tanh_range(data.make_batch_preprocessor(image_shape(config)[0])),
             data_.train.images,
             self._end_of_epoch(scorer, sample, data_, keys),
             f"DCGAN ({game}; generator {models.count_params(params['generator']):,}, "

@@ -32,7 +32,7 @@ from vaejax.runs import autoencoders as autoencoders_run
 from vaejax.runs import config as run_config
 from vaejax.runs.autoencoders import AEConfig, TrainedModel
 from vaejax.runs.base import Run, register
-from vaejax.runs.config import check_positive, config_field, value_text
+from vaejax.runs.config import check_positive, config_field, data_spec, value_text
 from vaejax.training.fit import TrainSettings
 
 
@@ -40,7 +40,9 @@ from vaejax.training.fit import TrainSettings
 class LatentStudyConfig(AEConfig):
     """Settings of ``experiments.ae_fashion_mnist``; defaults: Foster's notebooks."""
 
-    dataset: str = config_field("fashion_mnist", "dataset", tuple(data.DATASETS))
+    dataset: str = config_field(
+        "fashion_mnist", "dataset (any with class labels; see --help of experiments.vae_mnist)"
+    )
     model: str = config_field(
         "conv",
         "conv: Foster's convolutional AE and VAE (32x32); mlp: the dense "
@@ -75,7 +77,7 @@ class LatentStudyConfig(AEConfig):
 def attribute_pair(config: LatentStudyConfig) -> tuple[int, int]:
     """(A, B) of ``--attribute_classes``; raises ConfigError unless they are two different
     labels of the dataset."""
-    n = data.dataset_spec(config.dataset).num_classes
+    n = data_spec(config).num_classes
     pair = config.attribute_classes
     if not (len(pair) == 2 and all(0 <= c < n for c in pair) and pair[0] != pair[1]):
         raise ConfigError(

@@ -37,9 +37,7 @@ from vaejax.runs.trained import TrainedRun
 class QualityConfig:
     """Settings of ``experiments.sample_quality``."""
 
-    dataset: str = config_field(
-        "mnist", "dataset of the classifier and the runs", ("mnist", "fashion_mnist")
-    )
+    dataset: str = config_field("mnist", "dataset of the classifier and the runs")
     runs: tuple[str, ...] = config_field(
         (), "workdirs of finished VAE / GAN / diffusion runs to score (none: real test images only)"
     )
@@ -141,7 +139,7 @@ def _score_run(
     """Draws ``config.num_samples`` images of the run (with the seed's key folded with
     ``index``), scores them and prints the table's row; returns (the JSON row, the images)."""
     images, rate = timed_draw(
-        lambda key, n, sample=trained_run.sample: _unit_float(sample(key, n)),
+        lambda key, n, sample=trained_run.sample: _unit_float(sample(key, n), scorer.shape),
         jax.random.fold_in(jax.random.key(config.seed), index),
         config.num_samples,
     )
@@ -187,7 +185,7 @@ def run(config: QualityConfig, workdir: Path) -> dict:
     classifier_dir = config.classifier_workdir.replace("{dataset}", config.dataset)
     classifier = judge.load(classifier_dir, config.dataset)
     trained = _load_runs(config)  # every error before the slow part
-    train, test = load_data(config)
+    train, test = load_data(config, size=classifier.image_shape[0])
     scorer = Judge.of(classifier, train.images)
     num_classes = classifier.model.num_classes
     header = (
@@ -202,7 +200,7 @@ def run(config: QualityConfig, workdir: Path) -> dict:
     real = scorer.score(test.images)
     rows = [{"name": "real test images", "images": len(test.images), **real}]
     print(_format_row("real test images", real, num_classes, None))
-    previews = [(_unit_float(test.images[:16]), 16)]
+    previews = [(_unit_float(test.images[:16], classifier.image_shape), 16)]
     for i, (path, trained_run) in enumerate(trained):
         row, images = _score_run(config, scorer, i, path, trained_run, num_classes)
         rows.append(row)

@@ -28,8 +28,11 @@ from vaejax.runs.config import (
     Applies,
     RunConfig,
     applies_when,
+    check_image_size,
     check_positive,
     config_field,
+    data_spec,
+    image_shape,
     load_data,
     validate_run,
 )
@@ -85,9 +88,6 @@ class VAEConfig(RunConfig):
         "Bernoulli draw every visit) or static (one fixed draw)",
         data.BINARIZATIONS,
     )
-    image_size: int | None = config_field(
-        None, "pad images to this size: 28 (none) or 32 (auto: the model's own, conv 32, else 28)"
-    )
     workdir: str = config_field(
         "workdirs/vae_mnist",
         "where metrics, images, checkpoints and "
@@ -121,9 +121,14 @@ class VAEConfig(RunConfig):
 
     @property
     def resolved_image_size(self) -> int:
-        """``image_size``, or the model's own for None (and for the 0 that runs of older
-        versions recorded)."""
-        return self.image_size or (32 if self.model == "conv" else 28)
+        """The side of the images the model sees (see :func:`model_shape`)."""
+        return model_shape(self)[0]
+
+
+def model_shape(config: VAEConfig) -> tuple[int, int, int]:
+    """(S, S, C) of the model's images: ``--image_size``, else the data's size (the conv model
+    pads 28x28 data to Foster's 32x32); C from the data."""
+    return image_shape(config, 32 if config.model == "conv" else None)
 
 
 def validate(config: VAEConfig, num_devices: int) -> None:
@@ -144,12 +149,8 @@ def validate(config: VAEConfig, num_devices: int) -> None:
             f"--objective iwae bounds the likelihood itself: it takes no --beta "
             f"(got {config.beta}); drop --beta"
         )
-    if config.image_size not in (None, 28, 32):
-        raise ConfigError(
-            f"--image_size must be 28 or 32 (or auto for the model's own), got {config.image_size}"
-        )
-    if config.model == "conv" and config.resolved_image_size != 32:
-        raise ConfigError("the conv model needs 32x32 images: drop --image_size or pass 32")
+    if config.model == "conv":
+        check_image_size(model_shape(config)[0], lambda size: size % 8 == 0, "the conv model")
     if not config.perceptual_weight >= 0 or not np.isfinite(config.perceptual_weight):
         raise ConfigError(f"--perceptual_weight must be >= 0, got {config.perceptual_weight}")
     if config.perceptual_weight and config.objective == "iwae":
@@ -160,12 +161,12 @@ def validate(config: VAEConfig, num_devices: int) -> None:
 
 
 def build_model(config: VAEConfig) -> models.VAE:
-    size = config.resolved_image_size
+    shape = model_shape(config)
     if config.model == "mlp":
-        return models.mlp_vae(config.latent_dim, (config.hidden_dim,), (size, size, 1))
+        return models.mlp_vae(config.latent_dim, (config.hidden_dim,), shape)
     if config.model == "burda":
-        return models.burda_vae(config.latent_dim, (size, size, 1))
-    return models.conv_vae(config.latent_dim)
+        return models.burda_vae(config.latent_dim, shape)
+    return models.conv_vae(config.latent_dim, image_shape=shape)
 
 
 def _format_terms(terms: dict[str, float], beta: float) -> str:
@@ -250,15 +251,14 @@ class VAERun(Run):
             self.perceptual = judge.perceptual_loss(
                 judge.load(config.classifier_workdir, config.dataset)
             )
-        train, test = load_data(config, config.binarization)
-        return Data(train, test, data.dataset_spec(config.dataset))
+        train, test = load_data(config, config.binarization, config.resolved_image_size)
+        return Data(train, test, data_spec(config))
 
     def build(self) -> models.VAE:
         return build_model(self.config)
 
     def init_params(self, model: models.VAE, key: jax.Array):
-        size = self.config.resolved_image_size
-        return model.init(key, jnp.zeros((1, size, size, 1)), key)["params"]
+        return model.init(key, jnp.zeros((1, *model_shape(self.config))), key)["params"]
 
     def per_example(self, model: models.VAE):
         config = self.config

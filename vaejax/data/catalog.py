@@ -1,0 +1,125 @@
+"""Every dataset by its name: what it is (:func:`dataset_spec`) and its splits as arrays
+(:func:`load_split`), whichever of the four kinds the name is.
+
+- ``mnist``, ``fashion_mnist``: the IDX pair (:mod:`vaejax.data.datasets`);
+- ``cifar10``, ``svhn_cropped``, ``celeb_a``: the sources vaejax prepares without TensorFlow
+  (:mod:`vaejax.data.sources`, :mod:`vaejax.data.source_builder`);
+- ``folder:PATH``: the user's own images (:mod:`vaejax.data.folder`);
+- any other tfds image dataset, by its tfds name, once prepared as array_record files in the data
+  directory (:mod:`vaejax.data.tfds_any`): tfds' own builders need TensorFlow to prepare it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from vaejax.data import idx
+from vaejax.data.idx import DataError, ImageSplit
+from vaejax.data.sources import SOURCES
+
+FOLDER_PREFIX = "folder:"
+DEFAULT_FOLDER_SIZE = 64  # the size a folder is prepared at when the run names none
+SPLITS = ("train", "test")
+
+
+def builtin_names() -> tuple[str, ...]:
+    """The names vaejax prepares itself, offline from raw files included."""
+    return (*idx.DATASETS, *SOURCES)
+
+
+def dataset_spec(
+    name: str, data_dir: os.PathLike | str | None = None, image_size: int | None = None
+):
+    """What is known about ``name``: ``name``, ``image_shape`` (H, W, C as delivered),
+    ``class_names`` (empty without labels), ``num_classes``, ``num_examples`` (per split),
+    ``attribute_names``.
+
+    Cheap for the built-in names. A ``folder:PATH`` is prepared first (at ``image_size``, by
+    default 64) and another tfds name is read from its prepared files in ``data_dir``.
+    Raises :class:`DataError` for an unknown name.
+    """
+    if name in idx.DATASETS:
+        return idx.DATASETS[name]
+    if name in SOURCES:
+        from vaejax.data.sources import source
+
+        return source(name).SPEC
+    if name.startswith(FOLDER_PREFIX):
+        from vaejax.data import folder
+
+        return folder.folder_spec(name, image_size or DEFAULT_FOLDER_SIZE, data_dir)
+    from vaejax.data import tfds_any
+
+    return tfds_any.tfds_spec(name, data_dir, image_size)
+
+
+def load_split(
+    name: str,
+    split: str,
+    data_dir: os.PathLike | str | None = None,
+    raw_data_dir: os.PathLike | str | None = None,
+    image_size: int | None = None,
+) -> ImageSplit:
+    """One split (``train`` or ``test``) of ``name`` as uint8 arrays at the dataset's delivered
+    shape, preparing it first if needed (see the module docstring for the names)."""
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}: choose train or test")
+    if name in idx.DATASETS:
+        from vaejax.data import datasets
+
+        return datasets.load_split(name, split, data_dir, raw_data_dir)
+    if name in SOURCES:
+        from vaejax.data import source_builder
+
+        return source_builder.load_source_split(name, split, data_dir, raw_data_dir)
+    if raw_data_dir:
+        raise DataError(
+            f"--raw_data_dir applies to the datasets vaejax prepares from raw files "
+            f"({', '.join(builtin_names())}), not to {name}: drop it"
+        )
+    if name.startswith(FOLDER_PREFIX):
+        from vaejax.data import folder
+
+        return folder.load_folder_split(name, split, image_size or DEFAULT_FOLDER_SIZE, data_dir)
+    from vaejax.data import tfds_any
+
+    return tfds_any.load_tfds_split(name, split, data_dir, image_size)
+
+
+def take(split: ImageSplit, n: int) -> ImageSplit:
+    """The first ``n`` examples of ``split`` (all of them for 0)."""
+    if not n:
+        return split
+    attributes = None if split.attributes is None else split.attributes[:n]
+    return ImageSplit(split.images[:n], split.labels[:n], attributes)
+
+
+def fit_to_size(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 images [N, H, W, C] -> [N, size, size, C]: unchanged at that size, else each
+    centre-cropped to a square and resized with PIL's antialiased bilinear filter (once, on the
+    host). (28-pixel images meant for 32-pixel models are zero-padded on the device instead, see
+    :func:`vaejax.data.preprocess.make_batch_preprocessor`.)"""
+    n, height, width, channels = images.shape
+    if height == width == size:
+        return images
+    import PIL.Image
+
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    out = np.empty((n, size, size, channels), np.uint8)
+    for i, image in enumerate(images):
+        square = image[top : top + side, left : left + side]
+        picture = PIL.Image.fromarray(square[..., 0] if channels == 1 else square)
+        resized = np.asarray(picture.resize((size, size), PIL.Image.BILINEAR))
+        out[i] = resized.reshape(size, size, channels)
+    return out
+
+
+def describe(spec: Any) -> str:
+    """'cifar10 (32x32x3, 10 classes)' for the start line and errors."""
+    h, w, c = spec.image_shape
+    labels = f"{spec.num_classes} classes" if spec.num_classes else "no labels"
+    return f"{spec.name} ({h}x{w}x{c}, {labels})"
