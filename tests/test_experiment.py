@@ -158,8 +158,10 @@ def _main(argv, defaults=None):
         (["--batch_size", "0"], "error: --batch_size must be positive, got 0"),
         (["--learning_rate", "-1"], "error: --learning_rate must be a positive number, got -1.0"),
         (["--beta", "nan"], "error: --beta must be >= 0, got nan"),
-        (["--model", "conv", "--image_size", "28"], "error: the conv model needs 32x32 images"),
-        (["--image_size", "30"], "error: --image_size must be 28 or 32"),
+        (["--model", "conv", "--image_size", "28"], "error: the conv model does not take 28x28"),
+        (["--image_size", "4"], "error: --image_size must be between 8 and 1024, got 4"),
+        (["--dataset", "cifar1O"], "error: unknown dataset 'cifar1O' (did you mean cifar10"),
+        (["--dataset", "folder:"], "error: 'folder:' names no folder: pass --dataset folder:PATH"),
         (["--train_examples", "100"], "error: --batch_size 128 exceeds the 100 training images"),
         (
             ["--train_examples", "99999"],
@@ -199,7 +201,6 @@ def test_batch_size_must_split_over_the_devices():
 @pytest.mark.parametrize(
     "argv,message",
     [
-        (["--dataset", "cifar10"], "error: argument --dataset: invalid choice: 'cifar10'"),
         (["--learning_rate", "abc"], "error: argument --learning_rate: invalid float value: 'abc'"),
         (["--epoch", "3", "--bogus"], "error: unrecognized arguments: --bogus"),
         (["--nonfinite", "ignore"], "error: argument --nonfinite: invalid choice: 'ignore'"),

@@ -290,7 +290,7 @@ def test_gan_and_sample_quality_end_to_end(
             ["--loss", "wgan-gp", "--generator_loss", "minimax"],
             "error: --generator_loss applies only to --loss bce, not wgan-gp: drop it",
         ),
-        (["--image_size", "30"], "error: --image_size must be 28 or 32, got 30"),
+        (["--image_size", "30"], "error: DCGAN does not take 30x30 images"),
         (["--adam_beta1", "1"], "error: --adam_beta1 must lie in [0, 1), got 1.0"),
         (
             ["--train_examples", "100", "--batch_size", "64", "--loss", "wgan-gp"],

@@ -123,6 +123,16 @@ def test_celeba_attributes_and_smiling(downloaded, written):
     assert loaded["celeb_a", "train"].attributes[:, smiling].tolist() == [True, False, False]
     assert loaded["celeb_a", "test"].attributes[:, smiling].tolist() == [True, False]
     assert loaded["celeb_a", "train"].attributes.shape == (3, 40)
+    # the attribute-vector tools take the mask: mean code with the attribute minus without
+    from vaejax import data
+    from vaejax.evaluation import latent
+
+    spec, train = sources.source("celeb_a").SPEC, loaded["celeb_a", "train"]
+    mask = data.attribute_mask(train, spec, "Smiling")
+    codes = np.arange(6.0).reshape(3, 2)
+    assert latent.attribute_vector(codes, mask, ~mask).tolist() == [-3.0, -3.0]
+    with pytest.raises(data.DataError, match="has no attribute 'Smiles'"):
+        data.attribute_mask(train, spec, "Smiles")
 
 
 @pytest.mark.parametrize("name", NAMES)

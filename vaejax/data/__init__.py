@@ -2,6 +2,7 @@
 device. Every dataset by its name: :mod:`vaejax.data.catalog`."""
 
 from vaejax.data.catalog import (
+    attribute_mask,
     builtin_names,
     dataset_spec,
     describe,

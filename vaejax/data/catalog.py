@@ -97,6 +97,17 @@ def take(split: ImageSplit, n: int) -> ImageSplit:
     return ImageSplit(split.images[:n], split.labels[:n], attributes)
 
 
+def attribute_mask(split: ImageSplit, spec: Any, name: str) -> np.ndarray:
+    """bool [N]: which examples of ``split`` have the binary attribute ``name`` (one of
+    ``spec.attribute_names``, e.g. CelebA's "Smiling"); for
+    :func:`vaejax.evaluation.latent.attribute_vector`. Raises :class:`DataError` for a dataset
+    without it."""
+    if name not in spec.attribute_names or split.attributes is None:
+        known = ", ".join(spec.attribute_names) or "none"
+        raise DataError(f"{spec.name} has no attribute {name!r} (its attributes: {known})")
+    return np.asarray(split.attributes[:, spec.attribute_names.index(name)], bool)
+
+
 def fit_to_size(images: np.ndarray, size: int) -> np.ndarray:
     """uint8 images [N, H, W, C] -> [N, size, size, C]: unchanged at that size, else each
     centre-cropped to a square and resized with PIL's antialiased bilinear filter (once, on the

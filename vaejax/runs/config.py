@@ -277,7 +277,8 @@ def resumable_fields(config_class: type) -> tuple[str, ...]:
 def data_spec(config: RunConfig):
     """The spec of ``config.dataset`` (:func:`vaejax.data.dataset_spec`): its delivered
     ``image_shape``, classes, attributes and split sizes."""
-    return data.dataset_spec(config.dataset, config.data_dir or None, config.image_size)
+    size = getattr(config, "image_size", None)  # configs of kinds that do not train lack it
+    return data.dataset_spec(config.dataset, config.data_dir or None, size)
 
 
 def image_shape(config: RunConfig, padded_size: int | None = None) -> tuple[int, int, int]:
@@ -319,7 +320,7 @@ def load_data(
     kwargs = dict(
         data_dir=config.data_dir or None,
         raw_data_dir=config.raw_data_dir or None,
-        image_size=config.image_size,
+        image_size=getattr(config, "image_size", None),
     )
     train = data.take(data.load_split(config.dataset, "train", **kwargs), config.train_examples)
     test = data.load_split(config.dataset, "test", **kwargs)
@@ -327,7 +328,7 @@ def load_data(
     # after the protocol: the same test images whatever their number
     test = data.take(test, getattr(config, "test_examples", 0))
     train = data.apply_binarization_protocol(train, binarization, train=True)
-    size = size or config.image_size
+    size = size or kwargs["image_size"]
     if size and size != train.images.shape[1] and not (train.images.shape[1] == 28 == size - 4):
         train, test = (s._replace(images=data.fit_to_size(s.images, size)) for s in (train, test))
     return train, test
