@@ -1,5 +1,6 @@
-"""Multi-process (multi-host) training: 2 processes x 4 CPU devices under jax.distributed
-against 1 process x 8 devices, through the experiment's own command line."""
+"""Multi-process (multi-host) training: 2 processes x 4 CPU devices under jax.distributed, the
+training data streamed (each process reading its own rows), against 1 process x 8 devices with
+the data on the devices, through the experiment's own command line."""
 
 from __future__ import annotations
 
@@ -81,7 +82,8 @@ def test_two_processes_train_like_one(tmp_path, mnist_tfds_dir, mnist_raw_dir):
     ]
     single = tmp_path / "single"
     with open(tmp_path / "single.log", "w") as log:
-        codes = _wait_all([_start(common + ["--workdir", str(single)], 8, log)])
+        argv = common + ["--workdir", str(single), "--data_on_device", "on"]
+        codes = _wait_all([_start(argv, 8, log)])
     assert codes == [0], (tmp_path / "single.log").read_text()[-3000:]
 
     multi = tmp_path / "multi"
@@ -99,6 +101,8 @@ def test_two_processes_train_like_one(tmp_path, mnist_tfds_dir, mnist_raw_dir):
                 "2",
                 "--process_id",
                 str(i),
+                "--data_on_device",
+                "off",
             ],
             4,
             logs[i],

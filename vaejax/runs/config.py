@@ -9,7 +9,7 @@ import numpy as np
 
 from vaejax import data, sharding
 from vaejax.errors import LARGEST_INT, ConfigError
-from vaejax.training import loop, step
+from vaejax.training import loop, step, stream
 
 
 def flag_text(name: str, value: Any) -> str:
@@ -189,6 +189,14 @@ class RunConfig:
         "a step with a non-finite loss or gradient: stop (name "
         "the last good checkpoint) or skip it",
         step.NONFINITE_POLICIES,
+        resume=True,
+    )
+    data_on_device: str = config_field(
+        "auto",
+        "on: the training set on every device for the whole run; off: streamed from the host, "
+        "each device holding its part of the batches in flight; auto: on when one copy takes "
+        "at most a quarter of a device's memory (the same batches and parameters either way)",
+        stream.PLACEMENTS,
         resume=True,
     )
     damaged_checkpoints: str = config_field(

@@ -10,7 +10,7 @@ import jax
 import optax
 
 from vaejax import io, objectives, sharding
-from vaejax.training import loop, step
+from vaejax.training import loop, step, stream
 from vaejax.training.workdir_lock import workdir_lock
 
 
@@ -40,10 +40,16 @@ class TrainSettings(NamedTuple):
     checkpoint_every: int
     keep_checkpoints: int
     nonfinite: str
+    data_on_device: str = "auto"  # see vaejax.training.stream
 
     @classmethod
     def of(cls, config: Any, **overrides) -> TrainSettings:
-        return cls(**{**{name: getattr(config, name) for name in cls._fields}, **overrides})
+        fields = {
+            name: getattr(config, name)
+            for name in cls._fields
+            if hasattr(config, name) or name not in cls._field_defaults
+        }
+        return cls(**{**fields, **overrides})
 
 
 Describe = Callable[[dict[str, float]], str]
@@ -70,7 +76,9 @@ def fit_state(
     whole epochs compiled on the device, checkpoints, resume, signals, non-finite guard): the
     machinery under every experiment, one model or two players.
 
-    ``train_data`` is a pytree of host arrays with a leading example axis; ``preprocess(raw_batch,
+    ``train_data`` is a pytree of host arrays with a leading example axis, placed on the
+    device(s) or streamed from the host as ``settings.data_on_device`` says
+    (:mod:`vaejax.training.stream`); ``preprocess(raw_batch,
     key)`` runs on the device in each step; ``end_of_epoch(epoch, state, train_terms) -> (record,
     text)`` evaluates (see :func:`vaejax.loop.train`; skipped non-finite steps are added to its
     text). A workdir already holding this run resumes it (``free_fields`` may differ). Returns
@@ -81,7 +89,8 @@ def fit_state(
         start_step = loop.resume_step(
             workdir, config_record, free_fields, config_record.get("damaged_checkpoints", "stop")
         )
-        runner = step.make_epoch_runner(
+        resident = stream.data_on_device(settings.data_on_device, train_data, mesh)
+        runner = (step.make_epoch_runner if resident else step.make_streamed_runner)(
             update,
             preprocess,
             batch_size=settings.batch_size,
@@ -89,7 +98,13 @@ def fit_state(
             mesh=mesh,
             nonfinite=settings.nonfinite,
         )
-        state, train_data = sharding.put_replicated((state, train_data), mesh)
+        streamed = None
+        if resident:
+            state, train_data = sharding.put_replicated((state, train_data), mesh)
+        else:
+            state = sharding.put_replicated(state, mesh)
+            streamed = stream.Streamed(train_data, runner, keys.data, mesh)
+            train_data = None
         return loop.train(
             runner,
             state,
@@ -104,6 +119,7 @@ def fit_state(
             keep_checkpoints=settings.keep_checkpoints,
             end_of_epoch=_with_skips(end_of_epoch),
             mesh=mesh,
+            stream=streamed,
         )
 
 

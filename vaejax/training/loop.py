@@ -106,6 +106,7 @@ def train(
     keep_checkpoints: int,
     end_of_epoch: EndOfEpoch,
     mesh=None,
+    stream=None,
 ):
     """Trains ``state`` for ``epochs`` epochs of ``data``, resuming from checkpoint ``start_step``
     (from :func:`resume_step`) if not None; returns ``(state, last metrics record)``.
@@ -115,9 +116,15 @@ def train(
     ``metrics.jsonl`` with ``epoch`` and ``step`` added, ``text`` to the console. Every process
     calls it; it must write files only on :func:`is_writer`.
 
+    With ``stream`` (a :class:`vaejax.training.stream.Streamed` and a runner of
+    :func:`~vaejax.training.step.make_streamed_runner`), ``data`` is None and each stretch
+    gets its block of batches from the host.
+
     The workdir is locked (:mod:`vaejax.training.workdir_lock`) while training.
     """
     with workdir_lock(workdir):
+        if stream is not None:
+            data = stream.example_block()
         loop = _Loop(
             runner=runner,
             data=data,
@@ -135,6 +142,7 @@ def train(
             end_of_epoch=end_of_epoch,
             saved_step=start_step,
             writer=is_writer(),
+            stream=stream,
         )
         loop.open(epochs, mesh or sharding.data_mesh())
         return loop.drive(start_step is None, loop.compile(), keep_checkpoints)
@@ -162,6 +170,7 @@ class _Loop:
     end_of_epoch: EndOfEpoch
     saved_step: int | None
     writer: bool
+    stream: Any = None  # a vaejax.training.stream.Streamed, or None: data on the device(s)
     run: Callable | None = None  # the compiled runner.run (:meth:`compile`)
     order: jax.Array | None = None  # the epoch's batches of example indices
     manager: Any = None  # the checkpoint manager (:meth:`drive`)
@@ -195,6 +204,8 @@ class _Loop:
         with stopping.activity("compiling the training step"):
             faults.point("compile")
             self.order = self.runner.order(self.data_key, self.step // self.runner.steps_per_epoch)
+            if self.stream is not None:
+                self.order = np.int32(0)  # a streamed block's first step
             self.run = self.runner.run.lower(
                 self.state, self.buffer, self.data, self.order, self.base_key, 0, 0, 1
             ).compile()
@@ -324,7 +335,7 @@ class _Loop:
         returns (the step reached, seconds). Raises :class:`Diverged` at a non-finite step."""
         per_epoch = self.runner.steps_per_epoch
         epoch, position = divmod(self.step, per_epoch)
-        if position == 0:
+        if position == 0 and self.stream is None:
             self.order = self.runner.order(self.data_key, epoch)
         end = min(
             (epoch + 1) * per_epoch,
@@ -332,11 +343,16 @@ class _Loop:
             (self.step // self.checkpoint_every + 1) * self.checkpoint_every,
         )
         began = time.perf_counter()
+        data, order = self.data, self.order
+        if self.stream is not None:  # this stretch's batches, from the host
+            end = min(end, self.step + self.stream.chunk)
+            data = self.stream.block(epoch, position, end - epoch * per_epoch)
+            order = np.int32(position)
         self.state, self.buffer, reached = self.run(
             self.state,
             self.buffer,
-            self.data,
-            self.order,
+            data,
+            order,
             self.base_key,
             epoch,
             position,

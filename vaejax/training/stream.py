@@ -1,0 +1,148 @@
+"""Where the training data live: on the device(s) for the whole run, or streamed from the host.
+
+``--data_on_device auto|on|off`` chooses (:func:`data_on_device`). ``on`` places the training
+set on every device once, and each compiled stretch gathers its batches there
+(:func:`vaejax.training.step.make_epoch_runner`). ``off`` streams: host threads (a grain
+``MapDataset`` read with ``ReadOptions(num_threads, prefetch_buffer_size)``) gather the rows of
+the coming batches from a random-access source and keep ``prefetch`` examples ahead, and each
+stretch of at most :data:`CHUNK_STEPS` steps gets a block [K, batch, ...] sharded along the
+batch axis, so a device holds only its part of the batches in flight: memory that shrinks as
+devices are added. Each process reads only the rows of its own devices.
+
+Both take the same batches: the rows of step ``i`` of an epoch are row ``i`` of
+``runner.order(data_key, epoch)`` (a function of the seed and the epoch) whichever way they
+travel, so a streamed run trains the same parameters as an on-device one. The loader's position
+is the training step, which every checkpoint holds: a resumed run rebuilds the reader at that
+row of that epoch's order, so kill and resume stay exact.
+
+``auto`` keeps the data on the device when one copy takes at most
+:data:`DEVICE_BUDGET_FRACTION` of the smallest device's memory (an accelerator's
+``bytes_limit``; on a CPU, the machine's memory), else streams.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from vaejax.sharding import DATA_AXIS
+
+PLACEMENTS = ("auto", "on", "off")
+DEVICE_BUDGET_FRACTION = 0.25
+CHUNK_STEPS = 8  # steps per streamed block: the most a stretch takes between two host looks
+READ_THREADS = 8
+PREFETCH_EXAMPLES = 4096
+
+
+def tree_bytes(tree) -> int:
+    return sum(np.asarray(leaf).nbytes for leaf in jax.tree_util.tree_leaves(tree))
+
+
+def device_memory(device) -> int:
+    """Bytes of memory of ``device``: its allocator's limit, or the machine's memory (CPU)."""
+    stats = None
+    try:
+        stats = device.memory_stats()
+    except Exception:  # noqa: BLE001 - a backend without memory statistics
+        stats = None
+    if stats and stats.get("bytes_limit"):
+        return int(stats["bytes_limit"])
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def data_on_device(setting: str, train_data, mesh: Mesh) -> bool:
+    """Whether the training data go on the device(s) (see the module docstring)."""
+    if setting not in PLACEMENTS:
+        raise ValueError(f"data_on_device must be one of {', '.join(PLACEMENTS)}, got {setting!r}")
+    if setting != "auto":
+        return setting == "on"
+    budget = DEVICE_BUDGET_FRACTION * min(device_memory(d) for d in mesh.devices.flat)
+    return tree_bytes(train_data) <= budget
+
+
+class _Rows:
+    """A random-access view of ``rows`` of ``source`` (a pytree of arrays with a leading example
+    axis): item ``i`` is the pytree of row ``rows[i]``."""
+
+    def __init__(self, source, rows: np.ndarray):
+        self.source, self.rows = source, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int):
+        row = int(self.rows[i])
+        return jax.tree_util.tree_map(lambda a: np.asarray(a[row]), self.source)
+
+
+class Streamed:
+    """The training data streamed from the host: ``block(epoch, start, stop)`` places steps
+    ``start .. stop - 1`` of ``epoch`` on the devices as one block (see the module)."""
+
+    def __init__(self, source, runner, data_key: jax.Array, mesh: Mesh, chunk: int = CHUNK_STEPS):
+        self.source, self.runner, self.data_key, self.mesh = source, runner, data_key, mesh
+        self.chunk = min(chunk, runner.steps_per_epoch)
+        self.sharding = NamedSharding(mesh, PartitionSpec(None, DATA_AXIS))
+        self.columns = _local_columns(mesh, runner.batch_size)
+        self.epoch = self.next_step = None  # the reader's position: (epoch, step of the epoch)
+        self.reader = None
+
+    def _open(self, epoch: int, start: int) -> None:
+        """A reader of this process's rows of ``epoch`` from step ``start``, reading ahead."""
+        import grain
+
+        order = np.asarray(jax.device_get(self.runner.order(self.data_key, epoch)))
+        rows = order[start:, self.columns].reshape(-1)
+        dataset = grain.MapDataset.source(_Rows(self.source, rows)).batch(len(self.columns))
+        options = grain.ReadOptions(
+            num_threads=READ_THREADS, prefetch_buffer_size=PREFETCH_EXAMPLES
+        )
+        self.reader = iter(dataset.to_iter_dataset(options))
+        self.epoch, self.next_step = epoch, start
+
+    def local_batches(self, epoch: int, start: int, stop: int) -> list:
+        """This process's parts of the batches of steps ``start .. stop - 1`` (host arrays)."""
+        if (self.epoch, self.next_step) != (epoch, start):
+            self._open(epoch, start)
+        batches = [next(self.reader) for _ in range(stop - start)]
+        self.next_step = stop
+        return batches
+
+    def block(self, epoch: int, start: int, stop: int):
+        """Steps ``start .. stop - 1`` (at most ``chunk``) as a block [chunk, batch, ...] on the
+        devices, padded with zeros after ``stop``."""
+        batches = self.local_batches(epoch, start, stop)
+        pad = self.chunk - len(batches)
+        local = jax.tree_util.tree_map(
+            lambda *parts: np.concatenate(
+                [np.stack(parts), np.zeros((pad, *parts[0].shape), parts[0].dtype)]
+            ),
+            *batches,
+        )
+        return jax.tree_util.tree_map(self._place, local)
+
+    def _place(self, local: np.ndarray) -> jax.Array:
+        shape = (local.shape[0], self.runner.batch_size, *local.shape[2:])
+        return jax.make_array_from_process_local_data(self.sharding, local, shape)
+
+    def example_block(self) -> Any:
+        """A block of zeros on the devices, to compile the stretch before any data are read."""
+        first = _Rows(self.source, np.zeros(1, np.int64))[0]
+        width = len(self.columns)
+        return jax.tree_util.tree_map(
+            lambda a: self._place(np.zeros((self.chunk, width, *a.shape), a.dtype)), first
+        )
+
+
+def _local_columns(mesh: Mesh, batch_size: int) -> np.ndarray:
+    """The positions within a batch that this process's devices hold (a contiguous range when
+    the mesh lists each process's devices together, as :func:`vaejax.sharding.data_mesh`
+    does)."""
+    devices = list(mesh.devices.flat)
+    per_device = batch_size // len(devices)
+    mine = [i for i, d in enumerate(devices) if d.process_index == jax.process_index()]
+    return np.concatenate([np.arange(i * per_device, (i + 1) * per_device) for i in mine])
