@@ -71,3 +71,17 @@ def test_streamed_runs_train_like_on_device_ones_and_resume_exactly(
     assert "8 cpu device(s)" in resumed.stdout and "resuming from step" in resumed.stdout
     for name in ("params.msgpack", "metrics.jsonl"):
         assert (tmp_path / "off" / name).read_bytes() == (tmp_path / "on" / name).read_bytes()
+
+
+def test_the_throughput_benchmark_reads_arrays_and_record_sources():
+    from experiments.data_throughput import reader_rate
+
+    class Decoded:  # a random-access source, as vaejax.data.records.RecordSource
+        def __len__(self):
+            return 64
+
+        def __getitem__(self, i):
+            return {"image": np.full((4, 4, 1), i, np.uint8), "label": np.int32(i % 10)}
+
+    assert reader_rate(np.zeros((64, 4, 4, 1), np.uint8), 8, 8) > 0
+    assert reader_rate(Decoded(), 8, 8) > 0

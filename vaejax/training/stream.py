@@ -64,9 +64,20 @@ def data_on_device(setting: str, train_data, mesh: Mesh) -> bool:
     return tree_bytes(train_data) <= budget
 
 
+def _is_arrays(source) -> bool:
+    return isinstance(source, (np.ndarray, jax.Array, dict, tuple, list))
+
+
+def num_examples(source) -> int:
+    """Examples in ``source``: a pytree of arrays with a leading example axis, or a
+    random-access source (``len``, and ``source[i]`` the pytree of example ``i``, e.g.
+    :class:`vaejax.data.records.RecordSource`)."""
+    return len(jax.tree_util.tree_leaves(source)[0]) if _is_arrays(source) else len(source)
+
+
 class _Rows:
-    """A random-access view of ``rows`` of ``source`` (a pytree of arrays with a leading example
-    axis): item ``i`` is the pytree of row ``rows[i]``."""
+    """A random-access view of ``rows`` of ``source`` (see :func:`num_examples`): item ``i`` is
+    the pytree of example ``rows[i]``."""
 
     def __init__(self, source, rows: np.ndarray):
         self.source, self.rows = source, rows
@@ -76,6 +87,8 @@ class _Rows:
 
     def __getitem__(self, i: int):
         row = int(self.rows[i])
+        if not _is_arrays(self.source):
+            return self.source[row]
         return jax.tree_util.tree_map(lambda a: np.asarray(a[row]), self.source)
 
 
