@@ -3,7 +3,7 @@
 The data: MNIST digits coloured (a digit colour and a background colour per image, drawn from a
 fixed palette) and written as 28x28 PNG files into class folders; ``folder:PATH`` prepares them
 at the run's ``--image_size``. Each family trains a few steps in-process and must write finite
-metrics and pictures in colour.
+metrics and pictures in colour (WGAN-GP and the DDPM computing in bfloat16).
 """
 
 from __future__ import annotations
@@ -62,7 +62,9 @@ FAMILIES = {
     "mlp_vae_32": VAEConfig(model="mlp", latent_dim=8, image_size=32, hidden_dim=64),
     "cvae_32": CVAEConfig(image_size=32, hidden_dim=64, samples_per_class=2),
     "dcgan_64": GANConfig(image_size=64, width=8, eval_samples=0),
-    "wgan_gp_32": GANConfig(loss="wgan-gp", image_size=32, width=8, eval_samples=0, n_critic=2),
+    "wgan_gp_32": GANConfig(
+        loss="wgan-gp", image_size=32, width=8, eval_samples=0, n_critic=2, dtype="bfloat16"
+    ),
     "ddpm_32": DDPMConfig(
         image_size=32,
         channels=8,
@@ -72,6 +74,7 @@ FAMILIES = {
         eval_samples=0,
         final_samples=4,
         warmup_steps=0,
+        dtype="bfloat16",
     ),
     "classifier_32": ClassifierConfig(image_size=32, hidden_dim=16),
 }

@@ -20,6 +20,7 @@ from vaejax.models.layers import (
     conv_transpose_matmul_grad,
     resolve_implementation,
 )
+from vaejax.models.precision import DTYPES, ComputeIn, cast_floats, compute_in
 from vaejax.models.unet import MLPDenoiser, ResidualBlock, UNet, timestep_embedding
 from vaejax.models.vae import (
     ACTIVATIONS,

@@ -195,7 +195,7 @@ class Conv2D(_Conv2DBase):
     def __call__(self, x):
         kernel, bias = self._params(x.shape[-1])
         op = _xla_conv if resolve_implementation(self.implementation) == "xla" else conv_matmul_grad
-        return op(x, kernel, self.stride) + bias
+        return op(x.astype(kernel.dtype), kernel, self.stride) + bias  # the parameters' dtype
 
 
 class ConvTranspose2D(_Conv2DBase):
@@ -209,4 +209,4 @@ class ConvTranspose2D(_Conv2DBase):
             if resolve_implementation(self.implementation) == "xla"
             else conv_transpose_matmul_grad
         )
-        return op(x, kernel, self.stride) + bias
+        return op(x.astype(kernel.dtype), kernel, self.stride) + bias

@@ -35,6 +35,7 @@ from vaejax.runs.config import (
     config_field,
     data_spec,
     image_shape,
+    in_dtype,
     validate_run,
 )
 from vaejax.runs.trained import TrainedAutoencoder
@@ -285,7 +286,7 @@ class AutoencoderMember(Run):
         return f"test loss {record['test_loss']:.2f}"
 
     def build(self) -> models.Autoencoder:
-        return build_autoencoder(self.config)
+        return in_dtype(self.config, build_autoencoder(self.config))
 
     def init_params(self, model, key: jax.Array):
         return model.init(key, jnp.zeros((1, *model_shape(self.config))))["params"]
@@ -309,7 +310,7 @@ class FamilyVAEMember(AutoencoderMember):
     kind = "family_vae"
 
     def build(self) -> models.VAE:
-        return build_vae(self.config)
+        return in_dtype(self.config, build_vae(self.config))
 
     def per_example(self, model) -> tuple[objectives.PerExampleFn, str]:
         beta = vae_beta(self.config)

@@ -35,6 +35,7 @@ from vaejax.runs.config import (
     config_field,
     data_spec,
     image_shape,
+    in_dtype,
     require_labels,
     validate_run,
 )
@@ -80,7 +81,8 @@ class ClassifierRun(Run):
         validate(self.config, num_devices)
 
     def build(self) -> LeNet:
-        return LeNet(data_spec(self.config).num_classes, hidden_dim=self.config.hidden_dim)
+        model = LeNet(data_spec(self.config).num_classes, hidden_dim=self.config.hidden_dim)
+        return in_dtype(self.config, model)
 
     def init_params(self, model: LeNet, key: jax.Array):
         return model.init(key, jnp.zeros((1, *image_shape(self.config))))["params"]

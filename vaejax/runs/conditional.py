@@ -26,6 +26,7 @@ from vaejax.runs.config import (
     config_field,
     data_spec,
     image_shape,
+    in_dtype,
     require_labels,
     validate_run,
 )
@@ -90,9 +91,10 @@ class CVAERun(Run):
 
     def build(self) -> models.ConditionalVAE:
         num_classes = data_spec(self.config).num_classes
-        return models.mlp_cvae(
+        model = models.mlp_cvae(
             self.config.latent_dim, (self.config.hidden_dim,), num_classes, image_shape(self.config)
         )
+        return in_dtype(self.config, model)
 
     def init_params(self, model: models.ConditionalVAE, key: jax.Array):
         x = jnp.zeros((1, *image_shape(self.config)))

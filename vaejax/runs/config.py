@@ -7,7 +7,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from vaejax import data, sharding
+from vaejax import data, models, sharding
 from vaejax.errors import LARGEST_INT, ConfigError
 from vaejax.training import loop, step, stream
 
@@ -191,6 +191,12 @@ class RunConfig:
         step.NONFINITE_POLICIES,
         resume=True,
     )
+    dtype: str = config_field(
+        "float32",
+        "compute dtype: float32, or bfloat16 (parameters, optimizer state, losses and metrics "
+        "stay float32)",
+        tuple(models.DTYPES),
+    )
     data_on_device: str = config_field(
         "auto",
         "on: the training set on every device for the whole run; off: streamed from the host, "
@@ -296,6 +302,11 @@ def image_shape(config: RunConfig, padded_size: int | None = None) -> tuple[int,
     height, _, channels = data_spec(config).image_shape
     size = config.image_size or (padded_size if padded_size and height == 28 else height)
     return (size, size, channels)
+
+
+def in_dtype(config, model):
+    """``model`` computing in ``config.dtype`` (:func:`vaejax.models.compute_in`)."""
+    return models.compute_in(model, getattr(config, "dtype", "float32"))
 
 
 def check_image_size(size: int, allowed: Sequence[int] | Callable[[int], bool], model: str):

@@ -38,6 +38,7 @@ from vaejax.runs.config import (
     check_positive,
     config_field,
     image_shape,
+    in_dtype,
     judge_field,
     validate_run,
     value_text,
@@ -147,9 +148,10 @@ def validate(config: DDPMConfig, num_devices: int) -> None:
 
 
 def build(config: DDPMConfig) -> Diffusion:
-    return Diffusion(
+    model = Diffusion(
         UNet(config.channels, config.multipliers), make_schedule(config.schedule, config.timesteps)
     )
+    return in_dtype(config, model)
 
 
 def image_sampler(

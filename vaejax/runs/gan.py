@@ -29,6 +29,7 @@ from vaejax.runs.config import (
     config_field,
     data_spec,
     image_shape,
+    in_dtype,
     judge_field,
     validate_run,
 )
@@ -154,7 +155,8 @@ def _fits_dcgan(size: int) -> bool:
 
 def build(config: GANConfig) -> GAN:
     size, _, channels = image_shape(config)
-    return dcgan(size, channels, config.width, config.noise_dim, critic=config.loss == "wgan-gp")
+    model = dcgan(size, channels, config.width, config.noise_dim, critic=config.loss == "wgan-gp")
+    return in_dtype(config, model)
 
 
 def _describe(terms: dict[str, float]) -> str:

@@ -33,6 +33,7 @@ from vaejax.runs.config import (
     config_field,
     data_spec,
     image_shape,
+    in_dtype,
     load_data,
     validate_run,
 )
@@ -255,7 +256,7 @@ class VAERun(Run):
         return Data(train, test, data_spec(config))
 
     def build(self) -> models.VAE:
-        return build_model(self.config)
+        return in_dtype(self.config, build_model(self.config))
 
     def init_params(self, model: models.VAE, key: jax.Array):
         return model.init(key, jnp.zeros((1, *model_shape(self.config))), key)["params"]
