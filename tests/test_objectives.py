@@ -163,3 +163,37 @@ def test_batch_mean_averages_every_term():
     loss, metrics = objectives.batch_mean(per_example)(2.0, jnp.array([1.0, 2.0, 6.0]), None)
     assert float(loss) == 6.0
     assert metrics == {"loss": loss, "other": pytest.approx(3.0)}
+
+
+def test_bits_per_dim_of_binarized_and_of_dequantized_8_bit_images():
+    nats = jnp.array([100.0, 200.0])
+    per_example = lambda params, x, key: {"negative_elbo": nats, "loss": nats}
+    binarized = objectives.with_bits_per_dim(per_example, 784, dequantized=False)
+    np.testing.assert_allclose(
+        binarized(None, None, None)["bits_per_dim"], nats / (784 * np.log(2))
+    )
+    eight_bit = objectives.with_bits_per_dim(per_example, 784, dequantized=True)
+    # a uniform density on [0, 1)^D (0 nats) is 8 bits per dimension for the discrete image
+    uniform = objectives.with_bits_per_dim(
+        lambda p, x, k: {"negative_elbo": jnp.zeros(1)}, 784, dequantized=True
+    )
+    np.testing.assert_allclose(uniform(None, None, None)["bits_per_dim"], [8.0], rtol=1e-6)
+    np.testing.assert_allclose(
+        eight_bit(None, None, None)["bits_per_dim"], 8.0 + nats / (784 * np.log(2)), rtol=1e-6
+    )
+    iwae = objectives.with_bits_per_dim(
+        lambda p, x, k: {"negative_elbo": nats, "negative_iwae_bound": nats - 10}, 10, False
+    )
+    np.testing.assert_allclose(
+        iwae(None, None, None)["bits_per_dim"], (nats - 10) / (10 * np.log(2)), rtol=1e-6
+    )
+
+
+def test_dequantization_fills_each_bin_uniformly():
+    from vaejax import data
+
+    images = jnp.array([0, 17, 255], jnp.uint8).repeat(20000).reshape(3, 20000)
+    x = data.preprocess.dequantize(jax.random.key(0), images)
+    for value, row in zip((0, 17, 255), np.asarray(x)):
+        assert row.min() >= value / 256 and row.max() < (value + 1) / 256
+        assert abs(row.mean() - (value + 0.5) / 256) < 1e-4  # uniform within the bin

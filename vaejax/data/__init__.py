@@ -38,6 +38,7 @@ from vaejax.data.preprocess import (
     apply_binarization_protocol,
     binarize,
     corrupt,
+    dequantize,
     fixed_binarization,
     gaussian_noise,
     make_batch_preprocessor,

@@ -16,7 +16,7 @@ import numpy as np
 from vaejax.data.idx import DataError, ImageSplit
 
 Preprocess = Callable[[Any, jax.Array], Any]
-BINARIZATIONS = ("none", "dynamic", "static")
+BINARIZATIONS = ("none", "dynamic", "static", "dequantize")
 
 
 def fixed_binarization(images: np.ndarray, seed: int) -> np.ndarray:
@@ -43,11 +43,12 @@ def apply_binarization_protocol(split: ImageSplit, binarization: str, train: boo
 
     ``none``: unchanged. ``static``: both splits binarized once with fixed seeds. ``dynamic``:
     the test split binarized once with a fixed seed; the training split stays grey and is drawn
-    afresh on the device each time an image is visited (once an epoch).
+    afresh on the device each time an image is visited (once an epoch). ``dequantize``:
+    unchanged (the noise is added on the device, :func:`dequantize`).
     """
     if binarization not in BINARIZATIONS:
         raise DataError(f"unknown binarization {binarization!r}: choose {', '.join(BINARIZATIONS)}")
-    if binarization == "none" or (binarization == "dynamic" and train):
+    if binarization in ("none", "dequantize") or (binarization == "dynamic" and train):
         return split
     seed = STATIC_TRAIN_BINARIZATION_SEED if train else TEST_BINARIZATION_SEED
     return ImageSplit(fixed_binarization(split.images, seed), split.labels)
@@ -63,6 +64,13 @@ def binarize(key: jax.Array, images: jax.Array) -> jax.Array:
     return jax.random.bernoulli(key, images).astype(jnp.float32)
 
 
+def dequantize(key: jax.Array, images: jax.Array) -> jax.Array:
+    """uint8 images -> (x + u) / 256 with u ~ U[0, 1) per value: float32 in [0, 1), whose density
+    on the 256 bins' cubes equals the probability of the discrete image (uniform dequantization,
+    Theis et al. 2016, arXiv:1511.01844)."""
+    return (images.astype(jnp.float32) + jax.random.uniform(key, images.shape)) / 256.0
+
+
 def pad_images(images: jax.Array, size: int) -> jax.Array:
     """Zero-pads [B, H, W, C] images evenly to [B, size, size, C] (28 -> 32 adds 2 each side)."""
     height, width = images.shape[-3], images.shape[-2]
@@ -73,16 +81,20 @@ def pad_images(images: jax.Array, size: int) -> jax.Array:
 
 
 def make_batch_preprocessor(
-    image_size: int = 28, dynamic_binarization: bool = False
+    image_size: int = 28, dynamic_binarization: bool = False, dequantized: bool = False
 ) -> Callable[[jax.Array, jax.Array], jax.Array]:
     """Returns ``preprocess(images_uint8, key) -> float32 [B, image_size, image_size, C]``.
 
     Runs on the device inside the compiled step: scale to [0, 1], optionally binarize with
-    ``key``, zero-pad to ``image_size``.
+    ``key`` or, with ``dequantized``, add uniform noise (:func:`dequantize`; not without a key:
+    pictures), zero-pad to ``image_size``.
     """
 
     def preprocess(images: jax.Array, key: jax.Array) -> jax.Array:
-        x = to_unit_interval(images)
+        if dequantized and key is not None:
+            x = dequantize(key, images)
+        else:
+            x = to_unit_interval(images)
         if dynamic_binarization:
             x = binarize(key, x)
         if image_size != x.shape[-2]:

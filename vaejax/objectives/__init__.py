@@ -54,4 +54,5 @@ from vaejax.objectives.vae import (
     reconstruction_loss,
     standard_normal_log_density,
     vae_per_example,
+    with_bits_per_dim,
 )

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from vaejax import data, io
@@ -78,6 +79,12 @@ def _announce(config: EvaluateConfig, run_config: VAEConfig, workdir: Path, imag
         )
 
 
+def bits_per_dim(nats: float, dims: int, dequantized: bool) -> float:
+    """A bound in nats per image as bits per dimension (see
+    :func:`vaejax.objectives.with_bits_per_dim`)."""
+    return (nats + (dims * np.log(256.0) if dequantized else 0.0)) / (dims * np.log(2.0))
+
+
 def run(config: EvaluateConfig, workdir: Path) -> dict:
     """Evaluates the run in ``workdir`` on its test set (under the run's binarization protocol):
     the K-sample ELBO estimate and -L_K with its standard error over the test images, in nats per
@@ -92,12 +99,18 @@ def run(config: EvaluateConfig, workdir: Path) -> dict:
     _, test = load_data(run_config, run_config.binarization)
     images = test.images[: config.test_examples or None]
     _announce(config, run_config, workdir, len(images))
+    size = run_config.resolved_image_size
+    preprocess = data.make_batch_preprocessor(size)
+    dequantized = run_config.binarization == "dequantize"
+    if dequantized:  # one fixed draw of the noise, from the seed
+        images = np.asarray(data.dequantize(jax.random.key(config.seed + 1), jnp.asarray(images)))
+        preprocess = lambda x, _: data.pad_images(jnp.asarray(x), size)
     start = time.perf_counter()
     bounds = evaluate_bounds(
         model,
         params,
         images,
-        data.make_batch_preprocessor(run_config.resolved_image_size),
+        preprocess,
         jax.random.key(config.seed),
         config.samples,
         config.batch_size,
@@ -117,6 +130,11 @@ def run(config: EvaluateConfig, workdir: Path) -> dict:
         "test_negative_elbo": float(-bounds["elbo"].mean()),
         "test_nll": float(-bounds["iwae"].mean()),
         "test_nll_standard_error": float(bounds["iwae"].std(ddof=1) / np.sqrt(n)) if n > 1 else 0,
+        "test_bits_per_dim": bits_per_dim(
+            float(-bounds["iwae"].mean()),
+            int(np.prod(images.shape[1:3])) * images.shape[3],
+            dequantized,
+        ),
         "seconds": seconds,
         "device": jax.devices()[0].device_kind,
         "seed": config.seed,
@@ -127,7 +145,8 @@ def run(config: EvaluateConfig, workdir: Path) -> dict:
     print(
         f"test -ELBO {result['test_negative_elbo']:.2f}, test NLL (-L_{config.samples}) "
         f"{result['test_nll']:.2f} ± {result['test_nll_standard_error']:.2f} nats/image "
-        f"(standard error over the images); {seconds:.1f} s ({n / seconds:,.1f} img/s)"
+        f"(standard error over the images), {result['test_bits_per_dim']:.3f} bits/dim; "
+        f"{seconds:.1f} s ({n / seconds:,.1f} img/s)"
     )
     return result
 

@@ -86,7 +86,9 @@ class VAEConfig(RunConfig):
     binarization: str = config_field(
         "none",
         "pixels: none (grey in [0,1]), dynamic (a fresh "
-        "Bernoulli draw every visit) or static (one fixed draw)",
+        "Bernoulli draw every visit), static (one fixed draw) or dequantize ((x + u) / 256, "
+        "u ~ U[0,1) drawn every visit: likelihoods of 8-bit data in bits/dim; needs --likelihood "
+        "gaussian)",
         data.BINARIZATIONS,
     )
     workdir: str = config_field(
@@ -152,6 +154,11 @@ def validate(config: VAEConfig, num_devices: int) -> None:
         )
     if config.model == "conv":
         check_image_size(model_shape(config)[0], lambda size: size % 8 == 0, "the conv model")
+    if config.binarization == "dequantize" and config.likelihood == "bernoulli":
+        raise ConfigError(
+            "--binarization dequantize makes continuous pixels, which a Bernoulli likelihood "
+            "does not describe: pass --likelihood gaussian"
+        )
     if not config.perceptual_weight >= 0 or not np.isfinite(config.perceptual_weight):
         raise ConfigError(f"--perceptual_weight must be >= 0, got {config.perceptual_weight}")
     if config.perceptual_weight and config.objective == "iwae":
@@ -261,7 +268,22 @@ class VAERun(Run):
     def init_params(self, model: models.VAE, key: jax.Array):
         return model.init(key, jnp.zeros((1, *model_shape(self.config))), key)["params"]
 
+    def preprocessor(self, size: int, train: bool):
+        """The device-side pixels of ``--binarization`` (test images: drawn with each
+        evaluation batch's key, the same every epoch)."""
+        binarization = self.config.binarization
+        return data.make_batch_preprocessor(
+            size, train and binarization == "dynamic", binarization == "dequantize"
+        )
+
     def per_example(self, model: models.VAE):
+        config = self.config
+        dims = int(np.prod(model_shape(config)))
+        return objectives.with_bits_per_dim(
+            self._per_example(model), dims, config.binarization == "dequantize"
+        )
+
+    def _per_example(self, model: models.VAE):
         config = self.config
         if config.objective == "iwae":
             return objectives.iwae_per_example(
@@ -287,7 +309,7 @@ class VAERun(Run):
             self.per_example(model),
             optax.adam(config.learning_rate, eps=config.adam_eps),
             test_data=data_.test.images,
-            eval_preprocess=data.make_batch_preprocessor(size),
+            eval_preprocess=self.preprocessor(size, train=False),
             eval_batch_size=config.eval_batch_size,
             eval_key=keys.eval,
             describe=lambda terms: _format_terms(terms, config.beta),
@@ -304,7 +326,7 @@ class VAERun(Run):
         return Training(
             trained.state,
             trained.update,
-            data.make_batch_preprocessor(size, config.binarization == "dynamic"),
+            self.preprocessor(size, train=True),
             data_.train.images,
             trained.end_of_epoch,
             f"{config.model} VAE, {objective}, binarization {config.binarization}",
@@ -334,7 +356,10 @@ class VAERun(Run):
         return params
 
     def summary(self, record: dict) -> str:
-        return f"test -ELBO {record['test_negative_elbo']:.2f} nats/image"
+        return (
+            f"test -ELBO {record['test_negative_elbo']:.2f} nats/image "
+            f"({record['test_bits_per_dim']:.3f} bits/dim)"
+        )
 
     def trained(self, model: models.VAE, params) -> TrainedAutoencoder:
         return TrainedAutoencoder(
