@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 
 import jax
 
-from vaejax import data, stopping
+from vaejax import data, io, stopping
 from vaejax.errors import ConfigError, machine_limit_message
 from vaejax.failures import (
     disk_full_line,
@@ -89,7 +89,7 @@ def resolve_workdir(config) -> Path:
         raise ConfigError("--workdir must name a folder, got an empty string")
     for field in dataclasses.fields(config):
         workdir = workdir.replace("{" + field.name + "}", value_text(getattr(config, field.name)))
-    return Path(workdir)
+    return io.as_path(workdir)
 
 
 _INSTALL = (

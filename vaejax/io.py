@@ -1,7 +1,10 @@
 """What experiments write: image grids (PNG), metrics (JSON lines), parameters (msgpack), plots.
 
-Every file is written to a temporary name first and renamed into place, so an interrupted run
-never leaves half a file under the final name.
+Every local file is written to a temporary name first and renamed into place, so an interrupted
+run never leaves half a file under the final name. Paths with a scheme (``gs://bucket/run``,
+``s3://...``) go through ``etils.epath`` (:func:`as_path`), whose object stores write each
+object whole; a JSON-lines file there is rewritten with its new line (an object cannot be
+appended to).
 """
 
 from __future__ import annotations
@@ -15,8 +18,25 @@ import numpy as np
 from flax import serialization
 
 
+def as_path(path: os.PathLike | str):
+    """``path`` as a ``pathlib.Path``, or, when it has a scheme (``gs://``, ``s3://``, ...), as an
+    ``etils.epath.Path`` (needs the file system's package, e.g. gcsfs, and credentials)."""
+    if isinstance(path, Path) or "://" not in os.fspath(path):
+        return Path(path)
+    from etils import epath
+
+    return epath.Path(path)
+
+
+def is_local(path) -> bool:
+    return isinstance(as_path(path), Path)
+
+
 def atomic_write_bytes(path: os.PathLike | str, payload: bytes) -> Path:
-    path = Path(path)
+    path = as_path(path)
+    if not is_local(path):
+        path.write_bytes(payload)  # an object store writes the object whole or not at all
+        return path
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         tmp.write_bytes(payload)
@@ -93,13 +113,18 @@ def jsonl_line(record: dict[str, Any]) -> str:
 
 def append_jsonl(path: os.PathLike | str, record: dict[str, Any]) -> None:
     """Appends one JSON object as one line (flushed, so a crash keeps every finished line)."""
+    path = as_path(path)
+    if not is_local(path):
+        before = path.read_text(encoding="utf-8") if path.exists() else ""
+        path.write_text(before + jsonl_line(record), encoding="utf-8")
+        return
     with open(path, "a", encoding="utf-8") as f:
         f.write(jsonl_line(record))
         f.flush()
 
 
 def read_jsonl(path: os.PathLike | str) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
+    with as_path(path).open(encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
 
 
@@ -110,7 +135,7 @@ def save_params(path: os.PathLike | str, params) -> Path:
 
 def load_params(path: os.PathLike | str, target):
     """Reads parameters saved by :func:`save_params` into the structure of ``target``."""
-    return serialization.from_bytes(target, Path(path).read_bytes())
+    return serialization.from_bytes(target, as_path(path).read_bytes())
 
 
 def save_latent_scatter(

@@ -41,6 +41,7 @@ def dataset_spec(
     default 64) and another tfds name is read from its prepared files in ``data_dir``.
     Raises :class:`DataError` for an unknown name.
     """
+    check_local(data_dir, "--data_dir")
     if name in idx.DATASETS:
         return idx.DATASETS[name]
     if name in SOURCES:
@@ -67,6 +68,8 @@ def load_split(
     shape, preparing it first if needed (see the module docstring for the names)."""
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}: choose train or test")
+    check_local(data_dir, "--data_dir")
+    check_local(raw_data_dir, "--raw_data_dir")
     if name in idx.DATASETS:
         from vaejax.data import datasets
 
@@ -87,6 +90,15 @@ def load_split(
     from vaejax.data import tfds_any
 
     return tfds_any.load_tfds_split(name, split, data_dir, image_size)
+
+
+def check_local(path: os.PathLike | str | None, flag: str) -> None:
+    """Data folders are local: one :class:`DataError` for a ``gs://``-style path."""
+    if path and "://" in os.fspath(path):
+        raise DataError(
+            f"{flag} {path}: data folders in object stores are not supported yet; copy the "
+            f"folder to a local disk and pass that path (workdirs may be gs:// paths)"
+        )
 
 
 def take(split: ImageSplit, n: int) -> ImageSplit:

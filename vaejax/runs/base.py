@@ -75,7 +75,7 @@ class Run:
 
     def __init__(self, config, workdir: Path | str | None = None):
         self.config = config
-        self.workdir = Path(workdir) if workdir is not None else None
+        self.workdir = io.as_path(workdir) if workdir is not None else None
         self.writer = loop.is_writer()
 
     # -- every kind
@@ -197,7 +197,7 @@ def train_and_evaluate(config, workdir: Path | str) -> dict | None:
     """Runs the experiment of ``config`` (the registered Run whose ``Config`` is its type) into
     ``workdir``: trains, evaluates every epoch, writes everything; returns the last metrics
     record (or the kind's summary)."""
-    with workdir_lock(Path(workdir)):  # the command line holds it already: then a no-op
+    with workdir_lock(io.as_path(workdir)):  # the command line holds it already: a no-op
         return run_for_config(config)(config, workdir).execute()
 
 

@@ -26,6 +26,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from vaejax import io
+
 log = logging.getLogger(__name__)
 
 
@@ -104,12 +106,12 @@ def _manager(directory: Path, keep: int | None = None, read_only: bool = False):
 def open_checkpoints(directory: os.PathLike | str, keep: int):
     """A checkpoint manager writing into ``directory`` (created; leftovers of interrupted saves
     removed) that keeps the ``keep`` newest checkpoints. Close it with :func:`close`."""
-    return _manager(Path(directory), keep)
+    return _manager(io.as_path(directory), keep)
 
 
 def latest_step(directory: os.PathLike | str) -> int | None:
     """The step of the newest complete checkpoint in ``directory``, or None; creates nothing."""
-    directory = Path(directory)
+    directory = io.as_path(directory)
     # No orbax manager for a folder without a step: opening one synchronizes the processes of
     # a multi-process run, and another may be creating this folder right now
     if not directory.is_dir() or not any(p.name.isdigit() for p in directory.iterdir()):
@@ -185,7 +187,7 @@ def _checked_meta(directory: Path, step: int, meta: Any) -> dict[str, Any]:
 def read_meta(directory: os.PathLike | str, step: int) -> dict[str, Any]:
     """The JSON record of checkpoint ``step``, once its checksum is verified;
     :class:`DamagedCheckpoint` if it is unreadable or altered."""
-    directory = Path(directory)
+    directory = io.as_path(directory)
     meta = _restore_items(directory, step, meta=_ocp().args.JsonRestore())["meta"]
     return _checked_meta(directory, step, meta)
 
@@ -198,7 +200,7 @@ def restore(directory: os.PathLike | str, step: int, like: Any = None) -> Any:
     A damaged checkpoint (unreadable, or failing its checksums), or one whose arrays differ in
     structure, shape or dtype from ``like``, raises :class:`CheckpointError` naming the
     folder."""
-    directory = Path(directory)
+    directory = io.as_path(directory)
     ocp = _ocp()
     target = (
         None if like is None else jax.tree_util.tree_map(lambda a: np.zeros(a.shape, a.dtype), like)

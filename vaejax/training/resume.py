@@ -99,13 +99,18 @@ def _set_aside(workdir: Path, step: int) -> None:
     while target.exists():
         target, n = workdir / DAMAGED / f"{step}.{n}", n + 1
     target.parent.mkdir(exist_ok=True)
-    shutil.move(workdir / CHECKPOINTS / str(step), target)
+    if io.is_local(workdir):
+        shutil.move(workdir / CHECKPOINTS / str(step), target)
+    else:
+        (workdir / CHECKPOINTS / str(step)).rename(target)
     log.warning("checkpoint %d is damaged: moved it to %s", step, target)
 
 
 def _check_writable(workdir: Path) -> None:
     """Raises :class:`WorkdirError` unless ``workdir``, or its nearest existing parent, is a
-    writable folder."""
+    writable folder (a remote workdir is tried by the workdir lock instead)."""
+    if not io.is_local(workdir):
+        return
     existing = workdir
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent

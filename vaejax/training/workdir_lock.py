@@ -23,9 +23,10 @@ from typing import Iterator
 import jax
 import numpy as np
 
+from vaejax import io
 from vaejax.training.resume import WorkdirError
 
-_HELD: set[Path] = set()  # workdirs this process holds: taking one again is a no-op
+_HELD: set[str] = set()  # workdirs this process holds: taking one again is a no-op
 
 
 def lock_name() -> str:
@@ -89,14 +90,18 @@ def _agree(locked: bool) -> bool:
 
 
 @contextlib.contextmanager
-def workdir_lock(workdir: Path) -> Iterator[None]:
+def workdir_lock(workdir) -> Iterator[None]:
     """Holds the lock of ``workdir`` (created if missing) while the block runs; raises
     :class:`~vaejax.training.resume.WorkdirError` naming the holder when another process holds
     it. A workdir this call created and the block left empty is removed again."""
-    workdir = Path(workdir)
-    key = workdir.absolute()
+    workdir = io.as_path(workdir)
+    key = str(workdir.absolute())
     if key in _HELD:
         yield
+        return
+    if not io.is_local(workdir):
+        with _remote_lock(workdir, key):
+            yield
         return
     created = _created_folders(workdir)
     path = workdir / lock_name()
@@ -113,14 +118,8 @@ def workdir_lock(workdir: Path) -> Iterator[None]:
                 f"{holder if fd is None else 'another run (see the other processes)'}: wait for "
                 f"it to end or stop it, or pass another --workdir"
             )
-        record = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "since": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "command": " ".join(getattr(sys, "orig_argv", sys.argv))[:300],
-        }
         os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(record).encode(), 0)
+        os.pwrite(fd, json.dumps(_record()).encode(), 0)
         _HELD.add(key)
         try:
             yield
@@ -129,6 +128,59 @@ def workdir_lock(workdir: Path) -> Iterator[None]:
             _remove_if_unused(created, path)
     finally:
         os.close(read_fd)
+
+
+def _record() -> dict[str, object]:
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "command": " ".join(getattr(sys, "orig_argv", sys.argv))[:300],
+    }
+
+
+@contextlib.contextmanager
+def _remote_lock(workdir, key: str) -> Iterator[None]:
+    """The lock of a workdir in an object store (``gs://...``): a ``.lock`` object naming its
+    holder, written when the run starts and deleted when it ends. Object stores have no
+    ``flock``: two runs starting at the same moment can both pass, and a run killed with
+    SIGKILL leaves its lock behind (the refusal says to delete it). Any failure to reach the
+    store (no gcsfs, no credentials) is one :class:`WorkdirError`."""
+    path = workdir / lock_name()
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        held = path.exists()
+        holder = json.loads(path.read_text() or "{}") if held else None
+    except Exception as e:  # noqa: BLE001 - no gcsfs, no credentials (google.auth's own errors)
+        raise _unreachable(workdir, e) from None
+    if not _agree(not held):
+        who = (
+            f"process {holder.get('pid')} on {holder.get('host')} (since {holder.get('since')}: "
+            f"{holder.get('command')})"
+            if isinstance(holder, dict) and holder
+            else "another run"
+        )
+        raise WorkdirError(
+            f"workdir {workdir} is in use by {who}: wait for it to end, or, if it is no longer "
+            f"running, delete {path} and rerun"
+        )
+    path.write_text(json.dumps(_record()))
+    _HELD.add(key)
+    try:
+        yield
+    finally:
+        _HELD.discard(key)
+        with contextlib.suppress(Exception):
+            path.unlink()
+
+
+def _unreachable(workdir, error: Exception) -> WorkdirError:
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return WorkdirError(
+        f"cannot use workdir {workdir} ({type(error).__name__}: {reason}): for gs:// install "
+        f"gcsfs (pip install gcsfs) and sign in (gcloud auth application-default login), or "
+        f"pass a local --workdir"
+    )
 
 
 def _remove_if_unused(created: list[Path], path: Path) -> None:
