@@ -235,15 +235,15 @@ def test_tfds_layout_and_data_source_match_raw(mnist_tfds_dir, mnist_raw_dir):
 def test_load_split_equals_raw_and_uses_cache(mnist_tfds_dir, mnist_raw_dir, monkeypatch):
     for split in ("train", "test"):
         raw = data.read_idx_split(mnist_raw_dir, split, data.DATASETS["mnist"])
-        assert (
-            mnist_tfds_dir / "mnist" / data.TFDS_VERSION / f"vaejax_decoded_{split}.npz"
-        ).is_file()
+        folder = mnist_tfds_dir / "mnist" / data.TFDS_VERSION / f"vaejax_decoded_{split}"
+        assert (folder / "images.npy").is_file() and (folder / "labels.npy").is_file()
 
         def no_tfds(*args, **kwargs):
             raise AssertionError("the cache should have been used")
 
         monkeypatch.setattr(data, "read_tfds_split", no_tfds)
         loaded = data.load_split("mnist", split, data_dir=mnist_tfds_dir)
+        assert isinstance(loaded.images, np.memmap)  # opened, not read: rows page in when used
         assert loaded.images.dtype == np.uint8 and loaded.labels.dtype == np.int32
         assert np.array_equal(loaded.images, raw.images)
         assert np.array_equal(loaded.labels, raw.labels)
@@ -252,14 +252,13 @@ def test_load_split_equals_raw_and_uses_cache(mnist_tfds_dir, mnist_raw_dir, mon
 def test_corrupt_cache_is_rebuilt(tmp_path, mnist_tfds_dir, mnist_raw_dir, caplog):
     data_dir = tmp_path / "copy"
     shutil.copytree(mnist_tfds_dir / "mnist", data_dir / "mnist")
-    cache = data_dir / "mnist" / data.TFDS_VERSION / "vaejax_decoded_test.npz"
+    cache = data_dir / "mnist" / data.TFDS_VERSION / "vaejax_decoded_test" / "images.npy"
     cache.write_bytes(b"garbage")
     loaded = data.load_split("mnist", "test", data_dir=data_dir)
     raw = data.read_idx_split(mnist_raw_dir, "test", data.DATASETS["mnist"])
     assert np.array_equal(loaded.images, raw.images)
-    assert "ignoring unreadable cache" in caplog.text
-    with np.load(cache) as f:  # rewritten whole
-        assert f["images"].shape == (10000, 28, 28, 1)
+    assert "ignoring the unreadable decoded copy" in caplog.text
+    assert np.load(cache).shape == (10000, 28, 28, 1)  # rewritten whole
 
 
 def test_unreadable_or_tfrecord_preparations_are_explained(tmp_path):
@@ -276,7 +275,7 @@ def test_unreadable_or_tfrecord_preparations_are_explained(tmp_path):
 def test_truncated_array_record_is_explained(tmp_path, mnist_tfds_dir):
     shutil.copytree(mnist_tfds_dir / "mnist", tmp_path / "mnist")
     version_dir = tmp_path / "mnist" / data.TFDS_VERSION
-    (version_dir / "vaejax_decoded_test.npz").unlink()
+    shutil.rmtree(version_dir / "vaejax_decoded_test")
     record_file = version_dir / "mnist-test.array_record-00000-of-00001"
     record_file.write_bytes(record_file.read_bytes()[:100_000])
     with pytest.raises(data.DataError, match=f"delete {version_dir} to prepare it again") as e:

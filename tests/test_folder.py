@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -98,7 +99,7 @@ def test_fashion_mnist_pngs_come_back_exactly(tmp_path, fashion_raw_dir):
         assert loaded[split].images.dtype == np.uint8 and loaded[split].labels.dtype == np.int32
         np.testing.assert_array_equal(loaded[split].images, expected[split][0])
         np.testing.assert_array_equal(loaded[split].labels, expected[split][1])
-        assert (spec.builder_dir / f"vaejax_decoded_{split}.npz").is_file()
+        assert (spec.builder_dir / f"vaejax_decoded_{split}" / "images.npy").is_file()
     again = folder.load_folder_split(dataset, "test", 28, data_dir)  # from the decoded cache
     np.testing.assert_array_equal(again.images, expected["test"][0])
 
@@ -360,7 +361,7 @@ def test_a_changed_folder_is_prepared_again_and_an_unchanged_one_is_not(tmp_path
     assert total == 9 and sum(len(s.labels) for s in first.values()) == 8
 
     # a read-only data directory serves the up-to-date copy (without the decoded cache)
-    (spec.builder_dir / "vaejax_decoded_test.npz").unlink()
+    shutil.rmtree(spec.builder_dir / "vaejax_decoded_test")
     with read_only([data_dir], probe_dir=data_dir) as prefix:
         done = subprocess.run(
             [*prefix, sys.executable, "-c", READ_ONLY_SCRIPT, dataset, str(data_dir)],
@@ -371,7 +372,7 @@ def test_a_changed_folder_is_prepared_again_and_an_unchanged_one_is_not(tmp_path
             timeout=120,
         )
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
-    assert "could not write the cache" in done.stderr
-    assert not (spec.builder_dir / "vaejax_decoded_test.npz").exists()
+    assert "could not write the decoded copy" in done.stderr
+    assert not (spec.builder_dir / "vaejax_decoded_test").exists()
     shapes = json.loads(done.stdout.strip().splitlines()[-1])
     assert shapes == {s: [len(second[s].labels), 16, 16, 3] for s in ("train", "test")}

@@ -8,8 +8,8 @@ The path a dataset takes:
    write the standard layout ``<data_dir>/<name>/3.0.1/`` (array_record files) — no TensorFlow
    needed.
 3. Arrays: ``tfds.data_source`` reads the prepared split once; the decoded uint8 arrays are
-   cached next to the tfds files (``vaejax_decoded_<split>.npz``) so later runs load in
-   milliseconds.
+   kept next to the tfds files (:mod:`vaejax.data.cache`), and later runs open them
+   memory-mapped in milliseconds.
 4. Device: the whole split is placed on the device(s) as uint8 and turned into float batches
    there (:func:`vaejax.data.preprocess.make_batch_preprocessor`): scaling to [0, 1], dynamic
    binarization, padding.
@@ -36,7 +36,6 @@ import json
 import logging
 import os
 import shutil
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -44,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vaejax.data.cache import decoded_split
 from vaejax.data.idx import (
     IDX_FILES,
     IMAGE_SHAPE,
@@ -60,7 +60,6 @@ from vaejax.data.idx import (
     find_raw_dir,
     read_idx_split,
     remember_verified,
-    write_atomically,
 )
 
 log = logging.getLogger(__name__)
@@ -274,31 +273,6 @@ def _check_prepared(builder_dir: Path) -> None:
         )
 
 
-def _cache_path(builder_dir: Path, split: str) -> Path:
-    return builder_dir / f"vaejax_decoded_{split}.npz"
-
-
-def _load_cache(path: Path, expected_n: int) -> ImageSplit | None:
-    try:
-        with np.load(path) as f:
-            split = ImageSplit(f["images"], f["labels"])
-    except FileNotFoundError:
-        return None
-    except Exception as e:  # noqa: BLE001 - any unreadable cache is rebuilt from tfds
-        log.warning("ignoring unreadable cache %s (%s); decoding again", path, e)
-        return None
-    if split.images.shape != (expected_n, *IMAGE_SHAPE) or split.labels.shape != (expected_n,):
-        log.warning("ignoring cache %s of the wrong shape; decoding again", path)
-        return None
-    return split
-
-
-def _save_cache(path: Path, split: ImageSplit) -> None:
-    error = write_atomically(path, lambda f: np.savez(f, images=split.images, labels=split.labels))
-    if error is not None:
-        log.warning("could not write the cache %s (%s); continuing without it", path, error)
-
-
 def read_tfds_split(name: str, split: str, data_dir: os.PathLike | str) -> ImageSplit:
     """Decodes a prepared split with ``tfds.data_source`` (every image, in file order)."""
     import tensorflow_datasets as tfds
@@ -344,11 +318,11 @@ def load_split(
             ) from None
         return read_idx_split(raw_dir, split, spec)
     builder_dir = prepare(name, data_dir, raw_data_dir)
-    cache = _cache_path(builder_dir, split)
-    loaded = _load_cache(cache, spec.num_examples[split])
-    if loaded is None:
-        start = time.perf_counter()
-        loaded = read_tfds_split(name, split, builder_dir.parent.parent)
-        log.info("decoded %s/%s in %.1f s", name, split, time.perf_counter() - start)
-        _save_cache(cache, loaded)
-    return loaded
+    return decoded_split(
+        builder_dir,
+        split,
+        spec.num_examples[split],
+        IMAGE_SHAPE,
+        lambda: read_tfds_split(name, split, builder_dir.parent.parent),
+        what=f"{name}/{split}",
+    )

@@ -4,7 +4,7 @@ TensorFlow.
 The folder is prepared once per image size into tfds' standard layout
 (``<data_dir>/folder_<basename>_<8 hex>/<S>x<S>/1.0.0/``, array_record files that
 ``tfds.data_source`` reads) and read back as uint8 arrays, cached next to the prepared files
-(``vaejax_decoded_<split>.npz``) like the other datasets (:mod:`vaejax.data.datasets`).
+like the other datasets (:mod:`vaejax.data.cache`).
 
 tfds' own ``tfds.folder_dataset.ImageFolder`` is not used: it lists the folder with
 ``tf.io.gfile`` and decodes the files with ``tf.image``, so without TensorFlow it fails as soon as
@@ -43,7 +43,6 @@ import operator
 import os
 import re
 import shutil
-import time
 import types
 import uuid
 from collections.abc import Mapping
@@ -53,14 +52,13 @@ from typing import Any
 import numpy as np
 import PIL.Image
 
+from vaejax.data.cache import decoded_split
 from vaejax.data.datasets import (
     _WRITE_ERRNOS,
-    _cache_path,
     _check_prepared,
     _is_prepared,
     _preparation_lock,
     _remove_leftovers,
-    _save_cache,
     default_data_dir,
 )
 from vaejax.data.folder_scan import SPLITS, FolderImages, Listing, read_folder, scan
@@ -138,14 +136,14 @@ def load_folder_split(
     spec, direct = _resolve(dataset, image_size, data_dir)
     if direct is not None:
         return direct.splits[split]
-    cache = _cache_path(spec.builder_dir, split)
-    loaded = _load_cache(cache, spec, split)
-    if loaded is None:
-        start = time.perf_counter()
-        loaded = _read_prepared(spec, split)
-        log.info("decoded %s/%s in %.1f s", spec.name, split, time.perf_counter() - start)
-        _save_cache(cache, loaded)
-    return loaded
+    return decoded_split(
+        spec.builder_dir,
+        split,
+        spec.num_examples[split],
+        spec.image_shape,
+        lambda: _read_prepared(spec, split),
+        what=f"{spec.name}/{split}",
+    )
 
 
 def _resolve(
@@ -365,23 +363,3 @@ def _read_prepared(spec: FolderSpec, split: str) -> ImageSplit:
             f"{spec.num_examples[split]}: delete {spec.builder_dir} to prepare it again"
         )
     return ImageSplit(images, labels)
-
-
-def _load_cache(path: Path, spec: FolderSpec, split: str) -> ImageSplit | None:
-    n = spec.num_examples[split]
-    try:
-        with np.load(path) as f:
-            loaded = ImageSplit(f["images"], f["labels"])
-    except FileNotFoundError:
-        return None
-    except Exception as e:  # noqa: BLE001 - any unreadable cache is rebuilt from tfds
-        log.warning("ignoring unreadable cache %s (%s); decoding again", path, e)
-        return None
-    if (
-        loaded.images.shape != (n, *spec.image_shape)
-        or loaded.images.dtype != np.uint8
-        or loaded.labels.shape != (n,)
-    ):
-        log.warning("ignoring cache %s of the wrong shape; decoding again", path)
-        return None
-    return ImageSplit(loaded.images, loaded.labels.astype(np.int32))

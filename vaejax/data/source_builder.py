@@ -13,7 +13,7 @@ The path a dataset takes is that of MNIST (:mod:`vaejax.data.datasets`):
    (``disable_shuffling``), which tfds' own builders shuffle.
 3. Arrays: the prepared split is read back and decoded by the source (e.g. CelebA's photos
    cropped to 64x64); the uint8 arrays are cached next to the tfds files
-   (``vaejax_decoded_<split>.npz``) so later runs load them at once.
+   (:mod:`vaejax.data.cache`) so later runs open them memory-mapped at once.
 
 Preparing holds the same lock as MNIST's (``<data_dir>/<name>/.vaejax-prepare.lock``) and
 removes what killed preparations left; reading prepared data writes nothing but the optional
@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from vaejax.data.cache import decoded_split
 from vaejax.data.datasets import (
     _WRITE_ERRNOS,
     _check_prepared,
@@ -45,7 +46,7 @@ from vaejax.data.datasets import (
     check_reachable,
     default_data_dir,
 )
-from vaejax.data.idx import RAW_DATA_DIR_ENV, DataError, ImageSplit, write_atomically
+from vaejax.data.idx import RAW_DATA_DIR_ENV, DataError, ImageSplit
 from vaejax.data.sources import (
     Example,
     Source,
@@ -334,40 +335,6 @@ def read_raw_split(
     return decode_all(examples, module.decode, spec, split)
 
 
-def _cache_path(builder_dir: Path, split: str) -> Path:
-    return builder_dir / f"vaejax_decoded_{split}.npz"
-
-
-def _load_cache(path: Path, spec: SourceSpec, split: str) -> ImageSplit | None:
-    n, num_attributes = spec.num_examples[split], len(spec.attribute_names)
-    try:
-        with np.load(path) as f:
-            images, labels = f["images"], f["labels"]
-            attributes = f["attributes"] if num_attributes else None
-    except FileNotFoundError:
-        return None
-    except Exception as e:  # noqa: BLE001 - any unreadable cache is rebuilt from tfds
-        log.warning("ignoring unreadable cache %s (%s); decoding again", path, e)
-        return None
-    shapes = [(images.shape, (n, *spec.image_shape)), (labels.shape, (n,))]
-    if num_attributes:
-        shapes.append((attributes.shape, (n, num_attributes)))
-    dtypes = [images.dtype == np.uint8, labels.dtype == np.int32]
-    if any(got != want for got, want in shapes) or not all(dtypes):
-        log.warning("ignoring cache %s of the wrong shape; decoding again", path)
-        return None
-    return ImageSplit(images, labels, attributes)
-
-
-def _save_cache(path: Path, split: ImageSplit) -> None:
-    arrays = {"images": split.images, "labels": split.labels}
-    if split.attributes is not None:
-        arrays["attributes"] = split.attributes
-    error = write_atomically(path, lambda f: np.savez(f, **arrays))
-    if error is not None:
-        log.warning("could not write the cache %s (%s); continuing without it", path, error)
-
-
 def load_source_split(
     name_or_spec: SourceSpec | str,
     split: str,
@@ -388,11 +355,12 @@ def load_source_split(
     except ImportError:
         return read_raw_split(spec, split, raw_data_dir)
     builder_dir = prepare_source(spec, data_dir, raw_data_dir)
-    cache = _cache_path(builder_dir, split)
-    loaded = _load_cache(cache, spec, split)
-    if loaded is None:
-        start = time.perf_counter()
-        loaded = read_prepared_split(spec, split, builder_dir.parent.parent)
-        log.info("decoded %s/%s in %.1f s", spec.name, split, time.perf_counter() - start)
-        _save_cache(cache, loaded)
-    return loaded
+    return decoded_split(
+        builder_dir,
+        split,
+        spec.num_examples[split],
+        spec.image_shape,
+        lambda: read_prepared_split(spec, split, builder_dir.parent.parent),
+        len(spec.attribute_names),
+        what=f"{spec.name}/{split}",
+    )
