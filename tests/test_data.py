@@ -359,3 +359,30 @@ def test_batch_preprocessor():
     half = jnp.full((4, 28, 28, 1), 128, jnp.uint8)
     binary = data.make_batch_preprocessor(28, dynamic_binarization=True)(half, jax.random.key(3))
     assert set(np.unique(np.asarray(binary)).tolist()) == {0.0, 1.0}
+
+
+def test_a_decoded_copy_that_does_not_fit_on_the_disk_is_skipped(
+    tmp_path, mnist_tfds_dir, mnist_raw_dir, monkeypatch, caplog
+):
+    """The decoded copy reserves its blocks first: a full disk is a warning and the split is
+    decoded into memory (a write into a mapped file on a full disk would kill the process)."""
+    import errno
+
+    from vaejax.data import cache
+
+    data_dir = tmp_path / "copy"
+    shutil.copytree(mnist_tfds_dir / "mnist", data_dir / "mnist")
+    version_dir = data_dir / "mnist" / data.TFDS_VERSION
+    shutil.rmtree(version_dir / "vaejax_decoded_test")
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache.os, "posix_fallocate", full)
+    loaded = data.load_split("mnist", "test", data_dir=data_dir)
+    raw = data.read_idx_split(mnist_raw_dir, "test", data.DATASETS["mnist"])
+    assert np.array_equal(loaded.images, raw.images) and not isinstance(loaded.images, np.memmap)
+    assert "could not write the decoded copy" in caplog.text
+    assert not any(
+        p.name.startswith((".vaejax_decoded", "vaejax_decoded_test")) for p in version_dir.iterdir()
+    )

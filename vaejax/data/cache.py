@@ -5,14 +5,14 @@ runs open memory-mapped.
 [N]) and, for data with attributes, ``attributes.npy`` (bool [N, A]). Opening them reads nothing
 yet: the operating system pages rows in as they are used, so a split larger than the host's
 memory can still be streamed to the devices (``--data_on_device off``), and a run that uses part
-of a split reads only that part. The folder is written whole or not at all (a temporary folder
-renamed into place); an unreadable or misshapen copy is decoded again; a folder that cannot be
-written is no error (the copy is optional).
+of a split reads only that part. The first run decodes the split straight into these files
+(never the whole split in memory), in a temporary folder renamed into place when complete; an
+unreadable or misshapen copy is decoded again; a folder that cannot be written is no error (the
+split is then decoded into memory, and nothing is kept).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
@@ -57,25 +57,27 @@ def load_decoded(
     return ImageSplit(images, labels, attributes)
 
 
-def save_decoded(builder_dir: Path, split: str, data: ImageSplit) -> None:
-    """Writes the decoded copy of ``split`` (whole or not at all; a folder that cannot be
-    written is logged and skipped)."""
-    folder = cache_folder(builder_dir, split)
-    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-    arrays = {"images": data.images, "labels": np.asarray(data.labels, np.int32)}
-    if data.attributes is not None:
-        arrays["attributes"] = np.asarray(data.attributes, np.bool_)
-    try:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        for name, array in arrays.items():
-            np.save(tmp / f"{name}.npy", array)
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(tmp, ignore_errors=True)
-        log.warning("could not write the decoded copy %s (%s); continuing without it", folder, e)
+def _allocate(folder: Path, n: int, image_shape, num_attributes: int) -> ImageSplit:
+    """Empty ``.npy`` files in ``folder``, mapped for writing, their blocks reserved up front (a
+    full disk is an OSError here, not a crash on a later write into the mapping)."""
+    shapes = {"images": ((n, *image_shape), np.uint8), "labels": ((n,), np.int32)}
+    if num_attributes:
+        shapes["attributes"] = ((n, num_attributes), np.bool_)
+    arrays = {}
+    for name, (shape, dtype) in shapes.items():
+        path = folder / f"{name}.npy"
+        arrays[name] = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+        fd = os.open(path, os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
+    return ImageSplit(arrays["images"], arrays["labels"], arrays.get("attributes"))
+
+
+def _in_memory(n: int, image_shape, num_attributes: int) -> ImageSplit:
+    attributes = np.empty((n, num_attributes), np.bool_) if num_attributes else None
+    return ImageSplit(np.empty((n, *image_shape), np.uint8), np.empty(n, np.int32), attributes)
 
 
 def decoded_split(
@@ -83,17 +85,40 @@ def decoded_split(
     split: str,
     n: int,
     image_shape,
-    decode: Callable[[], ImageSplit],
+    fill: Callable[[ImageSplit], None],
     num_attributes: int = 0,
     what: str = "",
 ) -> ImageSplit:
-    """The decoded copy of ``split`` (memory-mapped), decoding it with ``decode()`` and keeping
-    the copy the first time."""
+    """The decoded copy of ``split`` (memory-mapped). The first time, ``fill(out)`` decodes
+    every example into the arrays of ``out`` (N rows): files on disk, written as they are
+    filled (so a split larger than memory can be decoded), renamed into place when complete.
+    Where the folder cannot be written (read-only, full), ``out`` is in memory and nothing is
+    kept."""
     loaded = load_decoded(builder_dir, split, n, image_shape, num_attributes)
     if loaded is not None:
         return loaded
     start = time.perf_counter()
-    decoded = decode()
-    log.info("decoded %s in %.1f s", what or f"{builder_dir}/{split}", time.perf_counter() - start)
-    save_decoded(builder_dir, split, decoded)
-    return load_decoded(builder_dir, split, n, image_shape, num_attributes) or decoded
+    folder = cache_folder(builder_dir, split)
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        out = _allocate(tmp, n, image_shape, num_attributes)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        log.warning("could not write the decoded copy %s (%s); continuing without it", folder, e)
+        out = _in_memory(n, image_shape, num_attributes)
+        fill(out)
+        return out
+    try:
+        fill(out)
+        for array in out:
+            if array is not None:
+                array.flush()
+        del out
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("decoded %s in %.1f s", what or folder, time.perf_counter() - start)
+    return load_decoded(builder_dir, split, n, image_shape, num_attributes)

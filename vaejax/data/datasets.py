@@ -273,6 +273,11 @@ def _check_prepared(builder_dir: Path) -> None:
         )
 
 
+def _fill(out: ImageSplit, decoded: ImageSplit) -> None:
+    out.images[:] = decoded.images
+    out.labels[:] = decoded.labels
+
+
 def read_tfds_split(name: str, split: str, data_dir: os.PathLike | str) -> ImageSplit:
     """Decodes a prepared split with ``tfds.data_source`` (every image, in file order)."""
     import tensorflow_datasets as tfds
@@ -323,6 +328,6 @@ def load_split(
         split,
         spec.num_examples[split],
         IMAGE_SHAPE,
-        lambda: read_tfds_split(name, split, builder_dir.parent.parent),
+        lambda out: _fill(out, read_tfds_split(name, split, builder_dir.parent.parent)),
         what=f"{name}/{split}",
     )

@@ -141,7 +141,7 @@ def load_folder_split(
         split,
         spec.num_examples[split],
         spec.image_shape,
-        lambda: _read_prepared(spec, split),
+        lambda out: _read_prepared(spec, split, out),
         what=f"{spec.name}/{split}",
     )
 
@@ -338,28 +338,25 @@ def _base_builder():
     return FolderBuilder
 
 
-def _read_prepared(spec: FolderSpec, split: str) -> ImageSplit:
-    """Decodes a prepared split with tfds (every record, in order)."""
+def _read_prepared(spec: FolderSpec, split: str, out: ImageSplit) -> None:
+    """Decodes a prepared split with tfds (every record, in order) into ``out``'s arrays, a
+    thousand records at a time."""
     import tensorflow_datasets as tfds
 
+    n = spec.num_examples[split]
     try:
         source = tfds.builder_from_directory(os.fspath(spec.builder_dir)).as_data_source(split)
-        records = source.__getitems__(range(len(source)))
-        images = np.stack([r["image"] for r in records]).astype(np.uint8)
-        images = images.reshape(len(records), *spec.image_shape)
-        if spec.class_names:
-            labels = np.asarray([r["label"] for r in records], dtype=np.int32)
-        else:
-            labels = np.zeros(len(records), np.int32)
+        if len(source) != n:
+            raise ValueError(f"it holds {len(source)} images, not {n}")
+        for start in range(0, n, 1000):
+            records = source.__getitems__(range(start, min(start + 1000, n)))
+            images = np.stack([r["image"] for r in records]).astype(np.uint8)
+            out.images[start : start + len(records)] = images.reshape(-1, *spec.image_shape)
+            labels = [r["label"] for r in records] if spec.class_names else 0
+            out.labels[start : start + len(records)] = labels
     except Exception as e:  # noqa: BLE001 - any failure here means damaged prepared files
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(
             f"cannot read the prepared {spec.name} {split} split ({reason}): delete "
             f"{spec.builder_dir} to prepare it again"
         ) from None
-    if len(labels) != spec.num_examples[split]:
-        raise DataError(
-            f"the prepared {spec.name} {split} split holds {len(labels)} images, not "
-            f"{spec.num_examples[split]}: delete {spec.builder_dir} to prepare it again"
-        )
-    return ImageSplit(images, labels)

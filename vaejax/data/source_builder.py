@@ -265,13 +265,21 @@ def decode_all(
     decode: Callable[[Mapping[str, Any]], Example],
     spec: SourceSpec,
     split: str,
+    out: ImageSplit | None = None,
 ) -> ImageSplit:
-    """Decodes ``records`` (tfds records or examples) into the arrays of one split, which must
-    hold ``spec.num_examples[split]``; PIL decodes in threads (it releases the GIL)."""
+    """Decodes ``records`` (tfds records or examples) into the arrays of one split (``out``'s,
+    or new ones), which must hold ``spec.num_examples[split]``; PIL decodes in threads (it
+    releases the GIL)."""
     n = spec.num_examples[split]
-    images = np.empty((n, *spec.image_shape), dtype=np.uint8)
-    labels = np.empty(n, dtype=np.int32)
-    attributes = np.empty((n, len(spec.attribute_names)), dtype=bool)
+    if out is None:
+        attributes = (
+            np.empty((n, len(spec.attribute_names)), bool) if spec.attribute_names else None
+        )
+        out = ImageSplit(
+            np.empty((n, *spec.image_shape), np.uint8), np.empty(n, np.int32), attributes
+        )
+    images, labels = out.images, out.labels
+    attributes = out.attributes if out.attributes is not None else np.empty((n, 0), bool)
     count = 0
     records = iter(records)
     with concurrent.futures.ThreadPoolExecutor(_threads()) as pool:
@@ -287,7 +295,10 @@ def decode_all(
 
 
 def read_prepared_split(
-    spec_or_name: SourceSpec | str, split: str, data_dir: os.PathLike | str
+    spec_or_name: SourceSpec | str,
+    split: str,
+    data_dir: os.PathLike | str,
+    out: ImageSplit | None = None,
 ) -> ImageSplit:
     """Decodes a prepared split (every record, in file order) with the source's ``decode``.
 
@@ -307,7 +318,7 @@ def read_prepared_split(
                 stop = min(start + _CHUNK, len(data_source))
                 yield from data_source.__getitems__(list(range(start, stop)))
 
-        return decode_all(records(), module.decode, spec, split)
+        return decode_all(records(), module.decode, spec, split, out)
     except Exception as e:  # noqa: BLE001 - any failure here means damaged prepared files
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(
@@ -360,7 +371,7 @@ def load_source_split(
         split,
         spec.num_examples[split],
         spec.image_shape,
-        lambda: read_prepared_split(spec, split, builder_dir.parent.parent),
+        lambda out: read_prepared_split(spec, split, builder_dir.parent.parent, out),
         len(spec.attribute_names),
         what=f"{spec.name}/{split}",
     )
