@@ -34,7 +34,7 @@ from vaejax.data.records import RecordSource
 from vaejax.runs.base import train_and_evaluate
 from vaejax.runs.gan import GANConfig
 from vaejax.runs.vae import VAEConfig
-from vaejax.training import step, stream
+from vaejax.training import stream
 
 
 def reader_rate(source, batch_size: int, steps: int) -> float:
@@ -42,7 +42,7 @@ def reader_rate(source, batch_size: int, steps: int) -> float:
     blocks placed on the devices (the first block, which starts the threads, is not timed)."""
     mesh = sharding.data_mesh()
     update = lambda state, batch, key: (state, {"loss": jnp.zeros(())})
-    runner = step.make_streamed_runner(
+    runner = stream.make_streamed_runner(
         update, None, batch_size=batch_size, num_examples=stream.num_examples(source), mesh=mesh
     )
     reader = stream.Streamed(source, runner, jax.random.key(0), mesh)

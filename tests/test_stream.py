@@ -15,7 +15,7 @@ from vaejax.training import step, stream
 
 def _runner(n: int, batch_size: int, streamed: bool):
     update = lambda state, batch, key: (state, {"loss": jnp.sum(batch["x"]).astype(jnp.float32)})
-    make = step.make_streamed_runner if streamed else step.make_epoch_runner
+    make = stream.make_streamed_runner if streamed else step.make_epoch_runner
     return make(update, None, batch_size=batch_size, num_examples=n, mesh=sharding.data_mesh())
 
 

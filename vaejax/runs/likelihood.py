@@ -79,6 +79,16 @@ def _announce(config: EvaluateConfig, run_config: VAEConfig, workdir: Path, imag
         )
 
 
+def _model_inputs(images, run_config: VAEConfig, seed: int, dequantized: bool):
+    """(images, preprocess) for :func:`evaluate_bounds`: dequantized 8-bit images get one fixed
+    draw of the noise, from the seed."""
+    size = run_config.resolved_image_size
+    if not dequantized:
+        return images, data.make_batch_preprocessor(size)
+    noisy = np.asarray(data.dequantize(jax.random.key(seed + 1), jnp.asarray(images)))
+    return noisy, lambda x, _: data.pad_images(jnp.asarray(x), size)
+
+
 def bits_per_dim(nats: float, dims: int, dequantized: bool) -> float:
     """A bound in nats per image as bits per dimension (see
     :func:`vaejax.objectives.with_bits_per_dim`)."""
@@ -99,12 +109,8 @@ def run(config: EvaluateConfig, workdir: Path) -> dict:
     _, test = load_data(run_config, run_config.binarization)
     images = test.images[: config.test_examples or None]
     _announce(config, run_config, workdir, len(images))
-    size = run_config.resolved_image_size
-    preprocess = data.make_batch_preprocessor(size)
     dequantized = run_config.binarization == "dequantize"
-    if dequantized:  # one fixed draw of the noise, from the seed
-        images = np.asarray(data.dequantize(jax.random.key(config.seed + 1), jnp.asarray(images)))
-        preprocess = lambda x, _: data.pad_images(jnp.asarray(x), size)
+    images, preprocess = _model_inputs(images, run_config, config.seed, dequantized)
     start = time.perf_counter()
     bounds = evaluate_bounds(
         model,

@@ -89,22 +89,9 @@ def fit_state(
         start_step = loop.resume_step(
             workdir, config_record, free_fields, config_record.get("damaged_checkpoints", "stop")
         )
-        resident = stream.data_on_device(settings.data_on_device, train_data, mesh)
-        runner = (step.make_epoch_runner if resident else step.make_streamed_runner)(
-            update,
-            preprocess,
-            batch_size=settings.batch_size,
-            num_examples=len(jax.tree_util.tree_leaves(train_data)[0]),
-            mesh=mesh,
-            nonfinite=settings.nonfinite,
+        runner, state, train_data, streamed = _placed(
+            settings, state, update, preprocess, train_data, keys, mesh
         )
-        streamed = None
-        if resident:
-            state, train_data = sharding.put_replicated((state, train_data), mesh)
-        else:
-            state = sharding.put_replicated(state, mesh)
-            streamed = stream.Streamed(train_data, runner, keys.data, mesh)
-            train_data = None
         return loop.train(
             runner,
             state,
@@ -121,6 +108,25 @@ def fit_state(
             mesh=mesh,
             stream=streamed,
         )
+
+
+def _placed(settings: TrainSettings, state, update, preprocess, train_data, keys, mesh):
+    """(runner, state on the devices, train data on the devices or None, the streamed reader or
+    None), as ``settings.data_on_device`` places the data (:mod:`vaejax.training.stream`)."""
+    resident = stream.data_on_device(settings.data_on_device, train_data, mesh)
+    runner = (step.make_epoch_runner if resident else stream.make_streamed_runner)(
+        update,
+        preprocess,
+        batch_size=settings.batch_size,
+        num_examples=len(jax.tree_util.tree_leaves(train_data)[0]),
+        mesh=mesh,
+        nonfinite=settings.nonfinite,
+    )
+    if resident:
+        state, train_data = sharding.put_replicated((state, train_data), mesh)
+        return runner, state, train_data, None
+    reader = stream.Streamed(train_data, runner, keys.data, mesh)
+    return runner, sharding.put_replicated(state, mesh), None, reader
 
 
 def _with_skips(end_of_epoch: loop.EndOfEpoch) -> loop.EndOfEpoch:

@@ -117,7 +117,7 @@ def train(
     calls it; it must write files only on :func:`is_writer`.
 
     With ``stream`` (a :class:`vaejax.training.stream.Streamed` and a runner of
-    :func:`~vaejax.training.step.make_streamed_runner`), ``data`` is None and each stretch
+    :func:`~vaejax.training.stream.make_streamed_runner`), ``data`` is None and each stretch
     gets its block of batches from the host.
 
     The workdir is locked (:mod:`vaejax.training.workdir_lock`) while training.

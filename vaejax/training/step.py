@@ -236,61 +236,10 @@ def make_epoch_runner(
     )
 
 
-def make_streamed_runner(
-    update: Update,
-    preprocess: Preprocess | None,
-    *,
-    batch_size: int,
-    num_examples: int,
-    mesh: Mesh | None = None,
-    nonfinite: str = "stop",
-) -> EpochRunner:
-    """The :class:`EpochRunner` of data streamed from the host (:mod:`vaejax.training.stream`).
-
-    The same epochs, steps, keys and batches as :func:`make_epoch_runner`: ``order`` is the same
-    function, but the host gathers the batches. ``run(state, metrics, block, block_start,
-    base_key, epoch, start, stop)`` takes a block of batches [K, batch_size, ...] whose first
-    batch is step ``block_start`` of the epoch, sharded over the devices along the batch axis
-    (each device holds its part of every batch), and runs steps ``start, ..., stop - 1``, all
-    within the block. The block's K is fixed by its first use (one compilation)."""
-    on_device = make_epoch_runner(
-        update,
-        preprocess,
-        batch_size=batch_size,
-        num_examples=num_examples,
-        mesh=mesh,
-        nonfinite=nonfinite,
-    )
-    mesh = mesh or data_mesh()
-    skip_nonfinite = nonfinite == "skip"
-    step = _step_body(update, preprocess, mesh)
-    sharding = batch_sharded(mesh)
-
-    def guarded_step(state, block_start, block, base_key, global_step, i):
-        raw = jax.tree_util.tree_map(
-            lambda a: jax.lax.with_sharding_constraint(a[i - block_start], sharding), block
-        )
-        new_state, metrics = step(state, raw, base_key, global_step)
-        finite = _all_finite(metrics)
-        if skip_nonfinite:
-            new_state = jax.lax.cond(finite, lambda: new_state, lambda: state)
-        return new_state, {**metrics, "finite": finite}
-
-    steps, out = on_device.steps_per_epoch, replicated(mesh)
-    return on_device._replace(
-        new_metrics=jax.jit(_metrics_buffer(guarded_step, steps, None), out_shardings=out),
-        run=jax.jit(
-            _stretch_loop(guarded_step, steps, skip_nonfinite),
-            donate_argnums=(0, 1),
-            out_shardings=out,
-        ),
-    )
-
-
 def _metrics_buffer(guarded_step: Callable, steps: int, batch_size: int | None) -> Callable:
     """``new_metrics(state, data)``: an epoch's per-step metrics buffer of ``guarded_step``,
     zeros with a leading axis of ``steps``. ``batch_size`` None: ``data`` is a streamed block
-    (:func:`make_streamed_runner`)."""
+    (:func:`vaejax.training.stream.make_streamed_runner`)."""
 
     def new_metrics(state, data):
         order = (

@@ -29,7 +29,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from vaejax.sharding import DATA_AXIS
+from vaejax.sharding import DATA_AXIS, batch_sharded, data_mesh, replicated
+from vaejax.training import step
 
 PLACEMENTS = ("auto", "on", "off")
 DEVICE_BUDGET_FRACTION = 0.25
@@ -90,6 +91,58 @@ class _Rows:
         if not _is_arrays(self.source):
             return self.source[row]
         return jax.tree_util.tree_map(lambda a: np.asarray(a[row]), self.source)
+
+
+def make_streamed_runner(
+    update: step.Update,
+    preprocess: step.Preprocess | None,
+    *,
+    batch_size: int,
+    num_examples: int,
+    mesh: Mesh | None = None,
+    nonfinite: str = "stop",
+) -> step.EpochRunner:
+    """The :class:`~vaejax.training.step.EpochRunner` of data streamed from the host.
+
+    The same epochs, steps, keys and batches as
+    :func:`~vaejax.training.step.make_epoch_runner`: ``order`` is the same
+    function, but the host gathers the batches. ``run(state, metrics, block, block_start,
+    base_key, epoch, start, stop)`` takes a block of batches [K, batch_size, ...] whose first
+    batch is step ``block_start`` of the epoch, sharded over the devices along the batch axis
+    (each device holds its part of every batch), and runs steps ``start, ..., stop - 1``, all
+    within the block. The block's K is fixed by its first use (one compilation)."""
+    on_device = step.make_epoch_runner(
+        update,
+        preprocess,
+        batch_size=batch_size,
+        num_examples=num_examples,
+        mesh=mesh,
+        nonfinite=nonfinite,
+    )
+    mesh = mesh or data_mesh()
+    skip_nonfinite = nonfinite == "skip"
+    take_step = step._step_body(update, preprocess, mesh)
+    sharding = batch_sharded(mesh)
+
+    def guarded_step(state, block_start, block, base_key, global_step, i):
+        raw = jax.tree_util.tree_map(
+            lambda a: jax.lax.with_sharding_constraint(a[i - block_start], sharding), block
+        )
+        new_state, metrics = take_step(state, raw, base_key, global_step)
+        finite = step._all_finite(metrics)
+        if skip_nonfinite:
+            new_state = jax.lax.cond(finite, lambda: new_state, lambda: state)
+        return new_state, {**metrics, "finite": finite}
+
+    steps, out = on_device.steps_per_epoch, replicated(mesh)
+    return on_device._replace(
+        new_metrics=jax.jit(step._metrics_buffer(guarded_step, steps, None), out_shardings=out),
+        run=jax.jit(
+            step._stretch_loop(guarded_step, steps, skip_nonfinite),
+            donate_argnums=(0, 1),
+            out_shardings=out,
+        ),
+    )
 
 
 class Streamed:
