@@ -1,9 +1,13 @@
 """Every model family on colour images of 32 and 64 pixels, from a folder of real data.
 
+(WGAN-GP trains the DCGAN networks, the critic without batch normalization, on another loss:
+its colour shapes are those of the parameter-count test against PyTorch, 32x32x3 included, and
+its end-to-end run is in tests/test_quality.py.)
+
 The data: MNIST digits coloured (a digit colour and a background colour per image, drawn from a
 fixed palette) and written as 28x28 PNG files into class folders; ``folder:PATH`` prepares them
 at the run's ``--image_size``. Each family trains a few steps in-process and must write finite
-metrics and pictures in colour (WGAN-GP and the DDPM computing in bfloat16).
+metrics and pictures in colour (the MLP VAE and the CVAE computing in bfloat16).
 """
 
 from __future__ import annotations
@@ -59,12 +63,11 @@ def colour_folder(tmp_path_factory, mnist_raw_dir) -> str:
 SMALL = dict(epochs=1, batch_size=64, eval_batch_size=64, checkpoint_every=1000)
 FAMILIES = {
     "conv_vae_64": VAEConfig(model="conv", latent_dim=8, image_size=64),
-    "mlp_vae_32": VAEConfig(model="mlp", latent_dim=8, image_size=32, hidden_dim=64),
-    "cvae_32": CVAEConfig(image_size=32, hidden_dim=64, samples_per_class=2),
-    "dcgan_64": GANConfig(image_size=64, width=8, eval_samples=0),
-    "wgan_gp_32": GANConfig(
-        loss="wgan-gp", image_size=32, width=8, eval_samples=0, n_critic=2, dtype="bfloat16"
+    "mlp_vae_32": VAEConfig(
+        model="mlp", latent_dim=8, image_size=32, hidden_dim=64, dtype="bfloat16"
     ),
+    "cvae_32": CVAEConfig(image_size=32, hidden_dim=64, samples_per_class=2, dtype="bfloat16"),
+    "dcgan_32": GANConfig(image_size=32, width=8, eval_samples=0),
     "ddpm_32": DDPMConfig(
         image_size=32,
         channels=8,
@@ -74,7 +77,6 @@ FAMILIES = {
         eval_samples=0,
         final_samples=4,
         warmup_steps=0,
-        dtype="bfloat16",
     ),
     "classifier_32": ClassifierConfig(image_size=32, hidden_dim=16),
 }
@@ -85,10 +87,16 @@ def _is_colour_png(path: Path) -> bool:
     return picture.ndim == 3 and picture.shape[2] == 3 and np.ptp(picture.astype(int), -1).max() > 0
 
 
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> str:
+    """One data directory for the module: the folder is prepared once per size."""
+    return str(tmp_path_factory.mktemp("colour_tfds"))
+
+
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_every_family_trains_on_colour_images(family, colour_folder, tmp_path):
+def test_every_family_trains_on_colour_images(family, colour_folder, data_dir, tmp_path):
     config = dataclasses.replace(
-        FAMILIES[family], dataset=colour_folder, data_dir=str(tmp_path / "tfds"), **SMALL
+        FAMILIES[family], dataset=colour_folder, data_dir=data_dir, **SMALL
     )
     train_and_evaluate(config, tmp_path / "run")
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]

@@ -51,7 +51,7 @@ def test_auto_keeps_data_on_the_device_within_the_budget(monkeypatch):
 def test_streamed_runs_train_like_on_device_ones_and_resume_exactly(
     tmp_path, mnist_tfds_dir, mnist_raw_dir
 ):
-    """8 CPU devices: the on-device run, and a streamed run SIGKILLed mid-epoch then resumed,
+    """4 CPU devices: the on-device run, and a streamed run SIGKILLed mid-epoch then resumed,
     write the same params.msgpack and metrics.jsonl, byte for byte."""
     common = [
         "-m",
@@ -60,7 +60,7 @@ def test_streamed_runs_train_like_on_device_ones_and_resume_exactly(
         *("--train_examples", "480", "--test_examples", "240", "--eval_batch_size", "240"),
         *("--batch_size", "40", "--epochs", "2", "--checkpoint_every", "5", "--hidden_dim", "64"),
     ]
-    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
     on = run_python([*common, "--data_on_device", "on", "--workdir", str(tmp_path / "on")], env=env)
     assert on.returncode == 0, on.stderr[-3000:]
     streamed = [*common, "--data_on_device", "off", "--workdir", str(tmp_path / "off")]
@@ -68,7 +68,7 @@ def test_streamed_runs_train_like_on_device_ones_and_resume_exactly(
     assert killed.returncode == -9, killed.stderr[-3000:]
     resumed = run_python(streamed, env=env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "8 cpu device(s)" in resumed.stdout and "resuming from step" in resumed.stdout
+    assert "4 cpu device(s)" in resumed.stdout and "resuming from step" in resumed.stdout
     for name in ("params.msgpack", "metrics.jsonl"):
         assert (tmp_path / "off" / name).read_bytes() == (tmp_path / "on" / name).read_bytes()
 
