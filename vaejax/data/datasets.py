@@ -159,20 +159,29 @@ def _prepare_locked(
 
         builder = tfds_builders.builder(spec.name, data_dir=data_dir, splits=splits)
         log.info("preparing %s in %s from %s (once)", spec.name, builder_dir, raw_dir or spec.url)
-        try:
+        with writing_into(data_dir, spec.name):
             builder.download_and_prepare()
-        except OSError as e:
-            if e.errno not in _WRITE_ERRNOS and "disk space" not in str(e):
-                raise
-            raise DataError(
-                f"cannot prepare {spec.name} in {data_dir} ({e}): pass --data_dir to a "
-                f"writable folder with room for it"
-            ) from None
 
 
 PREPARE_LOCK = ".vaejax-prepare.lock"  # in <data_dir>/<name>/
 # what an OSError of a preparation means when the data directory is the problem
 _WRITE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
+
+
+@contextlib.contextmanager
+def writing_into(data_dir: Path, what: str) -> Iterator[None]:
+    """Turns an OSError of a preparation that the data directory caused (read-only, no room,
+    no permission) into one :class:`DataError` naming ``what`` and ``data_dir``; any other
+    error passes."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in _WRITE_ERRNOS and "disk space" not in str(e):
+            raise
+        raise DataError(
+            f"cannot prepare {what} in {data_dir} ({e}): pass --data_dir to a writable folder "
+            f"with room for it"
+        ) from None
 
 
 @contextlib.contextmanager

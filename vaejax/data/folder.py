@@ -54,12 +54,12 @@ import PIL.Image
 
 from vaejax.data.cache import decoded_split
 from vaejax.data.datasets import (
-    _WRITE_ERRNOS,
     _check_prepared,
     _is_prepared,
     _preparation_lock,
     _remove_leftovers,
     default_data_dir,
+    writing_into,
 )
 from vaejax.data.folder_scan import SPLITS, FolderImages, Listing, read_folder, scan
 from vaejax.data.folder_scan import in_test_split as in_test_split  # re-exported
@@ -251,19 +251,13 @@ def _prepare_locked(listing: Listing, size: int, digest: str, data_dir: Path) ->
         read = read_folder(listing, size, digest)  # before anything is written
         stale = None
         try:
-            if builder_dir.exists() or builder_dir.is_symlink():
-                stale = config_dir / f"incomplete.{uuid.uuid4().hex[:8]}_replaced_{VERSION}"
-                log.info("%s changed since it was prepared: preparing it again", listing.root)
-                builder_dir.rename(stale)
-            log.info("preparing %s in %s (once)", listing.root, builder_dir)
-            _builder(name, size, data_dir, read).download_and_prepare()
-        except OSError as e:
-            if e.errno not in _WRITE_ERRNOS and "disk space" not in str(e):
-                raise
-            raise DataError(
-                f"cannot prepare {listing.root} in {data_dir} ({e}): pass --data_dir to a "
-                f"writable folder with room for it"
-            ) from None
+            with writing_into(data_dir, str(listing.root)):
+                if builder_dir.exists() or builder_dir.is_symlink():
+                    stale = config_dir / f"incomplete.{uuid.uuid4().hex[:8]}_replaced_{VERSION}"
+                    log.info("%s changed since it was prepared: preparing it again", listing.root)
+                    builder_dir.rename(stale)
+                log.info("preparing %s in %s (once)", listing.root, builder_dir)
+                _builder(name, size, data_dir, read).download_and_prepare()
         finally:
             if stale is not None:
                 shutil.rmtree(stale, ignore_errors=True)

@@ -9,7 +9,7 @@ import hashlib
 import json
 import os
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
@@ -336,22 +336,23 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> OSError
     return None
 
 
-def _holds_raw_files(folder: Path) -> bool:
-    return all((folder / f"{stem}.gz").is_file() for stem in RAW_STEMS)
-
-
-def find_raw_dir(
+def search_raw_dir(
     name: str,
+    urls: Mapping[str, str],
     raw_data_dir: os.PathLike | str | None = None,
     manual_dir: os.PathLike | str | None = None,
 ) -> Path | None:
-    """The local folder with the four raw ``.gz`` files of ``name``, or None to download.
+    """The local folder holding every raw file of dataset ``name`` (``urls``: file name -> its
+    official URL), or None to download them.
 
     Looked for, in this order: ``raw_data_dir`` (the ``--raw_data_dir`` flag), the environment
     variable ``VAEJAX_RAW_DATA_DIR``, tfds' manual directory ``<data_dir>/downloads/manual``.
     Each may be the folder holding the files or a parent with a ``<name>/`` folder holding them.
-    A folder given explicitly (flag or environment) that holds neither is an error.
+    A folder given explicitly (flag or environment) that holds neither is an error, naming the
+    files it lacks.
     """
+    holds = lambda folder: all((folder / file).is_file() for file in urls)
+    files = ", ".join(urls)
     explicit = [
         (raw_data_dir, "--raw_data_dir"),
         (os.environ.get(RAW_DATA_DIR_ENV) or None, RAW_DATA_DIR_ENV),
@@ -362,19 +363,38 @@ def find_raw_dir(
         folder = Path(folder).expanduser()
         if not folder.is_dir():
             raise DataError(
-                f"{origin}={folder} does not exist: point it at the folder with "
-                f"the {name} raw .gz files"
+                f"{origin}={folder} does not exist: point it at the folder with the {name} raw "
+                f"files ({files})"
             )
-        for candidate in (folder, folder / name):
-            if _holds_raw_files(candidate):
+        candidates = (folder, folder / name)
+        for candidate in candidates:
+            if holds(candidate):
                 return candidate
-        files = ", ".join(f"{stem}.gz" for stem in RAW_STEMS)
+        for candidate in candidates:  # some of the files: name the others
+            missing = [file for file in urls if not (candidate / file).is_file()]
+            if len(missing) < len(urls):
+                raise DataError(
+                    f"{origin}={folder}: {candidate} holds some {name} raw files but not "
+                    f"{', '.join(missing)}: add {'it' if len(missing) == 1 else 'them'} "
+                    f"({' '.join(urls[file] for file in missing)})"
+                )
         raise DataError(
             f"{origin}={folder} holds neither the {name} raw files ({files}) nor a {name}/ "
             f"folder with them"
         )
     if manual_dir is not None:
         for candidate in (Path(manual_dir) / name, Path(manual_dir)):
-            if _holds_raw_files(candidate):
+            if holds(candidate):
                 return candidate
     return None
+
+
+def find_raw_dir(
+    name: str,
+    raw_data_dir: os.PathLike | str | None = None,
+    manual_dir: os.PathLike | str | None = None,
+) -> Path | None:
+    """The local folder with the four raw ``.gz`` files of ``name`` (:func:`search_raw_dir`)."""
+    spec = dataset_spec(name)
+    urls = {f"{stem}.gz": f"{spec.url}{stem}.gz" for stem in RAW_STEMS}
+    return search_raw_dir(name, urls, raw_data_dir, manual_dir)

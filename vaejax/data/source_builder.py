@@ -38,13 +38,13 @@ import numpy as np
 
 from vaejax.data.cache import decoded_split
 from vaejax.data.datasets import (
-    _WRITE_ERRNOS,
     _check_prepared,
     _is_prepared,
     _preparation_lock,
     _remove_leftovers,
     check_reachable,
     default_data_dir,
+    writing_into,
 )
 from vaejax.data.idx import RAW_DATA_DIR_ENV, DataError, ImageSplit
 from vaejax.data.sources import (
@@ -240,15 +240,8 @@ def _prepare_locked(
         prepared = builder(spec, data_dir, raw_paths)
         log.info("preparing %s in %s from %s (once)", spec.name, builder_dir, raw_dir or spec.url)
         start = time.perf_counter()
-        try:
+        with writing_into(data_dir, spec.name):
             prepared.download_and_prepare()
-        except OSError as e:
-            if e.errno not in _WRITE_ERRNOS and "disk space" not in str(e):
-                raise
-            raise DataError(
-                f"cannot prepare {spec.name} in {data_dir} ({e}): pass --data_dir to a "
-                f"writable folder with room for it"
-            ) from None
         log.info("prepared %s in %.1f s", spec.name, time.perf_counter() - start)
 
 

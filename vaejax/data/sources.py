@@ -35,7 +35,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 import PIL.Image
 
-from vaejax.data.idx import RAW_DATA_DIR_ENV, DataError, file_sha256
+from vaejax.data.idx import DataError, file_sha256, search_raw_dir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,10 +155,6 @@ def check_raw_file(
         )
 
 
-def holds_raw_files(folder: Path, spec: SourceSpec) -> bool:
-    return all((folder / raw.name).is_file() for raw in spec.raw_files)
-
-
 def raw_file_names(spec: SourceSpec) -> str:
     return ", ".join(raw.name for raw in spec.raw_files)
 
@@ -168,49 +164,10 @@ def find_raw_dir(
     raw_data_dir: os.PathLike | str | None = None,
     manual_dir: os.PathLike | str | None = None,
 ) -> Path | None:
-    """The local folder with every raw file of ``spec``, or None to download them.
-
-    Looked for, in this order: ``raw_data_dir`` (the ``--raw_data_dir`` flag), the environment
-    variable ``VAEJAX_RAW_DATA_DIR``, tfds' manual directory ``<data_dir>/downloads/manual``.
-    Each may be the folder holding the files or a parent with a ``<name>/`` folder holding them.
-    A folder given explicitly (flag or environment) that holds neither is an error, naming the
-    files it lacks.
-    """
-    explicit = [
-        (raw_data_dir, "--raw_data_dir"),
-        (os.environ.get(RAW_DATA_DIR_ENV) or None, RAW_DATA_DIR_ENV),
-    ]
-    for folder, origin in explicit:
-        if folder is None:
-            continue
-        folder = Path(folder).expanduser()
-        if not folder.is_dir():
-            raise DataError(
-                f"{origin}={folder} does not exist: point it at the folder with the "
-                f"{spec.name} raw files ({raw_file_names(spec)})"
-            )
-        candidates = (folder, folder / spec.name)
-        for candidate in candidates:
-            if holds_raw_files(candidate, spec):
-                return candidate
-        for candidate in candidates:  # some of the files: name the others
-            missing = [raw for raw in spec.raw_files if not (candidate / raw.name).is_file()]
-            if len(missing) < len(spec.raw_files):
-                names = ", ".join(raw.name for raw in missing)
-                urls = " ".join(raw.url for raw in missing)
-                raise DataError(
-                    f"{origin}={folder}: {candidate} holds some {spec.name} raw files but not "
-                    f"{names}: add {'it' if len(missing) == 1 else 'them'} ({urls})"
-                )
-        raise DataError(
-            f"{origin}={folder} holds neither the {spec.name} raw files "
-            f"({raw_file_names(spec)}) nor a {spec.name}/ folder with them"
-        )
-    if manual_dir is not None:
-        for candidate in (Path(manual_dir) / spec.name, Path(manual_dir)):
-            if holds_raw_files(candidate, spec):
-                return candidate
-    return None
+    """The local folder with every raw file of ``spec``, or None to download them
+    (:func:`vaejax.data.idx.search_raw_dir`)."""
+    urls = {raw.name: raw.url for raw in spec.raw_files}
+    return search_raw_dir(spec.name, urls, raw_data_dir, manual_dir)
 
 
 def image_array(image: Any) -> np.ndarray:
