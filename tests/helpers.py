@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+BUCKET = "gs://bucket/"  # what fake_bucket maps onto a local folder
 
 
 def run_python(args, *, env=None, timeout=600, cwd=REPO_ROOT):
@@ -89,3 +91,24 @@ def file_snapshot(folder: Path) -> dict[str, tuple[int, int]]:
         for p in sorted(folder.rglob("*"))
         if not p.name.startswith(".lock")
     }
+
+
+@contextlib.contextmanager
+def fake_bucket(root: Path):
+    """epath's backend for every scheme, with ``gs://bucket/...`` read and written under
+    ``root``."""
+
+    def local(value):
+        if isinstance(value, str) and value.startswith(BUCKET):
+            return str(root / value[len(BUCKET) :])
+        return value
+
+    def translated(original, *args, **kwargs):
+        return original(*(local(a) for a in args), **kwargs)
+
+    names = ("exists", "glob", "isdir", "listdir", "makedirs", "mkdir", "open", "remove")
+    names += ("rename", "replace", "rmtree", "stat", "walk", "copy")
+    from etils.epath import testing as epath_testing
+
+    with epath_testing.mock_epath(**{name: translated for name in names}):
+        yield

@@ -457,6 +457,18 @@ def test_machine_limit_message_walks_the_chain_and_names_the_fix():
     assert line.endswith(": lower the batch size, or the model's size")  # no flags named
 
 
+def test_a_missing_package_is_one_line_naming_it():
+    try:
+        import vaejax_no_such_package  # noqa: F401
+    except ModuleNotFoundError as e:
+        wrapped = RuntimeError("reading the data")
+        wrapped.__cause__ = e
+    assert errors.missing_module_line(wrapped).startswith(
+        "the Python package 'vaejax_no_such_package' is missing"
+    )
+    assert errors.missing_module_line(ImportError("cannot import name 'x'")) is None
+
+
 _ALLOCATE = """
 import sys
 import jax.numpy as jnp

@@ -6,39 +6,15 @@ workdir lock); checkpoints on a real bucket are orbax's and were not tried here.
 
 from __future__ import annotations
 
-import contextlib
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-from etils.epath import testing as epath_testing
 
-from tests.helpers import run_python
+from tests.helpers import BUCKET, fake_bucket, run_python
 from vaejax import io
 from vaejax.training.resume import WorkdirError
 from vaejax.training.workdir_lock import workdir_lock
-
-BUCKET = "gs://bucket/"
-
-
-@contextlib.contextmanager
-def fake_bucket(root: Path):
-    """epath's backend for every scheme, with ``gs://bucket/...`` read and written under
-    ``root``."""
-
-    def local(value):
-        if isinstance(value, str) and value.startswith(BUCKET):
-            return str(root / value[len(BUCKET) :])
-        return value
-
-    def translated(original, *args, **kwargs):
-        return original(*(local(a) for a in args), **kwargs)
-
-    names = ("exists", "glob", "isdir", "listdir", "makedirs", "mkdir", "open", "remove")
-    names += ("rename", "replace", "rmtree", "stat", "walk", "copy")
-    with epath_testing.mock_epath(**{name: translated for name in names}):
-        yield
 
 
 def test_files_of_a_run_round_trip_in_the_bucket(tmp_path):

@@ -16,9 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from etils.epath import testing as epath_testing
 
 from tests import archives
-from vaejax.data import source_builder, sources
+from tests.helpers import BUCKET, fake_bucket
+from vaejax.data import catalog, remote, source_builder, sources
 from vaejax.data.idx import RAW_DATA_DIR_ENV, DataError
 
 NAMES = ("cifar10", "svhn_cropped", "celeb_a")
@@ -340,3 +342,38 @@ def test_the_generic_tfds_reader_reads_a_prepared_folder_alike(name, downloaded,
     else:
         assert np.array_equal(got.images, want.images)
         assert np.array_equal(got.labels, want.labels)
+
+
+def test_data_folders_in_a_bucket_are_read_through_a_local_mirror(
+    tmp_path, monkeypatch, written, specs
+):
+    bucket = tmp_path / "bucket"  # gs://bucket/ (epath's mock backend)
+    shutil.copytree(written["cifar10"].folder, bucket / "raw" / "cifar10")
+    monkeypatch.setattr(sources.source("cifar10"), "SPEC", specs["cifar10"])
+    monkeypatch.setenv(remote.CACHE_ENV, str(tmp_path / "machine_a"))
+    with fake_bucket(bucket):
+        got = catalog.load_split("cifar10", "train", BUCKET + "tfds", BUCKET + "raw")
+        _assert_equal(got, written["cifar10"].expected["train"])
+        stored = {
+            p.relative_to(bucket / "tfds").as_posix()
+            for p in (bucket / "tfds").rglob("*")
+            if p.is_file()
+        }
+        version = specs["cifar10"].version
+        assert f"cifar10/{version}/dataset_info.json" in stored
+        assert f"cifar10/{version}/cifar10-train.array_record-00000-of-00001" in stored
+        assert not [f for f in stored if "vaejax_decoded" in f or "lock" in f], stored
+        mirror = tmp_path / "machine_a" / "gs" / "bucket"
+        assert (mirror / "raw" / "cifar10" / written["cifar10"].files[0]).is_file()
+        # another machine, with neither raw files nor a mirror: the prepared files come down
+        monkeypatch.setenv(remote.CACHE_ENV, str(tmp_path / "machine_b"))
+        again = catalog.load_split("cifar10", "test", BUCKET + "tfds")
+        _assert_equal(again, written["cifar10"].expected["test"])
+        mirror = tmp_path / "machine_b" / "gs" / "bucket"
+        assert (mirror / "tfds" / "cifar10" / version / "dataset_info.json").is_file()
+        assert not (mirror / "tfds" / "downloads").exists()  # copied down, not downloaded
+        assert not (mirror / "raw").exists()
+    refused = lambda original, *args, **kwargs: (_ for _ in ()).throw(PermissionError("403"))
+    with epath_testing.mock_epath(isdir=refused, exists=refused):
+        with pytest.raises(DataError, match=r"^cannot use --data_dir gs://bucket/tfds \(.*gcsfs"):
+            catalog.load_split("cifar10", "test", BUCKET + "tfds")

@@ -30,10 +30,19 @@ def test_the_reader_gathers_the_rows_of_the_on_device_order():
     assert reader.local_batches(1, 4, 7)[2]["y"].tolist() == (order[6] * 10).tolist()
     # a jump (a resumed run) reopens the reader at that step of that epoch's order
     assert reader.local_batches(1, 10, 12)[0]["x"].tolist() == order[10].tolist()
-    block = reader.block(1, 0, 3)  # three steps padded to the chunk of four
+    block = reader.block(1, 0, 3)  # a chunk of four steps: the fourth is read ahead
     assert block["x"].shape == (4, 8)
-    assert np.asarray(block["x"])[:3].tolist() == order[:3].tolist()
-    assert not np.asarray(block["x"])[3].any()
+    assert np.asarray(block["x"]).tolist() == order[:4].tolist()
+    reader.prefetch(1, 3)  # the next stretch starts within the steps already read
+    assert reader.ahead is not None
+    block = reader.block(1, 3, 7)
+    assert reader.ahead is None and np.asarray(block["x"]).tolist() == order[3:7].tolist()
+    last = np.asarray(reader.block(1, 10, 12)["x"])  # the epoch's last two, padded with zeros
+    assert last[:2].tolist() == order[10:].tolist() and not last[2:].any()
+    assert (
+        np.asarray(reader.block(2, 0, 4)["x"]).tolist()
+        == np.asarray(runner.order(key, 2))[:4].tolist()
+    )
 
 
 def test_auto_keeps_data_on_the_device_within_the_budget(monkeypatch):

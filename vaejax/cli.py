@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 import jax
 
 from vaejax import data, io, stopping
-from vaejax.errors import ConfigError, machine_limit_message
+from vaejax.errors import ConfigError, machine_limit_message, missing_module_line
 from vaejax.failures import (
     disk_full_line,
     file_error_line,
@@ -224,6 +224,7 @@ def main(
             disk_full_line(e, workdir)
             or machine_limit_message(e, names)
             or file_error_line(e, workdir)
+            or missing_module_line(e)
         )
         if line is None:  # anything else: as it came
             raise

@@ -159,3 +159,15 @@ def machine_limit_message(error: BaseException, flags: Iterable[str] = ()) -> st
             where, _ = _device_memory(host=False)
             return f"the run needs an array too large for {where} ({first}): {_fix(flags)}"
     return None
+
+
+def missing_module_line(error: BaseException) -> str | None:
+    """For a package that vaejax needs but cannot import (anywhere in ``error``'s chain), the
+    one line naming it and the fix; None for anything else."""
+    for e in _chain(error):
+        if isinstance(e, ModuleNotFoundError) and e.name:
+            return (
+                f"the Python package {e.name!r} is missing (No module named {e.name!r}): install "
+                f"vaejax with its dependencies (pip install -e . in a checkout)"
+            )
+    return None

@@ -28,6 +28,14 @@ def as_path(path: os.PathLike | str):
     return epath.Path(path)
 
 
+def object_store_fix(flag: str) -> str:
+    """What to do when an object store cannot be reached, for the flag that named it."""
+    return (
+        f"for gs:// install gcsfs (pip install gcsfs) and sign in (gcloud auth "
+        f"application-default login), or pass a local {flag}"
+    )
+
+
 def is_local(path) -> bool:
     return isinstance(as_path(path), Path)
 

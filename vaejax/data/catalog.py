@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from vaejax.data import idx
+from vaejax.data import idx, remote
 from vaejax.data.idx import DataError, ImageSplit
 from vaejax.data.sources import SOURCES
 
@@ -41,20 +41,20 @@ def dataset_spec(
     default 64) and another tfds name is read from its prepared files in ``data_dir``.
     Raises :class:`DataError` for an unknown name.
     """
-    check_local(data_dir, "--data_dir")
     if name in idx.DATASETS:
         return idx.DATASETS[name]
     if name in SOURCES:
         from vaejax.data.sources import source
 
         return source(name).SPEC
-    if name.startswith(FOLDER_PREFIX):
-        from vaejax.data import folder
+    with remote.staged(dataset_dir(name), data_dir, upload=False) as (data_dir, _):
+        if name.startswith(FOLDER_PREFIX):
+            from vaejax.data import folder
 
-        return folder.folder_spec(name, image_size or DEFAULT_FOLDER_SIZE, data_dir)
-    from vaejax.data import tfds_any
+            return folder.folder_spec(name, image_size or DEFAULT_FOLDER_SIZE, data_dir)
+        from vaejax.data import tfds_any
 
-    return tfds_any.tfds_spec(name, data_dir, image_size)
+        return tfds_any.tfds_spec(name, data_dir, image_size)
 
 
 def load_split(
@@ -68,8 +68,17 @@ def load_split(
     shape, preparing it first if needed (see the module docstring for the names)."""
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}: choose train or test")
-    check_local(data_dir, "--data_dir")
-    check_local(raw_data_dir, "--raw_data_dir")
+    if raw_data_dir and name not in builtin_names():
+        raise DataError(
+            f"--raw_data_dir applies to the datasets vaejax prepares from raw files "
+            f"({', '.join(builtin_names())}), not to {name}: drop it"
+        )
+    staging = remote.staged(dataset_dir(name), data_dir, raw_data_dir, raw_file_names(name))
+    with staging as (data_dir, raw_data_dir):
+        return _load_local(name, split, data_dir, raw_data_dir, image_size)
+
+
+def _load_local(name, split, data_dir, raw_data_dir, image_size) -> ImageSplit:
     if name in idx.DATASETS:
         from vaejax.data import datasets
 
@@ -78,11 +87,6 @@ def load_split(
         from vaejax.data import source_builder
 
         return source_builder.load_source_split(name, split, data_dir, raw_data_dir)
-    if raw_data_dir:
-        raise DataError(
-            f"--raw_data_dir applies to the datasets vaejax prepares from raw files "
-            f"({', '.join(builtin_names())}), not to {name}: drop it"
-        )
     if name.startswith(FOLDER_PREFIX):
         from vaejax.data import folder
 
@@ -92,13 +96,24 @@ def load_split(
     return tfds_any.load_tfds_split(name, split, data_dir, image_size)
 
 
-def check_local(path: os.PathLike | str | None, flag: str) -> None:
-    """Data folders are local: one :class:`DataError` for a ``gs://``-style path."""
-    if path and "://" in os.fspath(path):
-        raise DataError(
-            f"{flag} {path}: data folders in object stores are not supported yet; copy the "
-            f"folder to a local disk and pass that path (workdirs may be gs:// paths)"
-        )
+def dataset_dir(name: str) -> str:
+    """The folder of ``name`` in a data directory (tfds' ``<data_dir>/<builder name>/``)."""
+    if name.startswith(FOLDER_PREFIX):
+        from vaejax.data import folder
+
+        return folder.prepared_name(name[len(FOLDER_PREFIX) :])
+    return name.split("/")[0].split(":")[0]
+
+
+def raw_file_names(name: str) -> tuple[str, ...]:
+    """The raw files vaejax prepares ``name`` from (none for names it does not prepare)."""
+    if name in idx.DATASETS:
+        return tuple(f"{stem}.gz" for stem in idx.RAW_STEMS)
+    if name in SOURCES:
+        from vaejax.data.sources import source
+
+        return tuple(raw.name for raw in source(name).SPEC.raw_files)
+    return ()
 
 
 def take(split: ImageSplit, n: int) -> ImageSplit:

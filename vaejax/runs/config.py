@@ -163,11 +163,14 @@ class RunConfig:
         "evaluation's random draws are made per batch)",
     )
     data_dir: str = config_field(
-        "", "tfds data directory (empty: $TFDS_DATA_DIR or ~/tensorflow_datasets)", resume=True
+        "",
+        "tfds data directory, local or gs://... (read through a local mirror; empty: "
+        "$TFDS_DATA_DIR or ~/tensorflow_datasets)",
+        resume=True,
     )
     raw_data_dir: str = config_field(
         "",
-        f"folder with the raw IDX .gz files, for offline use "
+        f"folder with the dataset's raw files, for offline use, local or gs://... "
         f"(empty: ${data.RAW_DATA_DIR_ENV}, then tfds' manual dir "
         f"<data_dir>/downloads/manual, then download)",
         resume=True,

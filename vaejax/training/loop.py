@@ -358,6 +358,8 @@ class _Loop:
             position,
             end - epoch * per_epoch,
         )
+        if self.stream is not None and end < self.total:  # while the devices run this stretch
+            self.stream.prefetch(*divmod(end, per_epoch))
         reached = epoch * per_epoch + int(reached)  # waits for the stretch
         seconds = time.perf_counter() - began
         if reached < end:  # the state holds the non-finite step: never saved

@@ -3,8 +3,9 @@
 ``--data_on_device auto|on|off`` chooses (:func:`data_on_device`). ``on`` places the training
 set on every device once, and each compiled stretch gathers its batches there
 (:func:`vaejax.training.step.make_epoch_runner`). ``off`` streams: host threads (a grain
-``MapDataset`` read with ``ReadOptions(num_threads, prefetch_buffer_size)``) gather the rows of
-the coming batches from a random-access source and keep ``prefetch`` examples ahead, and each
+``MapDataset`` of steps read with ``ReadOptions(num_threads, prefetch_buffer_size)``) gather the
+rows of the coming batches from a random-access source, a step at a time, and keep
+:data:`PREFETCH_EXAMPLES` examples ahead, and each
 stretch of at most :data:`CHUNK_STEPS` steps gets a block [K, batch, ...] sharded along the
 batch axis, so a device holds only its part of the batches in flight: memory that shrinks as
 devices are added. Each process reads only the rows of its own devices.
@@ -76,9 +77,14 @@ def num_examples(source) -> int:
     return len(jax.tree_util.tree_leaves(source)[0]) if _is_arrays(source) else len(source)
 
 
-class _Rows:
-    """A random-access view of ``rows`` of ``source`` (see :func:`num_examples`): item ``i`` is
-    the pytree of example ``rows[i]``."""
+class _Steps:
+    """A random-access view of the batches of ``rows`` [steps, width] of ``source`` (see
+    :func:`num_examples`; a record source may read several rows at once with ``__getitems__``):
+    item ``i`` is the pytree of the examples ``rows[i]``, stacked.
+
+    One item per step rather than per example: gathering a step's rows at once (one fancy index
+    of each array, or one loop over a record source) keeps the reader's per-item cost in Python
+    from limiting it to a few ten thousand images per second."""
 
     def __init__(self, source, rows: np.ndarray):
         self.source, self.rows = source, rows
@@ -87,10 +93,14 @@ class _Rows:
         return len(self.rows)
 
     def __getitem__(self, i: int):
-        row = int(self.rows[i])
-        if not _is_arrays(self.source):
-            return self.source[row]
-        return jax.tree_util.tree_map(lambda a: np.asarray(a[row]), self.source)
+        rows = self.rows[i]
+        if _is_arrays(self.source):
+            return jax.tree_util.tree_map(lambda a: np.asarray(a[rows]), self.source)
+        if hasattr(self.source, "__getitems__"):
+            examples = self.source.__getitems__(rows)
+        else:
+            examples = [self.source[int(row)] for row in rows]
+        return jax.tree_util.tree_map(lambda *parts: np.stack(parts), *examples)
 
 
 def make_streamed_runner(
@@ -155,32 +165,52 @@ class Streamed:
         self.sharding = NamedSharding(mesh, PartitionSpec(None, DATA_AXIS))
         self.columns = _local_columns(mesh, runner.batch_size)
         self.epoch = self.next_step = None  # the reader's position: (epoch, step of the epoch)
-        self.reader = None
+        self.reader, self.kept, self.first_kept = None, [], 0  # batches read, from first_kept
+        self.ahead = None  # ((epoch, start), block) placed by prefetch
 
     def _open(self, epoch: int, start: int) -> None:
         """A reader of this process's rows of ``epoch`` from step ``start``, reading ahead."""
         import grain
 
         order = np.asarray(jax.device_get(self.runner.order(self.data_key, epoch)))
-        rows = order[start:, self.columns].reshape(-1)
-        dataset = grain.MapDataset.source(_Rows(self.source, rows)).batch(len(self.columns))
-        options = grain.ReadOptions(
-            num_threads=READ_THREADS, prefetch_buffer_size=PREFETCH_EXAMPLES
-        )
+        steps = _Steps(self.source, order[start:, self.columns])
+        ahead = max(self.chunk, -(-PREFETCH_EXAMPLES // len(self.columns)))
+        options = grain.ReadOptions(num_threads=READ_THREADS, prefetch_buffer_size=ahead)
+        dataset = grain.MapDataset.source(steps)
         self.reader = iter(dataset.to_iter_dataset(options))
         self.epoch, self.next_step = epoch, start
 
     def local_batches(self, epoch: int, start: int, stop: int) -> list:
-        """This process's parts of the batches of steps ``start .. stop - 1`` (host arrays)."""
-        if (self.epoch, self.next_step) != (epoch, start):
+        """This process's parts of the batches of steps ``start .. stop - 1`` (host arrays).
+        Batches read ahead of an earlier call are kept until a later step is asked for."""
+        if self.epoch != epoch or not (self.first_kept <= start <= self.next_step):
             self._open(epoch, start)
-        batches = [next(self.reader) for _ in range(stop - start)]
-        self.next_step = stop
-        return batches
+            self.kept, self.first_kept = [], start
+        while self.next_step < stop:
+            self.kept.append(next(self.reader))
+            self.next_step += 1
+        self.kept = self.kept[start - self.first_kept :]
+        self.first_kept = start
+        return self.kept[: stop - start]
 
     def block(self, epoch: int, start: int, stop: int):
-        """Steps ``start .. stop - 1`` (at most ``chunk``) as a block [chunk, batch, ...] on the
-        devices, padded with zeros after ``stop``."""
+        """Steps ``start .. stop - 1`` of ``epoch`` as a block [chunk, batch, ...] on the devices:
+        the block of ``chunk`` steps from ``start`` (those after ``stop`` read ahead for the next
+        stretch), padded with zeros past the epoch's end; the one :meth:`prefetch` placed, when
+        it starts there."""
+        ahead, self.ahead = self.ahead, None
+        if ahead is not None and ahead[0] == (epoch, start):
+            return ahead[1]
+        return self._read_block(epoch, start)
+
+    def prefetch(self, epoch: int, start: int) -> None:
+        """Places the block from step ``start`` of ``epoch`` now, while the devices still run the
+        stretch before it (its host work and copy overlap with that stretch)."""
+        if start < self.runner.steps_per_epoch:
+            self.ahead = ((epoch, start), self._read_block(epoch, start))
+
+    def _read_block(self, epoch: int, start: int):
+        stop = min(start + self.chunk, self.runner.steps_per_epoch)
         batches = self.local_batches(epoch, start, stop)
         pad = self.chunk - len(batches)
         local = jax.tree_util.tree_map(
@@ -197,10 +227,9 @@ class Streamed:
 
     def example_block(self) -> Any:
         """A block of zeros on the devices, to compile the stretch before any data are read."""
-        first = _Rows(self.source, np.zeros(1, np.int64))[0]
-        width = len(self.columns)
+        first = _Steps(self.source, np.zeros((1, len(self.columns)), np.int64))[0]
         return jax.tree_util.tree_map(
-            lambda a: self._place(np.zeros((self.chunk, width, *a.shape), a.dtype)), first
+            lambda a: self._place(np.zeros((self.chunk, *a.shape), a.dtype)), first
         )
 
 

@@ -177,9 +177,8 @@ def _remote_lock(workdir, key: str) -> Iterator[None]:
 def _unreachable(workdir, error: Exception) -> WorkdirError:
     reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return WorkdirError(
-        f"cannot use workdir {workdir} ({type(error).__name__}: {reason}): for gs:// install "
-        f"gcsfs (pip install gcsfs) and sign in (gcloud auth application-default login), or "
-        f"pass a local --workdir"
+        f"cannot use workdir {workdir} ({type(error).__name__}: {reason}): "
+        f"{io.object_store_fix('--workdir')}"
     )
 
 
