@@ -20,6 +20,13 @@ puts the PyTorch update through torch.compile). Its table reports real images/se
 epoch's seconds and the last epoch's mean losses, in place of the VAEs' test loss. Example:
 
     python -m experiments.benchmark --raw_data_dir ../shared/data/mnist --models dcgan
+
+The DDPM U-Net (--models unet; not in the default set) trains experiments.ddpm_mnist's update
+(U-Net of --unet_width channels, default 32; noise-prediction MSE, clipping, Adam with warmup,
+EMA) and the same update on its PyTorch twin (experiments.benchmarking.torch_unet) on the first
+--unet_train_examples images (default 1280) for --unet_epochs (default 3), batch
+--unet_batch_size (default 128); variants --unet_variants. Its table reports the last epoch's
+mean loss.
 """
 
 from __future__ import annotations
@@ -55,9 +62,10 @@ def _child(spec: dict) -> dict:
         train = train[: spec["train_examples"]]
     variant = spec["variant"]
     compiled = variant == "torch_compiled"
-    gan_options = (
-        {"image_size": spec["image_size"], "width": spec["width"]} if model == "dcgan" else {}
-    )
+    gan_options = {
+        "dcgan": {"image_size": spec.get("image_size"), "width": spec.get("width")},
+        "unet": {"width": spec.get("width")},
+    }.get(model, {})
     result = run_variant(
         "torch_tuned" if compiled else variant,
         train,
@@ -121,9 +129,15 @@ def main(argv=None) -> int:
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     peak = _measure({"kind": "matmul"}).get("matmul_flops", float("nan"))
     flops = {
-        m: train_flops(m, image_size=args.dcgan_image_size, width=args.dcgan_width) for m in MODELS
+        m: train_flops(
+            m,
+            image_size=args.dcgan_image_size,
+            width=args.unet_width if m == "unet" else args.dcgan_width,
+        )
+        for m in MODELS
     }
     gan_flops = f", DCGAN {flops['dcgan'] / 1e6:.2f}" if "dcgan" in models else ""
+    gan_flops += f", U-Net {flops['unet'] / 1e6:.1f}" if "unet" in models else ""
     print(
         f"matmul peak {peak / 1e9:.1f} GFLOP/s (float32 2048^3, jitted); train step "
         f"MLP {flops['mlp'] / 1e6:.2f}, conv {flops['conv'] / 1e6:.2f}{gan_flops} MFLOP/image",
@@ -144,8 +158,9 @@ def main(argv=None) -> int:
     if "mlp" in models:
         _measure_sweeps(args, common, results)
     table = Tables(flops, peak)
-    table.print_models([m for m in models if m != "dcgan"], runs, results)
+    table.print_models([m for m in models if m in ("mlp", "conv")], runs, results)
     table.print_dcgan(runs["dcgan"], results)
+    table.print_unet(runs["unet"], results)
     table.print_sweeps(args.batch_size, results)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nresults in {args.out}")
@@ -156,9 +171,10 @@ def _measure_model(model: str, run: dict, common: dict, results: dict) -> None:
     """Measures each variant of ``model`` into ``results['models'][model]``, each row with its
     ratio to the baseline row (:func:`_baseline`)."""
     rows = results["models"][model] = []
-    keys = ("batch_size", "epochs", "train_examples") + (
-        ("image_size", "width") if model == "dcgan" else ()
-    )
+    keys = ("batch_size", "epochs", "train_examples") + {
+        "dcgan": ("image_size", "width"),
+        "unet": ("width",),
+    }.get(model, ())
     for variant in run["variants"]:
         print(f"measuring {model} {variant} ...", flush=True)
         rows.append(
@@ -173,10 +189,10 @@ def _measure_model(model: str, run: dict, common: dict, results: dict) -> None:
 
 
 def _baseline(model: str, rows: list[dict]) -> dict | None:
-    """The row the ratios divide by: tuned PyTorch for the dcgan where measured, else the first
-    row (as the VAE tables do)."""
+    """The row the ratios divide by: tuned PyTorch for the dcgan and the unet where measured,
+    else the first row (as the VAE tables do)."""
     ok = [r for r in rows if "error" not in r]
-    if model == "dcgan":
+    if model in ("dcgan", "unet"):
         return next((r for r in ok if r["variant"] == "torch_tuned"), ok[0] if ok else None)
     return rows[0] if rows and "error" not in rows[0] else None
 

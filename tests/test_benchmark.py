@@ -82,6 +82,25 @@ def test_dcgan_flops_match_xla_cost_analysis(image_size, width):
     assert 1.0 <= cost["flops"] / batch / analytic <= 1 + 1.0 / width
 
 
+def test_unet_flops_match_xla_cost_analysis():
+    """The analytic count against XLA's count of the DDPM loss gradient (HLO before compiling),
+    per image; XLA also counts GroupNorm, swish and the loss, linear in the width."""
+    from vaejax.models.unet import UNet
+    from vaejax.objectives.diffusion import Diffusion, make_schedule, noise_prediction_loss
+
+    width, batch = 16, 8
+    model = Diffusion(UNet(width, (1, 2, 2)), make_schedule("linear", 1000))
+    params = jax.eval_shape(lambda key: model.init(key, (28, 28, 1)), jax.random.key(0))
+    loss_fn = objectives.batch_mean(noise_prediction_loss(model))
+    grad = jax.jit(jax.grad(lambda p, x, k: loss_fn(p, x, k)[0]))
+    images = jax.ShapeDtypeStruct((batch, 28, 28, 1), jnp.float32)
+    cost = grad.lower(params, images, jax.random.key(0)).cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    analytic = flops.unet_train_flops(28, width)
+    assert 1.0 <= cost["flops"] / batch / analytic <= 1 + 3.0 / width
+    assert flops.unet_train_flops() == 632_499_456  # width 32, the experiment's
+
+
 def test_dcgan_flops_of_the_default_model():
     # 28 x 28, width 64: G forward 0.63 M (projection) + 26^2 x 128 x 64 + 54^2 x 64 multiply-adds,
     # D forward 54^2 x 64 + 26^2 x 64 x 128 + 7 x 7 x 128
@@ -130,6 +149,17 @@ def test_each_variant_trains_and_reports(model, variant):
     assert 200 < result["test_negative_elbo"] < 1024 * np.log(2) + 100
 
 
+@pytest.mark.parametrize("variant", ["jax_epoch", pytest.param("torch_tuned", marks=needs_torch)])
+def test_the_unet_variants_train_and_report(variant):
+    """The DDPM step of both frameworks through the benchmark's dispatch, at width 8."""
+    train, _ = _subset(32)
+    result = run_variant(variant, train, None, batch_size=16, epochs=2, model="unet", width=8)
+    assert result["variant"] == variant and result["model"] == "unet"
+    assert len(result["epoch_seconds"]) == 2 and result["images_per_second"] > 0
+    # the noise-prediction MSE of a fresh network (zero output layer: exactly 1 in expectation)
+    assert 0.5 < result["loss"] < 2.0
+
+
 def test_matmul_peak_is_a_rate():
     rate = flops.matmul_peak_flops(n=256, repeats=3)
     assert 1e8 < rate < 1e16
@@ -142,9 +172,10 @@ def test_matmul_peak_is_a_rate():
         (["--batch_sizes", "128,-1"], "expected positive integers"),
         (
             ["--epochs", "1"],
-            "--epochs, --sweep_epochs, --conv_epochs and --dcgan_epochs must be at least 2",
+            "--epochs, --sweep_epochs, --conv_epochs, --dcgan_epochs and --unet_epochs must be "
+            "at least 2",
         ),
-        (["--models", "mlp,gan"], "--models must name some of mlp, conv, dcgan"),
+        (["--models", "mlp,gan"], "--models must name some of mlp, conv, dcgan, unet"),
         (["--conv_variants", "torch_example"], "the conv model's PyTorch baseline is torch_tuned"),
         (
             ["--dcgan_variants", "torch_example"],
@@ -251,3 +282,16 @@ def test_the_dcgan_benchmark_runs_end_to_end(tmp_path, mnist_tfds_dir, mnist_raw
     assert f"vs {baseline}" in table and "D(x) / D(G(z))" in table and "of peak" in table
     for variant in variants:
         assert variant in table
+
+
+@pytest.mark.parametrize("kernel_size, stride, size", [(3, 2, 4), (3, 2, 5), (4, 2, 7), (3, 1, 6)])
+def test_the_subpixel_route_is_the_transposed_convolution(kernel_size, stride, size):
+    from experiments.benchmarking import conv_routes
+    from vaejax.models import layers
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(2, size, size, 3)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(kernel_size, kernel_size, 3, 5)), jnp.float32)
+    want = layers._xla_conv_transpose(x, kernel, stride)
+    got = conv_routes.conv_transpose_subpixel(x, kernel, stride)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

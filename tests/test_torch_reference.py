@@ -311,3 +311,43 @@ def test_torch_dcgan_matches_vaejax_loss_gradients():
             np.testing.assert_allclose(
                 t, g, rtol=1e-3, atol=1e-4 * np.abs(g).max(), err_msg=jax.tree_util.keystr(path)
             )
+
+
+def test_torch_unet_twin_matches_vaejax_outputs_and_gradients():
+    shape, multipliers = (8, 8, 3), (1, 2)  # colour, one level down and up, 1x1 skip convs
+    from experiments.benchmarking import torch_unet
+    from vaejax.models.unet import UNet
+
+    unet = UNet(channels=8, multipliers=multipliers, groups=4)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(3, *shape)).astype(np.float32)
+    t = np.array([0, 17, 999], np.int32)
+    params = unet.init(jax.random.key(2), jnp.asarray(x), jnp.asarray(t))["params"]
+    # the zero-initialized output conv would hide every other gradient: random weights instead
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(jax.random.key(3), len(leaves))
+    params = jax.tree_util.tree_unflatten(
+        tree, [0.3 * jax.random.normal(k, leaf.shape) for k, leaf in zip(keys, leaves)]
+    )
+    target = rng.normal(size=x.shape).astype(np.float32)
+    loss = lambda p: jnp.mean(
+        (unet.apply({"params": p}, jnp.asarray(x), jnp.asarray(t)) - target) ** 2
+    )
+    value, grads = jax.jit(jax.value_and_grad(loss))(params)
+
+    twin = torch_unet.TorchUNet(shape[-1], 8, multipliers, groups=4)
+    torch_unet.load_flax_unet_params(twin, params)
+    assert sum(p.numel() for p in twin.parameters()) == models.count_params(params)
+    nchw = lambda a: torch.from_numpy(a.transpose(0, 3, 1, 2).copy())
+    out = twin(nchw(x), torch.from_numpy(t))
+    torch_value = torch.mean((out - nchw(target)) ** 2)
+    torch_value.backward()
+    assert float(torch_value.detach()) == pytest.approx(float(value), rel=1e-5)
+    torch_grads = torch_unet.flax_unet_gradients(twin)
+    flat = dict(jax.tree_util.tree_leaves_with_path(torch_grads))
+    for path, g in jax.tree_util.tree_leaves_with_path(grads):
+        scale = np.abs(np.asarray(g)).max()
+        np.testing.assert_allclose(
+            flat[path], g, rtol=1e-4, atol=1e-4 * scale, err_msg=jax.tree_util.keystr(path)
+        )
+    assert len(flat) == len(jax.tree_util.tree_leaves(grads))

@@ -1,5 +1,5 @@
 """The benchmark's command line: its flags by model (the MLP and its sweeps, the conv VAE, the
-DCGAN), their checks beyond argparse's, and each model's settings from them."""
+DCGAN, the DDPM's U-Net), their checks beyond argparse's, and each model's settings from them."""
 
 from __future__ import annotations
 
@@ -45,10 +45,11 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument(
         "--models",
         default="mlp,conv",
-        help="comma-separated, from mlp,conv,dcgan (default: mlp,conv)",
+        help="comma-separated, from mlp,conv,dcgan,unet (default: mlp,conv)",
     )
     _add_conv_arguments(parser)
     _add_dcgan_arguments(parser)
+    _add_unet_arguments(parser)
     parser.add_argument(
         "--sweep_epochs",
         type=int,
@@ -155,18 +156,52 @@ def _add_dcgan_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_unet_arguments(parser: argparse.ArgumentParser) -> None:
+    """The DDPM U-Net's variants, training subset, epochs, batch and width."""
+    parser.add_argument(
+        "--unet_variants",
+        type=_variants,
+        default=["torch_tuned", "jax_step", "jax_epoch"],
+        help="variants of the unet model (default: torch_tuned,jax_step,jax_epoch; "
+        "torch_compiled too)",
+    )
+    parser.add_argument(
+        "--unet_train_examples",
+        type=int,
+        default=1280,
+        help="the unet model trains on the first N images (default: 1280)",
+    )
+    parser.add_argument(
+        "--unet_epochs",
+        type=int,
+        default=3,
+        help="epochs of the unet model, the first the warm-up (default: 3)",
+    )
+    parser.add_argument(
+        "--unet_batch_size", type=int, default=128, help="(default: 128, ddpm_mnist's)"
+    )
+    parser.add_argument(
+        "--unet_width",
+        type=int,
+        default=32,
+        help="U-Net channels at full resolution (default: 32, ddpm_mnist's)",
+    )
+
+
 def checked_models(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
     """The models to measure, once every flag is checked (a bad one exits through
     ``parser.error``)."""
-    if min(args.epochs, args.sweep_epochs, args.conv_epochs, args.dcgan_epochs) < 2:
+    epochs = (args.epochs, args.sweep_epochs, args.conv_epochs, args.dcgan_epochs, args.unet_epochs)
+    if min(epochs) < 2:
         parser.error(
-            "--epochs, --sweep_epochs, --conv_epochs and --dcgan_epochs must be at "
-            "least 2 (one warm-up, one timed)"
+            "--epochs, --sweep_epochs, --conv_epochs, --dcgan_epochs and --unet_epochs must be "
+            "at least 2 (one warm-up, one timed)"
         )
     models = [m for m in args.models.split(",") if m]
     if not models or set(models) - set(MODELS):
         parser.error(f"--models must name some of {', '.join(MODELS)}, got {args.models!r}")
-    for flag, model in (("--conv_variants", "conv"), ("--dcgan_variants", "dcgan")):
+    variant_flags = (("--conv_variants", "conv"), ("--dcgan_variants", "dcgan"))
+    for flag, model in variant_flags + (("--unet_variants", "unet"),):
         if "torch_example" in getattr(args, flag[2:]):
             parser.error(
                 f"{flag}: torch_example is the pytorch/examples MLP; the {model} "
@@ -180,6 +215,13 @@ def checked_models(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
         parser.error(
             "--dcgan_train_examples must be between --dcgan_batch_size "
             f"({args.dcgan_batch_size}) and 60000"
+        )
+    if args.unet_width < 8 or args.unet_width % 8 or args.unet_batch_size < 1:
+        parser.error("--unet_width must be a multiple of 8 (GroupNorm's 8 groups), the batch >= 1")
+    if not args.unet_batch_size <= args.unet_train_examples <= 60000:
+        parser.error(
+            f"--unet_train_examples must be between --unet_batch_size ({args.unet_batch_size}) "
+            "and 60000"
         )
     return models
 
@@ -210,5 +252,12 @@ def model_runs(args: argparse.Namespace, torch_ok: bool) -> dict[str, dict]:
             train_examples=args.dcgan_train_examples,
             image_size=args.dcgan_image_size,
             width=args.dcgan_width,
+        ),
+        "unet": dict(
+            variants=keep(args.unet_variants),
+            batch_size=args.unet_batch_size,
+            epochs=args.unet_epochs,
+            train_examples=args.unet_train_examples,
+            width=args.unet_width,
         ),
     }

@@ -1,7 +1,8 @@
 """The vaejax variants of the benchmark: ``jax_step`` (:func:`vaejax.training.make_train_step`
 in a Python loop over host batches) and ``jax_epoch`` (:func:`vaejax.training.make_epoch_runner`:
 the whole epoch as one compiled loop over data on the device(s)), for the VAEs
-(:func:`run_jax`) and the DCGAN (:func:`run_jax_gan`). JAX is imported when a runner runs."""
+(:func:`run_jax`), the DCGAN (:func:`run_jax_gan`) and the DDPM's U-Net (:func:`run_jax_ddpm`).
+JAX is imported when a runner runs."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.benchmarking.common import GAN_METRICS, SETTINGS, summary
+from experiments.benchmarking.common import DDPM_METRICS, GAN_METRICS, SETTINGS, summary
 
 
 def run_jax(
@@ -111,6 +112,52 @@ def run_jax_gan(
         step_key=step_key,
     )
     means = training.mean_metrics({k: metrics[k] for k in GAN_METRICS})
+    return summary(
+        seconds, len(train) // batch_size * batch_size, None, {**_jax_extra(mesh), **means}
+    )
+
+
+def run_jax_ddpm(
+    variant: str, train: np.ndarray, *, batch_size: int, epochs: int, seed: int = 1, width: int = 32
+) -> dict[str, Any]:
+    """``jax_step`` or ``jax_epoch`` of ``experiments.ddpm_mnist``'s update (U-Net of ``width``
+    channels, noise-prediction MSE, clipping, Adam with warmup, EMA) on uint8 images
+    [N, 28, 28, 1] in [-1, 1]; reports the last epoch's mean loss."""
+    import jax
+
+    from vaejax import data, objectives, sharding, training
+    from vaejax.models.unet import UNet
+    from vaejax.objectives.diffusion import Diffusion, make_schedule, noise_prediction_loss
+    from vaejax.runs.ddpm import optimizer
+    from vaejax.training.ema import DiffusionState, with_ema
+
+    mesh = sharding.data_mesh()
+    s = SETTINGS["unet"]
+    model = Diffusion(UNet(width, s["multipliers"]), make_schedule("linear", s["timesteps"]))
+    data_key, step_key = (jax.random.fold_in(jax.random.key(seed), i) for i in range(1, 3))
+    params = jax.jit(model.init, static_argnums=1)(jax.random.key(seed, impl="rbg"), (28, 28, 1))
+    tx = optimizer(s["learning_rate"], s["warmup_steps"], s["clip_norm"], 1e-8)
+    update = with_ema(
+        training.gradient_update(objectives.batch_mean(noise_prediction_loss(model)), tx),
+        s["ema_decay"],
+    )
+    ema = jax.tree_util.tree_map(np.array, params)  # its own buffers: the state is donated
+    state = DiffusionState(training.create_train_state(params, tx), ema)
+    state = sharding.put_replicated(state, mesh)
+    preprocess = data.to_tanh_range(data.make_batch_preprocessor(28))
+    state, seconds, metrics = _jax_epochs(
+        variant,
+        update,
+        preprocess,
+        state,
+        train,
+        mesh,
+        batch_size=batch_size,
+        epochs=epochs,
+        data_key=data_key,
+        step_key=step_key,
+    )
+    means = training.mean_metrics({k: metrics[k] for k in DDPM_METRICS})
     return summary(
         seconds, len(train) // batch_size * batch_size, None, {**_jax_extra(mesh), **means}
     )

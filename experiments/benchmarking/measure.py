@@ -38,6 +38,12 @@ D(G(z)) (the same game in both frameworks should end near the same values); FLOP
 :func:`~experiments.benchmarking.flops.dcgan_train_flops`. There is no ``torch_example``
 variant.
 
+``unet`` trains the DDPM of ``experiments.ddpm_mnist`` (its U-Net, 32 channels by default,
+noise-prediction MSE, gradients clipped to norm 1, Adam 1e-3 with a 200-step warmup, an EMA of
+the weights) and the same update on its PyTorch twin
+(:mod:`experiments.benchmarking.torch_unet`), on MNIST in [-1, 1], batch 128; it reports the
+last epoch's mean loss. FLOPs: XLA's cost analysis of the training step.
+
 The pieces: :mod:`experiments.benchmarking.common` (variants, settings, the result record),
 :mod:`experiments.benchmarking.flops`, :mod:`experiments.benchmarking.jax_runners`
 (:func:`run_jax`, :func:`run_jax_gan`), :mod:`experiments.benchmarking.torch_runners`
@@ -50,19 +56,24 @@ from typing import Any, Callable
 
 import numpy as np
 
-from experiments.benchmarking.jax_runners import run_jax, run_jax_gan
-from experiments.benchmarking.torch_runners import run_torch, run_torch_gan
+from experiments.benchmarking.jax_runners import run_jax, run_jax_ddpm, run_jax_gan
+from experiments.benchmarking.torch_runners import run_torch, run_torch_ddpm, run_torch_gan
 
 
 def run_variant(variant: str, train: np.ndarray, test: np.ndarray, **kwargs) -> dict[str, Any]:
     """Runs ``variant`` of ``kwargs['model']`` (default mlp); the dcgan model ignores ``test``
-    and takes ``image_size`` and ``width``."""
+    and takes ``image_size`` and ``width``, the unet model ignores ``test`` and takes
+    ``width``."""
     model = kwargs.get("model", "mlp")
     if variant.startswith("jax"):
         kwargs.pop("compile_model", None)
-    if model == "dcgan":
+    if model in ("dcgan", "unet"):
         kwargs.pop("model")
-        runner: Callable = run_jax_gan if variant.startswith("jax") else run_torch_gan
+        jax_runner, torch_runner = {
+            "dcgan": (run_jax_gan, run_torch_gan),
+            "unet": (run_jax_ddpm, run_torch_ddpm),
+        }[model]
+        runner: Callable = jax_runner if variant.startswith("jax") else torch_runner
         return {"variant": variant, "model": model, **runner(variant, train, **kwargs)}
     runner = run_jax if variant.startswith("jax") else run_torch
     return {"variant": variant, "model": model, **runner(variant, train, test, **kwargs)}

@@ -1,6 +1,7 @@
 """The benchmark's printed tables: each model's variants with their ratios to the baseline row,
-the DCGAN's losses, and the MLP's sweeps over batch sizes and device counts; rates shown as
-images/second, achieved GFLOP/s and the fraction of the measured matrix-multiply peak."""
+the DCGAN's losses, the DDPM U-Net's loss, and the MLP's sweeps over batch sizes and device
+counts; rates shown as images/second, achieved GFLOP/s and the fraction of the measured
+matrix-multiply peak."""
 
 from __future__ import annotations
 
@@ -108,6 +109,28 @@ class Tables:
                 [self.describe_gan(r, base) for r in rows],
             )
         )
+
+    def print_unet(self, run: dict, results: dict) -> None:
+        """The DDPM U-Net's table, if measured: ratios to its baseline, the last epoch's loss."""
+        rows = results["models"].get("unet")
+        if not rows:
+            return
+        name = results["ratio_baseline"].get("unet")
+        base = next((r["images_per_second"] for r in rows if r.get("variant") == name), None)
+        print(
+            f"\nunet DDPM step, width {run['width']}, batch {run['batch_size']}, 28x28, "
+            f"{run['train_examples']:,} images, {run['epochs']} epochs (img/s: median of the last "
+            f"{run['epochs'] - 1}; loss: noise MSE, mean over the last epoch)"
+        )
+        header = ["variant", "img/s", f"vs {name or 'first'}", "1st epoch s", "loss"]
+        header += ["GFLOP/s", "of peak", "peak MiB"]
+        described = []
+        for r in rows:
+            line = self.describe(
+                {**r, "test_negative_elbo": r.get("loss", float("nan"))}, base, "unet"
+            )
+            described.append(line[:4] + [f"{r['loss']:.4f}" if "loss" in r else ""] + line[5:])
+        print(_table(header, described))
 
     def print_sweeps(self, batch_size: int, results: dict) -> None:
         """The MLP's jax_epoch over batch sizes and over device counts, if measured."""

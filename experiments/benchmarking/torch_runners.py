@@ -3,7 +3,8 @@
 :mod:`experiments.benchmarking.torch_dcgan`: ``torch_example`` (the MLP as pytorch/examples
 runs it) and ``torch_tuned`` (data on the device, no per-step host sync, optionally through
 ``torch.compile``) for the VAEs (:func:`run_torch`), ``torch_tuned`` for the DCGAN
-(:func:`run_torch_gan`). torch is imported when a runner runs; CUDA is used if present."""
+(:func:`run_torch_gan`) and the DDPM's U-Net (:func:`run_torch_ddpm`). torch is imported when a
+runner runs; CUDA is used if present."""
 
 from __future__ import annotations
 
@@ -116,6 +117,66 @@ def run_torch_gan(
         extra["peak_device_mib"] = torch.cuda.max_memory_allocated() / 2**20
     steps = len(train) // batch_size
     return summary(seconds, steps * batch_size, None, {**extra, **dict(zip(GAN_METRICS, means))})
+
+
+def run_torch_ddpm(
+    variant: str,
+    train: np.ndarray,
+    *,
+    batch_size: int,
+    epochs: int,
+    seed: int = 1,
+    compile_model: bool = False,
+    width: int = 32,
+) -> dict[str, Any]:
+    """``torch_tuned`` DDPM training of the U-Net twin
+    (:func:`experiments.benchmarking.torch_unet.ddpm_step`) on uint8 images [N, 28, 28, 1] in
+    [-1, 1], the training set one tensor on the device, from the JAX run's initial weights; CUDA
+    if present. Reports the last epoch's mean loss."""
+    import torch
+
+    from experiments.benchmarking.torch_unet import TorchUNet, ddpm_step, load_flax_unet_params
+
+    if variant != "torch_tuned":
+        raise ValueError(f"the unet model's PyTorch variant is torch_tuned, not {variant!r}")
+    torch.manual_seed(seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    s = SETTINGS["unet"]
+    net = TorchUNet(1, width, s["multipliers"])
+    load_flax_unet_params(net, _flax_unet_params(width, seed))  # the JAX run's initial weights
+    net = net.to(device).train()
+    extra: dict[str, Any] = {"platform": device.type, "torch_threads": torch.get_num_threads()}
+    keys = ("learning_rate", "warmup_steps", "clip_norm", "ema_decay", "timesteps")
+    step = ddpm_step(net, device=device, **{k: s[k] for k in keys})
+    if compile_model:
+        step = _torch_compiled(step, extra)
+    means: list[float] = []
+    seconds = _tuned_epochs(
+        step,
+        _torch_gan_images(train, 28, device),
+        batch_size=batch_size,
+        epochs=epochs,
+        totals=(1,),
+        on_epoch_means=means,
+    )
+    if device.type == "cuda":
+        extra["peak_device_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    steps = len(train) // batch_size
+    return summary(seconds, steps * batch_size, None, {**extra, "loss": float(means[0])})
+
+
+def _flax_unet_params(width: int, seed: int):
+    """The U-Net parameters :func:`~experiments.benchmarking.jax_runners.run_jax_ddpm` starts
+    from (the same key, the same init), as numpy."""
+    import jax
+
+    from vaejax.models.unet import UNet
+    from vaejax.objectives.diffusion import Diffusion, make_schedule
+
+    s = SETTINGS["unet"]
+    model = Diffusion(UNet(width, s["multipliers"]), make_schedule("linear", s["timesteps"]))
+    params = jax.jit(model.init, static_argnums=1)(jax.random.key(seed, impl="rbg"), (28, 28, 1))
+    return jax.device_get(params)
 
 
 def _sync(device) -> None:

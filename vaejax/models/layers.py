@@ -90,6 +90,17 @@ def _conv_by_taps(x, kernel, stride):
     return sum(view @ kernel[dy, dx] for (dy, dx), view in _conv_taps(x, k, stride, out_h, out_w))
 
 
+def _conv_by_patches(x, kernel, stride):
+    """The 'SAME' convolution as one matrix product: the k*k shifted views side by side
+    (im2col, [B, out_h, out_w, k*k*C]) @ the kernel as [k*k*C, O]. Differentiated as it stands,
+    its backward pass is one product for the kernel's gradient and one for the patches'."""
+    k, _, channels, features = kernel.shape
+    out_h, _ = _same_padding(x.shape[1], k, stride)
+    out_w, _ = _same_padding(x.shape[2], k, stride)
+    views = [view for _, view in _conv_taps(x, k, stride, out_h, out_w)]
+    return jnp.concatenate(views, axis=-1) @ kernel.reshape(k * k * channels, features)
+
+
 def _transpose_taps(kernel_size: int, stride: int, phase: int) -> list[tuple[int, int]]:
     """(kernel tap, input offset) pairs feeding the outputs at ``stride * a + phase``.
 
@@ -189,12 +200,19 @@ class _Conv2DBase(nn.Module):
 
 
 class Conv2D(_Conv2DBase):
-    """'SAME' 2-D convolution, NHWC; same parameters and outputs as ``flax.linen.Conv``."""
+    """'SAME' 2-D convolution, NHWC; same parameters and outputs as ``flax.linen.Conv``.
+
+    ``matmul_grad``: a strided convolution is one im2col product forward and backward
+    (measured faster on CPU than XLA's forward with the taps' backward: 1.4-1.8x for Foster's
+    encoder convolutions inside the epoch loop); a stride-1 one keeps XLA's forward."""
 
     @nn.compact
     def __call__(self, x):
         kernel, bias = self._params(x.shape[-1])
-        op = _xla_conv if resolve_implementation(self.implementation) == "xla" else conv_matmul_grad
+        if resolve_implementation(self.implementation) == "xla":
+            op = _xla_conv
+        else:
+            op = _conv_by_patches if self.stride > 1 else conv_matmul_grad
         return op(x.astype(kernel.dtype), kernel, self.stride) + bias  # the parameters' dtype
 
 
