@@ -79,7 +79,7 @@ def run_jax_gan(
     import jax
     import optax
 
-    from vaejax import data, models, sharding, training
+    from vaejax import data, models, sharding
     from vaejax.training import gan as gan_training
 
     mesh = sharding.data_mesh()
@@ -99,21 +99,18 @@ def run_jax_gan(
     state = sharding.put_replicated(
         gan_training.create_gan_state(params, optimizer, optimizer), mesh
     )
-    state, seconds, metrics = _jax_epochs(
+    return _epochs_summary(
         variant,
         update,
         preprocess,
         state,
         train,
         mesh,
+        GAN_METRICS,
         batch_size=batch_size,
         epochs=epochs,
         data_key=data_key,
         step_key=step_key,
-    )
-    means = training.mean_metrics({k: metrics[k] for k in GAN_METRICS})
-    return summary(
-        seconds, len(train) // batch_size * batch_size, None, {**_jax_extra(mesh), **means}
     )
 
 
@@ -145,7 +142,29 @@ def run_jax_ddpm(
     state = DiffusionState(training.create_train_state(params, tx), ema)
     state = sharding.put_replicated(state, mesh)
     preprocess = data.to_tanh_range(data.make_batch_preprocessor(28))
-    state, seconds, metrics = _jax_epochs(
+    return _epochs_summary(
+        variant,
+        update,
+        preprocess,
+        state,
+        train,
+        mesh,
+        DDPM_METRICS,
+        batch_size=batch_size,
+        epochs=epochs,
+        data_key=data_key,
+        step_key=step_key,
+    )
+
+
+def _epochs_summary(
+    variant, update, preprocess, state, train, mesh, names, *, batch_size, epochs, **keys
+) -> dict[str, Any]:
+    """Trains as :func:`_jax_epochs` does; the summary with the last epoch's means of the
+    metrics ``names`` in place of a test loss."""
+    from vaejax import training
+
+    _, seconds, metrics = _jax_epochs(
         variant,
         update,
         preprocess,
@@ -154,10 +173,9 @@ def run_jax_ddpm(
         mesh,
         batch_size=batch_size,
         epochs=epochs,
-        data_key=data_key,
-        step_key=step_key,
+        **keys,
     )
-    means = training.mean_metrics({k: metrics[k] for k in DDPM_METRICS})
+    means = training.mean_metrics({k: metrics[k] for k in names})
     return summary(
         seconds, len(train) // batch_size * batch_size, None, {**_jax_extra(mesh), **means}
     )
