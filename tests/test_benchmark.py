@@ -170,11 +170,8 @@ def test_matmul_peak_is_a_rate():
     [
         (["--variants", "torch_example,bogus"], "unknown variant(s) ['bogus']"),
         (["--batch_sizes", "128,-1"], "expected positive integers"),
-        (
-            ["--epochs", "1"],
-            "--epochs, --sweep_epochs, --conv_epochs, --dcgan_epochs and --unet_epochs must be "
-            "at least 2",
-        ),
+        (["--epochs", "1"], "--epochs must be at least 2 (one warm-up, one timed)"),
+        (["--unet_epochs", "0"], "--unet_epochs must be at least 2"),
         (["--models", "mlp,gan"], "--models must name some of mlp, conv, dcgan, unet"),
         (["--conv_variants", "torch_example"], "the conv model's PyTorch baseline is torch_tuned"),
         (

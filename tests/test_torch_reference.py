@@ -322,12 +322,11 @@ def test_torch_unet_twin_matches_vaejax_outputs_and_gradients():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(3, *shape)).astype(np.float32)
     t = np.array([0, 17, 999], np.int32)
-    params = unet.init(jax.random.key(2), jnp.asarray(x), jnp.asarray(t))["params"]
-    # the zero-initialized output conv would hide every other gradient: random weights instead
-    leaves, tree = jax.tree_util.tree_flatten(params)
-    keys = jax.random.split(jax.random.key(3), len(leaves))
-    params = jax.tree_util.tree_unflatten(
-        tree, [0.3 * jax.random.normal(k, leaf.shape) for k, leaf in zip(keys, leaves)]
+    # random weights throughout (the zero-initialized output conv would hide every other
+    # gradient); only the shapes come from init, which eval_shape finds without running it
+    shapes = jax.eval_shape(unet.init, jax.random.key(2), jnp.asarray(x), jnp.asarray(t))
+    params = jax.tree_util.tree_map(
+        lambda s: (0.3 * rng.normal(size=s.shape)).astype(np.float32), shapes["params"]
     )
     target = rng.normal(size=x.shape).astype(np.float32)
     loss = lambda p: jnp.mean(

@@ -191,12 +191,9 @@ def _add_unet_arguments(parser: argparse.ArgumentParser) -> None:
 def checked_models(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
     """The models to measure, once every flag is checked (a bad one exits through
     ``parser.error``)."""
-    epochs = (args.epochs, args.sweep_epochs, args.conv_epochs, args.dcgan_epochs, args.unet_epochs)
-    if min(epochs) < 2:
-        parser.error(
-            "--epochs, --sweep_epochs, --conv_epochs, --dcgan_epochs and --unet_epochs must be "
-            "at least 2 (one warm-up, one timed)"
-        )
+    for flag in ("epochs", "sweep_epochs", "conv_epochs", "dcgan_epochs", "unet_epochs"):
+        if getattr(args, flag) < 2:
+            parser.error(f"--{flag} must be at least 2 (one warm-up, one timed)")
     models = [m for m in args.models.split(",") if m]
     if not models or set(models) - set(MODELS):
         parser.error(f"--models must name some of {', '.join(MODELS)}, got {args.models!r}")

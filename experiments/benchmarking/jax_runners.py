@@ -38,7 +38,7 @@ def run_jax(
     init_key, data_key, step_key, eval_key = (
         jax.random.fold_in(jax.random.key(seed), i) for i in range(4)
     )
-    params = vae.init(init_key, jnp.zeros((1, size, size, 1)), init_key)["params"]
+    params = jax.jit(vae.init)(init_key, jnp.zeros((1, size, size, 1)), init_key)["params"]
     optimizer = optax.adam(settings["learning_rate"], eps=settings["adam_eps"])
     per_example = objectives.vae_per_example(vae, beta=settings["beta"])
     update = training.gradient_update(objectives.batch_mean(per_example), optimizer)

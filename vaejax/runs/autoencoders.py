@@ -289,7 +289,7 @@ class AutoencoderMember(Run):
         return in_dtype(self.config, build_autoencoder(self.config))
 
     def init_params(self, model, key: jax.Array):
-        return model.init(key, jnp.zeros((1, *model_shape(self.config))))["params"]
+        return jax.jit(model.init)(key, jnp.zeros((1, *model_shape(self.config))))["params"]
 
     def trained(self, model, params) -> TrainedAutoencoder:
         return TrainedAutoencoder(
@@ -320,7 +320,7 @@ class FamilyVAEMember(AutoencoderMember):
         )
 
     def init_params(self, model, key: jax.Array):
-        return model.init(key, jnp.zeros((1, *model_shape(self.config))), key)["params"]
+        return jax.jit(model.init)(key, jnp.zeros((1, *model_shape(self.config))), key)["params"]
 
     def trained(self, model, params) -> TrainedAutoencoder:
         return dataclasses.replace(super().trained(model, params), is_vae=True)

@@ -85,7 +85,7 @@ class ClassifierRun(Run):
         return in_dtype(self.config, model)
 
     def init_params(self, model: LeNet, key: jax.Array):
-        return model.init(key, jnp.zeros((1, *image_shape(self.config))))["params"]
+        return jax.jit(model.init)(key, jnp.zeros((1, *image_shape(self.config))))["params"]
 
     def training(self, data_: Data, keys: RunKeys, mesh) -> Training:
         config = self.config

@@ -98,7 +98,7 @@ class CVAERun(Run):
 
     def init_params(self, model: models.ConditionalVAE, key: jax.Array):
         x = jnp.zeros((1, *image_shape(self.config)))
-        return model.init(key, x, jnp.zeros((1,), jnp.int32), key)["params"]
+        return jax.jit(model.init)(key, x, jnp.zeros((1,), jnp.int32), key)["params"]
 
     def training(self, data_: Data, keys: RunKeys, mesh) -> Training:
         config, workdir = self.config, self.workdir

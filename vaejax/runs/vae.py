@@ -266,7 +266,7 @@ class VAERun(Run):
         return in_dtype(self.config, build_model(self.config))
 
     def init_params(self, model: models.VAE, key: jax.Array):
-        return model.init(key, jnp.zeros((1, *model_shape(self.config))), key)["params"]
+        return jax.jit(model.init)(key, jnp.zeros((1, *model_shape(self.config))), key)["params"]
 
     def preprocessor(self, size: int, train: bool):
         """The device-side pixels of ``--binarization`` (test images: drawn with each
