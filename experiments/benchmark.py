@@ -208,6 +208,7 @@ def _measure_sweeps(args: argparse.Namespace, common: dict, results: dict) -> No
                     "variant": "jax_epoch",
                     "batch_size": batch_size,
                     "epochs": args.sweep_epochs,
+                    "train_examples": args.train_examples,
                 }
             )
         )
@@ -219,6 +220,7 @@ def _measure_sweeps(args: argparse.Namespace, common: dict, results: dict) -> No
                 "variant": "jax_epoch",
                 "batch_size": args.batch_size,
                 "epochs": args.sweep_epochs,
+                "train_examples": args.train_examples,
             },
             devices=devices,
         )

@@ -180,6 +180,10 @@ def test_matmul_peak_is_a_rate():
         ),
         (["--dcgan_epochs", "1"], "--dcgan_epochs must be at least 2"),
         (
+            ["--train_examples", "1000", "--batch_sizes", "128,2048"],
+            "--train_examples must be between the largest batch size (2048) and 60000",
+        ),
+        (
             ["--dcgan_train_examples", "32", "--dcgan_batch_size", "64"],
             "--dcgan_train_examples must be between --dcgan_batch_size (64) and 60000",
         ),
@@ -205,6 +209,8 @@ def test_the_command_runs_end_to_end_on_real_data(tmp_path, mnist_tfds_dir, mnis
             "jax_epoch",
             "--epochs",
             "2",
+            "--train_examples",
+            "8192",
             "--batch_sizes",
             "4096",
             "--devices",
@@ -221,7 +227,8 @@ def test_the_command_runs_end_to_end_on_real_data(tmp_path, mnist_tfds_dir, mnis
     assert list(results["models"]) == ["mlp"]
     mlp = results["models"]["mlp"]
     assert [r["variant"] for r in mlp] == ["jax_epoch"]
-    assert mlp[0]["test_negative_elbo"] < 200  # two epochs of real MNIST
+    assert mlp[0]["test_negative_elbo"] < 200  # two epochs of 8,192 real MNIST images
+    assert mlp[0]["train_examples"] == 8192
     assert results["batch_sweep"][0]["batch_size"] == 4096
     assert results["device_sweep"][0]["devices"] == 2
     assert "of peak" in proc.stdout and "vs first" in proc.stdout

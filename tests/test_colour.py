@@ -27,6 +27,9 @@ from vaejax.runs.ddpm import DDPMConfig
 from vaejax.runs.gan import GANConfig
 from vaejax.runs.vae import VAEConfig
 
+# the module's fixtures train models: its tests share one pytest-xdist worker
+pytestmark = pytest.mark.xdist_group("colour")
+
 PALETTE = np.array(
     [[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
      [145, 30, 180], [70, 240, 240], [240, 50, 230], [250, 190, 212], [0, 0, 0]],

@@ -20,6 +20,9 @@ from vaejax.cli import main
 from vaejax.runs import ddpm as ddpm_run
 from vaejax.runs.load import load_run
 
+# the module's fixtures train models: its tests share one pytest-xdist worker
+pytestmark = pytest.mark.xdist_group("diffusion")
+
 SCHEDULES = {"linear": objectives.linear_schedule(1000), "cosine": objectives.cosine_schedule(1000)}
 
 

@@ -14,6 +14,9 @@ import pytest
 from tests.helpers import run_python, start_python, wait_for_checkpoint_after
 from vaejax import load_run
 
+# the module's fixtures train models: its tests share one pytest-xdist worker
+pytestmark = pytest.mark.xdist_group("extension")
+
 
 def _argv(workdir, tfds_dir, raw_dir):
     return [

@@ -23,6 +23,9 @@ from tests.helpers import REPO_ROOT, checkpoint_steps, file_snapshot, start_pyth
 from vaejax import io
 from vaejax.training import checkpoints
 
+# the module's fixtures train models: its tests share one pytest-xdist worker
+pytestmark = pytest.mark.xdist_group("faults")
+
 STEPS = 2 * (600 // 50)  # 2 epochs of 12 steps
 PROGRESS = ("training", "evaluating", "vaejax: preparing data", "vaejax: compiling")
 

@@ -19,6 +19,9 @@ from vaejax.runs import gan as gan_run
 from vaejax.runs import quality as quality_run
 from vaejax.runs import vae as vae_run
 
+# the module's fixtures train models: its tests share one pytest-xdist worker
+pytestmark = pytest.mark.xdist_group("quality")
+
 
 def _size(path):
     with PIL.Image.open(path) as picture:

@@ -17,6 +17,9 @@ from tests.helpers import checkpoint_steps, file_snapshot, start_python, wait_fo
 from vaejax import io
 from vaejax.training import checkpoints
 
+# the module's fixtures train models: its tests share one pytest-xdist worker
+pytestmark = pytest.mark.xdist_group("reliability")
+
 STEPS = 3 * (3000 // 50)  # 3 epochs of 60 steps
 
 

@@ -23,6 +23,9 @@ from tests.helpers import BUCKET, fake_bucket
 from vaejax.data import catalog, remote, source_builder, sources
 from vaejax.data.idx import RAW_DATA_DIR_ENV, DataError
 
+# the module's fixtures write and prepare datasets: its tests share one pytest-xdist worker
+pytestmark = pytest.mark.xdist_group("sources")
+
 NAMES = ("cifar10", "svhn_cropped", "celeb_a")
 
 

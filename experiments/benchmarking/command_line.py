@@ -73,6 +73,12 @@ def _add_mlp_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch_size", type=int, default=128, help="(default: 128)")
     parser.add_argument(
+        "--train_examples",
+        type=int,
+        default=60000,
+        help="the MLP and its sweeps train on the first N images (default: all 60000)",
+    )
+    parser.add_argument(
         "--variants",
         type=_variants,
         default=list(ALL_VARIANTS),
@@ -204,6 +210,11 @@ def checked_models(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
                 f"{flag}: torch_example is the pytorch/examples MLP; the {model} "
                 "model's PyTorch baseline is torch_tuned"
             )
+    if not max(args.batch_sizes + [args.batch_size]) <= args.train_examples <= 60000:
+        parser.error(
+            "--train_examples must be between the largest batch size "
+            f"({max(args.batch_sizes + [args.batch_size])}) and 60000"
+        )
     if not 0 < args.conv_train_examples <= 60000:
         parser.error("--conv_train_examples must be between 1 and 60000")
     if min(args.dcgan_batch_size, args.dcgan_width) < 1:
@@ -234,7 +245,7 @@ def model_runs(args: argparse.Namespace, torch_ok: bool) -> dict[str, dict]:
             variants=keep(args.variants),
             batch_size=args.batch_size,
             epochs=args.epochs,
-            train_examples=0,
+            train_examples=args.train_examples,
         ),
         "conv": dict(
             variants=keep(args.conv_variants),
