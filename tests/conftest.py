@@ -94,6 +94,18 @@ def fashion_tfds_dir(tmp_path_factory, fashion_raw_dir) -> Path:
     return _prepared(tmp_path_factory, "fashion_mnist", fashion_raw_dir)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _fashion_prepared_early(request, tmp_path_factory):
+    """The second pytest-xdist worker prepares fashion_mnist first, while the first prepares
+    mnist for its first test: otherwise one waits on the other's lock, idle, at the start."""
+    if os.environ.get("PYTEST_XDIST_WORKER") != "gw1":
+        return
+    if any("fashion_tfds_dir" in item.fixturenames for item in request.session.items):
+        folder = SHARED_DATA / "fashion_mnist"
+        if all((folder / f).is_file() for f in RAW_FILES):  # else the tests say why
+            _prepared(tmp_path_factory, "fashion_mnist", folder)
+
+
 @pytest.fixture
 def no_raw_data_env(monkeypatch):
     monkeypatch.delenv("VAEJAX_RAW_DATA_DIR", raising=False)

@@ -14,9 +14,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 BUCKET = "gs://bucket/"  # what fake_bucket maps onto a local folder
 
 
-def run_python(args, *, env=None, timeout=600, cwd=REPO_ROOT):
-    """Runs ``python args...`` in the repository root; returns the CompletedProcess."""
-    full_env = dict(os.environ)
+def run_python(args, *, env=None, timeout=600, cwd=REPO_ROOT, replace_env=False):
+    """Runs ``python args...`` in the repository root; returns the CompletedProcess. ``env`` is
+    added to this process's environment, or replaces it with ``replace_env``."""
+    full_env = {} if replace_env else dict(os.environ)
     full_env.update(env or {})
     full_env["PYTHONPATH"] = os.pathsep.join(
         [str(REPO_ROOT)] + [p for p in [full_env.get("PYTHONPATH")] if p]

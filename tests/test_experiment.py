@@ -124,22 +124,22 @@ def test_vae_fashion_mnist_end_to_end(tmp_path, fashion_raw_dir, fashion_tfds_di
             "--workdir",
             str(workdir),
             "--train_examples",
-            "3000",
+            "1200",
             "--test_examples",
-            "2000",
+            "1000",
             "--epochs",
             "1",
         ]
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "(3,000 train / 2,000 test images)" in proc.stdout
+    assert "(1,200 train / 1,000 test images)" in proc.stdout
     lines = io.read_jsonl(workdir / "metrics.jsonl")
     assert lines[1]["test_loss"] < lines[0]["test_loss"]
     assert lines[1]["test_loss"] == pytest.approx(  # Foster's weighting: beta = 2.048
         lines[1]["test_reconstruction"] + 2.048 * lines[1]["test_kl"], rel=1e-5
     )
     assert "x kl" in proc.stdout + proc.stderr
-    assert lines[1]["step"] == 30  # 3000 / batch 100
+    assert lines[1]["step"] == 12  # 1200 / batch 100
     with PIL.Image.open(workdir / "sample_1.png") as picture:
         assert picture.size == grid_size(8, 8, image=32)
     with PIL.Image.open(workdir / "latent_space.png") as picture:

@@ -136,17 +136,17 @@ def test_vae_loss_gradient_matches_finite_differences():
         key = jax.random.key(0)
         x = jax.random.uniform(key, (8, 4, 4, 1), jnp.float64)
         params = jax.tree_util.tree_map(
-            lambda p: p.astype(jnp.float64), model.init(key, x, key)["params"]
+            lambda p: p.astype(jnp.float64), jax.jit(model.init)(key, x, key)["params"]
         )
         loss_fn = objectives.batch_mean(objectives.vae_per_example(model))
-        loss = lambda p: loss_fn(p, x, jax.random.key(5))[0]
+        loss = jax.jit(lambda p: loss_fn(p, x, jax.random.key(5))[0])  # op by op: 20 s
         leaves, treedef = jax.tree_util.tree_flatten(params)
         direction = [
             jax.random.normal(jax.random.key(i), a.shape, jnp.float64) for i, a in enumerate(leaves)
         ]
         norm = jnp.sqrt(sum(jnp.sum(d**2) for d in direction))
         direction = jax.tree_util.tree_unflatten(treedef, [d / norm for d in direction])
-        grads = jax.grad(loss)(params)
+        grads = jax.jit(jax.grad(loss))(params)
         analytic = sum(
             float(jnp.vdot(g, d))
             for g, d in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(direction))

@@ -141,8 +141,9 @@ def test_perceptual_term_is_zero_for_a_perfect_reconstruction(mnist_classifier_d
 def test_gan_and_sample_quality_end_to_end(
     tmp_path, capsys, mnist_tfds_dir, mnist_raw_dir, mnist_classifier_dir
 ):
-    """A DCGAN resumed from 1 to 2 epochs and a WGAN-GP with per-epoch FID; a VAE with the
-    perceptual term; then all three scored side by side with real test images."""
+    """A DCGAN resumed from 1 to 2 epochs with per-epoch FID; a VAE with the perceptual term;
+    then both scored side by side with real test images. (The WGAN-GP game through the same
+    command: test_gan's update tests and its eight-device test.)"""
     common = [
         "--raw_data_dir",
         str(mnist_raw_dir),
@@ -186,33 +187,6 @@ def test_gan_and_sample_quality_end_to_end(
     for name in ("samples_1.png", "samples_2.png", "samples.png"):
         assert _size(bce / name) == grid_size(8, 8)
 
-    wgan = tmp_path / "wgan"
-    proc = run_python(
-        [
-            "-m",
-            "experiments.gan_mnist",
-            *common,
-            "--loss",
-            "wgan-gp",
-            "--width",
-            "8",
-            "--n_critic",
-            "2",
-            "--train_examples",
-            "640",
-            "--epochs",
-            "1",
-            "--eval_samples",
-            "0",
-            "--workdir",
-            str(wgan),
-        ]
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    last = io.read_jsonl(wgan / "metrics.jsonl")[-1]
-    assert last["step"] == 5 and np.isfinite(last["train_d_gradient_penalty"])
-    assert "fid" not in last
-
     vae = tmp_path / "vae"  # in this process: the flags' parsing is the same
     assert (
         cli.main(
@@ -245,7 +219,7 @@ def test_gan_and_sample_quality_end_to_end(
             argv=[
                 *common,
                 "--runs",
-                f"{bce},{wgan},{vae}",
+                f"{bce},{vae}",
                 "--num_samples",
                 "1000",  # two batches of 500: the second is timed
                 "--train_examples",
@@ -260,7 +234,7 @@ def test_gan_and_sample_quality_end_to_end(
     printed = capsys.readouterr().out
     record = json.loads((out / "sample_quality.json").read_text())
     names = [row["name"] for row in record["rows"]]
-    assert names == ["real test images", f"gan: {bce}", f"gan: {wgan}", f"vae: {vae}"]
+    assert names == ["real test images", f"gan: {bce}", f"vae: {vae}"]
     real, *models_rows = record["rows"]
     assert all(real["fid"] < row["fid"] for row in models_rows)  # the floor
     assert record["rows"][1]["epochs"] == 2 and record["rows"][1]["train_seconds"] > 0
