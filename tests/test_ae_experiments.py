@@ -103,9 +103,9 @@ def test_anomaly_detection_table_is_reproduced_on_rerun(tmp_path, mnist_tfds_dir
         "--epochs",
         "1",
         "--train_examples",
-        "3000",
+        "1000",
         "--test_examples",
-        "2000",
+        "1000",
         "--batch_size",
         "100",
     ]

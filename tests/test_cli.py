@@ -561,30 +561,6 @@ def test_a_file_the_run_cannot_use_is_one_line_naming_it(tmp_path, capsys):
     )
 
 
-def test_compiled_programs_are_kept_between_runs_and_change_no_result(tmp_path, mnist_tfds_dir):
-    """Without JAX_COMPILATION_CACHE_DIR a run keeps its compiled programs under
-    ~/.cache/vaejax/xla; a second run loads every one of them (it adds no entry) and writes
-    the same metrics, bit for bit."""
-    home = tmp_path / "home"
-    env = {"HOME": str(home), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.1"}
-    cache = home / ".cache" / "vaejax" / "xla"
-
-    def run(name: str):
-        workdir = tmp_path / name
-        argv = ["-m", "experiments.vae_mnist", "--data_dir", str(mnist_tfds_dir)]
-        argv += ["--train_examples", "1280", "--epochs", "1", "--workdir", str(workdir)]
-        full_env = {k: v for k, v in os.environ.items() if k != cli.COMPILATION_CACHE_ENV}
-        proc = run_python(argv, env={**full_env, **env}, replace_env=True)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        return (workdir / "metrics.jsonl").read_bytes()
-
-    first = run("first")
-    entries = sorted(p.name for p in cache.iterdir())
-    assert len(entries) >= 2  # the training step and the evaluation at least
-    assert run("second") == first
-    assert sorted(p.name for p in cache.iterdir()) == entries
-
-
 @pytest.mark.parametrize("value", ["off", ""])
 def test_the_compilation_cache_can_be_turned_off(monkeypatch, value):
     monkeypatch.setenv(cli.COMPILATION_CACHE_ENV, value)

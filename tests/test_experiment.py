@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -19,23 +20,13 @@ from vaejax.runs.load import load_run
 
 def test_vae_mnist_end_to_end(tmp_path, mnist_tfds_dir, mnist_raw_dir):
     workdir = tmp_path / "run"
-    # 300 steps of batch 128 on the real MNIST
-    proc = run_python(
-        [
-            "-m",
-            "experiments.vae_mnist",
-            "--raw_data_dir",
-            str(mnist_raw_dir),
-            "--data_dir",
-            str(mnist_tfds_dir),
-            "--workdir",
-            str(workdir),
-            "--epochs",
-            "1",
-            "--train_examples",
-            str(300 * 128),
-        ]
-    )
+    # 300 steps of batch 128 on the real MNIST, with the command's own compilation cache: no
+    # JAX_COMPILATION_CACHE_DIR, so ~/.cache/vaejax/xla (in a new home)
+    argv = ["-m", "experiments.vae_mnist", "--raw_data_dir", str(mnist_raw_dir)]
+    argv += ["--data_dir", str(mnist_tfds_dir), "--epochs", "1", "--train_examples", "38400"]
+    env = {k: v for k, v in os.environ.items() if k != cli.COMPILATION_CACHE_ENV}
+    env.update(HOME=str(tmp_path / "home"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.1")
+    proc = run_python([*argv, "--workdir", str(workdir)], env=env, replace_env=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "img/s" in proc.stdout + proc.stderr
     lines = io.read_jsonl(workdir / "metrics.jsonl")
@@ -106,6 +97,16 @@ def test_vae_mnist_end_to_end(tmp_path, mnist_tfds_dir, mnist_raw_dir):
         f"there, 0 here): rerun with the same flags to resume it, or pass a new --workdir"
     ]
     assert (workdir / "metrics.jsonl").read_bytes() == before_bytes
+
+    # the same command into a new workdir loads every compiled program it needs from the cache
+    # (it adds no entry) and writes the same metrics, bit for bit
+    cache = tmp_path / "home" / ".cache" / "vaejax" / "xla"
+    entries = sorted(p.name for p in cache.iterdir())
+    assert len(entries) >= 2  # the training step and the evaluation at least
+    second = run_python([*argv, "--workdir", str(tmp_path / "second")], env=env, replace_env=True)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert (tmp_path / "second" / "metrics.jsonl").read_bytes() == before_bytes
+    assert sorted(p.name for p in cache.iterdir()) == entries
 
 
 def test_vae_fashion_mnist_end_to_end(tmp_path, fashion_raw_dir, fashion_tfds_dir):
