@@ -24,6 +24,19 @@ os.environ.setdefault(
 # every program, however quick to compile: an experiment the tests start compiles some twenty
 # small ones, and loading them halves its run (10.8 s -> 5.5 s for a tiny vae_mnist on 2 cores)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``-n auto``: one worker more than the cores this process may use, at most 4. Tests spend
+    part of their time idle (a subprocess starting, a lock on a shared fixture), and on 2 cores
+    a third worker fills it."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return min(cores + 1, 4)
+
+
 RAW_FILES = (
     "train-images-idx3-ubyte.gz",
     "train-labels-idx1-ubyte.gz",
