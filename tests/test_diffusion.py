@@ -20,9 +20,6 @@ from vaejax.cli import main
 from vaejax.runs import ddpm as ddpm_run
 from vaejax.runs.load import load_run
 
-# the module's fixtures train models: its tests share one pytest-xdist worker
-pytestmark = pytest.mark.xdist_group("diffusion")
-
 SCHEDULES = {"linear": objectives.linear_schedule(1000), "cosine": objectives.cosine_schedule(1000)}
 
 
@@ -302,6 +299,7 @@ def toy_model():
     return model, state.params
 
 
+@pytest.mark.xdist_group("toy_model")  # one pytest-xdist worker trains the fixture once
 @pytest.mark.parametrize("sampler, steps", [("ddpm", 0), ("ddim", 50)])
 def test_tiny_model_learns_the_mixture_of_eight_gaussians(toy_model, sampler, steps):
     model, params = toy_model
