@@ -92,7 +92,14 @@ def data_dir(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("colour_tfds"))
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+# the 64x64 conv VAE (50 s of compilation on 2 cores) is in the slow tier
+@pytest.mark.parametrize(
+    "family",
+    [
+        pytest.param(f, marks=pytest.mark.slow) if f == "conv_vae_64" else f
+        for f in sorted(FAMILIES)
+    ],
+)
 def test_every_family_trains_on_colour_images(family, colour_folder, data_dir, tmp_path):
     config = dataclasses.replace(
         FAMILIES[family], dataset=colour_folder, data_dir=data_dir, **SMALL

@@ -390,6 +390,7 @@ TINY = [
 ]
 
 
+@pytest.mark.slow  # 70-100 s on 2 cores; the DDPM run itself: test_colour's ddpm_32
 def test_ddpm_experiment_end_to_end(tmp_path, mnist_raw_dir, mnist_tfds_dir):
     """Two epochs of a tiny U-Net on 256 images: every output file (resuming is the shared
     loop's, tested with the VAE and the GAN)."""
