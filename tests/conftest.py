@@ -45,9 +45,13 @@ RAW_FILES = (
 )
 
 
+def _missing_raw_files(folder: Path) -> list[str]:
+    return [f for f in RAW_FILES if not (folder / f).is_file()]
+
+
 def _raw_dir(name: str) -> Path:
     folder = SHARED_DATA / name
-    missing = [f for f in RAW_FILES if not (folder / f).is_file()]
+    missing = _missing_raw_files(folder)
     if missing:
         message = f"raw {name} files missing from {folder}: {', '.join(missing)}"
         if os.environ.get("CI") == "true":
@@ -115,7 +119,7 @@ def _fashion_prepared_early(request, tmp_path_factory):
         return
     if any("fashion_tfds_dir" in item.fixturenames for item in request.session.items):
         folder = SHARED_DATA / "fashion_mnist"
-        if all((folder / f).is_file() for f in RAW_FILES):  # else the tests say why
+        if not _missing_raw_files(folder):  # else the tests say why
             _prepared(tmp_path_factory, "fashion_mnist", folder)
 
 

@@ -210,10 +210,10 @@ def checked_models(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
                 f"{flag}: torch_example is the pytorch/examples MLP; the {model} "
                 "model's PyTorch baseline is torch_tuned"
             )
-    if not max(args.batch_sizes + [args.batch_size]) <= args.train_examples <= 60000:
+    largest_batch = max(args.batch_sizes + [args.batch_size])
+    if not largest_batch <= args.train_examples <= 60000:
         parser.error(
-            "--train_examples must be between the largest batch size "
-            f"({max(args.batch_sizes + [args.batch_size])}) and 60000"
+            f"--train_examples must be between the largest batch size ({largest_batch}) and 60000"
         )
     if not 0 < args.conv_train_examples <= 60000:
         parser.error("--conv_train_examples must be between 1 and 60000")
