@@ -158,6 +158,93 @@ def test_burda_model_is_784_200_200_50_with_tanh():
     np.testing.assert_allclose(mean, dense(enc["mean"], h), rtol=1e-5, atol=1e-6)
 
 
+def _dense(layer, h):
+    return h @ np.asarray(layer["Dense_0"]["kernel"], np.float64) + np.asarray(
+        layer["Dense_0"]["bias"], np.float64
+    )
+
+
+def _tanh_gaussian(params, h):
+    """(mean, log_var) of an MLPEncoder with two tanh layers, in float64 NumPy."""
+    h = np.tanh(_dense(params["TorchDense_1"], np.tanh(_dense(params["TorchDense_0"], h))))
+    return _dense(params["mean"], h), _dense(params["log_var"], h)
+
+
+def _log_normal(z, mean, log_var):
+    return -0.5 * np.sum((z - mean) ** 2 / np.exp(log_var) + log_var + np.log(2 * np.pi), -1)
+
+
+def test_two_layer_model_is_burdas_and_its_log_weights_match_numpy():
+    model = models.burda_two_layer_vae()
+    x = jax.random.bernoulli(jax.random.key(0), 0.3, (2, 28, 28, 1)).astype(jnp.float32)
+    params = jax.jit(model.init)(jax.random.key(1), x, jax.random.key(1))["params"]
+    linear = [(784, 200), (200, 200), (200, 100), (200, 100)]  # q(z1 | x)
+    linear += [(100, 100), (100, 100), (100, 50), (100, 50)]  # q(z2 | z1)
+    linear += [(50, 100), (100, 100), (100, 100), (100, 100)]  # p(z1 | z2)
+    linear += [(100, 200), (200, 200), (200, 784)]  # p(x | z1)
+    assert models.count_params(params) == sum((i + 1) * o for i, o in linear) == 521_084
+
+    key = jax.random.key(2)
+    d = jax.jit(lambda p: model.apply({"params": p}, x, key, 3, method="draws"))(params)
+    z1, z2 = np.asarray(d["z1"], np.float64), np.asarray(d["z2"], np.float64)
+    xs = np.tile(np.asarray(x, np.float64).reshape(2, -1), (3, 1))  # rows (sample, image)
+    q1 = _tanh_gaussian(params["q_z1"], xs)
+    q2 = _tanh_gaussian(params["q_z2"], z1)
+    p1 = _tanh_gaussian(params["p_z1"], z2)
+    h = params["p_x"]
+    logits = _dense(
+        h["TorchDense_2"],
+        np.tanh(_dense(h["TorchDense_1"], np.tanh(_dense(h["TorchDense_0"], z1)))),
+    )
+    for got, want in [(d["q_z1"], q1), (d["q_z2"], q2), (d["p_z1"], p1)]:
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(d["logits"].reshape(6, -1), logits, rtol=1e-4, atol=1e-4)
+    log_px = np.sum(xs * logits - np.logaddexp(0, logits), -1)
+    log_prior = _log_normal(z1, *p1) + _log_normal(z2, 0.0, 0.0)
+    log_posterior = _log_normal(z1, *q1) + _log_normal(z2, *q2)
+    terms = objectives.two_layer_terms(model, params, x, key, 3, "bernoulli", 1.0)
+    np.testing.assert_allclose(terms["log_px"].ravel(), log_px, rtol=1e-5)
+    np.testing.assert_allclose(terms["kl"].ravel(), log_posterior - log_prior, rtol=1e-4, atol=1e-3)
+    # the streamed bound of K = 3 in one chunk: log mean exp of these weights
+    bound = objectives.vae_bound(model, params, x, jax.random.key(5), 3)
+    chunk = objectives.two_layer_terms(
+        model, params, x, jax.random.fold_in(jax.random.key(5), 0), 3, "bernoulli", 1.0
+    )
+    log_w = np.asarray(chunk["log_px"] - chunk["kl"], np.float64)
+    want = np.logaddexp.reduce(log_w, axis=0) - np.log(3)
+    np.testing.assert_allclose(bound["iwae"], want, rtol=1e-5)
+    np.testing.assert_allclose(bound["elbo"], log_w.mean(0), rtol=1e-5)
+
+
+def test_two_layer_elbo_and_its_gradient_against_finite_differences():
+    model = models.burda_two_layer_vae(latent_dim=5, image_shape=(4, 4, 1))
+    x = jax.random.bernoulli(jax.random.key(0), 0.5, (3, 4, 4, 1)).astype(jnp.float32)
+    params = model.init(jax.random.key(1), x, jax.random.key(1))["params"]
+    per_example = objectives.two_layer_elbo_per_example(model, beta=2.0)
+    terms = per_example(params, x, jax.random.key(3))
+    np.testing.assert_allclose(terms["negative_elbo"], terms["reconstruction"] + terms["kl"])
+    np.testing.assert_allclose(terms["loss"], terms["reconstruction"] + 2 * terms["kl"])
+    loss = jax.jit(lambda p: per_example(p, x, jax.random.key(3))["negative_elbo"].sum())
+    grads = jax.grad(loss)(params)
+
+    def with_bias(outer, inner, bias):
+        moved = jax.tree_util.tree_map(lambda a: a, params)  # a copy of the dicts
+        moved[outer][inner]["Dense_0"]["bias"] = jnp.asarray(bias)
+        return float(loss(moved))
+
+    for outer, inner in [("p_x", "TorchDense_2"), ("q_z2", "log_var"), ("p_z1", "mean")]:
+        bias = np.asarray(params[outer][inner]["Dense_0"]["bias"])
+        for i in range(2):
+            step = np.zeros_like(bias)
+            step[i] = 1e-2
+            numeric = (
+                with_bias(outer, inner, bias + step) - with_bias(outer, inner, bias - step)
+            ) / 2e-2
+            analytic = float(grads[outer][inner]["Dense_0"]["bias"][i])
+            assert analytic == pytest.approx(numeric, rel=2e-2, abs=2e-2), (outer, inner, i)
+
+
 def test_iwae_training_and_likelihood_evaluation_end_to_end(
     tmp_path, mnist_tfds_dir, mnist_raw_dir
 ):
@@ -180,8 +267,12 @@ def test_iwae_training_and_likelihood_evaluation_end_to_end(
             "1",
             "--train_examples",
             "2000",
+            "--model",
+            "burda2",
             "--latent_dim",
             "10",
+            "--lr_schedule",
+            "burda",
             "--objective",
             "iwae",
             "--iwae_samples",
@@ -189,7 +280,9 @@ def test_iwae_training_and_likelihood_evaluation_end_to_end(
         ]
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "IWAE bound, k = 5" in proc.stdout and "-L_k" in proc.stdout
+    assert "burda2 VAE, IWAE bound, k = 5" in proc.stdout and "-L_k" in proc.stdout
+    assert "(509,004 parameters)" in proc.stdout  # 784-200-200-[100]-100-100-[10]
+    assert "learning rate: Burda et al.'s decay" in proc.stdout
 
     last = io.read_jsonl(workdir / "metrics.jsonl")[-1]
     assert last["test_negative_iwae_bound"] <= last["test_negative_elbo"]

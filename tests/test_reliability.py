@@ -37,6 +37,11 @@ def _argv(workdir, tfds_dir, raw_dir, *extra):
         "50",
         "--epochs",
         "3",
+        # a schedule of the optimizer's step count: a resumed run must pick it up where it was
+        "--lr_schedule",
+        "cosine",
+        "--warmup_steps",
+        "30",
         "--checkpoint_every",
         "25",
         "--workdir",
@@ -88,6 +93,7 @@ def test_killed_and_stopped_runs_resume_bit_for_bit(
     code, out, err = _finish(proc)
     assert code == 128 + signal.SIGTERM, err[-3000:]
     assert f"resuming from step {killed_at}" in out
+    assert "learning rate: cosine decay to 0 after 30 warmup steps; resuming" in out
     stopped_line = [line for line in err.splitlines() if "stopped by SIGTERM" in line]
     assert len(stopped_line) == 1, err[-3000:]
     # in training it saves where it is; in an evaluation it keeps the newest checkpoint
@@ -152,7 +158,11 @@ def test_a_diverging_run_stops_and_saves_nothing_non_finite(
     tmp_path, mnist_tfds_dir, mnist_raw_dir
 ):
     workdir = tmp_path / "diverging"
-    code, _, err = _run(_argv(workdir, mnist_tfds_dir, mnist_raw_dir, "--learning_rate", "1e30"))
+    code, _, err = _run(
+        _argv(
+            workdir, mnist_tfds_dir, mnist_raw_dir, "--learning_rate", "1e30", "--warmup_steps", "0"
+        )
+    )
     assert code == 3, err[-3000:]
     line = [x for x in err.splitlines() if x.startswith("error:")]
     assert len(line) == 1 and "a non-finite loss or gradient at step 1," in line[0]

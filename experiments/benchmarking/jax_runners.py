@@ -121,6 +121,7 @@ def run_jax_ddpm(
     channels, noise-prediction MSE, clipping, Adam with warmup, EMA) on uint8 images
     [N, 28, 28, 1] in [-1, 1]; reports the last epoch's mean loss."""
     import jax
+    import optax
 
     from vaejax import data, objectives, sharding, training
     from vaejax.models.unet import UNet
@@ -133,7 +134,8 @@ def run_jax_ddpm(
     model = Diffusion(UNet(width, s["multipliers"]), make_schedule("linear", s["timesteps"]))
     data_key, step_key = (jax.random.fold_in(jax.random.key(seed), i) for i in range(1, 3))
     params = jax.jit(model.init, static_argnums=1)(jax.random.key(seed, impl="rbg"), (28, 28, 1))
-    tx = optimizer(s["learning_rate"], s["warmup_steps"], s["clip_norm"], 1e-8)
+    warmup = optax.linear_schedule(0.0, s["learning_rate"], s["warmup_steps"])
+    tx = optimizer(warmup, s["clip_norm"], 1e-8)
     update = with_ema(
         training.gradient_update(objectives.batch_mean(noise_prediction_loss(model)), tx),
         s["ema_decay"],

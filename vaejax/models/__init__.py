@@ -12,6 +12,7 @@ from vaejax.models.gan import (
     dcgan_init,
     layout,
 )
+from vaejax.models.hierarchical import TwoLayerVAE, burda_two_layer_vae
 from vaejax.models.layers import (
     IMPLEMENTATIONS,
     Conv2D,

@@ -26,7 +26,13 @@ from vaejax.objectives.gan import (
     gradient_penalty,
     interpolates,
 )
-from vaejax.objectives.likelihood import importance_weighted_bound, iwae_per_example, vae_bound
+from vaejax.objectives.hierarchical import two_layer_elbo_per_example, two_layer_terms
+from vaejax.objectives.likelihood import (
+    importance_weighted_bound,
+    iwae_per_example,
+    streamed_bound,
+    vae_bound,
+)
 from vaejax.objectives.sampling import (
     SAMPLERS,
     ddim_step,

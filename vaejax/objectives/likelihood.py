@@ -20,6 +20,42 @@ import jax.numpy as jnp
 import numpy as np
 
 from vaejax.objectives import vae as objectives
+from vaejax.objectives.hierarchical import two_layer_terms
+
+
+def streamed_bound(
+    key: jax.Array,
+    log_weights_fn: Callable[[jax.Array, int], jax.Array],
+    batch: int,
+    num_samples: int,
+    chunk_size: int = 100,
+    dtype=jnp.float32,
+) -> dict[str, jax.Array]:
+    """L_K and the K-sample ELBO estimate per image, each [B] in nats, from
+    ``log_weights_fn(key, S) -> [S, B]`` log importance weights of S fresh draws per image.
+
+    Draws ``num_samples`` per image in chunks of ``chunk_size`` (one ``lax.scan`` step each;
+    chunk c uses ``fold_in(key, c)``), accumulating logsumexp as it goes, so memory is that of
+    one chunk. Returns ``{"iwae": L_K, "elbo": mean of the K log weights}`` (the latter an
+    unbiased, low-variance estimate of the ELBO).
+    """
+    if num_samples < 1 or chunk_size < 1:
+        raise ValueError(
+            f"num_samples and chunk_size must be positive, got {num_samples}, {chunk_size}"
+        )
+    chunk_size = min(chunk_size, num_samples)
+    num_chunks = -(-num_samples // chunk_size)
+
+    def chunk(carry, c):
+        total, weight_sum = carry
+        log_w = log_weights_fn(jax.random.fold_in(key, c), chunk_size)  # [chunk, B]
+        valid = (c * chunk_size + jnp.arange(chunk_size) < num_samples)[:, None]
+        total = jnp.logaddexp(total, jax.nn.logsumexp(jnp.where(valid, log_w, -jnp.inf), axis=0))
+        return (total, weight_sum + jnp.sum(jnp.where(valid, log_w, 0.0), axis=0)), None
+
+    start = (jnp.full((batch,), -jnp.inf, dtype), jnp.zeros((batch,), dtype))
+    (total, weight_sum), _ = jax.lax.scan(chunk, start, jnp.arange(num_chunks))
+    return {"iwae": total - np.log(num_samples), "elbo": weight_sum / num_samples}
 
 
 def importance_weighted_bound(
@@ -30,41 +66,21 @@ def importance_weighted_bound(
     num_samples: int,
     chunk_size: int = 100,
 ) -> dict[str, jax.Array]:
-    """L_K and the K-sample ELBO estimate per image, each [B] in nats.
-
-    ``log_likelihood_fn(z [S, B, D]) -> log p(x | z) [S, B]`` (the decoder and the images
-    inside; S draws per image: run the decoder on all S * B codes as one batch);
-    ``mean``/``log_var`` [B, D] define q(z | x). Draws ``num_samples`` z per image in chunks of
-    ``chunk_size`` (one ``lax.scan`` step each; chunk c uses ``fold_in(key, c)``), accumulating
-    logsumexp as it goes, so memory is that of one chunk. Returns ``{"iwae": L_K, "elbo": mean
-    of the K log weights}`` (the latter an unbiased, low-variance estimate of the ELBO).
-    """
-    if num_samples < 1 or chunk_size < 1:
-        raise ValueError(
-            f"num_samples and chunk_size must be positive, got {num_samples}, {chunk_size}"
-        )
-    chunk_size = min(chunk_size, num_samples)
-    num_chunks = -(-num_samples // chunk_size)
+    """:func:`streamed_bound` of a one-layer Gaussian encoder q(z | x) = N(mean, diag(exp(
+    log_var))) ([B, D] each) under a N(0, I) prior: ``log_likelihood_fn(z [S, B, D]) ->
+    log p(x | z) [S, B]`` (the decoder and the images inside; run the decoder on all S * B codes
+    as one batch)."""
     std = jnp.exp(0.5 * log_var)
 
-    def log_weight(z):
+    def log_weights(chunk_key, samples):
+        z = mean + std * jax.random.normal(chunk_key, (samples, *mean.shape), mean.dtype)
         return (
             log_likelihood_fn(z)
             + objectives.standard_normal_log_density(z)
             - objectives.diagonal_normal_log_density(z, mean, log_var)
         )
 
-    def chunk(carry, c):
-        total, weight_sum = carry
-        eps = jax.random.normal(jax.random.fold_in(key, c), (chunk_size, *mean.shape), mean.dtype)
-        log_w = log_weight(mean + std * eps)  # [chunk, B]
-        valid = (c * chunk_size + jnp.arange(chunk_size) < num_samples)[:, None]
-        total = jnp.logaddexp(total, jax.nn.logsumexp(jnp.where(valid, log_w, -jnp.inf), axis=0))
-        return (total, weight_sum + jnp.sum(jnp.where(valid, log_w, 0.0), axis=0)), None
-
-    start = (jnp.full(mean.shape[:1], -jnp.inf, mean.dtype), jnp.zeros(mean.shape[:1], mean.dtype))
-    (total, weight_sum), _ = jax.lax.scan(chunk, start, jnp.arange(num_chunks))
-    return {"iwae": total - np.log(num_samples), "elbo": weight_sum / num_samples}
+    return streamed_bound(key, log_weights, mean.shape[0], num_samples, chunk_size, mean.dtype)
 
 
 def vae_bound(
@@ -77,7 +93,16 @@ def vae_bound(
     likelihood: str = "bernoulli",
     variance: float = 1.0,
 ) -> dict[str, jax.Array]:
-    """:func:`importance_weighted_bound` of a :class:`vaejax.models.VAE` on images x [B, ...]."""
+    """:func:`streamed_bound` of a VAE on images x [B, ...]: a :class:`vaejax.models.VAE`, or a
+    model with stochastic layers of its own (a ``draws`` method, as
+    :class:`vaejax.models.hierarchical.TwoLayerVAE`)."""
+    if hasattr(model, "draws"):
+
+        def log_weights(chunk_key, samples):
+            terms = two_layer_terms(model, params, x, chunk_key, samples, likelihood, variance)
+            return terms["log_px"] - terms["kl"]
+
+        return streamed_bound(key, log_weights, x.shape[0], num_samples, chunk_size, x.dtype)
     mean, log_var = model.apply({"params": params}, x, method="encode")
 
     def log_likelihood_fn(z):  # [S, B, D] -> [S, B]: one decoder call on S * B codes

@@ -40,6 +40,7 @@ from vaejax.runs.config import (
 )
 from vaejax.runs.trained import TrainedAutoencoder
 from vaejax.training.fit import RunKeys, TrainSettings, one_model
+from vaejax.training.schedules import learning_rate_of
 
 MODELS = ("mlp", "conv")
 
@@ -261,7 +262,16 @@ class AutoencoderMember(Run):
         trained = one_model(
             params,
             per_example,
-            optax.adam(settings.learning_rate, eps=settings.adam_eps),
+            optax.adam(
+                learning_rate_of(
+                    config,
+                    len(data_.train.images),
+                    batch_size=settings.batch_size,
+                    epochs=settings.epochs,
+                    peak=settings.learning_rate,
+                ),
+                eps=settings.adam_eps,
+            ),
             test_data=data_.test.images,
             eval_preprocess=self.eval_preprocess or plain,
             eval_batch_size=settings.eval_batch_size,

@@ -38,7 +38,7 @@ import jax
 from vaejax import data as datasets
 from vaejax import faults, io, sharding, stopping
 from vaejax.runs.config import data_spec, load_data, resumable_fields, validate_run
-from vaejax.training import loop, step
+from vaejax.training import loop, schedules, step
 from vaejax.training.fit import RunKeys, TrainSettings, fit_state, training_summary
 from vaejax.training.workdir_lock import workdir_lock
 
@@ -237,12 +237,16 @@ class Phase:
 def start_line(run: Run, training: Training, data: Data, mesh, start_step: int | None) -> str:
     """The first line every training run prints."""
     resumed = "starting" if start_step is None else f"resuming from step {start_step}"
+    config = run.config
+    rate = schedules.describe(
+        getattr(config, "lr_schedule", "constant"), getattr(config, "warmup_steps", 0)
+    )
     return (
         f"vaejax: {run.kind}: {training.model} ({training.parameters:,} parameters) on "
         f"{run.config.dataset} ({len(data.train.images):,} train / "
         f"{len(data.test.images):,} test images); {mesh.size} "
-        f"{jax.devices()[0].platform} device(s) in {jax.process_count()} process(es); "
-        f"{resumed}"
+        f"{jax.devices()[0].platform} device(s) in {jax.process_count()} process(es)"
+        f"{rate}; {resumed}"
     )
 
 

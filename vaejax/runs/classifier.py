@@ -41,6 +41,7 @@ from vaejax.runs.config import (
 )
 from vaejax.runs.trained import TrainedRun
 from vaejax.training.fit import RunKeys, one_model
+from vaejax.training.schedules import learning_rate_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +95,7 @@ class ClassifierRun(Run):
         trained = one_model(
             params,
             objectives.classifier_per_example(model),
-            optax.adam(config.learning_rate, eps=config.adam_eps),
+            optax.adam(learning_rate_of(config, len(data_.train.images)), eps=config.adam_eps),
             test_data=(data_.test.images, data_.test.labels.astype(np.int32)),
             eval_preprocess=make_classifier_preprocessor(),
             eval_batch_size=config.eval_batch_size,

@@ -9,7 +9,7 @@ import numpy as np
 
 from vaejax import data, models, sharding
 from vaejax.errors import LARGEST_INT, ConfigError
-from vaejax.training import loop, step, stream
+from vaejax.training import loop, schedules, step, stream
 
 
 def flag_text(name: str, value: Any) -> str:
@@ -152,6 +152,15 @@ class RunConfig:
     epochs: int = config_field(10, "training epochs", resume=True)
     learning_rate: float = config_field(1e-3, "Adam learning rate")
     adam_eps: float = config_field(1e-8, "Adam epsilon")
+    lr_schedule: str = config_field(
+        "constant",
+        "learning-rate schedule: constant, cosine (down to 0 over the run's steps) or burda "
+        "(Burda et al.'s --learning_rate x 10^(-i/7) for 3^i epochs, i = 0..7)",
+        schedules.SCHEDULES,
+    )
+    warmup_steps: int = config_field(
+        0, "linear learning-rate warmup from 0 over N steps (0 = none)"
+    )
     seed: int = config_field(1, "random seed: initialization, data order, noise")
     train_examples: int = config_field(0, "train on the first N training images only (0 = all)")
     test_examples: int = config_field(
@@ -245,6 +254,8 @@ def validate_run(config: RunConfig, num_devices: int) -> None:
     )
     if not 0 <= config.seed < 2**31:
         raise ConfigError(f"--seed must be between 0 and {2**31 - 1}, got {config.seed}")
+    if getattr(config, "warmup_steps", 0) < 0:
+        raise ConfigError(f"--warmup_steps must be >= 0, got {config.warmup_steps}")
     for field in dataclasses.fields(config):
         choices = field.metadata.get("choices")
         value = getattr(config, field.name)

@@ -46,15 +46,12 @@ from vaejax.runs.config import (
 from vaejax.runs.trained import TrainedRun
 from vaejax.training.ema import DiffusionState, with_ema
 from vaejax.training.fit import RunKeys, train_and_test_record
+from vaejax.training.schedules import learning_rate_of
 
 
-def optimizer(
-    learning_rate: float, warmup_steps: int, clip_norm: float, adam_eps: float
-) -> optax.GradientTransformation:
-    """Ho et al.'s: gradients clipped to global norm ``clip_norm``, Adam with a linear warmup."""
-    rate = (
-        optax.linear_schedule(0.0, learning_rate, warmup_steps) if warmup_steps else learning_rate
-    )
+def optimizer(rate, clip_norm: float, adam_eps: float) -> optax.GradientTransformation:
+    """Ho et al.'s: gradients clipped to global norm ``clip_norm``, then Adam at ``rate`` (a float
+    or an optax schedule; the experiment's: a linear warmup, then ``--lr_schedule``)."""
     return optax.chain(optax.clip_by_global_norm(clip_norm), optax.adam(rate, eps=adam_eps))
 
 
@@ -210,7 +207,8 @@ class DDPMRun(Run):
         config = self.config
         model = self.build()
         params = model.init(keys.init, self.shape)
-        tx = optimizer(config.learning_rate, config.warmup_steps, config.clip_norm, config.adam_eps)
+        rate = learning_rate_of(config, len(data_.train.images))
+        tx = optimizer(rate, config.clip_norm, config.adam_eps)
         per_example = noise_prediction_loss(model)
         self.preprocess = to_tanh_range(data.make_batch_preprocessor(self.shape[0]))
         evaluate = training.make_evaluator(

@@ -34,6 +34,7 @@ from vaejax.runs.config import (
     validate_run,
 )
 from vaejax.runs.trained import TrainedRun
+from vaejax.training import schedules
 from vaejax.training.fit import RunKeys, TrainSettings
 from vaejax.training.gan import GANState, create_gan_state, make_gan_update
 
@@ -197,12 +198,21 @@ class GANRun(Run):
         learning_rate, beta2, n_critic = config.resolved()
         gan = self.build()
         params = self.init_params(gan, keys.init)
-        optimizer = optax.adam(learning_rate, b1=config.adam_beta1, b2=beta2, eps=config.adam_eps)
+        rate = schedules.learning_rate_of(
+            config,
+            len(data_.train.images),
+            batch_size=n_critic * config.batch_size,
+            peak=learning_rate,
+        )
+        generator_optimizer, critic_optimizer = (
+            optax.adam(r, b1=config.adam_beta1, b2=beta2, eps=config.adam_eps)
+            for r in (rate, schedules.every_nth(rate, n_critic))
+        )
         update = make_gan_update(
             gan,
             loss=config.loss,
-            generator_optimizer=optimizer,
-            discriminator_optimizer=optimizer,
+            generator_optimizer=generator_optimizer,
+            discriminator_optimizer=critic_optimizer,
             n_critic=n_critic,
             generator_loss=config.generator_loss,
             penalty_weight=config.penalty_weight,
@@ -218,7 +228,7 @@ class GANRun(Run):
             else f"wgan-gp, lambda {config.penalty_weight:g}"
         )
         return Training(
-            create_gan_state(params, optimizer, optimizer),
+            create_gan_state(params, generator_optimizer, critic_optimizer),
             update,
             to_tanh_range(data.make_batch_preprocessor(image_shape(config)[0])),
             data_.train.images,

@@ -39,8 +39,20 @@ from vaejax.runs.config import (
 )
 from vaejax.runs.trained import TrainedAutoencoder
 from vaejax.training.fit import RunKeys, one_model
+from vaejax.training.schedules import learning_rate_of
 
-MODELS = ("mlp", "conv", "burda")
+
+def _model_builders():
+    """--model name -> f(config, (S, S, C)) -> the model; a new VAE model is one line here."""
+    return {
+        "mlp": lambda c, shape: models.mlp_vae(c.latent_dim, (c.hidden_dim,), shape),
+        "conv": lambda c, shape: models.conv_vae(c.latent_dim, image_shape=shape),
+        "burda": lambda c, shape: models.burda_vae(c.latent_dim, shape),
+        "burda2": lambda c, shape: models.burda_two_layer_vae(c.latent_dim, shape),
+    }
+
+
+MODELS = tuple(_model_builders())
 
 
 OBJECTIVES = ("elbo", "iwae")
@@ -57,7 +69,8 @@ class VAEConfig(RunConfig):
         "mlp",
         "mlp: pytorch/examples 784-400-latent VAE; conv: Foster's "
         "convolutional VAE on 32x32 images; burda: Burda et al.'s 784-200-200 "
-        "(tanh)-latent VAE",
+        "(tanh)-latent VAE; burda2: their two stochastic layers, 784-200-200-[100]-100-100-"
+        "[latent] (tanh)",
         MODELS,
     )
     objective: str = config_field(
@@ -161,6 +174,8 @@ def validate(config: VAEConfig, num_devices: int) -> None:
         )
     if not config.perceptual_weight >= 0 or not np.isfinite(config.perceptual_weight):
         raise ConfigError(f"--perceptual_weight must be >= 0, got {config.perceptual_weight}")
+    if config.perceptual_weight and config.model == "burda2":
+        raise ConfigError("--perceptual_weight takes a one-layer VAE: drop it for --model burda2")
     if config.perceptual_weight and config.objective == "iwae":
         raise ConfigError(
             "--perceptual_weight adds to the ELBO, not to the iwae bound: drop it "
@@ -168,13 +183,8 @@ def validate(config: VAEConfig, num_devices: int) -> None:
         )
 
 
-def build_model(config: VAEConfig) -> models.VAE:
-    shape = model_shape(config)
-    if config.model == "mlp":
-        return models.mlp_vae(config.latent_dim, (config.hidden_dim,), shape)
-    if config.model == "burda":
-        return models.burda_vae(config.latent_dim, shape)
-    return models.conv_vae(config.latent_dim, image_shape=shape)
+def build_model(config: VAEConfig):
+    return _model_builders()[config.model](config, model_shape(config))
 
 
 def _format_terms(terms: dict[str, float], beta: float) -> str:
@@ -289,6 +299,13 @@ class VAERun(Run):
             return objectives.iwae_per_example(
                 model, config.iwae_samples, config.likelihood, config.gaussian_variance
             )
+        if hasattr(model, "draws"):  # stochastic layers of its own: a one-draw ELBO
+            return objectives.two_layer_elbo_per_example(
+                model,
+                likelihood=config.likelihood,
+                beta=config.beta,
+                variance=config.gaussian_variance,
+            )
         return objectives.vae_per_example(
             model,
             likelihood=config.likelihood,
@@ -307,7 +324,7 @@ class VAERun(Run):
         trained = one_model(
             params,
             self.per_example(model),
-            optax.adam(config.learning_rate, eps=config.adam_eps),
+            optax.adam(learning_rate_of(config, len(data_.train.images)), eps=config.adam_eps),
             test_data=data_.test.images,
             eval_preprocess=self.preprocessor(size, train=False),
             eval_batch_size=config.eval_batch_size,
