@@ -245,6 +245,7 @@ def test_two_layer_elbo_and_its_gradient_against_finite_differences():
             assert analytic == pytest.approx(numeric, rel=2e-2, abs=2e-2), (outer, inner, i)
 
 
+@pytest.mark.slow  # the same commands run in CI in the reproduce smoke suite
 def test_iwae_training_and_likelihood_evaluation_end_to_end(
     tmp_path, mnist_tfds_dir, mnist_raw_dir
 ):

@@ -60,6 +60,11 @@ class QualityConfig:
     train_examples: int = config_field(
         0, "fit the real features on the first N training images (0 = all)"
     )
+    test_examples: int = config_field(
+        0,
+        "score the first N real test images as the floor (0 = all 10,000; the same N as "
+        "--num_samples compares like with like)",
+    )
     workdir: str = config_field(
         "workdirs/sample_quality_{dataset}",
         "where sample_quality.json, mode_coverage.png and samples.png go",

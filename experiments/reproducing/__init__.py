@@ -1,0 +1,1 @@
+"""The parts, runner and report of ``experiments.reproduce``."""

@@ -1,0 +1,120 @@
+"""``experiments.reproduce``: the smoke suite end to end (stopped, then continued), the tables it
+writes, and a part that fails."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from experiments.reproducing import report, runner, suites
+from tests.helpers import run_python
+from vaejax import io
+
+
+def _data_flags(tfds_dir, raw_dir) -> list[str]:
+    return ["--data_dir", str(tfds_dir), "--raw_data_dir", str(raw_dir)]
+
+
+def test_every_suite_lists_its_parts_in_an_order_that_works():
+    for suite in suites.SUITES:
+        parts = suites.parts(suite, ("--data_dir", "D"))
+        names = [p.name for p in parts]
+        assert len(set(names)) == len(names) == 13
+        for i, part in enumerate(parts):
+            assert set(part.uses()) <= set(names[:i]), part.name  # needs only earlier parts
+        assert {p.table for p in parts} == {"training", "likelihood", "quality", "benchmark"}
+    gpu = {p.name: p for p in suites.parts("gpu")}
+    assert "--samples" in gpu["nll_iwae2_k50"].flags and "5000" in gpu["nll_iwae2_k50"].flags
+    assert gpu["quality_ddpm_best"].flags[:4] == ("--runs", "{ddpm}", "--sampler", "ddpm")
+    command = runner.command_of(gpu["quality"], runner.Path("/r"))
+    assert command[3:5] == ["--runs", "/r/vae1,/r/dcgan,/r/wgan_gp,/r/ddpm"]
+    with pytest.raises(ValueError, match="unknown suite 'tpu'"):
+        suites.parts("tpu")
+
+
+def test_smoke_suite_stopped_then_continued_writes_every_table(
+    tmp_path, mnist_tfds_dir, mnist_raw_dir
+):
+    root, tables, gallery = tmp_path / "suite", tmp_path / "results.md", tmp_path / "gallery"
+    argv = ["-m", "experiments.reproduce", "--suite", "smoke", "--workdir", str(root)]
+    argv += [*_data_flags(mnist_tfds_dir, mnist_raw_dir), "--tables", str(tables)]
+    stopped = run_python([*argv, "--stop_after", "0.5"])
+    assert stopped.returncode == runner.UNFINISHED, stopped.stderr[-2000:]
+    assert "reproduce: stopped by --stop_after in part classifier" in stopped.stdout
+    state = json.loads((root / runner.STATE).read_text())
+    assert list(state["parts"]) == ["classifier"] and not state["parts"]["classifier"]["done"]
+
+    proc = run_python([*argv, "--gallery", str(gallery)], timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    state = json.loads((root / runner.STATE).read_text())
+    assert all(record["done"] for record in state["parts"].values())
+    assert len(state["parts"]["classifier"]["seconds"]) == 2  # stopped, then run again
+    assert all(len(r["seconds"]) == 1 for n, r in state["parts"].items() if n != "classifier")
+    page = tables.read_text()
+    for section in ("Likelihood", "Sample quality", "Trainings", "Benchmark"):
+        assert f"## {section}" in page
+    assert "Not yet run" not in page and "Not finished" not in page
+    likelihood = [line for line in page.splitlines() if "| 20, 100 |" in line]
+    assert len(likelihood) == 3 and all(re.search(r"\| no \(\+\d", line) for line in likelihood)
+    nll = json.loads((root / "iwae2_k50" / "likelihood_20.json").read_text())["test_nll"]
+    assert f"{nll:.2f} ±" in page  # the table holds what the evaluation wrote
+    assert page.count("real test images (100 images)") == 2
+    assert "| mlp | jax_epoch |" in page and "| mlp | torch_tuned |" in page
+    assert {p.name for p in gallery.iterdir()} == {name for _, _, name in report.GALLERY}
+
+    again = run_python([*argv])  # everything finished: nothing runs, the page is rewritten
+    assert again.returncode == 0 and "reproduce: [" not in again.stdout
+    _check_the_likelihood_parts(root)
+
+
+def _check_the_likelihood_parts(root):
+    """What the two-layer IWAE run and its evaluation wrote; the evaluation's bad inputs."""
+    run = root / "iwae2_k50"
+    assert "burda2 VAE, IWAE bound, k = 50" in (root / "logs" / "iwae2_k50.log").read_text()
+    last = io.read_jsonl(run / "metrics.jsonl")[-1]
+    assert last["test_negative_iwae_bound"] <= last["test_negative_elbo"]
+    assert last["test_loss"] == last["test_negative_iwae_bound"]
+    result = json.loads((run / "likelihood_20.json").read_text())
+    assert result["binarization"] == "dynamic" and result["test_examples"] == 100
+    assert result["objective"] == "iwae" and result["samples"] == 20
+    assert result["test_nll"] < result["test_negative_elbo"]  # L_20 > ELBO on average
+    assert 0 < result["test_nll_standard_error"] < 5
+    (root / "empty").mkdir()
+    for argv, message in [
+        (["--workdir", str(root / "empty")], "holds no finished run"),
+        (["--workdir", str(run), "--samples", "0"], "--samples must be positive"),
+    ]:
+        proc = run_python(["-m", "experiments.evaluate_likelihood", *argv])
+        assert proc.returncode == 2 and message in proc.stderr
+        assert proc.stderr.strip().count("\n") == 0
+    (run / "params.msgpack").write_bytes(b"not msgpack at all")
+    proc = run_python(["-m", "experiments.evaluate_likelihood", "--workdir", str(run)])
+    assert proc.returncode == 2 and "is damaged or belongs to another model" in proc.stderr
+
+
+def test_a_failing_part_is_one_line_naming_its_log(tmp_path):
+    part = suites.Part(
+        "nll_missing",
+        "experiments.evaluate_likelihood",
+        ("--samples", "2"),
+        "likelihood",
+        "a run that is not there",
+        evaluates="nowhere",
+    )
+    lines = []
+    (tmp_path / runner.STATE).write_text(
+        json.dumps({"suite": "smoke", "parts": {"nowhere": {"done": True, "seconds": [0]}}})
+    )
+    with pytest.raises(runner.SuiteError) as error:
+        runner.run_suite("smoke", [part], tmp_path, say=lines.append)
+    message = str(error.value)
+    assert message.startswith("part nll_missing failed (exit 2): error: ")
+    assert "holds no finished run" in message and "\n" not in message
+    assert str(tmp_path / "logs" / "nll_missing.log") in message
+    with pytest.raises(runner.SuiteError, match="holds the 'smoke' suite, not 'cpu'"):
+        runner.run_suite("cpu", [part], tmp_path, say=lines.append)
+    blocked = suites.Part("late", "experiments.classifier", ("--x", "{early}"), "training", "")
+    with pytest.raises(runner.SuiteError, match="part late needs early finished first"):
+        runner.run_suite("smoke", [blocked], tmp_path, say=lines.append)
