@@ -167,6 +167,10 @@ def run_suite(
             record = state["parts"].setdefault(part.name, {"seconds": [], "done": False})
             if record["done"]:
                 continue
+            if stop.signal is not None:  # arrived between two parts
+                return _stopped(
+                    part, root, signal.Signals(stop.signal).name, 128 + stop.signal, say, True
+                )
             waiting = [u for u in part.uses() if not state["parts"].get(u, {}).get("done")]
             if waiting:
                 raise SuiteError(f"part {part.name} needs {', '.join(waiting)} finished first")

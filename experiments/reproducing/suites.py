@@ -68,7 +68,7 @@ class Sizes:
     best_sampler: tuple[str, str]  # (--sampler, --sampling_steps) of the DDPM's best row
     ddpm_extra: tuple[str, ...]  # more flags of the DDPM training
     quality_steps: int  # DDIM steps of the DDPM in the side-by-side scores
-    gan_extra: tuple[str, ...] = ()  # more flags of both GAN trainings
+    gan_extra: tuple[str, ...]  # more flags of both GAN trainings
     benchmark: tuple[str, ...]  # flags of experiments.benchmark
 
 
@@ -123,6 +123,7 @@ SIZES = {
         best_sampler=("ddim", "100"),
         ddpm_extra=(),
         quality_steps=50,
+        gan_extra=(),
         benchmark=("--models=mlp,conv",),
     ),
     "gpu": Sizes(
@@ -142,6 +143,7 @@ SIZES = {
         best_sampler=("ddpm", "1000"),
         ddpm_extra=(),
         quality_steps=50,
+        gan_extra=(),
         benchmark=("--models=mlp,conv,dcgan,unet", "--devices=1"),
     ),
 }
