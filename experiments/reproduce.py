@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
         help="stop (the running part saves) after this many seconds; exit 75; rerun to continue",
     )
     parser.add_argument("--list", action="store_true", help="print the commands and exit")
+    parser.add_argument(
+        "--report", action="store_true", help="write the page of the finished parts; run nothing"
+    )
     return parser
 
 
@@ -63,9 +66,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{part.name}: {shlex.join(runner.command_of(part, root))}")
         return 0
     try:
-        status = runner.run_suite(args.suite, parts, root, stop_after=args.stop_after)
         given = sys.argv[1:] if argv is None else argv
         invocation = shlex.join(["python", "-m", "experiments.reproduce", *given])
+        status = 0
+        if not args.report:
+            status = runner.run_suite(
+                args.suite, parts, root, stop_after=args.stop_after, command=invocation
+            )
         tables = Path(args.tables or root / "results.md")
         tables.parent.mkdir(parents=True, exist_ok=True)
         tables.write_text(report.page(args.suite, parts, root, invocation))

@@ -66,6 +66,10 @@ def test_smoke_suite_stopped_then_continued_writes_every_table(
 
     again = run_python([*argv])  # everything finished: nothing runs, the page is rewritten
     assert again.returncode == 0 and "reproduce: [" not in again.stdout
+    report_only = tmp_path / "report.md"
+    again = run_python([*argv[:-2], "--tables", str(report_only), "--report"])
+    assert again.returncode == 0 and "reproduce: [" not in again.stdout
+    assert report_only.read_text().count("| no (+") == 3
     _check_the_likelihood_parts(root)
 
 

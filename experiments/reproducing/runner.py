@@ -152,14 +152,16 @@ def run_suite(
     root: Path,
     *,
     stop_after: float | None = None,
+    command: str = "",
     say=print,
 ) -> int:
     """Runs the unfinished ``parts`` in order into ``root``; returns the exit status: 0 when
     all finished, :data:`UNFINISHED` when ``stop_after`` seconds ran out, 128 + the signal
-    when stopped. Raises :class:`SuiteError` when a part fails or waits on one that did not
-    finish."""
+    when stopped; ``command`` (the suite's command line) goes into the state. Raises
+    :class:`SuiteError` when a part fails or waits on one that did not finish."""
     root.mkdir(parents=True, exist_ok=True)
     state = load_state(root, suite)
+    state["command"] = command or state.get("command", "")
     deadline = None if stop_after is None else time.monotonic() + stop_after
     machine = None
     with Stop() as stop:
