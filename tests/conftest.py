@@ -159,3 +159,12 @@ def mnist_classifier_dir(tmp_path_factory, mnist_tfds_dir, mnist_raw_dir) -> Pat
             )
             assert proc.returncode == 0, proc.stderr[-3000:]
     return workdir
+
+
+# minutes of subprocesses in one test: started first, so that it never runs alone at the end
+LONGEST_FIRST = ("tests/test_reproduce.py::test_smoke_suite",)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The tests of :data:`LONGEST_FIRST` at the front of the run (the rest keep their order)."""
+    items.sort(key=lambda item: not item.nodeid.startswith(LONGEST_FIRST))

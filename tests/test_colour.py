@@ -96,7 +96,7 @@ def data_dir(tmp_path_factory) -> str:
 @pytest.mark.parametrize(
     "family",
     [
-        pytest.param(f, marks=pytest.mark.slow) if f == "conv_vae_64" else f
+        pytest.param(f, marks=pytest.mark.slow) if f in ("conv_vae_64", "ddpm_32") else f
         for f in sorted(FAMILIES)
     ],
 )

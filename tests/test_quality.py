@@ -138,6 +138,7 @@ def test_perceptual_term_is_zero_for_a_perfect_reconstruction(mnist_classifier_d
     assert max(float(jnp.abs(g).max()) for g in jax.tree_util.tree_leaves(grads["decoder"])) > 0
 
 
+@pytest.mark.slow  # gan_mnist (both games) and sample_quality run in CI in the smoke suite
 def test_gan_and_sample_quality_end_to_end(
     tmp_path, capsys, mnist_tfds_dir, mnist_raw_dir, mnist_classifier_dir
 ):
