@@ -168,11 +168,20 @@ def test_matmul_peak_is_a_rate():
     assert 1e8 < rate < 1e16
 
 
+def test_none_turns_a_sweep_off():
+    from experiments.benchmarking.command_line import build_parser
+
+    args = build_parser().parse_args(["--batch_sizes", "none", "--devices", "2,4"])
+    assert args.batch_sizes == [] and args.devices == [2, 4]
+    assert build_parser().parse_args([]).batch_sizes == [128, 256, 512, 1024, 2048, 4096]
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
         (["--variants", "torch_example,bogus"], "unknown variant(s) ['bogus']"),
         (["--batch_sizes", "128,-1"], "expected positive integers"),
+        (["--devices", "none,1"], "expected comma-separated integers, got 'none,1'"),
         (["--epochs", "1"], "--epochs must be at least 2 (one warm-up, one timed)"),
         (["--unet_epochs", "0"], "--unet_epochs must be at least 2"),
         (["--models", "mlp,gan"], "--models must name some of mlp, conv, dcgan, unet"),

@@ -22,6 +22,11 @@ def _ints(text: str) -> list[int]:
     return values
 
 
+def _sweep(text: str) -> list[int]:
+    """A sweep's points, or none at all for ``none``."""
+    return [] if text.strip().lower() == "none" else _ints(text)
+
+
 def _variants(text: str) -> list[str]:
     names = [v for v in text.split(",") if v]
     unknown = [v for v in names if v not in ALL_VARIANTS]
@@ -86,15 +91,15 @@ def _add_mlp_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--batch_sizes",
-        type=_ints,
+        type=_sweep,
         default=[128, 256, 512, 1024, 2048, 4096],
-        help="jax_epoch batch-size sweep (default: 128,...,4096)",
+        help="jax_epoch batch-size sweep, or none (default: 128,...,4096)",
     )
     parser.add_argument(
         "--devices",
-        type=_ints,
+        type=_sweep,
         default=[1, 8],
-        help="jax_epoch device counts (CPU: fake devices; default: 1,8)",
+        help="jax_epoch device counts, or none (CPU: fake devices; default: 1,8)",
     )
 
 

@@ -102,8 +102,8 @@ SIZES = {
             "--variants=torch_tuned,jax_epoch",
             "--epochs=2",
             "--train_examples=2048",
-            "--batch_sizes=128",
-            "--devices=1",
+            "--batch_sizes=none",
+            "--devices=2",
         ),
     ),
     "cpu": Sizes(

@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -161,11 +162,42 @@ def _unreadable(directory: Path, step: int, error: Exception) -> DamagedCheckpoi
     )
 
 
+class _AbandonedReads(logging.Filter):
+    """Drops asyncio's "exception was never retrieved" records of the reads orbax abandons."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "exception was never retrieved" not in str(record.msg).partition("\n")[0]
+
+
+_ABANDONED_READS = _AbandonedReads()
+
+
+def _quiet_abandoned_reads() -> None:
+    """When one read of a damaged checkpoint fails, orbax closes its event loop while its other
+    reads of the same files are still in flight; each of them later reports its own failure
+    (asyncio's "Future exception was never retrieved", or tensorstore's callback into the closed
+    loop, "Event loop is closed", through ``sys.unraisablehook``), after the one error line was
+    printed. The first failure is the one reported; these echoes are dropped."""
+    logging.getLogger("asyncio").addFilter(_ABANDONED_READS)  # adding it twice is a no-op
+    previous = sys.unraisablehook
+    if getattr(previous, "_drops_closed_loop_echoes", False):
+        return
+
+    def hook(unraisable) -> None:
+        error = unraisable.exc_value
+        if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+            previous(unraisable)
+
+    hook._drops_closed_loop_echoes = True
+    sys.unraisablehook = hook
+
+
 def _restore_items(directory: Path, step: int, **items) -> dict[str, Any]:
     manager = _manager(directory, read_only=True)
     try:
         return manager.restore(step, args=_ocp().args.Composite(**items))
     except Exception as e:  # orbax raises many kinds for damaged folders
+        _quiet_abandoned_reads()
         raise _unreadable(directory, step, e) from None
     finally:
         manager.close()
