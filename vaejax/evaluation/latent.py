@@ -1,5 +1,7 @@
 """Latent-space tools: grids and samples of codes, interpolation, attribute vectors, PCA, k-NN.
 
+PCA and the neighbour search of k-NN are scikit-learn's.
+
 Codes are arrays [N, D] (D = latent size). Functions whose output feeds the decoder on the device
 (:func:`normal_quantile_grid`, :func:`sample_box`, :func:`p_values`) use ``jax.numpy``; the rest
 are numpy in float64 on the host. Each docstring says which.
@@ -199,10 +201,13 @@ def ink(images, threshold: float = 0.5) -> np.ndarray:
 def pca_fit(x, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Principal components of ``x`` [N, D]: (mean [D], components [k, D], explained_variance [k]).
 
-    numpy float64, from the SVD of the centred data. components are orthonormal rows, by
-    decreasing variance; explained_variance are the matching eigenvalues of the sample covariance
-    (ddof 1). Signs are fixed so each component's largest-magnitude entry is positive.
+    numpy float64, from ``sklearn.decomposition.PCA`` (full SVD of the centred data). components
+    are orthonormal rows, by decreasing variance; explained_variance are the matching eigenvalues
+    of the sample covariance (ddof 1). Signs are fixed here, whatever scikit-learn's version
+    does, so that each component's largest-magnitude entry is positive.
     """
+    from sklearn.decomposition import PCA
+
     x = _codes(x, "x")
     k = _require_positive_int(k, "k")
     n, d = x.shape
@@ -210,14 +215,11 @@ def pca_fit(x, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise ValueError("pca_fit needs at least 2 rows to estimate a variance")
     if k > min(n, d):
         raise ValueError(f"k = {k} exceeds min(N, D) = {min(n, d)}: ask for fewer components")
-    mean = x.mean(axis=0)
-    _, singular_values, right_vectors = np.linalg.svd(x - mean, full_matrices=False)
-    components = right_vectors[:k]
+    pca = PCA(n_components=k, svd_solver="full").fit(x)
+    components = pca.components_
     largest = np.argmax(np.abs(components), axis=1)
-    signs = np.sign(components[np.arange(k), largest])
-    components = components * signs[:, None]
-    explained_variance = singular_values[:k] ** 2 / (n - 1)
-    return mean, components, explained_variance
+    components = components * np.sign(components[np.arange(k), largest])[:, None]
+    return pca.mean_, components, pca.explained_variance_
 
 
 def pca_transform(x, mean, components) -> np.ndarray:
@@ -234,56 +236,6 @@ def pca_transform(x, mean, components) -> np.ndarray:
             f"x {x.shape}: pass the output of pca_fit on data of the same D"
         )
     return (x - mean) @ components.T
-
-
-# knn_accuracy's candidate search: train codes are split into groups of this many, and only the k
-# groups holding the k smallest group minima are searched in full (see _nearest_indices)
-KNN_GROUP_SIZE = 64
-
-
-def _distance_operands(train: np.ndarray) -> np.ndarray:
-    """[D + 1, M'] such that [a, 1] @ it = |b|^2 - 2ab for each train row b, M' = M padded.
-
-    Folding |b|^2 into the product computes a distance row in one matrix multiply. The |a|^2 term
-    is left out: a constant per test row, it changes no neighbour order. Train is padded to a
-    multiple of KNN_GROUP_SIZE with points at infinite distance.
-    """
-    n_train = train.shape[0]
-    padded = -(-n_train // KNN_GROUP_SIZE) * KNN_GROUP_SIZE
-    operands = np.zeros((train.shape[1] + 1, padded))
-    operands[:-1, :n_train] = -2.0 * train.T
-    operands[-1, :n_train] = np.einsum("ij,ij->i", train, train)
-    operands[-1, n_train:] = np.inf
-    return operands
-
-
-def _nearest_indices(distances: np.ndarray, k: int) -> np.ndarray:
-    """Column indices [B, k] of the k smallest entries of each row of ``distances`` [B, M'],
-    nearest first. M' is a multiple of KNN_GROUP_SIZE.
-
-    A full argpartition of every row costs more than the distances themselves. Instead, column j
-    joins group j mod G (G = M' / KNN_GROUP_SIZE); the k groups with the smallest minima hold k
-    entries <= the k-th smallest minimum t, and every other group's entries are >= t, so the k
-    nearest lie among those k groups' entries.
-    """
-    batch, width = distances.shape
-    n_groups = width // KNN_GROUP_SIZE
-    if k >= n_groups:
-        candidates = np.broadcast_to(np.arange(width), (batch, width))
-    else:
-        # strided groups: the minimum over axis 1 is an elementwise minimum of contiguous rows
-        group_minima = distances.reshape(batch, KNN_GROUP_SIZE, n_groups).min(axis=1)
-        groups = np.argpartition(group_minima, k - 1, axis=1)[:, :k]
-        members = np.arange(KNN_GROUP_SIZE)[:, None] * n_groups
-        candidates = (groups[:, None, :] + members).reshape(batch, -1)
-    candidate_distances = np.take_along_axis(distances, candidates, axis=1)
-    if k < candidates.shape[1]:
-        best = np.argpartition(candidate_distances, k - 1, axis=1)[:, :k]
-    else:
-        best = np.broadcast_to(np.arange(k), (batch, k))
-    best_distances = np.take_along_axis(candidate_distances, best, axis=1)
-    order = np.argsort(best_distances, axis=1, kind="stable")
-    return np.take_along_axis(np.take_along_axis(candidates, best, axis=1), order, axis=1)
 
 
 def _majority_vote(neighbour_classes: np.ndarray, n_classes: int) -> np.ndarray:
@@ -307,10 +259,11 @@ def knn_accuracy(
 
     numpy float64. ``train_codes`` [M, D] with ``train_labels`` [M], ``test_codes`` [N, D] with
     ``test_labels`` [N] (any integer labels). Each test code gets the majority label of its k
-    nearest train codes (Euclidean); a tie in the vote goes to the tied label whose neighbour is
-    nearest; neighbours at exactly equal distances are taken in no fixed order. Test codes go
-    ``batch_size`` at a time, each batch holding a [batch_size, M] float64 distance matrix
-    (1000 x 60,000 = 480 MB). 60,000 train x 10,000 test codes take a few seconds on 2 cores.
+    nearest train codes (Euclidean, found by ``sklearn.neighbors.NearestNeighbors``); a tie in
+    the vote goes to the tied label whose neighbour is nearest; neighbours at exactly equal
+    distances are taken in no fixed order. (scikit-learn's ``KNeighborsClassifier`` would give
+    a tied vote to the smallest label, favouring class 0, so the vote is counted here.) Test
+    codes go ``batch_size`` at a time.
     """
     train = _codes(train_codes, "train_codes")
     test = _codes(test_codes, "test_codes")
@@ -330,17 +283,13 @@ def knn_accuracy(
         )
     if k > train.shape[0]:
         raise ValueError(f"k = {k} exceeds the {train.shape[0]} train codes: use a smaller k")
+    from sklearn.neighbors import NearestNeighbors
+
     classes, train_classes = np.unique(train_labels, return_inverse=True)
-    operands = _distance_operands(train)
-    # one buffer for every batch: a fresh 480 MB array per batch costs as much in page faults as
-    # the multiply itself
-    distances = np.empty((min(batch_size, test.shape[0]), operands.shape[1]))
+    search = NearestNeighbors(n_neighbors=k).fit(train)
     n_correct = 0
     for start in range(0, test.shape[0], batch_size):
-        batch = test[start : start + batch_size]
-        batch_distances = distances[: batch.shape[0]]
-        np.matmul(np.column_stack([batch, np.ones(batch.shape[0])]), operands, out=batch_distances)
-        nearest = _nearest_indices(batch_distances, k)
+        nearest = search.kneighbors(test[start : start + batch_size], return_distance=False)
         predicted = classes[_majority_vote(train_classes[nearest], classes.size)]
         n_correct += int(np.sum(predicted == test_labels[start : start + batch_size]))
     return n_correct / test.shape[0]

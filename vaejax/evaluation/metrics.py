@@ -1,6 +1,8 @@
 """Evaluation metrics: anomaly-score ranking (ROC AUC, average precision, thresholds) and PSNR.
 
-Everything here is numpy in float64 on the host; inputs are anything ``np.asarray`` accepts.
+Everything here is numpy in float64 on the host; inputs are anything ``np.asarray`` accepts. The
+ranking metrics are scikit-learn's, behind checks that turn bad input into one clear error;
+PSNR, which scikit-learn lacks, is computed here.
 
 Ranking metrics take ``scores`` [N] (higher = more likely positive, e.g. an anomaly score such as
 the negative ELBO) and ``is_positive`` [N] (bool, or 0/1). PSNR takes image batches whose leading
@@ -35,8 +37,8 @@ def _scores_and_labels(scores, is_positive) -> tuple[np.ndarray, np.ndarray]:
     return scores, labels
 
 
-def _require_both_classes(labels: np.ndarray, metric: str) -> tuple[int, int]:
-    """(n_pos, n_neg); ValueError if either is zero."""
+def _require_both_classes(labels: np.ndarray, metric: str) -> None:
+    """ValueError if there are no positives or no negatives."""
     n_pos = int(labels.sum())
     n_neg = labels.size - n_pos
     if n_pos == 0 or n_neg == 0:
@@ -44,42 +46,21 @@ def _require_both_classes(labels: np.ndarray, metric: str) -> tuple[int, int]:
             f"{metric} needs both classes, got {n_pos} positives and {n_neg} "
             "negatives: evaluate on a set containing both"
         )
-    return n_pos, n_neg
-
-
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks of ``values`` [N] in ascending order, tied values sharing their mean rank.
-
-    O(N log N). Example: [10, 20, 20, 5] -> [2, 3.5, 3.5, 1].
-    """
-    order = np.argsort(values, kind="stable")
-    sorted_values = values[order]
-    # a tie group is a run of equal sorted values; starts[g] is its first position
-    is_start = np.empty(values.size, dtype=bool)
-    is_start[:1] = True
-    is_start[1:] = sorted_values[1:] != sorted_values[:-1]
-    starts = np.flatnonzero(is_start)
-    ends = np.append(starts[1:], values.size)  # exclusive
-    # positions start..end-1 hold ranks start+1..end, whose mean is (start + 1 + end) / 2
-    group_rank = (starts + 1 + ends) / 2.0
-    group_of_sorted = np.cumsum(is_start) - 1
-    ranks = np.empty(values.size, dtype=np.float64)
-    ranks[order] = group_rank[group_of_sorted]
-    return ranks
 
 
 def roc_auc(scores, is_positive) -> float:
     """Area under the ROC curve of ``scores`` [N] for labels ``is_positive`` [N], in [0, 1].
 
     Higher score = more positive. Equals P(score of a random positive > score of a random
-    negative) + 1/2 P(equal), i.e. the Mann-Whitney U statistic / (n_pos * n_neg), computed from
-    average ranks in O(N log N). ValueError if only one class is present.
+    negative) + 1/2 P(equal), the Mann-Whitney U statistic / (n_pos * n_neg):
+    ``sklearn.metrics.roc_auc_score``, whose trapezoids count ties as halves. ValueError if only
+    one class is present.
     """
+    from sklearn.metrics import roc_auc_score
+
     scores, labels = _scores_and_labels(scores, is_positive)
-    n_pos, n_neg = _require_both_classes(labels, "roc_auc")
-    positive_rank_sum = _average_ranks(scores)[labels].sum()
-    u_statistic = positive_rank_sum - n_pos * (n_pos + 1) / 2.0
-    return float(u_statistic / (n_pos * n_neg))
+    _require_both_classes(labels, "roc_auc")
+    return float(roc_auc_score(labels, scores))
 
 
 def average_precision(scores, is_positive) -> float:
@@ -87,23 +68,15 @@ def average_precision(scores, is_positive) -> float:
 
     The step-wise sum over distinct score thresholds, highest first, of
     (recall_k - recall_{k-1}) * precision_k, where threshold k predicts positive every score >=
-    the k-th distinct value, so tied scores enter together. No interpolation. ValueError if there
-    are no positives or no negatives.
+    the k-th distinct value, so tied scores enter together; no interpolation
+    (``sklearn.metrics.average_precision_score``). ValueError if there are no positives or no
+    negatives.
     """
+    from sklearn.metrics import average_precision_score
+
     scores, labels = _scores_and_labels(scores, is_positive)
-    n_pos, _ = _require_both_classes(labels, "average_precision")
-    order = np.argsort(-scores, kind="stable")
-    sorted_scores = scores[order]
-    true_positives = np.cumsum(labels[order])
-    # the last position of each run of equal scores is where that threshold's counts are read
-    is_last_of_tie = np.append(sorted_scores[1:] != sorted_scores[:-1], True)
-    cut = np.flatnonzero(is_last_of_tie)
-    tp_at = true_positives[cut].astype(np.float64)
-    predicted_at = cut + 1.0
-    recall = tp_at / n_pos
-    precision = tp_at / predicted_at
-    recall_gain = np.diff(recall, prepend=0.0)
-    return float(np.sum(recall_gain * precision))
+    _require_both_classes(labels, "average_precision")
+    return float(average_precision_score(labels, scores))
 
 
 def precision_recall_at(scores, is_positive, threshold: float) -> tuple[float, float]:
@@ -112,15 +85,14 @@ def precision_recall_at(scores, is_positive, threshold: float) -> tuple[float, f
     precision = TP / predicted positives, defined as 1.0 when nothing is predicted positive (no
     false alarms were raised); recall = TP / positives. ValueError if there are no positives.
     """
+    from sklearn.metrics import precision_score, recall_score
+
     scores, labels = _scores_and_labels(scores, is_positive)
-    n_pos = int(labels.sum())
-    if n_pos == 0:
+    if not labels.any():
         raise ValueError("recall needs at least one positive: evaluate on a set containing some")
     predicted = scores > float(threshold)
-    true_positives = int(np.sum(predicted & labels))
-    n_predicted = int(predicted.sum())
-    precision = true_positives / n_predicted if n_predicted else 1.0
-    return float(precision), float(true_positives / n_pos)
+    precision = precision_score(labels, predicted, zero_division=1.0)
+    return float(precision), float(recall_score(labels, predicted))
 
 
 def percentile_threshold(reference_scores, percentile: float) -> float:
