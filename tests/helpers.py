@@ -113,3 +113,28 @@ def fake_bucket(root: Path):
 
     with epath_testing.mock_epath(**{name: translated for name in names}):
         yield
+
+
+def read_events(workdir) -> list[tuple[int, str, object]]:
+    """(step, tag, value) of every summary in the TensorBoard event files of ``workdir``, read by
+    tensorboard's own reader, in file order: a float for a scalar, the PNG bytes for an image,
+    the text for text, (limits, counts) for a histogram."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.util import tensor_util
+
+    found = []
+    for path in sorted(Path(workdir).glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                plugin = value.metadata.plugin_data.plugin_name
+                array = tensor_util.make_ndarray(value.tensor)
+                if plugin == "scalars":
+                    payload = float(array)
+                elif plugin == "images":
+                    payload = array[2]  # [width, height, PNG]
+                elif plugin == "text":
+                    payload = array.item().decode()
+                else:  # histograms: [buckets, 3] of (left edge, right edge, count)
+                    payload = (array[:, 1].tolist(), array[:, 2].tolist())
+                found.append((event.step, value.tag, payload))
+    return found

@@ -6,6 +6,7 @@ uninterrupted run ends."""
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import shutil
@@ -19,7 +20,14 @@ import jax
 import numpy as np
 import pytest
 
-from tests.helpers import REPO_ROOT, checkpoint_steps, file_snapshot, run_python, start_python
+from tests.helpers import (
+    REPO_ROOT,
+    checkpoint_steps,
+    file_snapshot,
+    read_events,
+    run_python,
+    start_python,
+)
 from vaejax import io
 from vaejax.training import checkpoints
 
@@ -61,11 +69,21 @@ def _one_line(err: str, start: str) -> str:
 
 
 def _same_result(workdir: Path, reference: Path) -> None:
-    """The same metrics.jsonl and params.msgpack, byte for byte; a journal that agrees."""
+    """The same metrics.jsonl and params.msgpack, byte for byte; a journal that agrees; the
+    same TensorBoard events (times and the config's workdir aside)."""
     for name in ("metrics.jsonl", "params.msgpack"):
         assert (workdir / name).read_bytes() == (reference / name).read_bytes(), name
     timing = io.read_jsonl(workdir / "timing.jsonl")
     assert [t["epoch"] for t in timing] == [0, 1, 2]
+    events, expected = _comparable_events(workdir), _comparable_events(reference)
+    assert events == expected and len({tag for _, tag, _ in events}) > 10
+
+
+def _comparable_events(workdir: Path) -> list:
+    events = read_events(workdir)
+    assert events[0][1] == "config/text_summary"
+    assert json.loads(events[0][2]) == json.loads((workdir / "config.json").read_text())
+    return [(s, t, None if t.startswith("timing/") else v) for s, t, v in events[1:]]
 
 
 @pytest.fixture(scope="module")

@@ -3,28 +3,23 @@
 :func:`train` drives an :class:`~vaejax.training.step.EpochRunner` through ``epochs`` epochs in
 stretches of steps (about a second each), and between stretches
 
-- writes one ``metrics.jsonl`` line per epoch (from the experiment's ``end_of_epoch``) and one
+- writes one ``metrics.jsonl`` line per epoch (from the experiment's ``end_of_epoch``), one
   ``timing.jsonl`` line (seconds, images/second: kept apart so that ``metrics.jsonl`` depends
-  only on the seed and the command);
+  only on the seed and the command) and their TensorBoard events (:mod:`.summaries`);
 - saves a checkpoint (:mod:`vaejax.training.checkpoints`) every ``checkpoint_every`` steps and
   at the end;
 - on SIGTERM, SIGINT or SIGHUP saves a checkpoint and raises :class:`Interrupted`
   (:mod:`vaejax.stopping`; a signal during an evaluation stops it at once, keeping the
   checkpoints already committed);
 - on a non-finite step (under the runner's ``stop`` policy) raises :class:`Diverged` naming
-  the last good checkpoint; every checkpoint is checked on the host before it is written, so
-  nothing non-finite is ever saved.
-
-The writer labels the two long pauses: it prints how long compiling the training stretch took
-(when over a second), and the progress bar reads ``evaluating`` while ``end_of_epoch`` runs.
+  the last good checkpoint; nothing non-finite is ever saved.
 
 A checkpoint holds the train state, the per-step metrics of the epoch in progress, the config,
 the PRNG keys and the journal (the lines of ``metrics.jsonl`` and ``timing.jsonl`` so far), with
 checksums. Data order and keys depend only on (seed, step), so a run resumed from any
 checkpoint takes exactly the steps an uninterrupted run takes: the same parameters bit for bit,
 the same ``metrics.jsonl``. :func:`resume_step` decides, before anything is loaded or written,
-whether a workdir is fresh, resumable, or refused (:mod:`vaejax.training.resume`, whose names
-this module re-exports).
+whether a workdir is fresh, resumable, or refused (:mod:`vaejax.training.resume`).
 
 Several processes (``jax.distributed``) run the same loop; they agree on when to stop, save
 checkpoints together, and only process 0 writes the other files.
@@ -44,7 +39,7 @@ import numpy as np
 
 from vaejax import faults, io, sharding, stopping
 from vaejax.stopping import Interrupted  # noqa: F401  (re-exported)
-from vaejax.training import checkpoints
+from vaejax.training import checkpoints, summaries
 from vaejax.training.resume import (  # noqa: F401  (WorkdirError, resume_step: re-exported)
     CHECKPOINTS,
     CONFIG,
@@ -174,6 +169,7 @@ class _Loop:
     run: Callable | None = None  # the compiled runner.run (:meth:`compile`)
     order: jax.Array | None = None  # the epoch's batches of example indices
     manager: Any = None  # the checkpoint manager (:meth:`drive`)
+    events: Any = None  # the writer's summaries.EventLog, rewritten from the journal (:meth:`open`)
     bar: Any = None
     record: dict[str, Any] | None = None
 
@@ -196,6 +192,8 @@ class _Loop:
             config = (json.dumps(self.config, indent=2) + "\n").encode()
             io.atomic_write_bytes(self.workdir / CONFIG, config)
             write_journal(self.workdir, self.journal)
+            self.events = summaries.EventLog(self.workdir)
+            self.events.rewrite(self.config, self.journal)
 
     def compile(self) -> float:
         """Compiles the training stretch for the epoch of the current step; returns the seconds
@@ -217,8 +215,7 @@ class _Loop:
     def drive(
         self, fresh: bool, compile_seconds: float, keep_checkpoints: int
     ) -> tuple[Any, dict[str, Any] | None]:
-        """Opens the checkpoints and the progress bar, then :meth:`begin` and :meth:`train`;
-        returns ``(state, last metrics record)``."""
+        """Opens the checkpoints and the bar, then :meth:`begin`, :meth:`train`: (state, record)."""
         from tqdm.auto import tqdm
 
         self.manager = checkpoints.open_checkpoints(self.workdir / CHECKPOINTS, keep_checkpoints)
@@ -238,6 +235,8 @@ class _Loop:
             self.bar.close()
             with stopping.deferred(), stopping.activity("committing the last checkpoint"):
                 checkpoints.close(self.manager)  # the saves started, whatever comes
+                if self.events:
+                    self.events.close()
         return self.state, self.record
 
     def say(self, text: str) -> None:
@@ -265,6 +264,9 @@ class _Loop:
         self.journal[name].append(record)
         if self.writer:
             io.append_jsonl(self.workdir / name, record)
+            if name == TIMING:  # the epoch's last line: its events, with its metrics line's
+                self.events.add(self.journal[METRICS][-1], record)
+                self.events.flush()
         faults.point(f"{name.partition('.')[0]}_written")
 
     def diverged(self, at: int, what: str) -> Diverged:
@@ -291,8 +293,7 @@ class _Loop:
         self.saved_step = at
 
     def begin(self, fresh: bool, compile_seconds: float) -> None:
-        """A fresh run's epoch-0 record and checkpoint; or, resuming a finished run, its last
-        record."""
+        """A fresh run's epoch-0 record and checkpoint; a finished run's last record."""
         if fresh:
             record, text = self.evaluate(0, None)
             self.record = {"epoch": 0, "step": 0, **record}
