@@ -8,7 +8,7 @@ import json
 import PIL.Image
 import pytest
 
-from tests.helpers import grid_size, run_python
+from tests.helpers import grid_size, read_events, run_python
 from vaejax import cli, io
 from vaejax.runs import anomaly as anomaly_run
 from vaejax.runs import conditional as conditional_run
@@ -172,6 +172,10 @@ def test_ae_fashion_mnist_writes_every_figure_and_the_table(
     )
     for kind in ("ae", "vae"):
         assert (workdir / kind / "params.msgpack").exists()
+        assert _size(workdir / kind / "reconstruction_1.png") == grid_size(2, 8, image=28)
+        tags = {(step, tag) for step, tag, _ in read_events(workdir / kind)}
+        steps = io.read_jsonl(workdir / kind / "metrics.jsonl")[-1]["step"]
+        assert {(steps, "reconstruction"), (steps, "test/loss"), (0, "test/loss")} <= tags
 
 
 @pytest.mark.parametrize(

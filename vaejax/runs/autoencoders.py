@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vaejax import data, models, objectives
+from vaejax import data, io, models, objectives
 from vaejax.runs.base import Data, Run, Training, json_record, register
 from vaejax.runs.config import (
     RunConfig,
@@ -277,6 +277,7 @@ class AutoencoderMember(Run):
             eval_batch_size=settings.eval_batch_size,
             eval_key=keys.eval,
             describe=_describe,
+            after_epoch=self.reconstruction_pictures(model, data_.test.images[:8]),
             mesh=mesh,
         )
         return Training(
@@ -289,6 +290,17 @@ class AutoencoderMember(Run):
             models.count_params(params),
             settings,
         )
+
+    def reconstruction_pictures(self, model, images: np.ndarray) -> Callable[[int, Any], None]:
+        """``after_epoch``: ``reconstruction_<epoch>.png``, the first 8 test images (top) over
+        their reconstructions (a VAE's through its posterior mean)."""
+
+        def write(epoch: int, params) -> None:
+            trained = self.trained(model, params)
+            pictures = np.concatenate([trained.prepare(images), trained.reconstruct(images)])
+            io.save_image_grid(self.workdir / f"reconstruction_{epoch}.png", pictures, columns=8)
+
+        return write
 
     def summary(self, record: dict) -> str:
         if "test_negative_elbo" in record:
