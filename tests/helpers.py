@@ -138,3 +138,12 @@ def read_events(workdir) -> list[tuple[int, str, object]]:
                     payload = (array[:, 1].tolist(), array[:, 2].tolist())
                 found.append((event.step, value.tag, payload))
     return found
+
+
+def histogram(read: tuple[list, list], size: int) -> list[int]:
+    """The list of ``size`` counts a histogram of :func:`read_events` was written from (bucket
+    i spans [i - 1/2, i + 1/2])."""
+    counts = [0] * size
+    for right, count in zip(*read):
+        counts[round(right - 0.5)] = int(count)
+    return counts

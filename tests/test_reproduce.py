@@ -9,7 +9,7 @@ import re
 import pytest
 
 from experiments.reproducing import report, runner, suites
-from tests.helpers import run_python
+from tests.helpers import histogram, read_events, run_python
 from vaejax import io
 
 
@@ -65,9 +65,14 @@ def test_smoke_suite_stopped_then_continued_writes_every_table(
     bench = json.loads((root / "benchmark" / "benchmark.json").read_text())
     assert bench["batch_sweep"] == [] and bench["device_sweep"][0]["devices"] == 2
     assert {p.name for p in gallery.iterdir()} == {name for _, _, name in report.GALLERY}
-    for gan in ("dcgan", "wgan_gp"):  # the per-epoch judge of both games
+    for gan in ("dcgan", "wgan_gp", "ddpm"):  # the per-epoch judge, also in TensorBoard
         last = io.read_jsonl(root / gan / "metrics.jsonl")[-1]
         assert last["fid"] > 0 and sum(last["class_histogram"]) == 50
+        events = {(step, tag): value for step, tag, value in read_events(root / gan)}
+        assert events[last["step"], "fid"] == pytest.approx(last["fid"])
+        read = events[last["step"], "class_histogram"]
+        assert histogram(read, 10) == last["class_histogram"]
+        assert (last["step"], "samples") in events
 
     again = run_python([*argv])  # everything finished: nothing runs, the page is rewritten
     assert again.returncode == 0 and "reproduce: [" not in again.stdout

@@ -122,15 +122,19 @@ class EventLog:
             return
         counts = np.asarray(value)
         centres = np.arange(counts.size, dtype=np.float64)
+        # bucket i spans [i - 1/2, i + 1/2]; tensorboard's reader drops the empty buckets at
+        # either end and stretches the outer ones to min and max, so those are set to fit
+        filled = np.flatnonzero(counts) if counts.any() else np.arange(counts.size)
+        first, last = int(filled[0]), int(filled[-1])
         histogram = _summary().histogram_raw(
             tag,
-            min=-0.5,  # bucket i spans [i - 1/2, i + 1/2]
-            max=counts.size - 0.5,
+            min=first - 0.5,
+            max=last + 0.5,
             num=float(counts.sum()),
             sum=float(counts @ centres),
             sum_squares=float(counts @ centres**2),
-            bucket_limits=(centres + 0.5).tolist(),
-            bucket_counts=counts.tolist(),
+            bucket_limits=(centres[first : last + 1] + 0.5).tolist(),
+            bucket_counts=counts[first : last + 1].tolist(),
         )
         self._write(histogram, step)
 
