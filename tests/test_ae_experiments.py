@@ -3,6 +3,7 @@ and their handling of bad flags."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import PIL.Image
@@ -176,6 +177,31 @@ def test_ae_fashion_mnist_writes_every_figure_and_the_table(
         tags = {(step, tag) for step, tag, _ in read_events(workdir / kind)}
         steps = io.read_jsonl(workdir / kind / "metrics.jsonl")[-1]["step"]
         assert {(steps, "reconstruction"), (steps, "test/loss"), (0, "test/loss")} <= tags
+
+
+def test_a_plain_autoencoder_trains_from_its_config_alone(tmp_path, mnist_tfds_dir, mnist_raw_dir):
+    """``train_and_evaluate(AEConfig(...))``: the family's autoencoder on its own, from the
+    config's dataset and seed, then loaded back."""
+    import numpy as np
+
+    import vaejax
+    from vaejax.runs.autoencoders import AEConfig
+
+    config = AEConfig(
+        data_dir=str(mnist_tfds_dir),
+        raw_data_dir=str(mnist_raw_dir),
+        train_examples=1000,
+        test_examples=200,
+        batch_size=100,
+        epochs=1,
+    )
+    record = vaejax.train_and_evaluate(config, tmp_path / "ae")
+    assert record["step"] == 10 and record["test_loss"] < 400  # 543 nats untrained
+    run = vaejax.load_run(tmp_path / "ae")
+    assert run.kind == "autoencoder" and run.encode(np.zeros((3, 28, 28, 1))).shape == (3, 2)
+    assert _size(tmp_path / "ae" / "reconstruction_1.png") == grid_size(2, 8, image=28)
+    with pytest.raises(vaejax.ConfigError, match="--latent_dim must be"):
+        vaejax.train_and_evaluate(dataclasses.replace(config, latent_dim=0), tmp_path / "bad")
 
 
 @pytest.mark.parametrize(

@@ -38,6 +38,21 @@ def test_linear_schedule_is_ho_et_al():
     )
 
 
+def test_the_linear_schedule_of_other_step_counts_still_ends_in_noise():
+    np.testing.assert_array_equal(
+        objectives.make_schedule("linear", 1000).betas, SCHEDULES["linear"].betas
+    )
+    for steps in (4, 50, 100, 250):
+        schedule = objectives.make_schedule("linear", steps)
+        betas = np.asarray(schedule.betas, np.float64)
+        assert schedule.timesteps == steps and betas.max() <= 0.999 + 1e-6  # float32
+        want = np.minimum(np.linspace(0.1 / steps, 20.0 / steps, steps), 0.999)
+        np.testing.assert_allclose(betas, want, rtol=1e-6)
+        assert float(schedule.alpha_bars[-1]) < 1e-4, steps  # x_T ~ N(0, I)
+    unscaled = objectives.linear_schedule(100)  # Ho et al.'s ends at T = 100 would not get there
+    assert float(unscaled.alpha_bars[-1]) > 0.3
+
+
 def test_cosine_schedule_follows_its_cosine():
     schedule = SCHEDULES["cosine"]
     t = np.arange(1, 1001) / 1000

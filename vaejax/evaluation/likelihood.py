@@ -48,8 +48,8 @@ def evaluate_bounds(
         total=len(images),
         desc=f"L_{num_samples}",
         unit="img",
-        disable=not progress,
         dynamic_ncols=True,
+        **({} if progress else {"disable": True}),  # TQDM_DISABLE=1 also hides it
     ) as bar:
         for b, i in enumerate(range(0, len(images), batch_size)):
             bounds = batch_bounds(params, images[i : i + batch_size], jax.random.fold_in(key, b))

@@ -15,6 +15,7 @@ from vaejax.objectives.diffusion import (
     predict_x0,
     q_sample,
     q_step,
+    scaled_linear_schedule,
 )
 from vaejax.objectives.gan import (
     GENERATOR_LOSS_FNS,

@@ -76,8 +76,18 @@ def _schedule_of_betas(betas: np.ndarray) -> Schedule:
 def linear_schedule(
     timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02
 ) -> Schedule:
-    """Ho et al.'s schedule: betas evenly spaced from ``beta_start`` to ``beta_end``."""
+    """Ho et al.'s schedule: betas evenly spaced from ``beta_start`` to ``beta_end`` (their values
+    are for T = 1000)."""
     return _schedule_of_betas(np.linspace(beta_start, beta_end, timesteps))
+
+
+def scaled_linear_schedule(timesteps: int, max_beta: float = 0.999) -> Schedule:
+    """Ho et al.'s linear schedule for any T: both ends scaled by 1000 / T (as Nichol & Dhariwal
+    do), so that alpha_bar_T stays near 0 (4e-5 at T = 1000, 2e-5 at T = 100: x_T is noise,
+    whatever T); betas capped at ``max_beta``. At T = 1000 it is Ho et al.'s exactly."""
+    scale = 1000 / timesteps
+    betas = np.linspace(1e-4 * scale, 0.02 * scale, timesteps)
+    return _schedule_of_betas(np.minimum(betas, max_beta))
 
 
 def cosine_schedule(
@@ -91,7 +101,7 @@ def cosine_schedule(
 
 def make_schedule(name: str, timesteps: int) -> Schedule:
     if name == "linear":
-        return linear_schedule(timesteps)
+        return scaled_linear_schedule(timesteps)
     if name == "cosine":
         return cosine_schedule(timesteps)
     raise ValueError(f"unknown schedule {name!r}: use one of {', '.join(SCHEDULES)}")

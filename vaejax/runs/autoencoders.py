@@ -200,9 +200,10 @@ def train_family_member(
 
 
 class AutoencoderMember(Run):
-    """A plain autoencoder trained as part of an autoencoder-family experiment, in its own
-    sub-workdir (``part``), on images the experiment hands it; registered so that
-    :func:`~vaejax.runs.load.load_run` reads it."""
+    """A plain autoencoder: trained as part of an autoencoder-family experiment, in its own
+    sub-workdir (``part``), on images and a key the experiment hands it; or on its own, from
+    its config's dataset and seed (``vaejax.train_and_evaluate(AEConfig(...), workdir)``).
+    Registered so that :func:`~vaejax.runs.load.load_run` reads it."""
 
     kind = "autoencoder"
     Config = AEConfig
@@ -223,10 +224,11 @@ class AutoencoderMember(Run):
         self.preprocess, self.eval_preprocess = preprocess, eval_preprocess
 
     def validate(self, num_devices: int) -> None:
-        pass  # the experiment validated its config
+        if self.images is None:  # else the experiment validated its config
+            validate_ae(self.config, num_devices)
 
     def keys(self) -> RunKeys:
-        return RunKeys.of(self.key)
+        return super().keys() if self.key is None else RunKeys.of(self.key)
 
     def record(self) -> dict[str, Any]:
         return json_record(
@@ -239,6 +241,8 @@ class AutoencoderMember(Run):
         )
 
     def load_data(self) -> Data:
+        if self.images is None:
+            return super().load_data()
         train, test = self.images
         return Data(
             data.ImageSplit(train, None),

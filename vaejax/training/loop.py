@@ -225,7 +225,7 @@ class _Loop:
             desc="training",
             unit="step",
             dynamic_ncols=True,
-            disable=not self.writer,
+            **({} if self.writer else {"disable": True}),  # TQDM_DISABLE=1 also hides it
         )
         try:
             self.begin(fresh, compile_seconds)
