@@ -190,7 +190,10 @@ def test_ddim_timesteps():
 # Networks
 
 
-@pytest.mark.parametrize("size, multipliers", [(28, (1, 2, 2)), (32, (1, 2))])
+@pytest.mark.parametrize(
+    "size, multipliers",  # the default U-Net (28 -> 14 -> 7); (1, 2) trains in the smoke suite
+    [(28, (1, 2, 2)), pytest.param(32, (1, 2), marks=pytest.mark.slow)],
+)
 def test_unet_maps_images_to_noise_of_the_same_shape(size, multipliers):
     model = objectives.Diffusion(models.UNet(8, multipliers), SCHEDULES["linear"])
     params = jax.jit(model.init, static_argnums=1)(jax.random.key(0), (size, size, 1))

@@ -40,17 +40,17 @@ def test_layout_rejects_other_sizes(size):
         models.layout(size)
 
 
-@pytest.mark.parametrize("size, critic", [(28, False), (32, True)])
-def test_shapes_and_ranges(size, critic):
-    model = models.dcgan(size, 1, width=8, noise_dim=16, critic=critic)
+@pytest.mark.parametrize("size, channels, critic", [(28, 1, False), (32, 3, True)])
+def test_shapes_and_ranges(size, channels, critic):
+    model = models.dcgan(size, channels, width=8, noise_dim=16, critic=critic)
     params = model.init(jax.random.key(0))
     generate, critic_of = jax.jit(model.generate), jax.jit(model.critic)  # one compile each
     images = generate(params["generator"], jax.random.normal(jax.random.key(1), (5, 16)))
-    assert images.shape == (5, size, size, 1)
+    assert images.shape == (5, size, size, channels)
     assert float(jnp.max(jnp.abs(images))) <= 1.0
     assert critic_of(params["discriminator"], images).shape == (5,)
     samples = jax.jit(model.sample, static_argnums=2)(params["generator"], jax.random.key(2), 4)
-    assert samples.shape == (4, size, size, 1)
+    assert samples.shape == (4, size, size, channels)
     assert 0.0 <= float(samples.min()) and float(samples.max()) <= 1.0
     has_norm = any("BatchNorm" in k for k in params["discriminator"])
     assert has_norm is not critic

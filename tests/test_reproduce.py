@@ -63,7 +63,7 @@ def test_smoke_suite_stopped_then_continued_writes_every_table(
     assert page.count("real test images (100 images)") == 2
     assert "| mlp | jax_epoch |" in page and "| mlp | torch_tuned |" in page
     bench = json.loads((root / "benchmark" / "benchmark.json").read_text())
-    assert bench["batch_sweep"] == [] and bench["device_sweep"][0]["devices"] == 2
+    assert bench["batch_sweep"] == bench["device_sweep"] == []
     assert {p.name for p in gallery.iterdir()} == {name for _, _, name in report.GALLERY}
     for gan in ("dcgan", "wgan_gp", "ddpm"):  # the per-epoch judge, also in TensorBoard
         last = io.read_jsonl(root / gan / "metrics.jsonl")[-1]

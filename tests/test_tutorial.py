@@ -15,6 +15,9 @@ from nbclient import NotebookClient
 
 from tests.helpers import REPO_ROOT
 
+# one pytest-xdist worker executes the notebook once, for every test of this file
+pytestmark = pytest.mark.xdist_group("tutorial")
+
 NOTEBOOK = REPO_ROOT / "docs" / "tutorial.ipynb"
 SECTIONS = range(1, 8)  # "## 1. ..." to "## 7. ...": autoencoder, VAE, ..., DDPM
 CELL_TIMEOUT = 300  # seconds for one cell; the longest, the DDPM's run, takes about 45 s on 2 cores

@@ -103,7 +103,7 @@ SIZES = {
             "--epochs=2",
             "--train_examples=2048",
             "--batch_sizes=none",
-            "--devices=2",
+            "--devices=none",
         ),
     ),
     "cpu": Sizes(
