@@ -15,9 +15,6 @@ from nbclient import NotebookClient
 
 from tests.helpers import REPO_ROOT
 
-# one pytest-xdist worker executes the notebook once, for every test of this file
-pytestmark = pytest.mark.xdist_group("tutorial")
-
 NOTEBOOK = REPO_ROOT / "docs" / "tutorial.ipynb"
 SECTIONS = range(1, 8)  # "## 1. ..." to "## 7. ...": autoencoder, VAE, ..., DDPM
 CELL_TIMEOUT = 300  # seconds for one cell; the longest, the DDPM's run, takes about 45 s on 2 cores
@@ -68,7 +65,7 @@ def _output_texts(notebook):
                         yield index, value if isinstance(value, str) else "".join(value)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def executed(tmp_path_factory, mnist_raw_dir, mnist_tfds_dir):
     """A copy of the notebook, executed in a fresh python3 kernel of this interpreter with the
     shared MNIST files (the committed file is left as it is), and the JSON of its numbers."""
@@ -99,8 +96,8 @@ def executed(tmp_path_factory, mnist_raw_dir, mnist_tfds_dir):
     return notebook, json.loads("".join(lines).strip().splitlines()[-1])
 
 
-def test_every_section_draws(executed):
-    notebook, _ = executed
+def test_the_notebook_runs_draws_in_every_section_and_computes_sane_numbers(executed):
+    notebook, numbers = executed
     assert not [
         index
         for index, cell in enumerate(notebook.cells)
@@ -110,10 +107,6 @@ def test_every_section_draws(executed):
     counts = _images_per_section(notebook)
     assert sorted(counts) == list(SECTIONS), counts
     assert all(counts[section] >= 1 for section in SECTIONS), counts
-
-
-def test_numbers_are_sane(executed):
-    _, numbers = executed
     # the kernel compiled into the test session's cache (tests/conftest.py)
     assert numbers["compilation_cache"] == os.environ["JAX_COMPILATION_CACHE_DIR"]
     # the untrained VAE's test -ELBO is about 550 nats/image; five short epochs reach about 133
