@@ -3,7 +3,7 @@ results tables, then write the tables (and copy the gallery's pictures) from the
 
     python -m experiments.reproduce --suite smoke    # minutes: every part, tiny (CI runs it)
     python -m experiments.reproduce --suite cpu      # hours on 2 CPU cores
-    python -m experiments.reproduce --suite gpu --stop_after 540   # one GPU, in ~10 min parts
+    python -m experiments.reproduce --suite gpu --jobs 6 --stop_after 540   # one GPU, ~10 min
 
 Parts, in order: the judge (classifier); Burda et al.'s one-layer VAE, one-layer IWAE k = 5 and
 two-layer IWAE k = 50 under their learning-rate schedule, each with its test NLL (K = 5000 in
@@ -11,8 +11,9 @@ the cpu and gpu suites); DCGAN, WGAN-GP and DDPM; the sample-quality scores (DDI
 the DDPM's best sampler); the benchmark against PyTorch. Each part is one command of the
 project, run in its own process, its output in <workdir>/logs/. The suite is resumable: a
 finished part is not run again, a stopped one resumes from its checkpoint, so rerunning the same
-command after a kill, a signal or --stop_after continues where it stopped. --list prints the
-commands without running them.
+command after a kill, a signal or --stop_after continues where it stopped. --jobs N runs up
+to N parts at once (on a GPU, small models leave most of it idle); the judge and the benchmark
+run alone. --list prints the commands without running them.
 """
 
 from __future__ import annotations
@@ -45,6 +46,13 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="stop (the running part saves) after this many seconds; exit 75; rerun to continue",
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="run up to this many parts at once, each when the parts it uses are done; the judge "
+        "and the benchmark run alone (default: 1)",
+    )
     parser.add_argument("--list", action="store_true", help="print the commands and exit")
     parser.add_argument(
         "--report", action="store_true", help="write the page of the finished parts; run nothing"
@@ -56,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.stop_after is not None and not args.stop_after > 0:
         print(f"error: --stop_after must be positive, got {args.stop_after}", file=sys.stderr)
+        return 2
+    if args.jobs < 1:
+        print(f"error: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
         return 2
     root = Path(args.workdir or f"workdirs/reproduce_{args.suite}")
     data = ("--data_dir", args.data_dir) if args.data_dir else ()
@@ -71,7 +82,12 @@ def main(argv: list[str] | None = None) -> int:
         status = 0
         if not args.report:
             status = runner.run_suite(
-                args.suite, parts, root, stop_after=args.stop_after, command=invocation
+                args.suite,
+                parts,
+                root,
+                stop_after=args.stop_after,
+                command=invocation,
+                jobs=args.jobs,
             )
         tables = Path(args.tables or root / "results.md")
         tables.parent.mkdir(parents=True, exist_ok=True)

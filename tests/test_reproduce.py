@@ -9,7 +9,7 @@ import re
 import pytest
 
 from experiments.reproducing import report, runner, suites
-from tests.helpers import histogram, read_events, run_python
+from tests.helpers import REPO_ROOT, histogram, read_events, run_python
 from vaejax import io
 
 
@@ -46,7 +46,7 @@ def test_smoke_suite_stopped_then_continued_writes_every_table(
     state = json.loads((root / runner.STATE).read_text())
     assert list(state["parts"]) == ["classifier"] and not state["parts"]["classifier"]["done"]
 
-    proc = run_python([*argv, "--gallery", str(gallery)], timeout=900)
+    proc = run_python([*argv, "--gallery", str(gallery), "--jobs", "2"], timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     state = json.loads((root / runner.STATE).read_text())
     assert all(record["done"] for record in state["parts"].values())
@@ -56,6 +56,7 @@ def test_smoke_suite_stopped_then_continued_writes_every_table(
     for section in ("Likelihood", "Sample quality", "Trainings", "Benchmark"):
         assert f"## {section}" in page
     assert "Not yet run" not in page and "Not finished" not in page
+    assert "Up to 2 parts ran at once on the same machine (`--jobs 2`" in page
     likelihood = [line for line in page.splitlines() if "| 20, 100 |" in line]
     assert len(likelihood) == 3 and all(re.search(r"\| no \(\+\d", line) for line in likelihood)
     nll = json.loads((root / "iwae2_k50" / "likelihood_20.json").read_text())["test_nll"]
@@ -132,3 +133,62 @@ def test_a_failing_part_is_one_line_naming_its_log(tmp_path):
     blocked = suites.Part("late", "experiments.classifier", ("--x", "{early}"), "training", "")
     with pytest.raises(runner.SuiteError, match="part late needs early finished first"):
         runner.run_suite("smoke", [blocked], tmp_path, say=lines.append)
+
+
+def _stub(name: str, seconds: float, *, after: str = "", status: int = 0, alone=False):
+    flags = ("--seconds", str(seconds), "--status", str(status))
+    flags += ("--after", "{" + after + "}") if after else ()
+    return suites.Part(name, "tests.stub_part", flags, "training", name, alone=alone)
+
+
+def _times(root, name) -> dict:
+    return json.loads((root / name / "times.json").read_text())
+
+
+@pytest.fixture
+def stub_runner(monkeypatch):
+    """run_suite on stand-in parts (tests.stub_part), without asking jax for the machine."""
+    monkeypatch.chdir(REPO_ROOT)
+    monkeypatch.setattr(runner, "describe_machine", lambda: "test machine")
+    return runner.run_suite
+
+
+def test_jobs_run_parts_side_by_side_and_alone_parts_by_themselves(tmp_path, stub_runner):
+    parts = [_stub("a", 1.5), _stub("b", 1.5), _stub("c", 1.5)]
+    parts += [_stub("d", 0.3, alone=True), _stub("e", 0.3, after="a")]
+    lines = []
+    assert stub_runner("smoke", parts, tmp_path, jobs=4, say=lines.append) == 0
+    t = {p.name: _times(tmp_path, p.name) for p in parts}
+    assert max(t[n]["start"] for n in "abc") < min(t[n]["end"] for n in "abc")  # overlapped
+    assert t["d"]["start"] >= max(t[n]["end"] for n in "abc")  # alone: after every other
+    assert t["e"]["start"] >= t["d"]["end"]  # no part passes an alone one
+    state = json.loads((tmp_path / runner.STATE).read_text())
+    assert all(r["done"] and r["jobs"] == 4 for r in state["parts"].values())
+    assert sum("done in" in line for line in lines) == 5
+
+    one = tmp_path / "one"  # one at a time: in order, never side by side
+    assert stub_runner("smoke", parts[:3], one, jobs=1, say=lines.append) == 0
+    t = [_times(one, n) for n in "abc"]
+    assert t[0]["end"] <= t[1]["start"] and t[1]["end"] <= t[2]["start"]
+
+
+def test_stop_after_stops_every_running_part_in_one_line(tmp_path, stub_runner):
+    parts = [_stub("x", 60), _stub("y", 60), _stub("z", 0.1, after="x")]
+    lines = []
+    status = stub_runner("smoke", parts, tmp_path, jobs=2, stop_after=2.0, say=lines.append)
+    assert status == runner.UNFINISHED
+    assert lines[-1].startswith("reproduce: stopped by --stop_after in parts x, y (their runs")
+    state = json.loads((tmp_path / runner.STATE).read_text())
+    assert [n for n, r in state["parts"].items() if not r["done"]] == ["x", "y"]  # z never ran
+    assert all(_times(tmp_path, n).get("stopped") for n in "xy")  # SIGTERM: each saved
+
+
+def test_a_failing_part_beside_others_fails_once_they_end(tmp_path, stub_runner):
+    parts = [_stub("f", 0.2, status=3), _stub("g", 1.5), _stub("h", 0.1)]
+    with pytest.raises(runner.SuiteError) as error:
+        stub_runner("smoke", parts, tmp_path, jobs=2, say=lambda line: None)
+    assert str(error.value).startswith("part f failed (exit 3): error: this part was told to fail")
+    state = json.loads((tmp_path / runner.STATE).read_text())
+    assert state["parts"]["g"]["done"] and "h" not in state["parts"]  # nothing starts after
+    proc = run_python(["-m", "experiments.reproduce", "--jobs", "0"])
+    assert proc.returncode == 2 and proc.stderr == "error: --jobs must be at least 1, got 0\n"

@@ -189,6 +189,13 @@ def page(suite: str, parts: list[Part], root: Path, invocation: str) -> str:
         "finished; rerunning the suite's command continues it and rewrites this page.",
         "",
     ]
+    jobs = max((r.get("jobs", 1) for r in done if r.get("done")), default=1)
+    if jobs > 1:
+        lines[-2] += (
+            f" Up to {jobs} parts ran at once on the same machine (`--jobs {jobs}`; the judge "
+            "and the benchmark alone), so the wall times of parts that overlapped include "
+            "sharing it."
+        )
     lines += _section(
         "Likelihood: MNIST, dynamic binarization",
         "Test NLL = -L_K (the importance-weighted bound), mean ± standard error over the test "

@@ -1,4 +1,5 @@
-"""Runs a suite's parts one after another, each as its own process, and remembers which finished.
+"""Runs a suite's parts, each as its own process (one at a time, or several with ``jobs``),
+and remembers which finished.
 
 The state is ``<root>/reproduce.json`` (rewritten atomically after every part): per part its
 command, the seconds of every attempt, whether it finished, when, and on which machine. A part
@@ -9,6 +10,7 @@ killed suite continues where it stopped. Each part's output goes to ``<root>/log
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -91,11 +93,11 @@ def commit() -> str:
 
 
 class Stop:
-    """Forwards SIGINT/SIGTERM/SIGHUP to the running part (which saves a checkpoint and exits)
+    """Forwards SIGINT/SIGTERM/SIGHUP to the running parts (each saves a checkpoint and exits)
     and remembers the signal."""
 
     def __init__(self):
-        self.child: subprocess.Popen | None = None
+        self.children: list[subprocess.Popen] = []
         self.signal: int | None = None
 
     def __enter__(self):
@@ -108,31 +110,63 @@ class Stop:
 
     def _forward(self, signum, frame):
         self.signal = signum
-        if self.child is not None and self.child.poll() is None:
-            self.child.send_signal(signum)
+        for child in self.children:
+            if child.poll() is None:
+                child.send_signal(signum)
 
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def run_part(command: list[str], log: Path, stop: Stop, deadline: float | None) -> int:
-    """Runs ``command`` (its output appended to ``log``) to its end; past ``deadline``
-    (``time.monotonic()``) sends it SIGTERM, so that it saves and exits. Returns its status."""
+@dataclasses.dataclass
+class _Running:
+    """A part whose process runs: its attempt's start and whether it was told to stop."""
+
+    part: Part
+    index: int
+    process: subprocess.Popen
+    start: float
+    told_to_stop: bool = False
+
+
+def start_part(command: list[str], log: Path, env: dict) -> subprocess.Popen:
+    """Starts ``command`` with its output appended to ``log``."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(log, "a") as out:
         out.write(f"\n$ {shlex.join(command)}   # {time.strftime('%Y-%m-%d %H:%M:%S UTC')}\n")
         out.flush()
-        stop.child = subprocess.Popen(
+        return subprocess.Popen(
             [sys.executable, *command[1:]], stdout=out, stderr=subprocess.STDOUT, env=env
         )
-        while True:
-            try:
-                return stop.child.wait(timeout=1.0)
-            except subprocess.TimeoutExpired:
-                if deadline is not None and time.monotonic() > deadline:
-                    stop.child.send_signal(signal.SIGTERM)
-                    deadline = None  # once; the part saves and exits
+
+
+def child_environment(jobs: int) -> dict:
+    """The parts' environment: unbuffered output; with several parts at a time, JAX allocates
+    device memory as it needs it instead of taking most of it up front (unless told otherwise)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if jobs > 1:
+        env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    return env
+
+
+def startable(pending: list[Part], running: list[_Running], done: set, jobs: int) -> list[Part]:
+    """The pending parts to start now, in order: those whose parts are done, while fewer than
+    ``jobs`` run. A part marked ``alone`` starts only when nothing runs, nothing starts beside
+    it, and no later part passes it."""
+    if any(r.part.alone for r in running):
+        return []
+    chosen: list[Part] = []
+    for part in pending:
+        if len(running) + len(chosen) >= jobs:
+            break
+        ready = set(part.uses()) <= done
+        if part.alone:
+            if ready and not running and not chosen:
+                chosen.append(part)
+            break
+        if ready:
+            chosen.append(part)
+    return chosen
 
 
 def last_error(log: Path) -> str:
@@ -146,6 +180,21 @@ def last_error(log: Path) -> str:
     return (errors or rest or [""])[-1][-300:]
 
 
+def _wait(running: list[_Running], deadline: float | None) -> list[_Running]:
+    """Waits until a part ends (returned); past ``deadline`` tells each running part once to
+    stop (SIGTERM: it saves and exits)."""
+    while True:
+        ended = [r for r in running if r.process.poll() is not None]
+        if ended:
+            return ended
+        if deadline is not None and time.monotonic() > deadline:
+            for r in running:
+                if not r.told_to_stop:
+                    r.process.send_signal(signal.SIGTERM)
+                    r.told_to_stop = True
+        time.sleep(0.2)
+
+
 def run_suite(
     suite: str,
     parts: list[Part],
@@ -153,63 +202,102 @@ def run_suite(
     *,
     stop_after: float | None = None,
     command: str = "",
+    jobs: int = 1,
     say=print,
 ) -> int:
-    """Runs the unfinished ``parts`` in order into ``root``; returns the exit status: 0 when
-    all finished, :data:`UNFINISHED` when ``stop_after`` seconds ran out, 128 + the signal
-    when stopped; ``command`` (the suite's command line) goes into the state. Raises
-    :class:`SuiteError` when a part fails or waits on one that did not finish."""
+    """Runs the unfinished ``parts`` into ``root``, in order, up to ``jobs`` at a time, each
+    once the parts it uses are done; returns the exit status: 0 when all finished,
+    :data:`UNFINISHED` when ``stop_after`` seconds ran out, 128 + the signal when stopped;
+    ``command`` (the suite's command line) goes into the state. Raises :class:`SuiteError`
+    when a part fails (after the parts beside it end) or waits on one that did not finish."""
     root.mkdir(parents=True, exist_ok=True)
     state = load_state(root, suite)
     state["command"] = command or state.get("command", "")
     deadline = None if stop_after is None else time.monotonic() + stop_after
-    machine = None
+    pending = [p for p in parts if not state["parts"].get(p.name, {}).get("done")]
+    running: list[_Running] = []
+    failed: list[str] = []
+    stopped: list[str] = []
+    env, machine = child_environment(jobs), None
     with Stop() as stop:
-        for index, part in enumerate(parts, 1):
-            record = state["parts"].setdefault(part.name, {"seconds": [], "done": False})
-            if record["done"]:
-                continue
-            if stop.signal is not None:  # arrived between two parts
-                return _stopped(
-                    part, root, signal.Signals(stop.signal).name, 128 + stop.signal, say, True
-                )
-            waiting = [u for u in part.uses() if not state["parts"].get(u, {}).get("done")]
-            if waiting:
-                raise SuiteError(f"part {part.name} needs {', '.join(waiting)} finished first")
-            machine = machine or describe_machine()
-            command = command_of(part, root)
-            record["command"] = shlex.join(command)
-            say(f"reproduce: [{index}/{len(parts)}] {part.name}: {record['command']}")
-            if not part.takes_workdir:  # its outputs go where its flags say, in its folder
-                (root / part.name).mkdir(exist_ok=True)
-            start = time.monotonic()
-            status = run_part(command, root / "logs" / f"{part.name}.log", stop, deadline)
-            record["seconds"].append(round(time.monotonic() - start, 1))
-            record["done"] = status == 0
-            if record["done"]:
-                record["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-                record["machine"], record["commit"] = machine, commit()
-            save_state(root, state)
-            if stop.signal is not None:
-                return _stopped(
-                    part, root, signal.Signals(stop.signal).name, 128 + stop.signal, say
-                )
-            if deadline is not None and time.monotonic() > deadline and not record["done"]:
-                return _stopped(part, root, "--stop_after", UNFINISHED, say)
-            if not record["done"]:
-                log = root / "logs" / f"{part.name}.log"
-                raise SuiteError(
-                    f"part {part.name} failed (exit {status}): {last_error(log)} (its log: {log}); "
-                    f"fix it and rerun the same command to continue"
-                )
-            say(f"reproduce: {part.name} done in {sum(record['seconds']):.0f} s")
-            if deadline is not None and time.monotonic() > deadline and index < len(parts):
-                return _stopped(parts[index], root, "--stop_after", UNFINISHED, say, before=True)
+        while pending or running:
+            late = deadline is not None and time.monotonic() > deadline
+            if not (failed or late or stop.signal is not None):
+                done = {n for n, r in state["parts"].items() if r.get("done")}
+                for part in startable(pending, running, done, jobs):
+                    machine = machine or describe_machine()
+                    running.append(_start(part, parts, root, state, env, jobs, say))
+                    stop.children.append(running[-1].process)
+                    pending.remove(part)
+            if not running:
+                break
+            for ended in _wait(running, deadline):
+                running.remove(ended)
+                if not _record(ended, root, state, machine, say):
+                    (stopped if ended.told_to_stop or stop.signal else failed).append(
+                        ended.part.name
+                    )
+    late = deadline is not None and time.monotonic() > deadline
+    return _outcome(pending, stopped, failed, state, root, (stop.signal, late), say)
+
+
+def _start(part, parts, root, state, env, jobs, say) -> _Running:
+    record = state["parts"].setdefault(part.name, {"seconds": [], "done": False})
+    command = command_of(part, root)
+    record["command"], record["jobs"] = shlex.join(command), jobs
+    index = parts.index(part) + 1
+    say(f"reproduce: [{index}/{len(parts)}] {part.name}: {record['command']}")
+    if not part.takes_workdir:  # its outputs go where its flags say, in its folder
+        (root / part.name).mkdir(exist_ok=True)
+    log = root / "logs" / f"{part.name}.log"
+    return _Running(part, index, start_part(command, log, env), time.monotonic())
+
+
+def _record(ended: _Running, root: Path, state: dict, machine: str, say) -> bool:
+    """Writes the ended attempt into the state; True when the part finished."""
+    record = state["parts"][ended.part.name]
+    record["seconds"].append(round(time.monotonic() - ended.start, 1))
+    record["done"] = ended.process.returncode == 0
+    record["status"] = ended.process.returncode
+    if record["done"]:
+        record["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        record["machine"], record["commit"] = machine, commit()
+        say(f"reproduce: {ended.part.name} done in {sum(record['seconds']):.0f} s")
+    save_state(root, state)
+    return record["done"]
+
+
+def _outcome(pending, stopped, failed, state, root, why, say) -> int:
+    """The suite's exit status once nothing runs (see :func:`run_suite`)."""
+    signum, late = why
+    if signum is not None and (stopped or pending):
+        return _stopped(stopped, pending, root, signal.Signals(signum).name, 128 + signum, say)
+    if failed:
+        name = failed[0]
+        log = root / "logs" / f"{name}.log"
+        raise SuiteError(
+            f"part {name} failed (exit {state['parts'][name]['status']}): {last_error(log)} "
+            f"(its log: {log}); fix it and rerun the same command to continue"
+        )
+    if stopped or (pending and late):
+        return _stopped(stopped, pending, root, "--stop_after", UNFINISHED, say)
+    if pending:
+        done = {n for n, r in state["parts"].items() if r.get("done")}
+        waiting = [u for u in pending[0].uses() if u not in done]
+        raise SuiteError(f"part {pending[0].name} needs {', '.join(waiting)} finished first")
     return 0
 
 
-def _stopped(part: Part, root: Path, why: str, status: int, say, before=False) -> int:
-    where = f"before part {part.name}" if before else f"in part {part.name} (its run saved)"
+def _stopped(stopped: list[str], pending: list[Part], root: Path, why, status, say) -> int:
+    if stopped:
+        names = ", ".join(stopped)
+        where = (
+            f"in part {names} (its run saved)"
+            if len(stopped) == 1
+            else (f"in parts {names} (their runs saved)")
+        )
+    else:
+        where = f"before part {pending[0].name}"
     say(
         f"reproduce: stopped by {why} {where}; rerun the same command to continue "
         f"(state: {root / STATE})"

@@ -20,7 +20,9 @@ class Part:
     ``flags`` exclude ``--workdir`` (the runner adds ``<root>/<name>`` unless ``evaluates``
     names the part whose workdir the command reads and writes into) and the data flags.
     ``table`` is where its numbers go (see :mod:`experiments.reproducing.report`); ``target``
-    the number it is meant to reach, in words.
+    the number it is meant to reach, in words. Two parts run alone even with ``--jobs``: the
+    judge, which comes first and prepares the data every other part reads (several processes
+    preparing the same tfds folder at once would collide), and the benchmark (its timings).
     """
 
     name: str
@@ -31,6 +33,7 @@ class Part:
     target: str = ""
     evaluates: str = ""  # the part whose workdir this one reads (and writes its result into)
     takes_workdir: bool = True  # False: the command has no --workdir (the benchmark)
+    alone: bool = False  # runs with no other part beside it (see runner.startable)
 
     def uses(self) -> tuple[str, ...]:
         """The parts this one needs finished first: those its flags name, and ``evaluates``."""
@@ -130,13 +133,13 @@ SIZES = {
         train_examples=0,
         test_examples=0,
         classifier_epochs=10,
-        vae_epochs=1093,  # Burda's passes 0..6; the 7th would end at 3,280 epochs
+        vae_epochs=364,  # Burda's passes 0..5 (the paper: passes 0..7, 3,280 epochs)
         two_layer_epochs=121,  # passes 0..4
         likelihood_samples=5000,
         likelihood_test_examples=0,
         gan_epochs=25,
         wgan_epochs=25,
-        ddpm_epochs=60,
+        ddpm_epochs=30,
         ddpm_channels=64,
         quality_samples=2000,
         eval_samples=2000,
@@ -144,7 +147,13 @@ SIZES = {
         ddpm_extra=(),
         quality_steps=50,
         gan_extra=(),
-        benchmark=("--models=mlp,conv,dcgan,unet", "--devices=1"),
+        benchmark=(
+            "--models=mlp,conv,dcgan,unet",
+            "--variants=torch_example,torch_tuned,jax_step,jax_epoch",
+            "--devices=none",
+            "--batch_sizes=1024",
+            "--epochs=3",
+        ),
     ),
 }
 
@@ -258,6 +267,7 @@ def parts(suite: str, data: tuple[str, ...] = ()) -> list[Part]:
         ("--epochs", str(s.classifier_epochs), *trainings),
         "training",
         "the judge (LeNet classifier)",
+        alone=True,
     )
     benchmark = Part(
         "benchmark",
@@ -266,6 +276,7 @@ def parts(suite: str, data: tuple[str, ...] = ()) -> list[Part]:
         "benchmark",
         "vaejax against PyTorch",
         takes_workdir=False,
+        alone=True,
     )
     return [
         classifier,
