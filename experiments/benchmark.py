@@ -3,7 +3,9 @@ it, tuned, and compiled; vaejax's jit step in a Python loop and whole-epoch comp
 Foster's conv VAE (on a subset: it is slow on a CPU), same data, same machine, one run; with
 --models ...,dcgan also the pytorch/examples DCGAN (on a subset).
 
-Every measurement runs in a fresh subprocess (its own peak memory, its own device count). Prints
+Every measurement runs in a fresh subprocess (its own peak memory, its own device count). A run
+stopped by a signal keeps its finished measurements in ``<out>.partial``; rerunning the same
+command on the same machine measures only the rest (experiments/benchmarking/journal.py). Prints
 tables (each model's variants; the MLP over batch sizes and device counts) with ratios to the
 first row (the PyTorch example for the MLP, tuned PyTorch for the conv model and the DCGAN),
 achieved GFLOP/s and the fraction of the matrix-multiply peak measured in the same run, and
@@ -34,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -42,6 +45,7 @@ from pathlib import Path
 from experiments.benchmarking.command_line import build_parser, checked_models, model_runs
 from experiments.benchmarking.common import MODELS
 from experiments.benchmarking.flops import matmul_peak_flops, train_flops
+from experiments.benchmarking.journal import Journal
 from experiments.benchmarking.measure import run_variant
 from experiments.benchmarking.tables import Tables
 from vaejax import data
@@ -121,13 +125,40 @@ def main(argv=None) -> int:
         print(json.dumps(_child(json.loads(args.child))), flush=True)
         return 0
     models = checked_models(parser, args)
-    common = {"kind": "train", "data_dir": args.data_dir, "raw_data_dir": args.raw_data_dir}
     torch_ok = _torch_available()
     if not torch_ok:
         print("torch is not installed: PyTorch variants left out (pip install -e '.[bench]')")
     runs = model_runs(args, torch_ok)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    peak = _measure({"kind": "matmul"}).get("matmul_flops", float("nan"))
+    journal = Journal(args.out, _measure)
+    if journal.kept:
+        print(f"continuing: {len(journal.kept)} measurements kept in {journal.path}", flush=True)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _stop)
+    try:
+        return _benchmark(args, models, runs, journal, started)
+    except _Stopped as stopped:
+        print(
+            f"benchmark: stopped by {stopped.args[0]}; {len(journal.kept)} measurements kept in "
+            f"{journal.path}: rerun the same command to continue",
+            file=sys.stderr,
+        )
+        return 128 + int(signal.Signals[stopped.args[0]])
+
+
+class _Stopped(Exception):
+    """SIGINT, SIGTERM or SIGHUP, raised in the main thread: subprocess.run kills the running
+    measurement's child process on any exception, and the kept measurements stay."""
+
+
+def _stop(signum, frame):
+    raise _Stopped(signal.Signals(signum).name)
+
+
+def _benchmark(args, models, runs, journal: Journal, started: str) -> int:
+    """Measures everything (through ``journal``), prints the tables, writes ``--out``."""
+    common = {"kind": "train", "data_dir": args.data_dir, "raw_data_dir": args.raw_data_dir}
+    peak = journal.measure({"kind": "matmul"}).get("matmul_flops", float("nan"))
     flops = {
         m: train_flops(
             m,
@@ -154,20 +185,21 @@ def main(argv=None) -> int:
         "device_sweep": [],
     }
     for model in models:
-        _measure_model(model, runs[model], common, results)
+        _measure_model(model, runs[model], common, results, journal.measure)
     if "mlp" in models:
-        _measure_sweeps(args, common, results)
+        _measure_sweeps(args, common, results, journal.measure)
     table = Tables(flops, peak)
     table.print_models([m for m in models if m in ("mlp", "conv")], runs, results)
     table.print_dcgan(runs["dcgan"], results)
     table.print_unet(runs["unet"], results)
     table.print_sweeps(args.batch_size, results)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    journal.close()
     print(f"\nresults in {args.out}")
     return 0
 
 
-def _measure_model(model: str, run: dict, common: dict, results: dict) -> None:
+def _measure_model(model: str, run: dict, common: dict, results: dict, measure) -> None:
     """Measures each variant of ``model`` into ``results['models'][model]``, each row with its
     ratio to the baseline row (:func:`_baseline`)."""
     rows = results["models"][model] = []
@@ -178,7 +210,7 @@ def _measure_model(model: str, run: dict, common: dict, results: dict) -> None:
     for variant in run["variants"]:
         print(f"measuring {model} {variant} ...", flush=True)
         rows.append(
-            _measure({**common, "model": model, "variant": variant, **{k: run[k] for k in keys}})
+            measure({**common, "model": model, "variant": variant, **{k: run[k] for k in keys}})
         )
     base = _baseline(model, rows)
     if base is not None:
@@ -197,12 +229,12 @@ def _baseline(model: str, rows: list[dict]) -> dict | None:
     return rows[0] if rows and "error" not in rows[0] else None
 
 
-def _measure_sweeps(args: argparse.Namespace, common: dict, results: dict) -> None:
+def _measure_sweeps(args: argparse.Namespace, common: dict, results: dict, measure) -> None:
     """The MLP's jax_epoch over ``--batch_sizes`` and over ``--devices``."""
     for batch_size in args.batch_sizes:
         print(f"measuring mlp jax_epoch at batch {batch_size} ...", flush=True)
         results["batch_sweep"].append(
-            _measure(
+            measure(
                 {
                     **common,
                     "variant": "jax_epoch",
@@ -214,7 +246,7 @@ def _measure_sweeps(args: argparse.Namespace, common: dict, results: dict) -> No
         )
     for devices in args.devices:
         print(f"measuring mlp jax_epoch on {devices} device(s) ...", flush=True)
-        r = _measure(
+        r = measure(
             {
                 **common,
                 "variant": "jax_epoch",

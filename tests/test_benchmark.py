@@ -15,6 +15,8 @@ import optax
 import pytest
 
 from experiments.benchmarking import flops
+from experiments.benchmarking import journal as journal_module
+from experiments.benchmarking.journal import Journal
 from experiments.benchmarking.measure import run_variant
 from tests.helpers import run_python
 from vaejax import models, objectives
@@ -313,3 +315,37 @@ def test_the_subpixel_route_is_the_transposed_convolution(kernel_size, stride, s
     want = layers._xla_conv_transpose(x, kernel, stride)
     got = conv_routes.conv_transpose_subpixel(x, kernel, stride)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_stopped_benchmark_keeps_its_measurements_for_the_rerun(tmp_path, monkeypatch):
+    measured = []
+
+    def fake_measure(spec, devices=None):
+        measured.append((spec["variant"], devices))
+        if spec["variant"] == "broken":
+            return {**spec, "error": "no output"}
+        return {"images_per_second": 1000.0 + len(measured), "variant": spec["variant"]}
+
+    out = tmp_path / "benchmark.json"
+    first = Journal(out, fake_measure)
+    a = first.measure({"variant": "jax_step"})
+    first.measure({"variant": "jax_epoch"}, devices=8)
+    first.measure({"variant": "broken"})
+    with open(first.path, "a") as f:
+        f.write('{"key": "cut by a ki')  # a kill while writing the next line
+    measured.clear()
+
+    again = Journal(out, fake_measure)  # the rerun: kept results, the rest measured
+    assert again.measure({"variant": "jax_step"}) == a
+    again.measure({"variant": "jax_epoch"}, devices=8)
+    again.measure({"variant": "jax_epoch"})  # another device count: another measurement
+    again.measure({"variant": "broken"})  # a failure is measured again
+    assert measured == [("jax_epoch", None), ("broken", None)]
+    assert len(Journal(out, fake_measure).kept) == 3  # written after the cut line, not into it
+
+    monkeypatch.setattr(journal_module.socket, "gethostname", lambda: "another-machine")
+    measured.clear()
+    Journal(out, fake_measure).measure({"variant": "jax_step"})
+    assert measured == [("jax_step", None)]  # another machine's timings are not reused
+    again.close()
+    assert not again.path.exists() and not Journal(out, fake_measure).kept
