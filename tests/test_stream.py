@@ -3,6 +3,8 @@ same parameters bit for bit, and a killed streamed run resumed exactly."""
 
 from __future__ import annotations
 
+import types
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -53,6 +55,11 @@ def test_auto_keeps_data_on_the_device_within_the_budget(monkeypatch):
     monkeypatch.setattr(stream, "device_memory", lambda device: 39_996)
     assert not stream.data_on_device("auto", data, mesh)
     assert stream.data_on_device("on", data, mesh) and not stream.data_on_device("off", data, mesh)
+    four = types.SimpleNamespace(size=4, devices=np.array([object()] * 4))  # rows split 4 ways
+    monkeypatch.setattr(stream, "device_memory", lambda device: 10_000)
+    assert stream.data_on_device("auto", data, four)  # 2.5 kB a device <= a quarter of 10 kB
+    monkeypatch.setattr(stream, "device_memory", lambda device: 9_996)
+    assert not stream.data_on_device("auto", data, four)
     with pytest.raises(ValueError, match="data_on_device must be one of auto, on, off"):
         stream.data_on_device("maybe", data, mesh)
 

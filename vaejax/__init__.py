@@ -103,6 +103,7 @@ _EXPORTS = {
         "make_evaluator",
         "make_train_step",
         "put_replicated",
+        "put_row_sharded",
         "step_key",
     ],
 }

@@ -1,8 +1,10 @@
-"""Devices: the 1-D ``data`` mesh, its shardings, and placing pytrees on it."""
+"""Devices: the 1-D ``data`` mesh, its shardings, placing pytrees on it, and gathering batches
+from a dataset whose rows are split over it."""
 
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -52,3 +54,58 @@ def put_replicated(tree, mesh: Mesh):
         return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
     return jax.tree_util.tree_map(put, tree)
+
+
+def rows_per_device(num_rows: int, mesh: Mesh) -> int:
+    """Rows each device holds of a dataset placed by :func:`put_row_sharded`."""
+    return -(-num_rows // mesh.size)
+
+
+def put_row_sharded(tree, mesh: Mesh):
+    """Places a pytree of host arrays with a leading example axis split over the devices of
+    ``mesh``: device ``d`` holds rows ``d * R .. (d + 1) * R - 1`` (R = :func:`rows_per_device`;
+    the last device's rows past the end are zeros, never read). Each process reads only the rows
+    of its own devices (memory-mapped arrays stay on disk otherwise)."""
+    sharding = batch_sharded(mesh)
+
+    def put(leaf):
+        host = leaf if isinstance(leaf, np.ndarray) else np.asarray(leaf)
+        n = host.shape[0]
+        padded = rows_per_device(n, mesh) * mesh.size
+
+        def rows(index):
+            start, stop = index[0].start or 0, index[0].stop or padded
+            part = np.asarray(host[start : min(stop, n)])
+            if stop > n:
+                fill = np.zeros((stop - max(start, n), *host.shape[1:]), host.dtype)
+                part = np.concatenate([part, fill])
+            return part
+
+        return jax.make_array_from_callback((padded, *host.shape[1:]), sharding, rows)
+
+    return jax.tree_util.tree_map(put, tree)
+
+
+def gather_rows(mesh: Mesh):
+    """``gather(data, rows) -> batch``: the examples ``rows`` [B] (global row numbers, the same
+    on every device) of ``data`` placed by :func:`put_row_sharded`, as a batch split over the
+    devices like :func:`batch_sharded`. Each device picks the requested rows it holds (zeros for
+    the others) and one reduce-scatter sums them into each device's part of the batch: exact,
+    since every row has exactly one holder, and the only traffic is the batch itself."""
+    from jax.sharding import PartitionSpec as P
+
+    def local(data, rows):
+        held = jax.tree_util.tree_leaves(data)[0].shape[0]
+        offset = rows - jax.lax.axis_index(DATA_AXIS) * held
+        mine = (offset >= 0) & (offset < held)
+        safe = jnp.where(mine, offset, 0)
+
+        def pick(a):
+            picked = a[safe]
+            mask = mine.reshape(-1, *([1] * (a.ndim - 1)))
+            picked = jnp.where(mask, picked, jnp.zeros((), a.dtype))
+            return jax.lax.psum_scatter(picked, DATA_AXIS, scatter_dimension=0, tiled=True)
+
+        return jax.tree_util.tree_map(pick, data)
+
+    return jax.shard_map(local, mesh=mesh, in_specs=(P(DATA_AXIS), P()), out_specs=P(DATA_AXIS))

@@ -8,7 +8,9 @@ from vaejax.sharding import (
     batch_sharded,
     check_batch_size,
     data_mesh,
+    gather_rows,
     put_replicated,
+    put_row_sharded,
     replicated,
 )
 from vaejax.training.step import (

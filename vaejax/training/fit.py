@@ -114,17 +114,18 @@ def _placed(settings: TrainSettings, state, update, preprocess, train_data, keys
     """(runner, state on the devices, train data on the devices or None, the streamed reader or
     None), as ``settings.data_on_device`` places the data (:mod:`vaejax.training.stream`)."""
     resident = stream.data_on_device(settings.data_on_device, train_data, mesh)
-    runner = (step.make_epoch_runner if resident else stream.make_streamed_runner)(
-        update,
-        preprocess,
+    split = mesh.size > 1  # on the devices: 1/N of the rows on each, not a copy on each
+    common = dict(
         batch_size=settings.batch_size,
         num_examples=len(jax.tree_util.tree_leaves(train_data)[0]),
         mesh=mesh,
         nonfinite=settings.nonfinite,
     )
     if resident:
-        state, train_data = sharding.put_replicated((state, train_data), mesh)
-        return runner, state, train_data, None
+        runner = step.make_epoch_runner(update, preprocess, rows_sharded=split, **common)
+        put = sharding.put_row_sharded if split else sharding.put_replicated
+        return runner, sharding.put_replicated(state, mesh), put(train_data, mesh), None
+    runner = stream.make_streamed_runner(update, preprocess, **common)
     reader = stream.Streamed(train_data, runner, keys.data, mesh)
     return runner, sharding.put_replicated(state, mesh), None, reader
 

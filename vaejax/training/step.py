@@ -29,7 +29,13 @@ import optax
 from jax.sharding import Mesh
 
 from vaejax.data.preprocess import Preprocess
-from vaejax.sharding import batch_sharded, check_batch_size, data_mesh, replicated
+from vaejax.sharding import (
+    batch_sharded,
+    check_batch_size,
+    data_mesh,
+    gather_rows,
+    replicated,
+)
 
 Update = Callable[[Any, Any, jax.Array], tuple[Any, dict[str, jax.Array]]]
 
@@ -191,6 +197,7 @@ def make_epoch_runner(
     num_examples: int,
     mesh: Mesh | None = None,
     nonfinite: str = "stop",
+    rows_sharded: bool = False,
 ) -> EpochRunner:
     """Compiles ``update`` into an :class:`EpochRunner` over ``num_examples`` examples.
 
@@ -198,8 +205,10 @@ def make_epoch_runner(
     remainder is **dropped** (a different remainder every epoch, so every example is seen equally
     often on average, and every step has the same shape). Global step ``epoch * steps_per_epoch
     + i`` keys step ``i``. The data are a pytree of arrays with ``num_examples`` rows already on
-    the device(s) (:func:`~vaejax.sharding.put_replicated`); batches are gathered, preprocessed
-    and stepped on inside one compiled loop.
+    the device(s): in full on each (:func:`~vaejax.sharding.put_replicated`), or with
+    ``rows_sharded`` split over them (:func:`~vaejax.sharding.put_row_sharded`: each device holds
+    1/N of the rows, and each step gathers its batch with one reduce-scatter; the same batches,
+    bit for bit). Batches are gathered, preprocessed and stepped on inside one compiled loop.
 
     Every step checks that its metrics (the loss, the gradient norm: a non-finite parameter
     shows in the next step's loss) are finite. ``nonfinite="stop"`` ends the stretch at the
@@ -216,7 +225,7 @@ def make_epoch_runner(
     if steps == 0:
         raise ValueError(f"batch size {batch_size} exceeds the {num_examples} training examples")
     skip_nonfinite = nonfinite == "skip"
-    guarded_step = _guarded_step(update, preprocess, mesh, skip_nonfinite)
+    guarded_step = _guarded_step(update, preprocess, mesh, skip_nonfinite, rows_sharded)
 
     def order_fn(data_key, epoch):
         order = epoch_permutation(data_key, epoch, num_examples)[: steps * batch_size]
@@ -254,17 +263,26 @@ def _metrics_buffer(guarded_step: Callable, steps: int, batch_size: int | None) 
 
 
 def _guarded_step(
-    update: Update, preprocess: Preprocess | None, mesh: Mesh, skip_nonfinite: bool
+    update: Update,
+    preprocess: Preprocess | None,
+    mesh: Mesh,
+    skip_nonfinite: bool,
+    rows_sharded: bool = False,
 ) -> Callable:
     """``guarded_step(state, order, data, base_key, global_step, i) -> (state, metrics)``:
-    gathers batch ``order[i]`` of ``data``, takes the step, and adds ``finite`` to its metrics;
-    with ``skip_nonfinite`` a non-finite step leaves the state as it was."""
+    gathers batch ``order[i]`` of ``data`` (replicated, or split by rows), takes the step, and
+    adds ``finite`` to its metrics; with ``skip_nonfinite`` a non-finite step leaves the state
+    as it was."""
     step = _step_body(update, preprocess, mesh)
     index_sharding = batch_sharded(mesh)
+    gather = gather_rows(mesh) if rows_sharded else None
 
     def guarded_step(state, order, data, base_key, global_step, i):
-        idx = jax.lax.with_sharding_constraint(order[i], index_sharding)
-        raw = jax.tree_util.tree_map(lambda a: a[idx], data)
+        if gather is not None:
+            raw = gather(data, order[i])
+        else:
+            idx = jax.lax.with_sharding_constraint(order[i], index_sharding)
+            raw = jax.tree_util.tree_map(lambda a: a[idx], data)
         new_state, metrics = step(state, raw, base_key, global_step)
         finite = _all_finite(metrics)
         if skip_nonfinite:

@@ -16,7 +16,8 @@ travel, so a streamed run trains the same parameters as an on-device one. The lo
 is the training step, which every checkpoint holds: a resumed run rebuilds the reader at that
 row of that epoch's order, so kill and resume stay exact.
 
-``auto`` keeps the data on the device when one copy takes at most
+``auto`` keeps the data on the devices when one device's share (all of them on one device,
+1/N of the rows on each of N devices: :func:`vaejax.sharding.put_row_sharded`) takes at most
 :data:`DEVICE_BUDGET_FRACTION` of the smallest device's memory (an accelerator's
 ``bytes_limit``; on a CPU, the machine's memory), else streams.
 """
@@ -63,7 +64,7 @@ def data_on_device(setting: str, train_data, mesh: Mesh) -> bool:
     if setting != "auto":
         return setting == "on"
     budget = DEVICE_BUDGET_FRACTION * min(device_memory(d) for d in mesh.devices.flat)
-    return tree_bytes(train_data) <= budget
+    return tree_bytes(train_data) / mesh.size <= budget
 
 
 def _is_arrays(source) -> bool:
