@@ -86,24 +86,33 @@ def test_two_processes_train_like_one(tmp_path, mnist_tfds_dir, mnist_raw_dir):
         codes = _wait_all([_start(argv, 8, log)])
     assert codes == [0], (tmp_path / "single.log").read_text()[-3000:]
 
-    multi = tmp_path / "multi"
+    for placement in ("off", "on"):  # streamed; on the devices, rows split over the 8
+        multi = tmp_path / f"multi_{placement}"
+        outputs = _run_two_processes(tmp_path, common, multi, placement)
+        assert "8 cpu device(s) in 2 process(es)" in outputs[0]
+        assert "done:" in outputs[0] and "done:" not in outputs[1]  # process 1 reports nothing
+        # process 1 wrote no lines: one line per epoch, not two
+        assert [r["epoch"] for r in io.read_jsonl(multi / "metrics.jsonl")] == [0, 1, 2]
+        assert [r["epoch"] for r in io.read_jsonl(multi / "timing.jsonl")] == [0, 1, 2]
+        for a, b in zip(_params(single), _params(multi), strict=True):
+            # the cross-process all-reduce adds in another order than the in-process one
+            np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+        one = io.read_jsonl(single / "metrics.jsonl")[-1]
+        two = io.read_jsonl(multi / "metrics.jsonl")[-1]
+        assert two["test_loss"] == pytest.approx(one["test_loss"], rel=1e-5)
+    assert one["test_loss"] < io.read_jsonl(single / "metrics.jsonl")[0]["test_loss"] - 50
+
+
+def _run_two_processes(tmp_path, common, workdir, placement) -> list[str]:
+    """Runs the command as 2 processes x 4 CPU devices into ``workdir``; their outputs."""
     address = f"127.0.0.1:{_free_port()}"
-    logs = [open(tmp_path / f"process_{i}.log", "w") for i in range(2)]
+    names = [tmp_path / f"{workdir.name}_process_{i}.log" for i in range(2)]
+    logs = [open(name, "w") for name in names]
     procs = [
         _start(
             common
-            + [
-                "--workdir",
-                str(multi),
-                "--coordinator_address",
-                address,
-                "--num_processes",
-                "2",
-                "--process_id",
-                str(i),
-                "--data_on_device",
-                "off",
-            ],
+            + ["--workdir", str(workdir), "--coordinator_address", address]
+            + ["--num_processes", "2", "--process_id", str(i), "--data_on_device", placement],
             4,
             logs[i],
         )
@@ -112,18 +121,6 @@ def test_two_processes_train_like_one(tmp_path, mnist_tfds_dir, mnist_raw_dir):
     codes = _wait_all(procs)
     for log in logs:
         log.close()
-    outputs = [(tmp_path / f"process_{i}.log").read_text() for i in range(2)]
+    outputs = [name.read_text() for name in names]
     assert codes == [0, 0], "\n---\n".join(o[-3000:] for o in outputs)
-
-    assert "8 cpu device(s) in 2 process(es)" in outputs[0]
-    assert "done:" in outputs[0] and "done:" not in outputs[1]  # process 1 reports nothing
-    # process 1 wrote no lines: one line per epoch, not two
-    assert [r["epoch"] for r in io.read_jsonl(multi / "metrics.jsonl")] == [0, 1, 2]
-    assert [r["epoch"] for r in io.read_jsonl(multi / "timing.jsonl")] == [0, 1, 2]
-    for a, b in zip(_params(single), _params(multi), strict=True):
-        # the cross-process all-reduce adds in another order than the in-process one
-        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
-    one = io.read_jsonl(single / "metrics.jsonl")[-1]
-    two = io.read_jsonl(multi / "metrics.jsonl")[-1]
-    assert two["test_loss"] == pytest.approx(one["test_loss"], rel=1e-5)
-    assert one["test_loss"] < io.read_jsonl(single / "metrics.jsonl")[0]["test_loss"] - 50
+    return outputs
