@@ -345,6 +345,11 @@ def test_the_generic_tfds_reader_reads_a_prepared_folder_alike(name, downloaded,
     else:
         assert np.array_equal(got.images, want.images)
         assert np.array_equal(got.labels, want.labels)
+    # decoded once, into a copy that later runs open memory-mapped
+    again = tfds_any.load_tfds_split(name, "test", data_dir, size)
+    assert isinstance(again.images, np.memmap) and np.array_equal(again.images, got.images)
+    shape = "x".join(map(str, spec.image_shape))
+    assert list(Path(data_dir).glob(f"{name}/*/vaejax_decoded_test_{shape}/images.npy"))
 
 
 def test_data_folders_in_a_bucket_are_read_through_a_local_mirror(

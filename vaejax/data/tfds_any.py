@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vaejax.data.cache import decoded_split
 from vaejax.data.idx import DataError, ImageSplit
 
 log = logging.getLogger(__name__)
@@ -163,32 +164,45 @@ def load_tfds_split(
     data_dir: os.PathLike | str | None = None,
     image_size: int | None = None,
 ) -> ImageSplit:
-    """One split of a prepared tfds dataset as uint8 [N, S, S, C] images and int32 labels."""
+    """One split of a prepared tfds dataset as uint8 [N, S, S, C] images and int32 labels:
+    decoded once into the memory-mapped copy of :mod:`vaejax.data.cache` (one per delivered
+    size), which later runs open without decoding."""
+    spec = tfds_spec(name, data_dir, image_size)
+    size, _, channels = spec.image_shape
+    builder_dir = Path(_builder(name, spec.data_dir).data_dir)
+    return decoded_split(
+        builder_dir,
+        f"{split}_{size}x{size}x{channels}",
+        spec.num_examples[split],
+        spec.image_shape,
+        lambda out: _decode_into(spec, name, split, out),
+        what=f"{name}/{split}",
+    )
+
+
+def _decode_into(spec, name: str, split: str, out: ImageSplit) -> None:
+    """Decodes every record of the split into the rows of ``out``, 1,024 records at a time."""
     from vaejax.data.catalog import fit_to_size
 
-    spec = tfds_spec(name, data_dir, image_size)
     size, _, channels = spec.image_shape
     try:
         source = _tfds().data_source(
             name, split=spec.splits[split], data_dir=spec.data_dir, download=False
         )
-        images, labels = [], []
+        if len(source) != len(out.images):
+            raise DataError(f"{len(source)} records where its info says {len(out.images)}")
         for start in range(0, len(source), 1024):
-            for record in source.__getitems__(range(start, min(start + 1024, len(source)))):
+            rows = range(start, min(start + 1024, len(source)))
+            for i, record in zip(rows, source.__getitems__(rows)):
                 image = np.asarray(record[spec.image_key], np.uint8)
                 image = image.reshape(*image.shape[:2], -1)
-                images.append(fit_to_size(_channels(image, channels)[None], size)[0])
-                labels.append(int(record[spec.label_key]) if spec.label_key else 0)
-    except DataError:
-        raise
+                out.images[i] = fit_to_size(_channels(image, channels)[None], size)[0]
+                out.labels[i] = int(record[spec.label_key]) if spec.label_key else 0
     except Exception as e:  # noqa: BLE001 - damaged prepared files
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(
             f"cannot read the prepared {name} {split} split ({reason}): prepare it again"
         ) from None
-    shape = (0, size, size, channels)
-    stacked = np.stack(images) if images else np.zeros(shape, np.uint8)
-    return ImageSplit(stacked, np.asarray(labels, np.int32))
 
 
 def _channels(image: np.ndarray, channels: int) -> np.ndarray:
