@@ -5,8 +5,9 @@ Rows, each in images/second on this machine, all on the first --train_examples i
 
 - the streamed reader alone (vaejax.training.stream: host threads gather the rows of each step
   of the training order and place each block of batches on the devices), from the split in
-  memory (what a streamed run reads) and from the prepared tfds records, each image decoded by
-  PIL on the reader's threads (what a split that does not fit in memory needs);
+  memory (what a streamed run reads; a split larger than memory is read the same way from its
+  memory-mapped decoded copy) and from the prepared tfds records, each image decoded by PIL on
+  the reader's threads (a reader without the decoded copy);
 - training Foster's conv VAE with the data on the device and streamed, and the DCGAN with the
   data on the device (images/second of the last epoch, from timing.jsonl).
 
