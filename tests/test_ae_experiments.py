@@ -249,6 +249,13 @@ def test_a_plain_autoencoder_trains_from_its_config_alone(tmp_path, mnist_tfds_d
         (
             latent_study_run.LatentStudyConfig(),
             latent_study_run.run,
+            ["--attribute", "Smiling"],
+            "error: --attribute Smiling is not an attribute of fashion_mnist (its attributes: "
+            "none: use --attribute_classes)",
+        ),
+        (
+            latent_study_run.LatentStudyConfig(),
+            latent_study_run.run,
             ["--vae_learning_rate", "0"],
             "error: --vae_learning_rate must be a positive number, got 0.0",
         ),

@@ -385,3 +385,40 @@ def test_data_folders_in_a_bucket_are_read_through_a_local_mirror(
     with epath_testing.mock_epath(isdir=refused, exists=refused):
         with pytest.raises(DataError, match=r"^cannot use --data_dir gs://bucket/tfds \(.*gcsfs"):
             catalog.load_split("cifar10", "test", BUCKET + "tfds")
+
+
+def test_the_latent_study_adds_a_celeba_attribute_vector(
+    downloaded, specs, tmp_path, capsys, monkeypatch
+):
+    """--attribute Smiling: its vector (mean code of the smiling training photos minus the
+    others) added to the test photos without it; an unknown attribute is one line."""
+    import PIL.Image
+
+    from vaejax import cli
+    from vaejax.runs import latent_study
+
+    data_dir, loaded = downloaded
+    monkeypatch.setattr(sources.source("celeb_a"), "SPEC", specs["celeb_a"])  # 3 + 2 photos
+    workdir = tmp_path / "study"
+    argv = ["--dataset", "celeb_a", "--data_dir", str(data_dir), "--image_size", "32"]
+    argv += ["--batch_size", "1", "--epochs", "1", "--vae_epochs", "1", "--knn_k", "1"]
+    argv += ["--attribute", "Smiling", "--workdir", str(workdir)]
+    config = latent_study.LatentStudyConfig()
+    assert cli.main(config, argv=argv, run=latent_study.run) == 0
+    for model in ("ae", "vae"):
+        grid = np.asarray(PIL.Image.open(workdir / f"attributes_{model}.png"))
+        assert grid.ndim == 3 and grid.shape[2] == 3  # colour pictures
+    run_config = dataclasses.replace(config, dataset="celeb_a", data_dir=str(data_dir))
+    spec = specs["celeb_a"]
+    train, test = loaded["celeb_a", "train"], loaded["celeb_a", "test"]
+    with_it, without_it, shifted = latent_study.second_attribute(
+        dataclasses.replace(run_config, attribute="Smiling"), train, test, spec
+    )
+    assert with_it.tolist() == [True, False, False] and without_it.tolist() == [False, True, True]
+    assert np.array_equal(shifted, test.images[[1]])  # the one test photo without a smile
+    capsys.readouterr()
+    bad = argv[:-4] + ["--attribute", "Smiles", "--workdir", str(tmp_path / "bad")]
+    assert cli.main(config, argv=bad, run=latent_study.run) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --attribute Smiles is not an attribute of celeb_a (its ")
+    assert "Smiling" in err and "\n" not in err

@@ -61,6 +61,13 @@ class LatentStudyConfig(AEConfig):
         "B, added to class B images (fashion_mnist 9,7: ankle boot minus sneaker)",
         resume=True,
     )
+    attribute: str = config_field(
+        "",
+        "a binary attribute of the dataset (celeb_a: any of its 40, e.g. Smiling) in place of "
+        "--attribute_classes: mean code of the images with it minus that of those without, "
+        "added to test images without it",
+        resume=True,
+    )
     strengths: tuple[float, ...] = config_field(
         (-2.0, -1.0, 0.0, 1.0, 2.0), "strengths at which attribute vectors are added", resume=True
     )
@@ -87,10 +94,36 @@ def attribute_pair(config: LatentStudyConfig) -> tuple[int, int]:
     return pair[0], pair[1]
 
 
+def check_attribute(config: LatentStudyConfig) -> None:
+    """Raises ConfigError unless ``--attribute`` names one of the dataset's attributes."""
+    names = data_spec(config).attribute_names
+    if config.attribute not in names:
+        known = f"one of {', '.join(names)}" if names else "none: use --attribute_classes"
+        raise ConfigError(
+            f"--attribute {config.attribute} is not an attribute of {config.dataset} "
+            f"(its attributes: {known})"
+        )
+
+
+def second_attribute(config: LatentStudyConfig, train, test, spec):
+    """(training rows with it, training rows without it, test images it is added to) of the
+    second attribute vector: ``--attribute`` (added to test images without the attribute),
+    else the class pair A, B of ``--attribute_classes`` (added to class-B test images)."""
+    if config.attribute:
+        has = data.attribute_mask(train, spec, config.attribute)
+        lacks = ~data.attribute_mask(test, spec, config.attribute)
+        return has, ~has, test.images[lacks]
+    a, b = attribute_pair(config)
+    return train.labels == a, train.labels == b, test.images[test.labels == b]
+
+
 def validate(config: LatentStudyConfig, num_devices: int) -> None:
     autoencoders_run.validate_ae(config, num_devices)
     check_positive(config, "vae_epochs", "vae_learning_rate", "knn_k")
-    attribute_pair(config)
+    if config.attribute:
+        check_attribute(config)
+    else:
+        attribute_pair(config)
     if not config.strengths:
         raise ConfigError("--strengths needs at least one strength, e.g. -2,-1,0,1,2")
     if not all(-100 <= v <= 100 for v in config.strengths):
@@ -154,7 +187,7 @@ def attribute_grid(
     train_codes: np.ndarray,
     train: data.ImageSplit,
     test: data.ImageSplit,
-    pair: tuple[int, int],
+    second,
     strengths,
     rows: int = 5,
 ) -> np.ndarray:
@@ -162,18 +195,19 @@ def attribute_grid(
 
     - ink: mean code of the thickest quarter of training images minus the thinnest quarter
       (thickness = pixels above 1/2), on the first ``rows`` test images;
-    - class pair (a, b): mean code of class a minus class b, on the first ``rows`` class-b test
-      images. Returns [2 * rows * len(strengths), S, S, 1].
+    - ``second`` = (training rows with, training rows without, test images) of
+      :func:`second_attribute`: its vector on the first ``rows`` of those test images.
+    Returns [2 * rows * len(strengths), S, S, C].
     """
     thickness = latent.ink(train.images / 255.0)
     low, high = np.percentile(thickness, [25, 75])
     ink_vector = latent.attribute_vector(train_codes, thickness >= high, thickness <= low)
-    a, b = pair
-    class_vector = latent.attribute_vector(train_codes, train.labels == a, train.labels == b)
+    with_it, without_it, shifted_images = second
+    second_vector = latent.attribute_vector(train_codes, with_it, without_it)
     blocks = []
     for vector, images in (
         (ink_vector, test.images[:rows]),
-        (class_vector, test.images[test.labels == b][:rows]),
+        (second_vector, shifted_images[:rows]),
     ):
         z = autoencoders_run.encode_images(model, images)
         shifted = latent.add_attribute(z, vector, strengths)  # [S, rows, D]
@@ -239,15 +273,24 @@ def save_interpolations_and_attributes(
     workdir: Path, config: LatentStudyConfig, ae, vae, codes: dict, train, test, spec
 ) -> None:
     """interpolation.png (4 pairs of test images of other classes) and attributes_<model>.png."""
-    firsts = [int(np.flatnonzero(test.labels == c)[0]) for c in range(spec.num_classes)]
-    starts = test.images[[firsts[c] for c in range(0, 8, 2)]]
-    ends = test.images[[firsts[(c + 3) % spec.num_classes] for c in range(0, 8, 2)]]
+    starts, ends = interpolation_ends(test, spec.num_classes)
     strips = interpolation_strips(ae, vae, starts, ends, 10)
     io.save_image_grid(workdir / "interpolation.png", strips, columns=10)
-    pair, strengths = attribute_pair(config), config.strengths
+    second, strengths = second_attribute(config, train, test, spec), config.strengths
     for name, model in (("ae", ae), ("vae", vae)):
-        grid = attribute_grid(model, codes[name][0], train, test, pair, strengths)
+        grid = attribute_grid(model, codes[name][0], train, test, second, strengths)
         io.save_image_grid(workdir / f"attributes_{name}.png", grid, columns=len(strengths))
+
+
+def interpolation_ends(test: data.ImageSplit, num_classes: int):
+    """Four pairs of test images to interpolate between: the first of classes 0, 2, 4, 6 and of
+    3, 5, 7, 9 (mod the classes) where the data have 8 classes or more, else test images 0, 2,
+    4, 6 and 1, 3, 5, 7."""
+    if num_classes < 8:
+        return test.images[0:8:2], test.images[1:8:2]
+    firsts = [int(np.flatnonzero(test.labels == c)[0]) for c in range(num_classes)]
+    starts = test.images[[firsts[c] for c in range(0, 8, 2)]]
+    return starts, test.images[[firsts[(c + 3) % num_classes] for c in range(0, 8, 2)]]
 
 
 def save_latent_plots(workdir: Path, ae, vae, codes: dict, test, spec) -> None:
