@@ -123,7 +123,6 @@ class _Running:
     """A part whose process runs: its attempt's start and whether it was told to stop."""
 
     part: Part
-    index: int
     process: subprocess.Popen
     start: float
     told_to_stop: bool = False
@@ -250,7 +249,7 @@ def _start(part, parts, root, state, env, jobs, say) -> _Running:
     if not part.takes_workdir:  # its outputs go where its flags say, in its folder
         (root / part.name).mkdir(exist_ok=True)
     log = root / "logs" / f"{part.name}.log"
-    return _Running(part, index, start_part(command, log, env), time.monotonic())
+    return _Running(part, start_part(command, log, env), time.monotonic())
 
 
 def _record(ended: _Running, root: Path, state: dict, machine: str, say) -> bool:
