@@ -400,7 +400,7 @@ def test_the_latent_study_adds_a_celeba_attribute_vector(
     data_dir, loaded = downloaded
     monkeypatch.setattr(sources.source("celeb_a"), "SPEC", specs["celeb_a"])  # 3 + 2 photos
     workdir = tmp_path / "study"
-    argv = ["--dataset", "celeb_a", "--data_dir", str(data_dir), "--image_size", "32"]
+    argv = ["--dataset", "celeb_a", "--data_dir", str(data_dir), "--model", "mlp"]
     argv += ["--batch_size", "1", "--epochs", "1", "--vae_epochs", "1", "--knn_k", "1"]
     argv += ["--attribute", "Smiling", "--workdir", str(workdir)]
     config = latent_study.LatentStudyConfig()

@@ -174,6 +174,8 @@ def save_latent_scatters(
     )
     cmap = plt.get_cmap("tab10")
     for ax, (z, title) in zip(axes[0], panels):
+        if not class_names:  # data without classes (CelebA): one colour, no legend
+            ax.scatter(z[:, 0], z[:, 1], s=2, alpha=0.6, color=cmap(0))
         for k, name in enumerate(class_names):
             chosen = labels == k
             ax.scatter(z[chosen, 0], z[chosen, 1], s=2, alpha=0.6, color=cmap(k % 10), label=name)
@@ -183,7 +185,8 @@ def save_latent_scatters(
         if limits is not None:
             ax.set_xlim(*limits)
             ax.set_ylim(*limits)
-    axes[0, -1].legend(markerscale=5, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    if class_names:
+        axes[0, -1].legend(markerscale=5, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     return _save_figure(path, fig)
 
 
