@@ -20,8 +20,10 @@ from etils.epath import testing as epath_testing
 
 from tests import archives
 from tests.helpers import BUCKET, fake_bucket
+from vaejax import cli, io
 from vaejax.data import catalog, remote, source_builder, sources
 from vaejax.data.idx import RAW_DATA_DIR_ENV, DataError
+from vaejax.runs import vae as vae_run
 
 # the module's fixtures write and prepare datasets: its tests share one pytest-xdist worker
 pytestmark = pytest.mark.xdist_group("sources")
@@ -381,6 +383,15 @@ def test_data_folders_in_a_bucket_are_read_through_a_local_mirror(
         assert (mirror / "tfds" / "cifar10" / version / "dataset_info.json").is_file()
         assert not (mirror / "tfds" / "downloads").exists()  # copied down, not downloaded
         assert not (mirror / "raw").exists()
+        # a whole training run from the command line, its data from the bucket (a third
+        # machine's empty mirror)
+        monkeypatch.setenv(remote.CACHE_ENV, str(tmp_path / "machine_c"))
+        n = len(written["cifar10"].expected["train"].images)
+        argv = ["--dataset", "cifar10", "--data_dir", BUCKET + "tfds", "--epochs", "1"]
+        argv += ["--batch_size", str(n), "--hidden_dim", "16", "--workdir", str(tmp_path / "run")]
+        assert cli.main(vae_run.VAEConfig(), argv=argv) == 0
+        assert io.read_jsonl(tmp_path / "run" / "metrics.jsonl")[-1]["epoch"] == 1
+        assert (tmp_path / "machine_c" / "gs" / "bucket" / "tfds" / "cifar10").is_dir()
     refused = lambda original, *args, **kwargs: (_ for _ in ()).throw(PermissionError("403"))
     with epath_testing.mock_epath(isdir=refused, exists=refused):
         with pytest.raises(DataError, match=r"^cannot use --data_dir gs://bucket/tfds \(.*gcsfs"):
