@@ -5,7 +5,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from vaejax import models, objectives
@@ -144,7 +143,8 @@ def test_vae_loss_gradient_matches_finite_differences():
         )
         loss_fn = objectives.batch_mean(objectives.vae_per_example(model))
         loss = jax.jit(lambda p: loss_fn(p, x, jax.random.key(5))[0])  # op by op: 20 s
-        assert float(optax.global_norm(jax.jit(jax.grad(loss))(params))) > 1e-2  # not flat
+        grads = jax.tree_util.tree_leaves(jax.jit(jax.grad(loss))(params))
+        assert np.sqrt(sum(float(jnp.sum(g**2)) for g in grads)) > 1e-2  # not flat
         check_grads(loss, (params,), order=1, modes=["rev"], eps=1e-5, atol=1e-8, rtol=1e-6)
 
 
