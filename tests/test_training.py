@@ -336,6 +336,11 @@ for split in (False, True):
     out[f"loss_{split}"] = np.asarray(metrics["loss"]).tolist()
     leaves = jax.tree_util.tree_leaves(state.params)
     out[f"params_{split}"] = [np.asarray(p).tolist() for p in leaves]
+evaluate = training.make_evaluator(per_example, preprocess, batch_size=16, mesh=mesh)
+for split in (False, True):
+    put = sharding.put_row_sharded if split else sharding.put_replicated
+    terms = evaluate(params, put(images, mesh), jax.random.key(3), n)
+    out[f"eval_{split}"] = {k: float(v) for k, v in terms.items()}
 gather = jax.jit(sharding.gather_rows(mesh))
 rows = jnp.array([65, 0, 16, 17, 33, 34, 50, 51], jnp.int32)  # both sides of every boundary
 placed = sharding.put_row_sharded((images, labels), mesh)
@@ -350,7 +355,7 @@ print(json.dumps(out))
 def test_data_split_by_rows_over_devices_trains_bit_for_bit_like_a_copy_on_each():
     """4 devices: each holds a quarter of the rows (padded), each step's batch gathered by one
     reduce-scatter; two epochs end with the same parameters, bit for bit, as with the whole
-    dataset on every device."""
+    dataset on every device, and an evaluation of the split rows gives the same means."""
     out = run_on_devices(ROWS_SPLIT, 4)
     assert out["devices"] == 4
     assert out["rows_on_a_device_False"] == 66 and out["rows_on_a_device_True"] == 17
@@ -358,3 +363,4 @@ def test_data_split_by_rows_over_devices_trains_bit_for_bit_like_a_copy_on_each(
     assert out["gathered_labels"] == [65, 0, 16, 17, 33, 34, 50, 51]
     assert out["loss_True"] == out["loss_False"]
     assert out["params_True"] == out["params_False"]
+    assert out["eval_True"] == out["eval_False"]  # the padding rows are left out

@@ -3,6 +3,9 @@ from a dataset whose rows are split over it."""
 
 from __future__ import annotations
 
+import functools
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -109,3 +112,24 @@ def gather_rows(mesh: Mesh):
         return jax.tree_util.tree_map(pick, data)
 
     return jax.shard_map(local, mesh=mesh, in_specs=(P(DATA_AXIS), P()), out_specs=P(DATA_AXIS))
+
+
+def batch_splitter(mesh: Mesh, batch_size: int) -> Callable:
+    """``split(data, n) -> (batches, masks)``: the first n rows of ``data`` (replicated or split
+    by rows) as zero-padded batches [batches, batch_size, ...] and masks [batches, batch_size] of
+    the real rows, each device holding its part of every batch (for evaluations)."""
+
+    @functools.partial(
+        jax.jit, static_argnums=1, out_shardings=NamedSharding(mesh, PartitionSpec(None, DATA_AXIS))
+    )
+    def split_batches(data, n):
+        batches = -(-n // batch_size)
+
+        def split(a):
+            a = jnp.pad(a[:n], [(0, batches * batch_size - n)] + [(0, 0)] * (a.ndim - 1))
+            return a.reshape(batches, batch_size, *a.shape[1:])
+
+        masks = (jnp.arange(batches * batch_size) < n).reshape(batches, batch_size)
+        return jax.tree_util.tree_map(split, data), masks
+
+    return split_batches

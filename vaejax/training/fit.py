@@ -183,11 +183,14 @@ def one_model(
     evaluate = step.make_evaluator(
         per_example, eval_preprocess, batch_size=eval_batch_size, mesh=mesh
     )
-    test_data = sharding.put_replicated(test_data, mesh)
+    num_test = len(jax.tree_util.tree_leaves(test_data)[0])
+    put = sharding.put_row_sharded if mesh.size > 1 else sharding.put_replicated
+    test_data = put(test_data, mesh)  # on N devices: 1/N of the rows on each
     writer = loop.is_writer()
 
     def end_of_epoch(epoch: int, state, train_terms):
-        test_terms = {k: float(v) for k, v in evaluate(state.params, test_data, eval_key).items()}
+        terms = evaluate(state.params, test_data, eval_key, num_test)
+        test_terms = {k: float(v) for k, v in terms.items()}
         if writer and epoch > 0 and after_epoch is not None:
             after_epoch(epoch, jax.device_get(state.params))
         return train_and_test_record(epoch, train_terms, test_terms, describe)

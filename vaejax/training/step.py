@@ -31,6 +31,7 @@ from jax.sharding import Mesh
 from vaejax.data.preprocess import Preprocess
 from vaejax.sharding import (
     batch_sharded,
+    batch_splitter,
     check_batch_size,
     data_mesh,
     gather_rows,
@@ -323,30 +324,20 @@ def make_evaluator(
     batch_size: int = 1000,
     mesh: Mesh | None = None,
 ) -> Callable:
-    """``evaluate(params, data, key) -> {metric: mean over all examples}``, compiled.
+    """``evaluate(params, data, key, num_examples=None) -> {metric: mean over all examples}``.
 
     ``per_example(params, batch, key)`` returns a dict of [B] arrays. Every example counts once:
-    the last batch is padded and the padding masked out. Batches are sharded over the devices;
-    batch ``b`` uses ``fold_in(key, b)``. The host runs one compiled call per batch (adding to
-    running totals), so a signal stops an evaluation within a batch's time.
+    the last batch is padded and the padding masked out. ``data``: replicated, or split by rows
+    (:func:`~vaejax.sharding.put_row_sharded`; ``num_examples`` leaves its padding out). Each
+    device holds its part of every batch; batch ``b`` uses ``fold_in(key, b)``. One compiled
+    call per batch, so a signal stops an evaluation within a batch's time.
     """
     mesh = mesh or data_mesh()
     check_batch_size(batch_size, mesh.size, "evaluation batch size")
     preprocess = preprocess or _identity_preprocess
     sharding = batch_sharded(mesh)
 
-    @jax.jit
-    def split_batches(data):
-        n = jax.tree_util.tree_leaves(data)[0].shape[0]
-        batches = -(-n // batch_size)
-        pad = batches * batch_size - n
-
-        def split(a):
-            a = jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1))
-            return a.reshape(batches, batch_size, *a.shape[1:])
-
-        masks = (jnp.arange(batches * batch_size) < n).reshape(batches, batch_size)
-        return jax.tree_util.tree_map(split, data), masks
+    split_batches = batch_splitter(mesh, batch_size)
 
     @functools.partial(jax.jit, donate_argnums=4, out_shardings=replicated(mesh))
     def add_batch(params, stacked, masks, key, totals, b):
@@ -358,9 +349,9 @@ def make_evaluator(
         sums = {k: jnp.sum(jnp.where(mask, v, 0.0)) for k, v in terms.items()}
         return jax.tree_util.tree_map(jnp.add, totals, sums)
 
-    def evaluate(params, data, key):
-        n = jax.tree_util.tree_leaves(data)[0].shape[0]
-        stacked, masks = split_batches(data)
+    def evaluate(params, data, key, num_examples=None):
+        n = num_examples or jax.tree_util.tree_leaves(data)[0].shape[0]
+        stacked, masks = split_batches(data, n)
         first = jax.eval_shape(
             lambda: per_example(
                 params, preprocess(jax.tree_util.tree_map(lambda a: a[0], stacked), key), key
