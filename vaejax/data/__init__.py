@@ -8,6 +8,7 @@ from vaejax.data.catalog import (
     describe,
     fit_to_size,
     load_split,
+    select,
     take,
 )
 from vaejax.data.datasets import (

@@ -118,10 +118,14 @@ def raw_file_names(name: str) -> tuple[str, ...]:
 
 def take(split: ImageSplit, n: int) -> ImageSplit:
     """The first ``n`` examples of ``split`` (all of them for 0)."""
-    if not n:
-        return split
-    attributes = None if split.attributes is None else split.attributes[:n]
-    return ImageSplit(split.images[:n], split.labels[:n], attributes)
+    return select(split, slice(None, n)) if n else split
+
+
+def select(split: ImageSplit, index) -> ImageSplit:
+    """The examples ``index`` (a slice or an array of positions) of ``split``, each with its
+    label and attributes."""
+    attributes = None if split.attributes is None else split.attributes[index]
+    return ImageSplit(split.images[index], split.labels[index], attributes)
 
 
 def attribute_mask(split: ImageSplit, spec: Any, name: str) -> np.ndarray:

@@ -190,8 +190,7 @@ def floor_images(test: data.ImageSplit, n: int, seed: int) -> data.ImageSplit:
     if not n or n >= len(test.images):
         return test
     index = np.sort(np.random.default_rng(seed).choice(len(test.images), n, replace=False))
-    attributes = None if test.attributes is None else test.attributes[index]
-    return data.ImageSplit(test.images[index], test.labels[index], attributes)
+    return data.select(test, index)
 
 
 def run(config: QualityConfig, workdir: Path) -> dict:
