@@ -114,7 +114,6 @@ def _placed(settings: TrainSettings, state, update, preprocess, train_data, keys
     """(runner, state on the devices, train data on the devices or None, the streamed reader or
     None), as ``settings.data_on_device`` places the data (:mod:`vaejax.training.stream`)."""
     resident = stream.data_on_device(settings.data_on_device, train_data, mesh)
-    split = mesh.size > 1  # on the devices: 1/N of the rows on each, not a copy on each
     common = dict(
         batch_size=settings.batch_size,
         num_examples=len(jax.tree_util.tree_leaves(train_data)[0]),
@@ -122,9 +121,10 @@ def _placed(settings: TrainSettings, state, update, preprocess, train_data, keys
         nonfinite=settings.nonfinite,
     )
     if resident:
-        runner = step.make_epoch_runner(update, preprocess, rows_sharded=split, **common)
-        put = sharding.put_row_sharded if split else sharding.put_replicated
-        return runner, sharding.put_replicated(state, mesh), put(train_data, mesh), None
+        # rows split over the devices (1/N on each); one device gathers its batch directly
+        runner = step.make_epoch_runner(update, preprocess, rows_sharded=mesh.size > 1, **common)
+        placed = sharding.put_row_sharded(train_data, mesh)
+        return runner, sharding.put_replicated(state, mesh), placed, None
     runner = stream.make_streamed_runner(update, preprocess, **common)
     reader = stream.Streamed(train_data, runner, keys.data, mesh)
     return runner, sharding.put_replicated(state, mesh), None, reader
@@ -184,8 +184,7 @@ def one_model(
         per_example, eval_preprocess, batch_size=eval_batch_size, mesh=mesh
     )
     num_test = len(jax.tree_util.tree_leaves(test_data)[0])
-    put = sharding.put_row_sharded if mesh.size > 1 else sharding.put_replicated
-    test_data = put(test_data, mesh)  # on N devices: 1/N of the rows on each
+    test_data = sharding.put_row_sharded(test_data, mesh)  # on N devices: 1/N of the rows each
     writer = loop.is_writer()
 
     def end_of_epoch(epoch: int, state, train_terms):
