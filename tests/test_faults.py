@@ -290,6 +290,38 @@ def test_a_cut_checkpoint_read_by_many_reads_at_once_is_one_line(tmp_path):
         _one_line(proc.stderr, f"error: checkpoint {tmp_path / '1'} is damaged")
 
 
+ECHOES = """
+import sys
+from vaejax.training import checkpoints
+checkpoints.quiet_closed_event_loops()
+checkpoints.quiet_closed_event_loops()  # twice is the same as once
+
+
+class Callback:
+    def __init__(self, message):
+        self.message = message
+
+    def __del__(self):  # an error here goes through sys.unraisablehook
+        raise RuntimeError(self.message)
+
+
+for message in ("Event loop is closed", "a real failure"):
+    Callback(message)
+    error = RuntimeError(message)
+    sys.excepthook(RuntimeError, error, None)  # what PyErr_Print does with a callback's error
+"""
+
+
+def test_closed_event_loop_echoes_are_dropped_and_other_errors_are_not():
+    """tensorstore reports a callback into orbax's closed event loop through ``PyErr_Print``
+    (sys.excepthook) or ``PyErr_WriteUnraisable`` (sys.unraisablehook); both are dropped, and
+    any other error still prints through both."""
+    proc = run_python(["-c", ECHOES])
+    assert proc.returncode == 0, proc.stderr
+    assert "Event loop is closed" not in proc.stderr
+    assert proc.stderr.count("RuntimeError: a real failure") == 2, proc.stderr
+
+
 def _unshare_works() -> bool:
     try:
         probe = ["unshare", "--user", "--map-root-user", "--mount", "true"]

@@ -21,12 +21,7 @@ import jax
 
 from vaejax import data, io, stopping
 from vaejax.errors import ConfigError, machine_limit_message, missing_module_line
-from vaejax.failures import (
-    disk_full_line,
-    file_error_line,
-    quiet_closed_event_loops,
-    stopped_line,
-)
+from vaejax.failures import disk_full_line, file_error_line, stopped_line
 from vaejax.flags import (
     AUTO,
     LAUNCH_FLAGS,
@@ -231,7 +226,7 @@ def main(
     propagate, package_log.propagate = package_log.propagate, False  # once, not also via root
     workdir = None
     try:
-        quiet_closed_event_loops()
+        checkpoints.quiet_closed_event_loops()
         with stopping.raising():
             ask_for_deterministic_gpu()
             use_compilation_cache()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import shutil
-import sys
 from pathlib import Path
 
 from vaejax import stopping
@@ -89,32 +88,6 @@ def disk_full_line(error: BaseException, workdir: Path | None) -> str | None:
         f"no space left on the device of {where} ({free / 2**20:.1f} MB free{size}): free some "
         f"space and rerun the same command to {then} ({kept})"
     )
-
-
-def _closed_loop(error: BaseException) -> bool:
-    return isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
-
-
-def quiet_closed_event_loops() -> None:
-    """From now on, drops the 'Event loop is closed' tracebacks that tensorstore prints
-    (through ``sys.excepthook`` or ``sys.unraisablehook``, even at the interpreter's exit) when
-    its reads or writes finish after orbax gave up on a damaged or failed checkpoint; the
-    failure itself is reported in the command's one line. Every other error is printed as
-    before. Installing twice is the same as once."""
-    if getattr(sys.excepthook, "quiet_closed_event_loops", False):
-        return
-    excepthook, unraisablehook = sys.excepthook, sys.unraisablehook
-
-    def on_exception(kind, error, traceback):
-        if not _closed_loop(error):
-            excepthook(kind, error, traceback)
-
-    def on_unraisable(unraisable):
-        if not _closed_loop(unraisable.exc_value):
-            unraisablehook(unraisable)
-
-    on_exception.quiet_closed_event_loops = True
-    sys.excepthook, sys.unraisablehook = on_exception, on_unraisable
 
 
 def file_error_line(error: BaseException, workdir: Path | None) -> str | None:

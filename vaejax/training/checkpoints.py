@@ -172,32 +172,43 @@ class _AbandonedReads(logging.Filter):
 _ABANDONED_READS = _AbandonedReads()
 
 
-def _quiet_abandoned_reads() -> None:
-    """When one read of a damaged checkpoint fails, orbax closes its event loop while its other
-    reads of the same files are still in flight; each of them later reports its own failure
-    (asyncio's "Future exception was never retrieved", or tensorstore's callback into the closed
-    loop, "Event loop is closed", through ``sys.unraisablehook``), after the one error line was
-    printed. The first failure is the one reported; these echoes are dropped."""
+def _closed_loop(error: BaseException | None) -> bool:
+    return isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
+
+
+def quiet_closed_event_loops() -> None:
+    """From now on, drops the echoes of reads and writes that orbax abandoned.
+
+    When one read of a damaged checkpoint fails (or a save fails), orbax closes its event loop
+    while other reads or writes of the same files are still in flight; each later reports its
+    own failure after the one error line was printed: asyncio's "Future exception was never
+    retrieved" log record, or tensorstore's callback into the closed loop, "Event loop is
+    closed", through ``sys.excepthook`` or ``sys.unraisablehook`` (from its own threads, even at
+    the interpreter's exit). The first failure is the one reported; these echoes are dropped and
+    every other error is printed as before. Installing twice is the same as once."""
     logging.getLogger("asyncio").addFilter(_ABANDONED_READS)  # adding it twice is a no-op
-    previous = sys.unraisablehook
-    if getattr(previous, "_drops_closed_loop_echoes", False):
+    if getattr(sys.excepthook, "quiet_closed_event_loops", False):
         return
+    excepthook, unraisablehook = sys.excepthook, sys.unraisablehook
 
-    def hook(unraisable) -> None:
-        error = unraisable.exc_value
-        if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
-            previous(unraisable)
+    def on_exception(kind, error, traceback):
+        if not _closed_loop(error):
+            excepthook(kind, error, traceback)
 
-    hook._drops_closed_loop_echoes = True
-    sys.unraisablehook = hook
+    def on_unraisable(unraisable):
+        if not _closed_loop(unraisable.exc_value):
+            unraisablehook(unraisable)
+
+    on_exception.quiet_closed_event_loops = True
+    sys.excepthook, sys.unraisablehook = on_exception, on_unraisable
 
 
 def _restore_items(directory: Path, step: int, **items) -> dict[str, Any]:
+    quiet_closed_event_loops()  # before the reads start: their echoes may come at any time
     manager = _manager(directory, read_only=True)
     try:
         return manager.restore(step, args=_ocp().args.Composite(**items))
     except Exception as e:  # orbax raises many kinds for damaged folders
-        _quiet_abandoned_reads()
         raise _unreadable(directory, step, e) from None
     finally:
         manager.close()
