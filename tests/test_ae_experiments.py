@@ -129,6 +129,7 @@ def test_anomaly_detection_table_is_reproduced_on_rerun(tmp_path, mnist_tfds_dir
     assert json.loads((workdir / "anomaly.json").read_text()) == rows
 
 
+@pytest.mark.slow  # 40-70 s on 2 cores; the latent study runs in CI in test_sources (CelebA)
 def test_ae_fashion_mnist_writes_every_figure_and_the_table(
     tmp_path, fashion_raw_dir, fashion_tfds_dir
 ):

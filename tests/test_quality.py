@@ -311,13 +311,13 @@ def test_vae_perceptual_flags_are_checked(tmp_path, capsys):
 def test_the_floor_is_a_seeded_random_draw_of_the_test_images_not_the_first():
     n = 10_000
     split = data.ImageSplit(np.zeros((n, 2, 2, 1), np.uint8), np.arange(n) % 10, np.arange(n))
-    floor = quality_run.floor_images(split, 2000, seed=0)
+    floor = data.draw(split, 2000, seed=0)
     index = floor.attributes  # the attributes carry each example's position in the file
     assert len(index) == len(set(index)) == 2000 and np.all(np.diff(index) > 0)
     assert 800 < np.sum(index < n // 2) < 1200  # both halves of the file (two NIST collections)
     np.testing.assert_array_equal(floor.labels, index % 10)  # labels stay with their images
-    again = quality_run.floor_images(split, 2000, seed=0).attributes
+    again = data.draw(split, 2000, seed=0).attributes
     np.testing.assert_array_equal(again, index)
-    assert not np.array_equal(quality_run.floor_images(split, 2000, seed=1).attributes, index)
-    assert quality_run.floor_images(split, 0, seed=0) is split
-    assert quality_run.floor_images(split, n, seed=0) is split
+    assert not np.array_equal(data.draw(split, 2000, seed=1).attributes, index)
+    assert data.draw(split, 0, seed=0) is split
+    assert data.draw(split, n, seed=0) is split

@@ -109,6 +109,32 @@ def _check_the_likelihood_parts(root):
     assert proc.returncode == 2 and "is damaged or belongs to another model" in proc.stderr
 
 
+def test_fashion_mnist_suites_train_score_and_evaluate_on_it_without_the_mnist_only_parts():
+    for suite in suites.SUITES:
+        parts = {p.name: p for p in suites.parts(suite, ("--data_dir", "D"), "fashion_mnist")}
+        assert list(parts) == [
+            "classifier",
+            "vae1",
+            "nll_vae1",
+            "dcgan",
+            "wgan_gp",
+            "ddpm",
+            "quality",
+            "quality_ddpm_best",
+        ]
+        for name, part in parts.items():
+            flags = " ".join(part.flags)
+            if name == "nll_vae1":  # evaluates the run on the run's own dataset
+                assert "--dataset" not in flags and part.target == ""
+            else:
+                assert "--dataset fashion_mnist" in flags and flags.endswith("--data_dir D")
+    assert suites.label("cpu") == "cpu" and suites.label("cpu", "fashion_mnist") == (
+        "cpu, Fashion-MNIST"
+    )
+    with pytest.raises(ValueError, match="unknown dataset 'cifar10'"):
+        suites.parts("cpu", (), "cifar10")
+
+
 def test_a_failing_part_is_one_line_naming_its_log(tmp_path):
     part = suites.Part(
         "nll_missing",
@@ -130,6 +156,9 @@ def test_a_failing_part_is_one_line_naming_its_log(tmp_path):
     assert str(tmp_path / "logs" / "nll_missing.log") in message
     with pytest.raises(runner.SuiteError, match="holds the 'smoke' suite, not 'cpu'"):
         runner.run_suite("cpu", [part], tmp_path, say=lines.append)
+    other = suites.label("smoke", "fashion_mnist")  # the same suite on another dataset
+    with pytest.raises(runner.SuiteError, match="not 'smoke, Fashion-MNIST'"):
+        runner.run_suite(other, [part], tmp_path, say=lines.append)
     blocked = suites.Part("late", "experiments.classifier", ("--x", "{early}"), "training", "")
     with pytest.raises(runner.SuiteError, match="part late needs early finished first"):
         runner.run_suite("smoke", [blocked], tmp_path, say=lines.append)

@@ -85,15 +85,16 @@ def test_runs_count_steps_of_their_batch_size_and_epochs():
 
 
 def test_adam_under_a_schedule_takes_the_steps_the_closed_form_says():
-    """Two Adam runs on f(w) = w: with a schedule, each update is -rate(t) * sign (Adam's first
-    step is -lr for any gradient; with a constant gradient every step is)."""
+    """Adam on f(w) = w, built by hand and from a run's config: with a schedule, each update is
+    -rate(t) * sign (Adam's first step is -lr for any gradient; with a constant gradient every
+    step is)."""
     rate = schedules.learning_rate("cosine", 0.1, steps_per_epoch=1, total_steps=6)
-    tx = optax.adam(rate, eps=0.0)
-    w, state = np.float32(0.0), tx.init(np.float32(0.0))
-    steps = []
-    for _ in range(6):
-        updates, state = tx.update(np.float32(1.0), state)
-        steps.append(float(updates))
-        w = w + updates
+    config = VAEConfig(batch_size=4, epochs=6, lr_schedule="cosine", learning_rate=0.1)
     expected = [-0.1 * 0.5 * (1 + math.cos(math.pi * t / 6)) for t in range(6)]
-    np.testing.assert_allclose(steps, expected, rtol=1e-4)  # float32 Adam
+    for tx in (optax.adam(rate, eps=0.0), schedules.adam_of(config, 4, eps=0.0)):
+        state = tx.init(np.float32(0.0))
+        steps = []
+        for _ in range(6):
+            updates, state = tx.update(np.float32(1.0), state)
+            steps.append(float(updates))
+        np.testing.assert_allclose(steps, expected, rtol=1e-4)  # float32 Adam

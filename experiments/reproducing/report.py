@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 from experiments.reproducing.runner import STATE
-from experiments.reproducing.suites import Part
+from experiments.reproducing.suites import DATASET_NAMES, Part
 from vaejax import io
 
 # pictures copied into --gallery: (part, file in its workdir, name in the gallery)
@@ -173,8 +173,9 @@ def _section(title: str, intro: str, rows: list[str]) -> list[str]:
     return [f"## {title}", "", intro, "", *rows, ""]
 
 
-def page(suite: str, parts: list[Part], root: Path, invocation: str) -> str:
-    """The Markdown page of ``suite``'s finished parts in ``root``."""
+def page(suite: str, parts: list[Part], root: Path, invocation: str, dataset: str = "mnist") -> str:
+    """The Markdown page of ``suite``'s finished parts in ``root`` (``suite``: its label, e.g.
+    'cpu, Fashion-MNIST')."""
     state = json.loads((root / STATE).read_text())
     done = [state["parts"].get(p.name, {}) for p in parts]
     machines = sorted({r["machine"] for r in done if r.get("done") and r.get("machine")})
@@ -196,10 +197,11 @@ def page(suite: str, parts: list[Part], root: Path, invocation: str) -> str:
             "and the benchmark alone), so the wall times of parts that overlapped include "
             "sharing it."
         )
+    targets = "Burda et al. 2016, Table 1" if dataset == "mnist" else "none published"
     lines += _section(
-        "Likelihood: MNIST, dynamic binarization",
+        f"Likelihood: {DATASET_NAMES[dataset]}, dynamic binarization",
         "Test NLL = -L_K (the importance-weighted bound), mean ± standard error over the test "
-        "images; targets: Burda et al. 2016, Table 1.",
+        f"images; targets: {targets}.",
         _likelihood_rows(parts, root, state),
     )
     lines += _section(

@@ -6,6 +6,7 @@ from vaejax.data.catalog import (
     builtin_names,
     dataset_spec,
     describe,
+    draw,
     fit_to_size,
     load_split,
     select,

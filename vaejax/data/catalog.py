@@ -128,6 +128,18 @@ def select(split: ImageSplit, index) -> ImageSplit:
     return ImageSplit(split.images[index], split.labels[index], attributes)
 
 
+def draw(split: ImageSplit, n: int, seed: int) -> ImageSplit:
+    """``n`` examples of ``split`` drawn at random without replacement by ``seed``, kept in file
+    order (all of them for 0 or n >= len). An evaluation on part of a test set takes these, not
+    the first ``n``: the MNIST test file is ordered by writers (its first 5,000 images come from
+    NIST's SD-3, its last 5,000 from SD-1, per LeCun's MNIST page), so its first images are not
+    a sample of the whole (docs/results.md measures the difference)."""
+    if not n or n >= len(split.images):
+        return split
+    index = np.sort(np.random.default_rng(seed).choice(len(split.images), n, replace=False))
+    return select(split, index)
+
+
 def attribute_mask(split: ImageSplit, spec: Any, name: str) -> np.ndarray:
     """bool [N]: which examples of ``split`` have the binary attribute ``name`` (one of
     ``spec.attribute_names``, e.g. CelebA's "Smiling"); for

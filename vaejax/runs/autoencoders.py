@@ -24,7 +24,6 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from vaejax import data, io, models, objectives
 from vaejax.runs.base import Data, Run, Training, json_record, register
@@ -40,7 +39,7 @@ from vaejax.runs.config import (
 )
 from vaejax.runs.trained import TrainedAutoencoder
 from vaejax.training.fit import RunKeys, TrainSettings, one_model
-from vaejax.training.schedules import learning_rate_of
+from vaejax.training.schedules import adam_of
 
 MODELS = ("mlp", "conv")
 
@@ -266,15 +265,13 @@ class AutoencoderMember(Run):
         trained = one_model(
             params,
             per_example,
-            optax.adam(
-                learning_rate_of(
-                    config,
-                    len(data_.train.images),
-                    batch_size=settings.batch_size,
-                    epochs=settings.epochs,
-                    peak=settings.learning_rate,
-                ),
+            adam_of(
+                config,
+                len(data_.train.images),
                 eps=settings.adam_eps,
+                batch_size=settings.batch_size,
+                epochs=settings.epochs,
+                peak=settings.learning_rate,
             ),
             test_data=data_.test.images,
             eval_preprocess=self.eval_preprocess or plain,

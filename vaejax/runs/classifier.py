@@ -21,7 +21,6 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from vaejax import io, models, objectives
 from vaejax.data.preprocess import make_classifier_preprocessor
@@ -41,7 +40,7 @@ from vaejax.runs.config import (
 )
 from vaejax.runs.trained import TrainedRun
 from vaejax.training.fit import RunKeys, one_model
-from vaejax.training.schedules import learning_rate_of
+from vaejax.training.schedules import adam_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +94,7 @@ class ClassifierRun(Run):
         trained = one_model(
             params,
             objectives.classifier_per_example(model),
-            optax.adam(learning_rate_of(config, len(data_.train.images)), eps=config.adam_eps),
+            adam_of(config, len(data_.train.images)),
             test_data=(data_.test.images, data_.test.labels.astype(np.int32)),
             eval_preprocess=make_classifier_preprocessor(),
             eval_batch_size=config.eval_batch_size,

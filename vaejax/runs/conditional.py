@@ -15,7 +15,6 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from vaejax import data, io, models, objectives
 from vaejax.data.preprocess import with_labels
@@ -33,7 +32,7 @@ from vaejax.runs.config import (
 from vaejax.runs.trained import TrainedRun
 from vaejax.runs.vae import _format_terms
 from vaejax.training.fit import RunKeys, one_model
-from vaejax.training.schedules import learning_rate_of
+from vaejax.training.schedules import adam_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,7 +118,7 @@ class CVAERun(Run):
         trained = one_model(
             params,
             objectives.cvae_per_example(model),
-            optax.adam(learning_rate_of(config, len(data_.train.images)), eps=config.adam_eps),
+            adam_of(config, len(data_.train.images)),
             test_data=(data_.test.images, data_.test.labels.astype(np.int32)),
             eval_preprocess=with_labels(plain),
             eval_batch_size=config.eval_batch_size,

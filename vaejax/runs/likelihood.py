@@ -37,7 +37,9 @@ class EvaluateConfig:
     samples: int = config_field(5000, "K, draws of z per test image (Burda et al. report K = 5000)")
     batch_size: int = config_field(100, "test images per compiled call")
     chunk_size: int = config_field(100, "draws per image held in memory at once")
-    test_examples: int = config_field(0, "evaluate the first N test images only (0 = all)")
+    test_examples: int = config_field(
+        0, "evaluate N test images drawn at random by --seed (0 = all)"
+    )
     seed: int = config_field(0, "seed of the draws")
     data_dir: str = config_field("", "tfds data directory (empty: the run's own)")
     raw_data_dir: str = config_field("", "folder with the raw IDX .gz files (empty: the run's own)")
@@ -107,7 +109,7 @@ def run(config: EvaluateConfig, workdir: Path) -> dict:
         raw_data_dir=config.raw_data_dir or run_config.raw_data_dir,
     )
     _, test = load_data(run_config, run_config.binarization)
-    images = test.images[: config.test_examples or None]
+    images = data.draw(test, config.test_examples, config.seed).images
     _announce(config, run_config, workdir, len(images))
     dequantized = run_config.binarization == "dequantize"
     images, preprocess = _model_inputs(images, run_config, config.seed, dequantized)

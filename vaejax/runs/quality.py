@@ -181,18 +181,6 @@ def _write_outputs(workdir: Path, record: dict, previews: list[tuple[np.ndarray,
     print(f"vaejax: wrote sample_quality.json, mode_coverage.png and samples.png to {workdir}")
 
 
-def floor_images(test: data.ImageSplit, n: int, seed: int) -> data.ImageSplit:
-    """``n`` examples of ``test`` drawn at random without replacement by ``seed``, kept in file
-    order (all of them for 0 or n >= len). Not the first ``n``: the MNIST test file is ordered
-    by writers (its first 5,000 images come from NIST's SD-3, its last 5,000 from SD-1, per
-    LeCun's MNIST page), and its first 2,000 images score a FID analogue of 17.8 against the
-    training features where 2,000 drawn at random score about 4 (docs/results.md)."""
-    if not n or n >= len(test.images):
-        return test
-    index = np.sort(np.random.default_rng(seed).choice(len(test.images), n, replace=False))
-    return data.select(test, index)
-
-
 def run(config: QualityConfig, workdir: Path) -> dict:
     """Scores the real test images and each run's samples; prints the table, writes
     ``sample_quality.json``, ``mode_coverage.png`` (label histograms) and ``samples.png`` (a row
@@ -205,7 +193,7 @@ def run(config: QualityConfig, workdir: Path) -> dict:
     train, test = load_data(
         dataclasses.replace(config, test_examples=0), size=classifier.image_shape[0]
     )
-    test = floor_images(test, config.test_examples, config.seed)
+    test = data.draw(test, config.test_examples, config.seed)  # not the first N: see draw
     scorer = Judge.of(classifier, train.images)
     num_classes = classifier.model.num_classes
     header = (

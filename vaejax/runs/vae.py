@@ -18,7 +18,6 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from vaejax import data, io, models, objectives
 from vaejax.errors import ConfigError
@@ -39,7 +38,7 @@ from vaejax.runs.config import (
 )
 from vaejax.runs.trained import TrainedAutoencoder
 from vaejax.training.fit import RunKeys, one_model
-from vaejax.training.schedules import learning_rate_of
+from vaejax.training.schedules import adam_of
 
 
 def _model_builders():
@@ -324,7 +323,7 @@ class VAERun(Run):
         trained = one_model(
             params,
             self.per_example(model),
-            optax.adam(learning_rate_of(config, len(data_.train.images)), eps=config.adam_eps),
+            adam_of(config, len(data_.train.images)),
             test_data=data_.test.images,
             eval_preprocess=self.preprocessor(size, train=False),
             eval_batch_size=config.eval_batch_size,

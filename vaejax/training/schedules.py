@@ -97,3 +97,11 @@ def learning_rate_of(config, num_train: int, *, batch_size=None, epochs=None, pe
         total_steps=(epochs or config.epochs) * per_epoch,
         warmup_steps=config.warmup_steps,
     )
+
+
+def adam_of(config, num_train: int, *, eps=None, **overrides) -> optax.GradientTransformation:
+    """Adam at the learning rate of a run's config (:func:`learning_rate_of`, whose keyword
+    overrides it takes) with the config's ``adam_eps`` (or ``eps``): the optimizer of every
+    single-model run."""
+    rate = learning_rate_of(config, num_train, **overrides)
+    return optax.adam(rate, eps=config.adam_eps if eps is None else eps)
