@@ -62,6 +62,10 @@ def test_smoke_suite_stopped_then_continued_writes_every_table(
     nll = json.loads((root / "iwae2_k50" / "likelihood_20.json").read_text())["test_nll"]
     assert f"{nll:.2f} ±" in page  # the table holds what the evaluation wrote
     assert page.count("real test images (100 images)") == 2
+    scores = json.loads((root / "quality" / "sample_quality.json").read_text())["rows"]
+    fid = {row["name"].split("/")[-1]: row["fid"] for row in scores}
+    met = "yes" if fid["wgan_gp"] <= fid["dcgan"] else "no"  # the WGAN-GP against the DCGAN
+    assert f"| no worse than the DCGAN | {met} |" in page
     assert "| mlp | jax_epoch |" in page and "| mlp | torch_tuned |" in page
     bench = json.loads((root / "benchmark" / "benchmark.json").read_text())
     assert bench["batch_sweep"] == bench["device_sweep"] == []
