@@ -214,7 +214,7 @@ class DDPMRun(Run):
         evaluate = training.make_evaluator(
             per_example, self.preprocess, batch_size=config.eval_batch_size, mesh=mesh
         )
-        test_images = sharding.put_replicated(data_.test.images, mesh)
+        test_images = sharding.put_row_sharded(data_.test.images, mesh)  # 1/N on each
         scorer = judge.epoch_judge(config, data_.train.images, self.log)
         total_steps = config.epochs * (len(data_.train.images) // config.batch_size)
         if config.warmup_steps >= total_steps:
@@ -253,9 +253,8 @@ class DDPMRun(Run):
         config, local_mesh = self.config, self.local_mesh
 
         def end_of_epoch(epoch: int, state: DiffusionState, train_terms):
-            test_terms = {
-                k: float(v) for k, v in evaluate(state.ema_params, test_images, keys.eval).items()
-            }
+            terms = evaluate(state.ema_params, test_images, keys.eval, len(data_.test.images))
+            test_terms = {k: float(v) for k, v in terms.items()}
             record, text = train_and_test_record(epoch, train_terms, test_terms, _describe)
             if epoch == 0:
                 return record, text
