@@ -12,6 +12,7 @@ import pytest
 from tests.helpers import run_on_devices
 from vaejax import models, objectives, training
 from vaejax.training import gan as gan_training
+from vaejax.training.ema import EMAState, with_ema
 
 
 def _sigmoid(x):
@@ -227,11 +228,56 @@ def test_bce_game_trains_in_the_epoch_runner():
     assert float(metrics["d_real"][-1]) > float(metrics["d_fake"][-1])
 
 
+@pytest.mark.parametrize("decay", [0.0, 0.6])
+def test_generator_average_follows_the_generator_by_its_own_steps(decay):
+    """The generator's EMA against the average written out over the raw update's steps: the
+    rate min(decay, (1 + s) / (10 + s)) by the generator's step s (one per n_critic critic
+    steps), the critic untouched; decay 0 keeps the trained weights exactly."""
+    n_critic, batch = 2, 4
+    model, opt, update, state = _tiny("wgan-gp", n_critic)
+    averaged = jax.jit(with_ema(update, decay, lambda game: game.generator))
+    raw = jax.jit(update)
+    ema_state = EMAState(state, state.generator.params)
+    reference = jax.tree_util.tree_map(lambda p: np.asarray(p, np.float64), state.generator.params)
+    for i in range(5):
+        real = jax.random.uniform(jax.random.key(i), (n_critic * batch, 8, 8, 1), minval=-1)
+        ema_state, _ = averaged(ema_state, real, jax.random.key(100 + i))
+        state, _ = raw(state, real, jax.random.key(100 + i))
+        s = int(state.generator.step)
+        rate = min(decay, (1 + s) / (10 + s))
+        reference = jax.tree_util.tree_map(
+            lambda e, p, r=rate: r * e + (1 - r) * np.asarray(p, np.float64),
+            reference,
+            state.generator.params,
+        )
+    assert int(ema_state.train.generator.step) == 5
+    assert int(ema_state.train.discriminator.step) == 5 * n_critic
+    for got, want in (
+        (ema_state.ema_params, reference),
+        (ema_state.train.generator.params, state.generator.params),
+        (ema_state.train.discriminator.params, state.discriminator.params),
+    ):
+        for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    moved = [
+        np.abs(np.asarray(a) - np.asarray(b)).max()
+        for a, b in zip(
+            jax.tree_util.tree_leaves(ema_state.ema_params),
+            jax.tree_util.tree_leaves(state.generator.params),
+        )
+    ]
+    if decay == 0:
+        assert max(moved) == 0.0
+    else:
+        assert max(moved) > 1e-4  # the average lags the weights
+
+
 MULTI_DEVICE_GAN = r"""
 import json, sys
 import jax, numpy as np, optax
 from vaejax import models, sharding, training
 from vaejax.training import gan as gan_training
+from vaejax.training.ema import EMAState, with_ema
 mesh = sharding.data_mesh()
 out = {"devices": jax.device_count()}
 for loss, n_critic in (("bce", 1), ("wgan-gp", 2)):

@@ -11,13 +11,14 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from tests.helpers import grid_size, run_python
+from tests.helpers import checkpoint_steps, grid_size, run_python
 from vaejax import cli, data, io, models, objectives
 from vaejax.errors import ConfigError
 from vaejax.evaluation import judge
 from vaejax.runs import gan as gan_run
 from vaejax.runs import quality as quality_run
 from vaejax.runs import vae as vae_run
+from vaejax.runs.load import load_run
 
 # the module's fixtures train models: its tests share one pytest-xdist worker
 pytestmark = pytest.mark.xdist_group("quality")
@@ -270,6 +271,7 @@ def test_gan_and_sample_quality_end_to_end(
         ),
         (["--image_size", "30"], "error: DCGAN does not take 30x30 images"),
         (["--adam_beta1", "1"], "error: --adam_beta1 must lie in [0, 1), got 1.0"),
+        (["--ema_decay", "1"], "error: --ema_decay must lie in [0, 1), got 1.0"),
         (
             ["--train_examples", "100", "--batch_size", "64", "--loss", "wgan-gp"],
             "error: one generator step takes n_critic x batch_size = 320 real images, "
@@ -288,6 +290,64 @@ def test_gan_bad_flags_get_one_line(tmp_path, capsys, argv, message):
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith(message) and "\n" not in err, err
     assert not (tmp_path / "w").exists()
+
+
+def test_a_gan_with_a_generator_average_resumes_it_exactly_and_samples_from_it(
+    tmp_path, mnist_tfds_dir, mnist_raw_dir
+):
+    """--ema_decay: a run killed mid-epoch and resumed ends bit for bit as the uninterrupted
+    one, average included; params.msgpack keeps the trained generator beside its average, and
+    the loaded run draws from the average. Without it the same players train and the file holds
+    them only."""
+
+    def argv(workdir, decay):
+        return [
+            "-m",
+            "experiments.gan_mnist",
+            "--data_dir",
+            str(mnist_tfds_dir),
+            "--raw_data_dir",
+            str(mnist_raw_dir),
+            "--width",
+            "4",
+            "--train_examples",
+            "640",
+            "--epochs",
+            "2",
+            "--eval_samples",
+            "0",
+            "--checkpoint_every",
+            "3",
+            "--ema_decay",
+            str(decay),
+            "--workdir",
+            str(workdir),
+        ]
+
+    for name, decay in (("whole", 0.9), ("plain", 0)):
+        proc = run_python(argv(tmp_path / name, decay))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    killed = run_python(argv(tmp_path / "killed", 0.9), env={"VAEJAX_FAULTS": "stretch@3:SIGKILL"})
+    assert killed.returncode == -9 and checkpoint_steps(tmp_path / "killed")
+    resumed = run_python(argv(tmp_path / "killed", 0.9))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    runs = {name: load_run(tmp_path / name) for name in ("whole", "killed", "plain")}
+    params = runs["whole"].params
+    assert set(params) == {"generator", "discriminator", "generator_ema"}
+    assert set(runs["plain"].params) == {"generator", "discriminator"}
+    leaves = jax.tree_util.tree_leaves
+    for a, b in zip(leaves(params), leaves(runs["killed"].params)):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(leaves(params["generator"]), leaves(runs["plain"].params["generator"])):
+        np.testing.assert_array_equal(a, b)
+    key, model = jax.random.key(3), runs["whole"].model
+    for generator, run in (
+        (params["generator_ema"], runs["whole"]),
+        (params["generator"], runs["plain"]),
+    ):
+        np.testing.assert_allclose(run.sample(key, 8), model.sample(generator, key, 8), atol=1e-6)
+    assert np.abs(runs["whole"].sample(key, 8) - runs["plain"].sample(key, 8)).max() > 1e-3
 
 
 def test_vae_perceptual_flags_are_checked(tmp_path, capsys):

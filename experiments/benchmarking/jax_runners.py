@@ -127,7 +127,7 @@ def run_jax_ddpm(
     from vaejax.models.unet import UNet
     from vaejax.objectives.diffusion import Diffusion, make_schedule, noise_prediction_loss
     from vaejax.runs.ddpm import optimizer
-    from vaejax.training.ema import DiffusionState, with_ema
+    from vaejax.training.ema import EMAState, with_ema
 
     mesh = sharding.data_mesh()
     s = SETTINGS["unet"]
@@ -141,7 +141,7 @@ def run_jax_ddpm(
         s["ema_decay"],
     )
     ema = jax.tree_util.tree_map(np.array, params)  # its own buffers: the state is donated
-    state = DiffusionState(training.create_train_state(params, tx), ema)
+    state = EMAState(training.create_train_state(params, tx), ema)
     state = sharding.put_replicated(state, mesh)
     preprocess = data.to_tanh_range(data.make_batch_preprocessor(28))
     return _epochs_summary(

@@ -44,7 +44,7 @@ from vaejax.runs.config import (
     value_text,
 )
 from vaejax.runs.trained import TrainedRun
-from vaejax.training.ema import DiffusionState, with_ema
+from vaejax.training.ema import EMAState, with_ema
 from vaejax.training.fit import RunKeys, train_and_test_record
 from vaejax.training.schedules import learning_rate_of
 
@@ -230,7 +230,7 @@ class DDPMRun(Run):
         sample = image_sampler(model, config, mesh=self.local_mesh)
         steps = f"{config.sampling_steps}" if config.sampler == "ddim" else f"{config.timesteps}"
         return Training(
-            DiffusionState(
+            EMAState(
                 training.create_train_state(params, tx), jax.tree_util.tree_map(np.array, params)
             ),  # own buffers: donated
             with_ema(
@@ -252,7 +252,7 @@ class DDPMRun(Run):
         ``samples_<epoch>.png``, both drawn with ``sample`` on the local devices."""
         config, local_mesh = self.config, self.local_mesh
 
-        def end_of_epoch(epoch: int, state: DiffusionState, train_terms):
+        def end_of_epoch(epoch: int, state: EMAState, train_terms):
             terms = evaluate(state.ema_params, test_images, keys.eval, len(data_.test.images))
             test_terms = {k: float(v) for k, v in terms.items()}
             record, text = train_and_test_record(epoch, train_terms, test_terms, _describe)
@@ -276,7 +276,7 @@ class DDPMRun(Run):
 
         return end_of_epoch
 
-    def finish(self, state: DiffusionState, data_: Data, keys: RunKeys):
+    def finish(self, state: EMAState, data_: Data, keys: RunKeys):
         saved = {
             "params": jax.device_get(state.train.params),
             "ema": jax.device_get(state.ema_params),

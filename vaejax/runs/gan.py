@@ -35,8 +35,9 @@ from vaejax.runs.config import (
 )
 from vaejax.runs.trained import TrainedRun
 from vaejax.training import schedules
+from vaejax.training.ema import EMAState, with_ema
 from vaejax.training.fit import RunKeys, TrainSettings
-from vaejax.training.gan import GANState, create_gan_state, make_gan_update
+from vaejax.training.gan import create_gan_state, make_gan_update
 
 # (learning rate, Adam beta2, critic steps per generator step) where the flags say auto (None):
 # Radford et al. for the BCE game, Gulrajani et al. for WGAN-GP
@@ -84,6 +85,11 @@ class GANConfig(RunConfig):
         "weight of the wgan-gp gradient penalty (lambda)",
         applies=applies_when(loss="wgan-gp"),
     )
+    ema_decay: float = config_field(
+        0.0,
+        "decay of a moving average of the generator's weights that then draws every sample "
+        "and score (0 = the trained weights; 0.999 is Yazici et al. 2019's)",
+    )
     noise_dim: int = config_field(100, "size of z")
     width: int = config_field(
         64,
@@ -129,6 +135,8 @@ def validate(config: GANConfig, num_devices: int) -> None:
     for name, value in (("adam_beta1", config.adam_beta1), ("adam_beta2", adam_beta2)):
         if not 0 <= value < 1:
             raise ConfigError(f"--{name} must lie in [0, 1), got {value}")
+    if not 0 <= config.ema_decay < 1:
+        raise ConfigError(f"--ema_decay must lie in [0, 1), got {config.ema_decay}")
     if config.loss == "wgan-gp" and config.generator_loss != "non-saturating":
         raise ConfigError(
             "--generator_loss chooses the bce game's generator loss; wgan-gp's is "
@@ -191,13 +199,16 @@ class GANRun(Run):
         return build(self.config)
 
     def init_params(self, model: GAN, key: jax.Array):
-        return model.init(key)
+        params = model.init(key)
+        if self.config.ema_decay > 0:
+            params["generator_ema"] = params["generator"]
+        return params
 
     def training(self, data_: Data, keys: RunKeys, mesh) -> Training:
         config = self.config
         learning_rate, beta2, n_critic = config.resolved()
         gan = self.build()
-        params = self.init_params(gan, keys.init)
+        params = gan.init(keys.init)
         rate = schedules.learning_rate_of(
             config,
             len(data_.train.images),
@@ -208,7 +219,7 @@ class GANRun(Run):
             optax.adam(r, b1=config.adam_beta1, b2=beta2, eps=config.adam_eps)
             for r in (rate, schedules.every_nth(rate, n_critic))
         )
-        update = make_gan_update(
+        game_update = make_gan_update(
             gan,
             loss=config.loss,
             generator_optimizer=generator_optimizer,
@@ -217,6 +228,7 @@ class GANRun(Run):
             generator_loss=config.generator_loss,
             penalty_weight=config.penalty_weight,
         )
+        update = with_ema(game_update, config.ema_decay, lambda game: game.generator)
         scorer = judge.epoch_judge(config, data_.train.images, self.log)
         fixed_z = jax.random.normal(keys.sample, (64, config.noise_dim))
         self.grid = jax.jit(lambda p: (gan.generate(p, fixed_z) + 1.0) / 2.0)
@@ -228,7 +240,10 @@ class GANRun(Run):
             else f"wgan-gp, lambda {config.penalty_weight:g}"
         )
         return Training(
-            create_gan_state(params, generator_optimizer, critic_optimizer),
+            EMAState(  # the average's own buffers: the state is donated
+                create_gan_state(params, generator_optimizer, critic_optimizer),
+                jax.tree_util.tree_map(np.array, params["generator"]),
+            ),
             update,
             to_tanh_range(data.make_batch_preprocessor(image_shape(config)[0])),
             data_.train.images,
@@ -236,7 +251,8 @@ class GANRun(Run):
             f"DCGAN ({game}; generator {models.count_params(params['generator']):,}, "
             f"{'critic' if config.loss == 'wgan-gp' else 'discriminator'} "
             f"{models.count_params(params['discriminator']):,}); Adam {learning_rate:g} betas "
-            f"({config.adam_beta1:g}, {beta2:g}), {n_critic} critic step(s) per generator step",
+            f"({config.adam_beta1:g}, {beta2:g}), {n_critic} critic step(s) per generator step"
+            + (f", generator EMA {config.ema_decay:g}" if config.ema_decay > 0 else ""),
             models.count_params(params),
             TrainSettings.of(
                 config, batch_size=n_critic * config.batch_size, learning_rate=learning_rate
@@ -249,11 +265,11 @@ class GANRun(Run):
         ``samples_<epoch>.png`` of the fixed z."""
         config = self.config
 
-        def end_of_epoch(epoch: int, state: GANState, train_terms):
+        def end_of_epoch(epoch: int, state: EMAState, train_terms):
             record = {f"train_{k}": v for k, v in (train_terms or {}).items()}
             text = f"epoch {epoch:3d}" + (f"  {_describe(train_terms)}" if train_terms else "")
             if scorer is not None:
-                params = state.generator.params
+                params = state.ema_params
                 scores, scored = judge.judge_epoch(
                     scorer,
                     lambda key, n: np.asarray(sample(params, key, n)),
@@ -266,21 +282,24 @@ class GANRun(Run):
             if self.writer and epoch > 0:
                 io.save_image_grid(
                     self.workdir / f"samples_{epoch}.png",
-                    np.asarray(self.grid(jax.device_get(state.generator.params))),
+                    np.asarray(self.grid(jax.device_get(state.ema_params))),
                     8,
                 )
             return record, text
 
         return end_of_epoch
 
-    def finish(self, state: GANState, data_: Data, keys: RunKeys):
+    def finish(self, state: EMAState, data_: Data, keys: RunKeys):
+        game = state.train
         params = {
-            "generator": jax.device_get(state.generator.params),
-            "discriminator": jax.device_get(state.discriminator.params),
+            "generator": jax.device_get(game.generator.params),
+            "discriminator": jax.device_get(game.discriminator.params),
         }
+        if self.config.ema_decay > 0:
+            params["generator_ema"] = jax.device_get(state.ema_params)
         if self.writer:
             io.save_image_grid(
-                self.workdir / "samples.png", np.asarray(self.grid(params["generator"])), 8
+                self.workdir / "samples.png", np.asarray(self.grid(sampler_of(params))), 8
             )
         return params
 
@@ -290,8 +309,14 @@ class GANRun(Run):
         return f"D loss {record['train_d_loss']:.3f}, G loss {record['train_g_loss']:.3f}"
 
     def trained(self, model: GAN, params) -> TrainedRun:
-        sample = jax.jit(lambda key, n: model.sample(params["generator"], key, n), static_argnums=1)
+        generator = sampler_of(params)
+        sample = jax.jit(lambda key, n: model.sample(generator, key, n), static_argnums=1)
         return TrainedRun(self.kind, self.config, params, model, self.workdir, sample)
+
+
+def sampler_of(params: dict):
+    """The generator that draws a run's samples: the moving average where the run kept one."""
+    return params.get("generator_ema", params["generator"])
 
 
 def run(config: GANConfig, workdir: Path) -> dict:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -10,9 +10,12 @@ import jax.numpy as jnp
 from vaejax.training import step
 
 
-class DiffusionState(NamedTuple):
-    train: step.TrainState
-    ema_params: Any  # Ho et al. sample from an EMA of the weights (decay 0.9999)
+class EMAState(NamedTuple):
+    """A training state and an exponential moving average of (some of) its parameters: Ho et
+    al. sample their DDPM from one (decay 0.9999), Yazici et al. 2019 their GANs' generators."""
+
+    train: Any
+    ema_params: Any
 
 
 def ema_rate(decay: float, step: jax.Array) -> jax.Array:
@@ -21,15 +24,21 @@ def ema_rate(decay: float, step: jax.Array) -> jax.Array:
     return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
 
 
-def with_ema(update: step.Update, decay: float) -> step.Update:
-    """``update`` on ``state.train``, then the EMA of the new parameters (decay 0: EMA = them)."""
+def with_ema(
+    update: step.Update,
+    decay: float,
+    tracked: Callable[[Any], step.TrainState] = lambda train: train,
+) -> step.Update:
+    """``update`` on ``state.train``, then the EMA of ``tracked(new state.train)``'s parameters,
+    the rate by that :class:`~vaejax.training.TrainState`'s step (decay 0: EMA = them)."""
 
-    def ema_update(state: DiffusionState, batch, key):
+    def ema_update(state: EMAState, batch, key):
         train_state, metrics = update(state.train, batch, key)
-        rate = ema_rate(decay, train_state.step)
+        followed = tracked(train_state)
+        rate = ema_rate(decay, followed.step)
         ema = jax.tree_util.tree_map(
-            lambda e, p: rate * e + (1.0 - rate) * p, state.ema_params, train_state.params
+            lambda e, p: rate * e + (1.0 - rate) * p, state.ema_params, followed.params
         )
-        return DiffusionState(train_state, ema), metrics
+        return EMAState(train_state, ema), metrics
 
     return ema_update
