@@ -185,9 +185,10 @@ def _describe(terms: dict[str, float]) -> str:
 class GANRun(Run):
     """A DCGAN (BCE game) or WGAN-GP. Writes the files of every training run,
     ``samples_<epoch>.png`` (64 fixed z, the same every epoch) and at the end ``samples.png`` and
-    ``params.msgpack`` ({'generator', 'discriminator'}). With a classifier, every epoch's metrics
-    line holds the FID / Inception-score analogues and the mode coverage of ``eval_samples``
-    generated images."""
+    ``params.msgpack`` ({'generator', 'discriminator'}, and 'generator_ema' with ``ema_decay``:
+    the average then draws every sample). With a classifier, every epoch's metrics line holds
+    the FID / Inception-score analogues and the mode coverage of ``eval_samples`` generated
+    images."""
 
     kind = "gan"
     Config = GANConfig
