@@ -37,7 +37,7 @@ from vaejax.runs.trained import TrainedRun
 from vaejax.training import schedules
 from vaejax.training.ema import EMAState, with_ema
 from vaejax.training.fit import RunKeys, TrainSettings
-from vaejax.training.gan import create_gan_state, make_gan_update
+from vaejax.training.gan import GANState, create_gan_state, make_gan_update
 
 # (learning rate, Adam beta2, critic steps per generator step) where the flags say auto (None):
 # Radford et al. for the BCE game, Gulrajani et al. for WGAN-GP
@@ -220,7 +220,7 @@ class GANRun(Run):
             optax.adam(r, b1=config.adam_beta1, b2=beta2, eps=config.adam_eps)
             for r in (rate, schedules.every_nth(rate, n_critic))
         )
-        game_update = make_gan_update(
+        update = make_gan_update(
             gan,
             loss=config.loss,
             generator_optimizer=generator_optimizer,
@@ -229,7 +229,6 @@ class GANRun(Run):
             generator_loss=config.generator_loss,
             penalty_weight=config.penalty_weight,
         )
-        update = with_ema(game_update, config.ema_decay, lambda game: game.generator)
         scorer = judge.epoch_judge(config, data_.train.images, self.log)
         fixed_z = jax.random.normal(keys.sample, (64, config.noise_dim))
         self.grid = jax.jit(lambda p: (gan.generate(p, fixed_z) + 1.0) / 2.0)
@@ -240,11 +239,12 @@ class GANRun(Run):
             if config.loss == "bce"
             else f"wgan-gp, lambda {config.penalty_weight:g}"
         )
+        state = create_gan_state(params, generator_optimizer, critic_optimizer)
+        if config.ema_decay > 0:  # without it, no copy in the state and no work per step
+            state = EMAState(state, jax.tree_util.tree_map(np.array, params["generator"]))
+            update = with_ema(update, config.ema_decay, lambda game: game.generator)
         return Training(
-            EMAState(  # the average's own buffers: the state is donated
-                create_gan_state(params, generator_optimizer, critic_optimizer),
-                jax.tree_util.tree_map(np.array, params["generator"]),
-            ),
+            state,
             update,
             to_tanh_range(data.make_batch_preprocessor(image_shape(config)[0])),
             data_.train.images,
@@ -266,14 +266,14 @@ class GANRun(Run):
         ``samples_<epoch>.png`` of the fixed z."""
         config = self.config
 
-        def end_of_epoch(epoch: int, state: EMAState, train_terms):
+        def end_of_epoch(epoch: int, state: GANState | EMAState, train_terms):
+            generator = _players_and_sampler(state)[1]
             record = {f"train_{k}": v for k, v in (train_terms or {}).items()}
             text = f"epoch {epoch:3d}" + (f"  {_describe(train_terms)}" if train_terms else "")
             if scorer is not None:
-                params = state.ema_params
                 scores, scored = judge.judge_epoch(
                     scorer,
-                    lambda key, n: np.asarray(sample(params, key, n)),
+                    lambda key, n: np.asarray(sample(generator, key, n)),
                     keys.eval,
                     config.eval_samples,
                     data_.spec.num_classes,
@@ -283,21 +283,21 @@ class GANRun(Run):
             if self.writer and epoch > 0:
                 io.save_image_grid(
                     self.workdir / f"samples_{epoch}.png",
-                    np.asarray(self.grid(jax.device_get(state.ema_params))),
+                    np.asarray(self.grid(jax.device_get(generator))),
                     8,
                 )
             return record, text
 
         return end_of_epoch
 
-    def finish(self, state: EMAState, data_: Data, keys: RunKeys):
-        game = state.train
+    def finish(self, state: GANState | EMAState, data_: Data, keys: RunKeys):
+        game, generator = _players_and_sampler(state)
         params = {
             "generator": jax.device_get(game.generator.params),
             "discriminator": jax.device_get(game.discriminator.params),
         }
-        if self.config.ema_decay > 0:
-            params["generator_ema"] = jax.device_get(state.ema_params)
+        if isinstance(state, EMAState):
+            params["generator_ema"] = jax.device_get(generator)
         if self.writer:
             io.save_image_grid(
                 self.workdir / "samples.png", np.asarray(self.grid(sampler_of(params))), 8
@@ -313,6 +313,14 @@ class GANRun(Run):
         generator = sampler_of(params)
         sample = jax.jit(lambda key, n: model.sample(generator, key, n), static_argnums=1)
         return TrainedRun(self.kind, self.config, params, model, self.workdir, sample)
+
+
+def _players_and_sampler(state: GANState | EMAState):
+    """The two players' state, and the generator weights that draw samples: the moving average
+    where the run keeps one (``--ema_decay``), else the trained generator's."""
+    if isinstance(state, EMAState):
+        return state.train, state.ema_params
+    return state, state.generator.params
 
 
 def sampler_of(params: dict):
