@@ -211,7 +211,12 @@ def page(suite: str, parts: list[Part], root: Path, invocation: str, dataset: st
     lines += _section(
         "Sample quality on the project's judge",
         "FID and Inception-score analogues of the LeNet judge (features of the training set; "
-        "the real test images are the floor), scored by `experiments.sample_quality`.",
+        "the real test images are the floor), scored by `experiments.sample_quality`."
+        + (
+            ""
+            if dataset == "mnist"
+            else " The targets are MNIST's, set on MNIST's judge: here they are a reference only."
+        ),
         _quality_rows(parts, root, state),
     )
     lines += _section(

@@ -22,9 +22,11 @@ class Part:
     ``flags`` exclude ``--workdir`` (the runner adds ``<root>/<name>`` unless ``evaluates``
     names the part whose workdir the command reads and writes into) and the data flags.
     ``table`` is where its numbers go (see :mod:`experiments.reproducing.report`); ``target``
-    the number it is meant to reach, in words. Two parts run alone even with ``--jobs``: the
-    judge, which comes first and prepares the data every other part reads (several processes
-    preparing the same tfds folder at once would collide), and the benchmark (its timings).
+    the test NLL a likelihood part is meant to reach, in words (the sample-quality targets,
+    one per scored source, are :func:`experiments.reproducing.report.quality_target`'s). Two
+    parts run alone even with ``--jobs``: the judge, which comes first and prepares the data
+    every other part reads (several processes preparing the same tfds folder at once would
+    collide), and the benchmark (its timings).
     """
 
     name: str
@@ -247,7 +249,6 @@ def _quality_parts(s: Sizes, data: tuple[str, ...]) -> list[Part]:
             + common,
             "quality",
             f"VAE, DCGAN, WGAN-GP, DDPM (DDIM {s.quality_steps} steps)",
-            "DDPM <= 25 (DDIM <= 100 steps); DCGAN <= 40; WGAN-GP <= DCGAN",
         ),
         Part(
             "quality_ddpm_best",
@@ -255,7 +256,6 @@ def _quality_parts(s: Sizes, data: tuple[str, ...]) -> list[Part]:
             ("--runs", "{ddpm}", "--sampler", sampler, "--sampling_steps", steps, *common),
             "quality",
             f"DDPM, {sampler} {steps} steps",
-            "DDPM <= 15, IS >= 9.0",
         ),
     ]
 
