@@ -277,7 +277,6 @@ import json, sys
 import jax, numpy as np, optax
 from vaejax import models, sharding, training
 from vaejax.training import gan as gan_training
-from vaejax.training.ema import EMAState, with_ema
 mesh = sharding.data_mesh()
 out = {"devices": jax.device_count()}
 for loss, n_critic in (("bce", 1), ("wgan-gp", 2)):
