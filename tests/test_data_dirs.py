@@ -240,3 +240,27 @@ def test_official_downloads_are_known_by_digest(fashion_raw_dir, mnist_raw_dir):
         digest, official = idx.check_raw_file(mnist_raw_dir / name, data.DATASETS["mnist"])
         assert not official
         assert idx.check_raw_file(mnist_raw_dir / name, data.DATASETS["mnist"], [digest])[1]
+
+
+def test_opening_a_folder_not_yet_prepared_leaves_nothing_in_the_temp_dir(tmp_path, monkeypatch):
+    """Each of the project's builders, opened on an empty data dir (as every preparation does
+    first), makes no folder in the temp dir: tfds' lookup of its published metadata would make
+    an empty one each time and never remove it."""
+    import types
+
+    from vaejax.data import folder, source_builder, tfds_builders
+
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(temp))
+    meta = {"image_shape": [8, 8, 1], "class_names": ["a", "b"], "source": "a folder"}
+    opened = {
+        "mnist": lambda d: tfds_builders.builder("mnist", data_dir=d),
+        "cifar10": lambda d: source_builder.builder("cifar10", d),
+        "folder": lambda d: folder._builder("pictures", 8, d, types.SimpleNamespace(meta=meta)),
+    }
+    for name, open_builder in opened.items():
+        data_dir = tmp_path / name
+        builder = open_builder(data_dir)
+        assert builder.info.features is not None and not builder.is_prepared(), name
+        assert sorted(temp.iterdir()) == [], name

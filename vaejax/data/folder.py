@@ -291,6 +291,8 @@ def _base_builder():
     """The builder class, made on first use: importing tfds takes a while."""
     import tensorflow_datasets as tfds
 
+    from vaejax.data.tfds_builders import LocalDatasetInfo
+
     class FolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         """Writes a decoded folder; examples keep its record order
         (:mod:`vaejax.data.folder_scan`)."""
@@ -306,7 +308,7 @@ def _base_builder():
             features = {"image": tfds.features.Image(shape=tuple(meta["image_shape"]))}
             if meta["class_names"]:
                 features["label"] = tfds.features.ClassLabel(names=meta["class_names"])
-            return tfds.core.DatasetInfo(
+            return LocalDatasetInfo(
                 builder=self,
                 description=f"The images of {meta['source']}, prepared by vaejax.",
                 features=tfds.features.FeaturesDict(features),

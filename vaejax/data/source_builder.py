@@ -75,6 +75,8 @@ def resolve(spec_or_name: SourceSpec | str) -> tuple[SourceSpec, Source]:
 def _generic_builder() -> type:
     import tensorflow_datasets as tfds  # takes seconds: imported on first use
 
+    from vaejax.data.tfds_builders import LocalDatasetInfo
+
     class SourceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         """Prepares a source's tfds folder from its raw files, without TensorFlow.
 
@@ -98,7 +100,7 @@ def _generic_builder() -> type:
             super().__init__(**kwargs)
 
         def _info(self) -> tfds.core.DatasetInfo:
-            return tfds.core.DatasetInfo(
+            return LocalDatasetInfo(
                 builder=self,
                 description=self._spec.description,
                 features=self._source.features(),

@@ -20,6 +20,20 @@ import tensorflow_datasets as tfds
 from vaejax.data import idx
 
 
+class LocalDatasetInfo(tfds.core.DatasetInfo):
+    """The info of a builder whose files are written here from raw files: it never looks for
+    tfds' published metadata of the same name.
+
+    That lookup runs whenever a builder opens a data dir not yet prepared, and makes an empty
+    temporary folder before it checks whether it may look at all (it may not, by default), a
+    folder it never removes (tensorflow-datasets 4.9.10): one more in the temp dir per
+    preparation.
+    """
+
+    def initialize_from_bucket(self) -> None:
+        return None
+
+
 class _IdxImageBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Builds a 28x28 grey-image classification dataset from the four IDX ``.gz`` files."""
 
@@ -38,7 +52,7 @@ class _IdxImageBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         return idx.DATASETS[self.name]
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
+        return LocalDatasetInfo(
             builder=self,
             description=f"{self.name}: 28x28 grey images in 10 classes, read from raw IDX files.",
             features=tfds.features.FeaturesDict(
