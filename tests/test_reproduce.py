@@ -145,24 +145,30 @@ def test_quality_rows_judge_each_source_by_its_target_and_say_whose_targets_they
         ("gan: w/dcgan", 41.0, 8.0),
         ("gan: w/wgan_gp", 40.5, 7.9),
         ("ddim50: w/ddpm", 24.9, 9.1),
+        ("ddim100: w/ddpm", 14.9, 5.7),
     ]
     scored = [
         {"name": n, "fid": f, "inception_score": i, "images": 2000, "classes_covered": 10}
         for n, f, i in rows
     ]
-    (tmp_path / "quality").mkdir()
-    (tmp_path / "quality" / "sample_quality.json").write_text(json.dumps({"rows": scored}))
     record = {"done": True, "seconds": [60], "finished": "2026-01-01 00:00 UTC"}
-    (tmp_path / runner.STATE).write_text(json.dumps({"parts": {"quality": record}}))
-    parts = [p for p in suites.parts("cpu") if p.name == "quality"]
+    names = ("quality", "quality_ddpm_best")
+    for name, part_rows in zip(names, (scored[:4], [scored[0], scored[4]])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "sample_quality.json").write_text(json.dumps({"rows": part_rows}))
+    (tmp_path / runner.STATE).write_text(json.dumps({"parts": dict.fromkeys(names, record)}))
+    parts = [p for p in suites.parts("cpu") if p.name in names]
     mnist = report.page("cpu", parts, tmp_path, "cmd")
     assert "| 41.00 | 8.00 | 10 | FID <= 40 | no |" in mnist
     assert "| 40.50 | 7.90 | 10 | no worse than the DCGAN | yes |" in mnist
     assert "| 24.90 | 9.10 | 10 | FID <= 25 (DDIM <= 100 steps) | yes |" in mnist
+    assert "| 14.90 | 5.70 | 10 | FID <= 15, IS >= 9.0 | no |" in mnist
     assert "| 1.90 | 9.50 | 10 | the floor |  |" in mnist
     assert "MNIST's judge" not in mnist
     fashion = report.page("cpu, Fashion-MNIST", parts, tmp_path, "cmd", "fashion_mnist")
-    assert "The targets are MNIST's, set on MNIST's judge" in fashion
+    assert "The FID targets are MNIST's, set on MNIST's judge" in fashion
+    assert "| 14.90 | 5.70 | 10 | FID <= 15 | yes |" in fashion
+    assert "| 41.00 | 8.00 | 10 | FID <= 40 | no |" in fashion
 
 
 def test_a_failing_part_is_one_line_naming_its_log(tmp_path):

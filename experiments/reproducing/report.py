@@ -93,12 +93,16 @@ def _likelihood_rows(parts: list[Part], root: Path, state: dict) -> list[str]:
 
 
 def quality_target(
-    part: Part, row: dict, dcgan_fid: float | None = None
+    part: Part, row: dict, dcgan_fid: float | None = None, dataset: str = "mnist"
 ) -> tuple[str, bool | None]:
     """The target of a sample-quality row in words, and whether it is met (None: no number;
-    the WGAN-GP's is the DCGAN's FID scored beside it, ``dcgan_fid``)."""
+    the WGAN-GP's is the DCGAN's FID scored beside it, ``dcgan_fid``). The FID targets are
+    MNIST's on every dataset; the DDPM's IS >= 9.0 only on MNIST (set by its real images'
+    9.84; Fashion-MNIST's own score 7.77 on their judge)."""
     name, fid, inception = row["name"], row["fid"], row["inception_score"]
     if "/ddpm" in name and part.name.endswith("_best"):
+        if dataset != "mnist":
+            return "FID <= 15", fid <= 15
         return "FID <= 15, IS >= 9.0", fid <= 15 and inception >= 9.0
     if "/ddpm" in name:
         return "FID <= 25 (DDIM <= 100 steps)", fid <= 25
@@ -109,7 +113,7 @@ def quality_target(
     return ("the floor", None) if name.startswith("real") else ("", None)
 
 
-def _quality_rows(parts: list[Part], root: Path, state: dict) -> list[str]:
+def _quality_rows(parts: list[Part], root: Path, state: dict, dataset: str) -> list[str]:
     rows = [
         "| images | FID analogue | IS analogue | classes | target | met | scored by | "
         "wall time, date |",
@@ -122,7 +126,7 @@ def _quality_rows(parts: list[Part], root: Path, state: dict) -> list[str]:
             continue
         dcgan = [row["fid"] for row in result["rows"] if "/dcgan" in row["name"]]
         for row in result["rows"]:
-            target, reached = quality_target(part, row, dcgan[0] if dcgan else None)
+            target, reached = quality_target(part, row, dcgan[0] if dcgan else None, dataset)
             met = "" if reached is None else ("yes" if reached else "no")
             rows.append(
                 f"| {row['name']} ({row.get('images', '?')} images) | {row['fid']:.2f} | "
@@ -215,9 +219,10 @@ def page(suite: str, parts: list[Part], root: Path, invocation: str, dataset: st
         + (
             ""
             if dataset == "mnist"
-            else " The targets are MNIST's, set on MNIST's judge: here they are a reference only."
+            else " The FID targets are MNIST's, set on MNIST's judge: here they are a reference "
+            "only; the DDPM's IS >= 9.0 is left out (this dataset's real images score lower)."
         ),
-        _quality_rows(parts, root, state),
+        _quality_rows(parts, root, state, dataset),
     )
     lines += _section(
         "Trainings", "The last epoch's record of each run.", _training_rows(parts, root, state)
