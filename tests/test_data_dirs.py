@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.helpers import REPO_ROOT, start_python
@@ -264,3 +265,59 @@ def test_opening_a_folder_not_yet_prepared_leaves_nothing_in_the_temp_dir(tmp_pa
         builder = open_builder(data_dir)
         assert builder.info.features is not None and not builder.is_prepared(), name
         assert sorted(temp.iterdir()) == [], name
+
+
+KILLED_DECODE = """
+import sys, time
+from pathlib import Path
+from vaejax.data import cache
+
+def fill(out):
+    out.images[:] = 7
+    print("filling", flush=True)
+    time.sleep(600)
+
+cache.decoded_split(Path(sys.argv[1]), "test", 4, (2, 2, 1), fill)
+"""
+
+
+def test_a_decoded_copy_left_by_a_killed_run_is_removed_and_one_being_written_is_not(tmp_path):
+    """A run SIGKILLed while decoding leaves its temporary copy; the next decode removes it, but
+    not the copy another run is still writing (its writer holds the copy's lock) nor one just
+    made."""
+    import signal
+
+    from vaejax.data import cache
+
+    folder = cache.cache_folder(tmp_path, "test")
+    writers, tmps = [], []
+    try:
+        for _ in range(2):  # the first is killed, the second keeps writing
+            writers.append(start_python(["-c", KILLED_DECODE, str(tmp_path)]))
+            assert writers[-1].stdout.readline().strip() == "filling", writers[-1].stderr.read()
+            tmps.append(tmp_path / f".{folder.name}.{writers[-1].pid}.tmp")
+            assert (tmps[-1] / "images.npy").is_file()
+        writers[0].send_signal(signal.SIGKILL)
+        writers[0].wait(30)
+        old = time.time() - 2 * cache.ABANDONED_AFTER_S
+        for tmp in tmps:
+            os.utime(tmp, (old, old))
+        young = tmp_path / f".{folder.name}.1.tmp"
+        young.mkdir()
+
+        def fill(out):
+            out.images[:] = np.arange(16, dtype=np.uint8).reshape(4, 2, 2, 1)
+            out.labels[:] = [3, 1, 4, 1]
+
+        copy = cache.decoded_split(tmp_path, "test", 4, (2, 2, 1), fill)
+        assert not tmps[0].exists() and tmps[1].is_dir() and young.is_dir()
+        assert copy.images.ravel().tolist() == list(range(16))
+        assert copy.labels.tolist() == [3, 1, 4, 1]
+    finally:
+        for writer in writers:
+            writer.kill()
+            writer.wait(30)
+    assert cache.remove_abandoned(folder) == [tmps[1]]  # its writer gone; the young one stays
+    os.utime(young, (old, old))
+    assert cache.remove_abandoned(folder) == [young]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [folder.name]

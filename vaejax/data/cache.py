@@ -8,11 +8,16 @@ memory can still be streamed to the devices (``--data_on_device off``), and a ru
 of a split reads only that part. The first run decodes the split straight into these files
 (never the whole split in memory), in a temporary folder renamed into place when complete; an
 unreadable or misshapen copy is decoded again; a folder that cannot be written is no error (the
-split is then decoded into memory, and nothing is kept).
+split is then decoded into memory, and nothing is kept). A writer holds an ``fcntl.flock`` on its
+temporary folder, so the next writer can tell one left by a killed process (no lock held) from
+one still being written, and removes it: a killed decode of a large split would otherwise keep
+its size on the disk for good.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import shutil
@@ -27,8 +32,49 @@ from vaejax.data.idx import ImageSplit
 log = logging.getLogger(__name__)
 
 
+# a temporary copy younger than this is never taken for abandoned: its writer locks it right
+# after making it, and a folder made a moment ago may not be locked yet
+ABANDONED_AFTER_S = 60.0
+
+
 def cache_folder(builder_dir: Path, split: str) -> Path:
     return builder_dir / f"vaejax_decoded_{split}"
+
+
+def _lock_nowait(folder: Path) -> int | None:
+    """An open descriptor of ``folder`` holding an exclusive flock, or None where another
+    process holds one or the file system cannot lock."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def remove_abandoned(folder: Path) -> list[Path]:
+    """Removes the temporary copies of ``folder`` that no writer holds (their process was
+    killed) and that are older than :data:`ABANDONED_AFTER_S`; returns them."""
+    removed = []
+    for tmp in folder.parent.glob(f".{folder.name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            if time.time() - tmp.stat().st_mtime < ABANDONED_AFTER_S:
+                continue
+        fd = _lock_nowait(tmp)
+        if fd is None:
+            continue
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+        finally:
+            os.close(fd)
+    if removed:
+        log.info("removed %d unfinished decoded copies left by killed runs", len(removed))
+    return removed
 
 
 def load_decoded(
@@ -99,13 +145,18 @@ def decoded_split(
         return loaded
     start = time.perf_counter()
     folder = cache_folder(builder_dir, split)
+    remove_abandoned(folder)
     tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    held = None
     try:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
+        held = _lock_nowait(tmp)  # None where the file system cannot lock: never removed then
         out = _allocate(tmp, n, image_shape, num_attributes)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if held is not None:
+            os.close(held)
         log.warning("could not write the decoded copy %s (%s); continuing without it", folder, e)
         out = _in_memory(n, image_shape, num_attributes)
         fill(out)
@@ -120,5 +171,7 @@ def decoded_split(
         os.replace(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if held is not None:
+            os.close(held)
     log.info("decoded %s in %.1f s", what or folder, time.perf_counter() - start)
     return load_decoded(builder_dir, split, n, image_shape, num_attributes)
