@@ -259,6 +259,39 @@ def test_samplers_return_the_data_point_under_the_oracle(sampler, steps):
     np.testing.assert_allclose(x, -0.3, atol=1e-3)
 
 
+@pytest.mark.parametrize(
+    "sampler, steps, chunk", [("ddpm", 0, 7), ("ddim", 12, 5), ("ddim", 12, 50)]
+)
+def test_a_sampler_run_in_chunks_draws_what_one_scan_draws(sampler, steps, chunk):
+    """The reverse process as compiled calls of ``chunk`` steps (a last shorter one where the
+    steps do not divide) gives the samples of one lax.scan over every step, bit for bit."""
+    model = objectives.Diffusion(models.MLPDenoiser(16, 2), objectives.linear_schedule(30))
+    params = model.init(jax.random.key(0), (2,))
+    chunked = objectives.make_sampler(
+        model, (2,), sampler=sampler, steps=steps, clip=1.0, chunk_steps=chunk
+    )
+
+    @jax.jit
+    def one_scan(params, key):
+        start_key, loop_key = jax.random.split(key)
+        x_T = jax.random.normal(start_key, (8, 2))
+        return objectives.sample_loop(
+            model, params, loop_key, x_T, sampler=sampler, steps=steps, clip=1.0
+        )
+
+    key = jax.random.key(4)
+    a, b = np.asarray(chunked(params, key, 8)), np.asarray(one_scan(params, key))
+    assert np.abs(a).max() > 0.1  # not a trivial draw
+    np.testing.assert_array_equal(a, b)
+    total = 30 if sampler == "ddpm" else steps
+    sizes = [len(t) for t, _ in chunked.chunks]
+    assert sizes == [chunk] * (total // chunk) + ([total % chunk] if total % chunk else [])
+    times = np.concatenate([t for t, _ in chunked.chunks])
+    assert (np.diff(times) < 0).all() and times[-1] == 0
+    compiled = chunked.compile(params, key, 8)  # ahead of time, as the sampling rate is timed
+    np.testing.assert_array_equal(np.asarray(compiled(params, key)), a)
+
+
 def test_ddim_with_eta_one_over_all_steps_is_ddpm():
     """Song et al.: eta = 1 gives DDPM's posterior variance; same noise, same samples."""
     model = objectives.Diffusion(models.MLPDenoiser(16, 2), objectives.linear_schedule(200))

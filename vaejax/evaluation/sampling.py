@@ -14,10 +14,11 @@ from vaejax.objectives.sampling import sample_loop
 
 
 def sampling_rate(sample, params, key: jax.Array, n: int) -> tuple[np.ndarray, dict[str, float]]:
-    """Compiles the jitted ``sample(params, key, n)`` ahead of time, then runs it once:
-    (images, {'compile_seconds', 'seconds', 'samples_per_second'}), compilation excluded."""
+    """Compiles ``sample(params, key, n)`` (a :class:`~vaejax.objectives.sampling.ChunkedSampler`)
+    ahead of time, then runs it once: (images, {'compile_seconds', 'seconds',
+    'samples_per_second'}), compilation excluded."""
     start = time.perf_counter()
-    compiled = sample.lower(params, key, n).compile()
+    compiled = sample.compile(params, key, n)
     compiled_at = time.perf_counter()
     images = np.asarray(compiled(params, key))
     seconds = time.perf_counter() - compiled_at

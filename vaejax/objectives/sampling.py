@@ -2,12 +2,16 @@
 
 **Sampling** (:func:`make_sampler`): ancestral DDPM sampling over all T steps, x_{t-1} ~
 q(x_{t-1} | x_t, x0_hat) with x0_hat predicted from eps_theta; or DDIM over a subsequence of
-``steps`` timesteps, deterministic for ``eta = 0`` (eta = 1 over all T steps is DDPM). Each is one
-compiled ``lax.scan`` over timesteps, batched, the batch sharded over the devices.
+``steps`` timesteps, deterministic for ``eta = 0`` (eta = 1 over all T steps is DDPM). Each is a
+``lax.scan`` over timesteps, batched, the batch sharded over the devices, run as compiled calls
+of at most :data:`CHUNK_STEPS` steps each: a signal reaches Python only between calls into XLA,
+so a run stops within one chunk (a few seconds on a CPU), not after the whole reverse process
+(minutes there for T = 1,000).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Sequence
 
 import jax
@@ -18,6 +22,7 @@ from vaejax.objectives.diffusion import Diffusion, Schedule, posterior, predict_
 from vaejax.sharding import batch_sharded, check_batch_size, data_mesh
 
 SAMPLERS = ("ddpm", "ddim")
+CHUNK_STEPS = 50  # reverse steps per compiled call of make_sampler's samplers
 
 
 def ddim_timesteps(timesteps: int, steps: int) -> np.ndarray:
@@ -80,6 +85,42 @@ def ddim_step(
     return jnp.sqrt(alpha_bar_next) * x0 + direction + sigma * noise
 
 
+def reverse_steps(timesteps: int, sampler: str, steps: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(t, t_next) int32 [S] of every step of ``sampler`` in the order they run: t descending,
+    t_next the timestep the step reaches (-1: the data). ``steps``: DDIM's (0 = T)."""
+    if sampler == "ddpm":
+        times = np.arange(timesteps, dtype=np.int32)
+    elif sampler == "ddim":
+        times = ddim_timesteps(timesteps, steps or timesteps)
+    else:
+        raise ValueError(f"unknown sampler {sampler!r}: use one of {', '.join(SAMPLERS)}")
+    previous = np.concatenate([[-1], times[:-1]]).astype(np.int32)
+    return times[::-1].copy(), previous[::-1].copy()
+
+
+def _scan_steps(model, params, key, x, pairs, *, sampler, eta, clip, constrain, keep_trajectory):
+    """The steps ``pairs`` = (t, t_next) [S] from x; returns (x, trajectory or None)."""
+
+    def body(x, pair):
+        t, t_next = pair
+        noise_hat = model.predict_noise(params, x, jnp.full(x.shape[:1], t))
+        noise = constrain(_step_noise(key, t, x))
+        if sampler == "ddpm":
+            x = ddpm_step(model.schedule, x, t, noise_hat, noise, clip)
+        else:
+            x = ddim_step(model.schedule, x, t, t_next, noise_hat, noise, eta, clip)
+        x = constrain(x)
+        return x, (x if keep_trajectory else None)
+
+    return jax.lax.scan(body, constrain(x), pairs)
+
+
+def _constrainer(sharding):
+    if sharding is None:
+        return lambda x: x
+    return lambda x: jax.lax.with_sharding_constraint(x, sharding)
+
+
 def sample_loop(
     model: Diffusion,
     params,
@@ -100,31 +141,61 @@ def sample_loop(
     noise of timestep t is ``normal(fold_in(key, t))``: DDIM with eta = 1 over all T steps takes
     the same noise as DDPM. ``sharding`` constrains the batch of every step (data parallelism).
     """
-    T = model.schedule.timesteps
-    if sampler == "ddpm":
-        times = np.arange(T, dtype=np.int32)
-    elif sampler == "ddim":
-        times = ddim_timesteps(T, steps or T)
-    else:
-        raise ValueError(f"unknown sampler {sampler!r}: use one of {', '.join(SAMPLERS)}")
-    previous = np.concatenate([[-1], times[:-1]]).astype(np.int32)
-    constrain = (
-        (lambda x: jax.lax.with_sharding_constraint(x, sharding)) if sharding else (lambda x: x)
+    pairs = reverse_steps(model.schedule.timesteps, sampler, steps)
+    x, trajectory = _scan_steps(
+        model,
+        params,
+        key,
+        x_T,
+        pairs,
+        sampler=sampler,
+        eta=eta,
+        clip=clip,
+        constrain=_constrainer(sharding),
+        keep_trajectory=keep_trajectory,
     )
-
-    def body(x, pair):
-        t, t_next = pair
-        noise_hat = model.predict_noise(params, x, jnp.full(x.shape[:1], t))
-        noise = constrain(_step_noise(key, t, x))
-        if sampler == "ddpm":
-            x = ddpm_step(model.schedule, x, t, noise_hat, noise, clip)
-        else:
-            x = ddim_step(model.schedule, x, t, t_next, noise_hat, noise, eta, clip)
-        x = constrain(x)
-        return x, (x if keep_trajectory else None)
-
-    x, trajectory = jax.lax.scan(body, constrain(x_T), (times[::-1], previous[::-1]))
     return (x, trajectory) if keep_trajectory else x
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkedSampler:
+    """``sampler(params, key, n) -> [n, ...]``: x_T from ``start(key, n)`` (with the steps'
+    key), each chunk of ``chunks`` ((t, t_next) pairs) by ``step(params, key, x, pairs)``, then
+    ``finish(x)`` when given; every one a jitted function, so each chunk is one compiled call."""
+
+    start: Callable
+    step: Callable
+    chunks: tuple[tuple[np.ndarray, np.ndarray], ...]
+    finish: Callable | None
+    devices: int
+
+    def __call__(self, params, key: jax.Array, n: int) -> jax.Array:
+        check_batch_size(n, self.devices, "number of samples")
+        return self._run(self.start, lambda pairs: self.step, self.finish, params, key, n)
+
+    def compile(self, params, key: jax.Array, n: int) -> Callable[[Any, jax.Array], jax.Array]:
+        """The same sampler for ``n`` samples with its programs compiled now (``x_T`` is drawn
+        once to lower them): ``run(params, key)``, which compiles nothing."""
+        check_batch_size(n, self.devices, "number of samples")
+        start = self.start.lower(key, n).compile()
+        x, loop_key = start(key)
+        steps = {}
+        for pairs in self.chunks:
+            if len(pairs[0]) not in steps:
+                steps[len(pairs[0])] = self.step.lower(params, loop_key, x, pairs).compile()
+        finish = self.finish.lower(x).compile() if self.finish else None
+        return lambda params, key: self._run(
+            lambda key, n: start(key), lambda pairs: steps[len(pairs[0])], finish, params, key, n
+        )
+
+    def _run(self, start, step_for, finish, params, key, n):
+        x, loop_key = start(key, n)
+        for pairs in self.chunks:
+            before, x = x, step_for(pairs)(params, loop_key, x, pairs)
+            # calls return before their work is done: waiting for the chunk before this one
+            # returns to Python (and its signal handlers) once per chunk, one chunk queued
+            before.block_until_ready()
+        return finish(x) if finish else x
 
 
 def make_sampler(
@@ -136,33 +207,34 @@ def make_sampler(
     eta: float = 0.0,
     clip: float | None = None,
     mesh=None,
-) -> Callable[[Any, jax.Array, int], jax.Array]:
-    """A compiled ``sample(params, key, n) -> x_0 [n, *example_shape]``: x_T ~ N(0, I) and the
-    steps' noise from ``key``, then :func:`sample_loop`; the batch sharded over ``mesh``
+    chunk_steps: int = CHUNK_STEPS,
+    finish: Callable[[jax.Array], jax.Array] | None = None,
+) -> ChunkedSampler:
+    """``sample(params, key, n) -> x_0 [n, *example_shape]`` (or ``finish(x_0)``): x_T ~
+    N(0, I) and the steps' noise from ``key``, then the steps of :func:`sample_loop` (the same
+    samples), run as compiled calls of ``chunk_steps`` steps; the batch sharded over ``mesh``
     (default: all devices; n must split evenly). The same key gives the same samples on any
     number of devices."""
     mesh = mesh or data_mesh()
     sharding = batch_sharded(mesh)
+    constrain = _constrainer(sharding)
+    times, previous = reverse_steps(model.schedule.timesteps, sampler, steps)
+    options = dict(sampler=sampler, eta=eta, clip=clip, constrain=constrain)
 
-    def sample(params, key, n):
+    def start(key, n):
         start_key, loop_key = jax.random.split(key)
-        x_T = jax.random.normal(start_key, (n, *example_shape))
-        return sample_loop(
-            model,
-            params,
-            loop_key,
-            x_T,
-            sampler=sampler,
-            steps=steps,
-            eta=eta,
-            clip=clip,
-            sharding=sharding,
-        )
+        return constrain(jax.random.normal(start_key, (n, *example_shape))), loop_key
 
-    compiled = jax.jit(sample, static_argnums=2, out_shardings=sharding)
+    def step(params, key, x, pairs):  # at most two programs: full chunks and the last
+        return _scan_steps(model, params, key, x, pairs, keep_trajectory=False, **options)[0]
 
-    def checked(params, key, n):
-        check_batch_size(n, mesh.size, "number of samples")
-        return compiled(params, key, n)
-
-    return checked
+    return ChunkedSampler(
+        start=jax.jit(start, static_argnums=1),
+        step=jax.jit(step, out_shardings=sharding),
+        chunks=tuple(
+            (times[i : i + chunk_steps], previous[i : i + chunk_steps])
+            for i in range(0, len(times), chunk_steps)
+        ),
+        finish=jax.jit(finish, out_shardings=sharding) if finish else None,
+        devices=mesh.size,
+    )

@@ -158,19 +158,18 @@ def image_sampler(
     steps: int | None = None,
     mesh=None,
 ):
-    """The jitted ``sample(params, key, n) -> images [n, S, S, C] in [0, 1]`` of a run (x_0
-    predictions clipped to [-1, 1] on the way)."""
-    shape = image_shape(config)
-    sample = make_sampler(
+    """``sample(params, key, n) -> images [n, S, S, C] in [0, 1]`` of a run (x_0 predictions
+    clipped to [-1, 1] on the way), compiled chunk by chunk (:func:`make_sampler`)."""
+    return make_sampler(
         model,
-        shape,
+        image_shape(config),
         sampler=sampler or config.sampler,
         steps=config.sampling_steps if steps is None else steps,
         eta=config.eta,
         clip=1.0,
         mesh=mesh,
+        finish=to_unit,
     )
-    return jax.jit(lambda params, key, n: to_unit(sample(params, key, n)), static_argnums=2)
 
 
 def _describe(terms: dict[str, float]) -> str:
