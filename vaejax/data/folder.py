@@ -291,9 +291,9 @@ def _base_builder():
     """The builder class, made on first use: importing tfds takes a while."""
     import tensorflow_datasets as tfds
 
-    from vaejax.data.tfds_builders import LocalDatasetInfo
+    from vaejax.data.tfds_builders import LocalDatasetInfo, QuietPreparation
 
-    class FolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    class FolderBuilder(QuietPreparation, tfds.core.GeneratorBasedBuilder, skip_registration=True):
         """Writes a decoded folder; examples keep its record order
         (:mod:`vaejax.data.folder_scan`)."""
 

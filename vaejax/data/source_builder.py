@@ -75,9 +75,9 @@ def resolve(spec_or_name: SourceSpec | str) -> tuple[SourceSpec, Source]:
 def _generic_builder() -> type:
     import tensorflow_datasets as tfds  # takes seconds: imported on first use
 
-    from vaejax.data.tfds_builders import LocalDatasetInfo
+    from vaejax.data.tfds_builders import LocalDatasetInfo, QuietPreparation
 
-    class SourceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    class SourceBuilder(QuietPreparation, tfds.core.GeneratorBasedBuilder, skip_registration=True):
         """Prepares a source's tfds folder from its raw files, without TensorFlow.
 
         ``raw_paths`` (raw file name -> local path) are files already checked; None downloads

@@ -34,7 +34,21 @@ class LocalDatasetInfo(tfds.core.DatasetInfo):
         return None
 
 
-class _IdxImageBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class QuietPreparation:
+    """Mixed into the project's builders: without tfds' two lines around a preparation
+    ("Downloading and preparing dataset Unknown size (download: Unknown size, ...)", "...
+    downloaded and prepared to ...: Subsequent calls will reuse this data."), which give sizes
+    these builders do not know and speak of a download where there is none; vaejax logs what it
+    prepares, from where, and how long it took."""
+
+    def _log_download_bytes(self) -> None:
+        return None
+
+    def _log_download_done(self) -> None:
+        return None
+
+
+class _IdxImageBuilder(QuietPreparation, tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Builds a 28x28 grey-image classification dataset from the four IDX ``.gz`` files."""
 
     VERSION = tfds.core.Version(idx.TFDS_VERSION)
