@@ -494,6 +494,36 @@ def test_out_of_memory_is_one_line(tmp_path):
     ), line
 
 
+_SMALL_MACHINE = """
+import sys
+from experiments.vae_mnist import CONFIG
+from vaejax import cli, errors
+
+errors._device_memory = lambda host: ("the cpu", 64 * 2**20)  # a machine of 64 MiB
+sys.exit(cli.main(CONFIG, argv=sys.argv[1:]))
+"""
+
+
+def test_a_model_larger_than_the_memory_is_one_line_before_it_is_made(
+    tmp_path, mnist_tfds_dir, mnist_raw_dir
+):
+    """12,648,784 parameters (--latent_dim 10000): 50.6 MB, twice over with the optimizer's
+    state, on a machine of 64 MiB. Refused before anything is allocated (a model that fills the
+    memory array by array would be killed by the kernel, with no line)."""
+    data_flags = ["--data_dir", mnist_tfds_dir, "--raw_data_dir", mnist_raw_dir]
+    workdir = tmp_path / "w"
+    args = ["--latent_dim", "10000", "--train_examples", "256", "--workdir", workdir, *data_flags]
+    line = one_line_failure(["-c", _SMALL_MACHINE, *args])
+    assert line == (
+        "error: the model's parameters and its optimizer's state need at least 96.5 MiB on each "
+        "device, more than the cpu's 64.0 MiB: make the model smaller (--latent_dim, "
+        "--hidden_dim)"
+    )
+    assert not (workdir / "checkpoints").exists() and not (workdir / "metrics.jsonl").exists()
+    assert errors.model_too_large_line(64 * 2**50) is not None  # more than any machine
+    assert errors.model_too_large_line(2 * 652_824 * 4) is None  # the default VAE fits
+
+
 def test_an_array_too_large_for_jax_is_one_line(tmp_path, mnist_tfds_dir, mnist_raw_dir):
     # the GAN's first kernel at --width 2000000000 takes more than 2**64 random bits
     data_flags = ["--data_dir", mnist_tfds_dir, "--raw_data_dir", mnist_raw_dir]

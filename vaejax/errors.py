@@ -161,6 +161,21 @@ def machine_limit_message(error: BaseException, flags: Iterable[str] = ()) -> st
     return None
 
 
+def model_too_large_line(need: int, flags: Iterable[str] = ()) -> str | None:
+    """The one line for a model that needs ``need`` bytes of one device's memory, more than
+    that device has (the host's memory for the CPU); None where it fits or the size is unknown.
+    Names the flags of ``flags`` (the run's config fields) that set the model's size."""
+    where, limit = _device_memory(host=False)
+    if not limit or need <= limit:
+        return None
+    sizes = [f"--{n}" for n in _SIZE_FLAGS if n in set(flags)]
+    return (
+        f"the model's parameters and its optimizer's state need at least {_size(need)} on each "
+        f"device, more than {where}'s {_size(limit)}: make the model smaller"
+        + (f" ({', '.join(sizes)})" if sizes else "")
+    )
+
+
 def missing_module_line(error: BaseException) -> str | None:
     """For a package that vaejax needs but cannot import (anywhere in ``error``'s chain), the
     one line naming it and the fix; None for anything else."""

@@ -36,7 +36,8 @@ from typing import Any, Callable, ClassVar, NamedTuple
 import jax
 
 from vaejax import data as datasets
-from vaejax import faults, io, sharding, stopping
+from vaejax import errors, faults, io, sharding, stopping
+from vaejax.errors import ConfigError
 from vaejax.runs.config import data_spec, load_data, resumable_fields, validate_run
 from vaejax.training import loop, schedules, step
 from vaejax.training.fit import RunKeys, TrainSettings, fit_state, training_summary
@@ -250,6 +251,22 @@ def start_line(run: Run, training: Training, data: Data, mesh, start_step: int |
     )
 
 
+def check_model_fits(run: Run) -> None:
+    """Raises :class:`ConfigError` when the parameters ``run`` initializes, twice over (they
+    and an optimizer state at least their size, on each device), exceed a device's memory. A
+    model that size would otherwise fill the memory page by page, each array fitting on its
+    own, until the kernel kills the process with no line. Nothing is allocated here."""
+    try:
+        model = run.build()
+        shapes = jax.eval_shape(lambda: run.init_params(model, jax.random.key(0)))
+    except NotImplementedError:  # a kind without a model of its own
+        return
+    need = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree_util.tree_leaves(shapes))
+    line = errors.model_too_large_line(2 * need, [f.name for f in dataclasses.fields(run.config)])
+    if line:
+        raise ConfigError(line)
+
+
 def execute(run: Run) -> dict | None:
     """Trains ``run`` into its workdir through the shared loop, then saves ``params.msgpack``
     and prints one closing line. Returns the last metrics record.
@@ -269,6 +286,7 @@ def execute(run: Run) -> dict | None:
     start_step = loop.resume_step(workdir, record, free, damaged)  # before anything is loaded
     with Phase(run.log, "preparing data", fault="preparing_data"):
         data = run.load_data()
+    check_model_fits(run)
     keys = run.keys()
     plan = run.training(data, keys, mesh)
     run.log(start_line(run, plan, data, mesh, start_step))
