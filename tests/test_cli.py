@@ -525,15 +525,24 @@ def test_a_model_larger_than_the_memory_is_one_line_before_it_is_made(
 
 
 def test_an_array_too_large_for_jax_is_one_line(tmp_path, mnist_tfds_dir, mnist_raw_dir):
-    # the GAN's first kernel at --width 2000000000 takes more than 2**64 random bits
+    with pytest.raises(NotImplementedError) as error:  # JAX refuses it before allocating
+        jax.random.normal(jax.random.key(0), (2**33, 2**33))
+    line = errors.machine_limit_message(error.value, ["batch_size", "width"])
+    assert line.startswith(
+        "the run needs an array too large for the cpu (random bits array of size exceeding "
+        "2 ** 64): lower --batch_size, or the model's size (--width)"
+    ), line
+    # a GAN at --width 2000000000 (its first kernel alone would be such an array) is refused
+    # earlier still, from its parameters' shapes
     data_flags = ["--data_dir", mnist_tfds_dir, "--raw_data_dir", mnist_raw_dir]
     args = ["--width", "2000000000", "--workdir", tmp_path / "w", *data_flags]
     line = one_line_failure(["-m", "experiments.gan_mnist", *args])
-    assert line == (
-        "error: the run needs an array too large for the cpu (random bits array of size "
-        "exceeding 2 ** 64): lower --batch_size or --eval_batch_size, or the model's size "
-        "(--width, --noise_dim)"
-    )
+    assert re.fullmatch(
+        r"error: the model's parameters and its optimizer's state need at least [\d.]+ EiB on "
+        r"each device, more than the cpu's [\d.]+ [KMGT]iB: make the model smaller \(--width, "
+        r"--noise_dim\)",
+        line,
+    ), line
 
 
 @pytest.mark.parametrize(
