@@ -270,9 +270,11 @@ def test_opening_a_folder_not_yet_prepared_leaves_nothing_in_the_temp_dir(tmp_pa
 
 
 KILLED_DECODE = """
-import sys, time
+import os, sys, time
 from pathlib import Path
 from vaejax.data import cache
+
+os.getpid = lambda: 4242  # every writer the same pid, as in containers sharing a volume
 
 def fill(out):
     out.images[:] = 7
@@ -292,13 +294,17 @@ def test_a_decoded_copy_left_by_a_killed_run_is_removed_and_one_being_written_is
     from vaejax.data import cache
 
     folder = cache.cache_folder(tmp_path, "test")
+    temporary = lambda: set(tmp_path.glob(f".{folder.name}.*.tmp"))
     writers, tmps = [], []
     try:
-        for _ in range(2):  # the first is killed, the second keeps writing
+        for _ in range(2):  # the first is killed, the second keeps writing; both "pid 4242"
+            before = temporary()
             writers.append(start_python(["-c", KILLED_DECODE, str(tmp_path)]))
             assert writers[-1].stdout.readline().strip() == "filling", writers[-1].stderr.read()
-            tmps.append(tmp_path / f".{folder.name}.{writers[-1].pid}.tmp")
-            assert (tmps[-1] / "images.npy").is_file()
+            (new,) = temporary() - before
+            assert ".4242." in new.name and (new / "images.npy").is_file()
+            tmps.append(new)
+        assert all(tmp.is_dir() for tmp in tmps)  # the second did not take the first's place
         writers[0].send_signal(signal.SIGKILL)
         writers[0].wait(30)
         old = time.time() - 2 * cache.ABANDONED_AFTER_S
@@ -314,6 +320,7 @@ def test_a_decoded_copy_left_by_a_killed_run_is_removed_and_one_being_written_is
         copy = cache.decoded_split(tmp_path, "test", 4, (2, 2, 1), fill)
         assert not tmps[0].exists() and tmps[1].is_dir() and young.is_dir()
         assert copy.images.ravel().tolist() == list(range(16))
+        assert sorted(os.listdir(folder)) == ["images.npy", "labels.npy"]  # no lock file
         assert copy.labels.tolist() == [3, 1, 4, 1]
     finally:
         for writer in writers:

@@ -8,10 +8,10 @@ memory can still be streamed to the devices (``--data_on_device off``), and a ru
 of a split reads only that part. The first run decodes the split straight into these files
 (never the whole split in memory), in a temporary folder renamed into place when complete; an
 unreadable or misshapen copy is decoded again; a folder that cannot be written is no error (the
-split is then decoded into memory, and nothing is kept). A writer holds an ``fcntl.flock`` on its
-temporary folder, so the next writer can tell one left by a killed process (no lock held) from
-one still being written, and removes it: a killed decode of a large split would otherwise keep
-its size on the disk for good.
+split is then decoded into memory, and nothing is kept). A writer holds an ``fcntl.flock`` on a
+lock file in its temporary folder, so the next writer can tell one left by a killed process (no
+lock held) from one still being written, and removes it: a killed decode of a large split would
+otherwise keep its size on the disk for good.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ import fcntl
 import logging
 import os
 import shutil
+import socket
 import time
+import uuid
 from pathlib import Path
 from typing import Callable
 
@@ -35,17 +37,29 @@ log = logging.getLogger(__name__)
 # a temporary copy younger than this is never taken for abandoned: its writer locks it right
 # after making it, and a folder made a moment ago may not be locked yet
 ABANDONED_AFTER_S = 60.0
+WRITER_LOCK = ".writer.lock"  # in a temporary copy, locked by its writer while it writes
 
 
 def cache_folder(builder_dir: Path, split: str) -> Path:
     return builder_dir / f"vaejax_decoded_{split}"
 
 
-def _lock_nowait(folder: Path) -> int | None:
-    """An open descriptor of ``folder`` holding an exclusive flock, or None where another
-    process holds one or the file system cannot lock."""
+def _new_temporary(folder: Path) -> Path:
+    """A new, empty temporary copy of ``folder`` beside it, named for this host and process
+    and made unique (two hosts, or two containers, may share a pid)."""
+    host = "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname())
+    tmp = folder.with_name(f".{folder.name}.{host}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.mkdir()
+    return tmp
+
+
+def _hold(tmp: Path) -> int | None:
+    """An open descriptor of ``tmp``'s lock file holding an exclusive flock (the file made if
+    missing), or None where another process holds it or the file system cannot lock. The lock
+    is on a regular file opened for writing: NFS shares such locks between hosts, not a
+    directory's."""
     try:
-        fd = os.open(folder, os.O_RDONLY)
+        fd = os.open(tmp / WRITER_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError:
         return None
     try:
@@ -56,22 +70,30 @@ def _lock_nowait(folder: Path) -> int | None:
     return fd
 
 
+def _discard(tmp: Path | None, held: int | None) -> None:
+    """Removes the temporary copy ``tmp`` (if still there), then lets go of its lock."""
+    if tmp is not None:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if held is not None:
+        os.close(held)
+
+
 def remove_abandoned(folder: Path) -> list[Path]:
-    """Removes the temporary copies of ``folder`` that no writer holds (their process was
-    killed) and that are older than :data:`ABANDONED_AFTER_S`; returns them."""
+    """Removes the temporary copies of ``folder`` whose lock no writer holds (their process
+    was killed) and that are older than :data:`ABANDONED_AFTER_S`; returns those removed."""
     removed = []
     for tmp in folder.parent.glob(f".{folder.name}.*.tmp"):
-        with contextlib.suppress(OSError):
+        try:
             if time.time() - tmp.stat().st_mtime < ABANDONED_AFTER_S:
                 continue
-        fd = _lock_nowait(tmp)
+        except OSError:
+            continue
+        fd = _hold(tmp)
         if fd is None:
             continue
-        try:
-            shutil.rmtree(tmp, ignore_errors=True)
+        _discard(tmp, fd)
+        if not tmp.exists():
             removed.append(tmp)
-        finally:
-            os.close(fd)
     if removed:
         log.info("removed %d unfinished decoded copies left by killed runs", len(removed))
     return removed
@@ -146,21 +168,20 @@ def decoded_split(
     start = time.perf_counter()
     folder = cache_folder(builder_dir, split)
     remove_abandoned(folder)
-    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-    held = None
+    tmp = held = None
     try:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        held = _lock_nowait(tmp)  # None where the file system cannot lock: never removed then
+        tmp = _new_temporary(folder)
+        held = _hold(tmp)  # None where the file system cannot lock: then never removed by others
         out = _allocate(tmp, n, image_shape, num_attributes)
     except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if held is not None:
-            os.close(held)
+        _discard(tmp, held)
         log.warning("could not write the decoded copy %s (%s); continuing without it", folder, e)
         out = _in_memory(n, image_shape, num_attributes)
         fill(out)
         return out
+    except BaseException:
+        _discard(tmp, held)
+        raise
     try:
         fill(out)
         for array in out:
@@ -169,9 +190,9 @@ def decoded_split(
         del out
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(tmp, folder)
+        with contextlib.suppress(OSError):
+            (folder / WRITER_LOCK).unlink()
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if held is not None:
-            os.close(held)
+        _discard(tmp, held)
     log.info("decoded %s in %.1f s", what or folder, time.perf_counter() - start)
     return load_decoded(builder_dir, split, n, image_shape, num_attributes)
