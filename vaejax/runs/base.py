@@ -119,6 +119,11 @@ class Run:
         :func:`~vaejax.runs.load.load_run`)."""
         raise NotImplementedError(f"{type(self).__name__} has no parameters")
 
+    def param_shapes(self, model):
+        """The shapes and dtypes (``jax.ShapeDtypeStruct``) of :meth:`init_params`' pytree,
+        traced only: nothing is allocated."""
+        return jax.eval_shape(lambda: self.init_params(model, jax.random.key(0)))
+
     def training(self, data: Data, keys: RunKeys, mesh) -> Training:
         raise NotImplementedError(f"{type(self).__name__} does not train")
 
@@ -257,8 +262,7 @@ def check_model_fits(run: Run) -> None:
     model that size would otherwise fill the memory page by page, each array fitting on its
     own, until the kernel kills the process with no line. Nothing is allocated here."""
     try:
-        model = run.build()
-        shapes = jax.eval_shape(lambda: run.init_params(model, jax.random.key(0)))
+        shapes = run.param_shapes(run.build())
     except NotImplementedError:  # a kind without a model of its own
         return
     need = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree_util.tree_leaves(shapes))

@@ -90,10 +90,7 @@ def load_run(workdir: os.PathLike | str, **options) -> TrainedRun:
         ) from None
     run = cls(config, workdir)
     model = run.build()
-    template = jax.tree_util.tree_map(
-        lambda s: np.zeros(s.shape, s.dtype),
-        jax.eval_shape(lambda: run.init_params(model, jax.random.key(0))),
-    )
+    template = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), run.param_shapes(model))
     try:
         params = io.load_params(params_path, template)
     except Exception as e:  # one line, nothing lost
