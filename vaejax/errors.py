@@ -125,14 +125,19 @@ def _requested(text: str) -> str | None:
     return None
 
 
+def _size_flags(names: Iterable[str]) -> str:
+    """' (--latent_dim, --hidden_dim)': those of ``names`` that set the model's size; ''."""
+    names = set(names)
+    sizes = [f"--{n}" for n in _SIZE_FLAGS if n in names]
+    return f" ({', '.join(sizes)})" if sizes else ""
+
+
 def _fix(names: Iterable[str]) -> str:
     """'lower --batch_size or --eval_batch_size, or the model's size (--latent_dim, ...)'."""
     names = set(names)
     batch = [f"--{n}" for n in _BATCH_FLAGS if n in names]
-    sizes = [f"--{n}" for n in _SIZE_FLAGS if n in names]
     batch_text = " or ".join(batch) if batch else "the batch size"
-    sizes_text = f" ({', '.join(sizes)})" if sizes else ""
-    return f"lower {batch_text}, or the model's size{sizes_text}"
+    return f"lower {batch_text}, or the model's size{_size_flags(names)}"
 
 
 def machine_limit_message(error: BaseException, flags: Iterable[str] = ()) -> str | None:
@@ -168,11 +173,9 @@ def model_too_large_line(need: int, flags: Iterable[str] = ()) -> str | None:
     where, limit = _device_memory(host=False)
     if not limit or need <= limit:
         return None
-    sizes = [f"--{n}" for n in _SIZE_FLAGS if n in set(flags)]
     return (
         f"the model's parameters and its optimizer's state need at least {_size(need)} on each "
-        f"device, more than {where}'s {_size(limit)}: make the model smaller"
-        + (f" ({', '.join(sizes)})" if sizes else "")
+        f"device, more than {where}'s {_size(limit)}: make the model smaller{_size_flags(flags)}"
     )
 
 
