@@ -10,7 +10,7 @@ sample_quality.json, mode_coverage.png and samples.png into --workdir.
 """
 
 from vaejax.cli import main
-from vaejax.runs.quality import QualityConfig
+from vaejax.runs.sample_quality import QualityConfig
 
 CONFIG = QualityConfig()
 

@@ -84,6 +84,15 @@ def wait_for_checkpoint_after(proc, workdir: Path, step: int, timeout=120) -> No
         time.sleep(0.005)
 
 
+def killed_and_rerun(argv, fault: str = "metrics_written@2:SIGKILL"):
+    """Runs ``python argv...`` killed at a fault point (:mod:`vaejax.faults`; by default at the
+    end of the first epoch, after its metrics line and before its checkpoint), then runs it
+    again to the end; returns the second run's CompletedProcess."""
+    killed = run_python(argv, env={"VAEJAX_FAULTS": fault})
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    return run_python(argv)
+
+
 def file_snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     """Each file's size and modification time under ``folder``, but the workdir lock's (a
     command rewrites it to name itself before it looks at the workdir)."""

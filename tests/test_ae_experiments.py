@@ -206,71 +206,62 @@ def test_a_plain_autoencoder_trains_from_its_config_alone(tmp_path, mnist_tfds_d
 
 
 @pytest.mark.parametrize(
-    "defaults,run,argv,message",
+    "defaults,argv,message",
     [
         (
             anomaly_run.AnomalyConfig(),
-            anomaly_run.run,
             ["--classes", "12"],
             "error: --classes must be distinct labels in 0..9 such as 0,7 "
             "(or auto for all), got 12",
         ),
         (
             anomaly_run.AnomalyConfig(),
-            anomaly_run.run,
             ["--percentile", "101"],
             "error: --percentile must be between 0 and 100, got 101.0",
         ),
         (
             anomaly_run.AnomalyConfig(),
-            anomaly_run.run,
             ["--latent_dim", "0"],
             "error: --latent_dim must be positive, got 0",
         ),
         (
             denoising_run.DenoisingConfig(),
-            denoising_run.run,
             ["--noise", "salt_pepper", "--noise_level", "2"],
             "error: --noise_level must lie in [0, 1] for salt_pepper noise, got 2.0",
         ),
         (
             denoising_run.DenoisingConfig(),
-            denoising_run.run,
             ["--eval_levels", "0.1;0.2"],
             "error: argument --eval_levels: invalid value: '0.1;0.2'; expected comma-separated "
             "numbers, e.g. --eval_levels 0.0,0.1,0.3,0.5,0.7",
         ),
         (
             latent_study_run.LatentStudyConfig(),
-            latent_study_run.run,
             ["--attribute_classes", "3,3"],
             "error: --attribute_classes must be two different labels A,B in 0..9, "
             "e.g. 9,7, got 3,3",
         ),
         (
             latent_study_run.LatentStudyConfig(),
-            latent_study_run.run,
             ["--attribute", "Smiling"],
             "error: --attribute Smiling is not an attribute of fashion_mnist (its attributes: "
             "none: use --attribute_classes)",
         ),
         (
             latent_study_run.LatentStudyConfig(),
-            latent_study_run.run,
             ["--vae_learning_rate", "0"],
             "error: --vae_learning_rate must be a positive number, got 0.0",
         ),
         (
             conditional_run.CVAEConfig(),
-            conditional_run.run,
             ["--hidden_dim", "0"],
             "error: --hidden_dim must be positive, got 0",
         ),
     ],
 )
-def test_bad_flags_get_one_line(tmp_path, capsys, defaults, run, argv, message):
+def test_bad_flags_get_one_line(tmp_path, capsys, defaults, argv, message):
     try:
-        code = cli.main(defaults, argv=argv + ["--workdir", str(tmp_path / "w")], run=run)
+        code = cli.main(defaults, argv=argv + ["--workdir", str(tmp_path / "w")])
     except SystemExit as e:  # the parser's own errors (a list it cannot read)
         code = e.code
     err = capsys.readouterr().err.strip()

@@ -3,7 +3,14 @@ one subprocess that checks that torch stays out):
 
 - layers: every ``vaejax`` module imports only from its own layer or the layers below it
   (function-level and relative imports included);
-- no import cycle among the modules' top-level imports;
+- no import cycle among the modules' imports, top-level and function-level alike (those under
+  ``if TYPE_CHECKING:`` never run and are left out);
+- imports at the top: a function-level import is only of a slow third-party package listed in
+  :data:`LAZY_IMPORTS` (a cycle is broken by moving what both sides need into a lower module, not
+  by importing inside a function); no module is imported by a computed name, but where
+  :data:`DYNAMIC_IMPORTS` says why;
+- private names stay in their module: no ``vaejax`` module imports (or reads through a module it
+  imports) another's ``_name``; a helper shared between modules is public;
 - no torch anywhere in ``vaejax`` (the PyTorch twins live in ``experiments/benchmarking``);
 - size: no module over :data:`MAX_MODULE_LINES` lines, no function over
   :data:`MAX_FUNCTION_LINES`, but for the few listed in :data:`ALLOWED_OVERSIZE`.
@@ -42,11 +49,45 @@ MAX_FUNCTION_LINES = 60  # from the ``def`` line to the last line of the body, d
 # path, a function by ``path:qualified.name``. A stale entry fails.
 ALLOWED_OVERSIZE: dict[str, str] = {}
 
+# What may be imported inside a function (a prefix of the imported module's name), each with the
+# reason: slow to import (seconds measured after ``import vaejax.data``, which loads jax) and
+# needed by few calls. A stale entry fails.
+LAZY_IMPORTS: dict[str, str] = {
+    "tensorflow_datasets": "0.3 s; optional at run time: without it the IDX pair is read from "
+    "its raw files and a folder directly (vaejax.data.datasets.load_split, folder._have_tfds)",
+    "vaejax.data.tfds_builders": "imports tensorflow_datasets at its top (its builders subclass "
+    "tfds' classes): as lazy as tfds itself",
+    "scipy": "0.3 s (scipy.io); reads SVHN's .mat files, only when SVHN is prepared",
+    "sklearn": "1.7 s; the PCA, k-NN and ROC metrics of vaejax.evaluation only",
+    "matplotlib": "0.7 s; plots only, and the Agg backend is chosen before pyplot is imported",
+    "tensorboardX": "2.5 s; only when a run writes its event file",
+    "grain": "0.5 s; only the reader of streamed training data",
+    "orbax": "0.3-3 s; only when checkpoints are opened (tests that write none never load it)",
+}
+# (importer, imported prefix) -> why that one module imports it lazily. A stale entry fails.
+LAZY_IMPORTS_IN: dict[tuple[str, str], str] = {
+    ("vaejax.errors", "jax"): "vaejax.errors stays importable without jax (2 s), as the facade's "
+    "vaejax.ConfigError; only the out-of-memory line asks jax for its device",
+}
+# Modules that import a module by a computed name (``importlib.import_module(name)``), invisible
+# to the checks here, each with the reason. A stale entry fails.
+DYNAMIC_IMPORTS: dict[str, str] = {
+    FACADE: "the lazy facade: imports the module of a name on first use",
+    "vaejax.runs.base": "run_class imports a Run defined outside vaejax, by the name its "
+    "config.json wrote",
+}
+
 
 class Import(NamedTuple):
     line: int
-    module: str  # the vaejax module (or a third-party top-level name) it imports
-    top_level: bool  # runs when the importer is imported (not in a function, not TYPE_CHECKING)
+    module: str  # the vaejax module (or a third-party module) it imports
+    # "top": runs when the importer is imported; "function": inside a function, runs when it is
+    # called; "typing": under ``if TYPE_CHECKING:``, never runs
+    where: str
+
+    @property
+    def top_level(self) -> bool:
+        return self.where == "top"
 
 
 class Module(NamedTuple):
@@ -138,19 +179,21 @@ def _targets(module: Module, node: ast.AST) -> list[str]:
 
 
 def imports_of(module: Module) -> list[Import]:
-    """Every import in ``module``, at any depth, with whether it runs at import time."""
+    """Every import in ``module``, at any depth, with where it runs (see :class:`Import`)."""
     found: list[Import] = []
 
-    def visit(node: ast.AST, top_level: bool) -> None:
+    def visit(node: ast.AST, where: str) -> None:
         for target in _targets(module, node):
-            found.append(Import(node.lineno, target, top_level))
+            found.append(Import(node.lineno, target, where))
         for child in ast.iter_child_nodes(node):
-            nested = isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)) or (
-                isinstance(node, ast.If) and _is_type_checking(node) and child in node.body
-            )
-            visit(child, top_level and not nested)
+            if isinstance(node, ast.If) and _is_type_checking(node) and child in node.body:
+                visit(child, "typing")
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                visit(child, "function" if where == "top" else where)
+            else:
+                visit(child, where)
 
-    visit(module.tree, True)
+    visit(module.tree, "top")
     return found
 
 
@@ -173,14 +216,14 @@ def test_imports_are_found_at_any_depth_and_resolved():
     )
     path = REPO_ROOT / PACKAGE / "data" / "example.py"
     module = Module("vaejax.data.example", path, 0, ast.parse(source))
-    found = [(i.module, i.top_level) for i in _package_imports(module)]
+    found = [(i.module, i.where) for i in _package_imports(module)]
     assert found == [
-        ("vaejax.data.idx", True),
-        ("vaejax.sharding", True),
-        ("vaejax.data", True),
-        ("vaejax.runs.config", False),
-        ("vaejax.training.step", False),
-        ("vaejax.evaluation.judge", False),
+        ("vaejax.data.idx", "top"),
+        ("vaejax.sharding", "top"),
+        ("vaejax.data", "top"),
+        ("vaejax.runs.config", "typing"),
+        ("vaejax.training.step", "function"),
+        ("vaejax.evaluation.judge", "function"),
     ]
 
 
@@ -212,16 +255,17 @@ def test_layers_import_only_downwards():
     assert not offending, "imports from a higher layer:\n" + "\n".join(offending)
 
 
-def _import_graph() -> dict[str, set[str]]:
-    """Module -> the package modules its top-level imports name (a submodule importing its own
-    package's ``__init__``, ``from vaejax import data`` in ``vaejax.data.x``, is an edge to it)."""
+def _import_graph(modules: dict[str, Module]) -> dict[str, set[str]]:
+    """Module -> the modules of ``modules`` that its imports name, top-level and function-level
+    (a submodule importing its own package's ``__init__``, ``from vaejax import data`` in
+    ``vaejax.data.x``, is an edge to it; an import under TYPE_CHECKING is none)."""
     return {
         name: {
             i.module
             for i in _package_imports(module)
-            if i.top_level and i.module in MODULES and i.module != name
+            if i.where != "typing" and i.module in modules and i.module != name
         }
-        for name, module in MODULES.items()
+        for name, module in modules.items()
     }
 
 
@@ -257,9 +301,195 @@ def test_find_cycle_finds_one():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
 
 
+def _synthetic(sources: dict[str, str]) -> dict[str, Module]:
+    """Modules named after real ones (so that ``from package import name`` resolves), with the
+    given source."""
+    return {
+        name: Module(name, MODULES[name].path, 0, ast.parse(source))
+        for name, source in sources.items()
+    }
+
+
+def test_the_import_graph_counts_function_level_imports_but_not_type_checking():
+    top = "from vaejax.data import cache\n"
+    lazy = "def f():\n    from vaejax.data import idx\n"
+    typing = (
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from vaejax.data import idx\n"
+    )
+    planted = _synthetic({"vaejax.data.idx": top, "vaejax.data.cache": lazy})
+    cycle = ["vaejax.data.cache", "vaejax.data.idx", "vaejax.data.cache"]
+    assert find_cycle(_import_graph(planted)) == cycle
+    unplanted = _synthetic({"vaejax.data.idx": top, "vaejax.data.cache": typing})
+    assert find_cycle(_import_graph(unplanted)) is None
+
+
 def test_no_import_cycles():
-    cycle = find_cycle(_import_graph())
-    assert cycle is None, "import cycle among top-level imports: " + " -> ".join(cycle)
+    cycle = find_cycle(_import_graph(MODULES))
+    assert cycle is None, "import cycle (top-level and function-level imports): " + " -> ".join(
+        cycle
+    )
+
+
+def _lazy_allowance(importer: str, imported: str) -> str | None:
+    """The entry of LAZY_IMPORTS or LAZY_IMPORTS_IN that lets ``importer`` import ``imported``
+    inside a function, or None."""
+
+    def under(prefix: str) -> bool:
+        return imported == prefix or imported.startswith(prefix + ".")
+
+    for (module, prefix), _ in LAZY_IMPORTS_IN.items():
+        if module == importer and under(prefix):
+            return f"{module}: {prefix}"
+    return next((prefix for prefix in LAZY_IMPORTS if under(prefix)), None)
+
+
+def _lazy_imports(modules: dict[str, Module]) -> tuple[list[str], set[str]]:
+    """(the function-level imports no allowance covers, the allowances used)."""
+    offending, used = [], set()
+    for name, module in modules.items():
+        for imp in imports_of(module):
+            if imp.where != "function":
+                continue
+            allowance = _lazy_allowance(name, imp.module)
+            if allowance is None:
+                offending.append(f"{module.relpath}:{imp.line} imports {imp.module}")
+            else:
+                used.add(allowance)
+    return offending, used
+
+
+def test_the_lazy_import_check_catches_an_import_in_a_function():
+    source = (
+        "import jax\n"
+        "def f():\n    import sklearn.metrics\n    from vaejax.data import cache\n"
+        "    from tqdm.auto import tqdm\n    import jax\n"
+    )
+    offending, used = _lazy_imports(_synthetic({"vaejax.data.idx": source}))
+    assert [line.split(" imports ")[1] for line in offending] == [
+        "vaejax.data.cache",
+        "tqdm.auto",
+        "jax",
+    ]
+    assert used == {"sklearn"}
+    offending, used = _lazy_imports(_synthetic({"vaejax.errors": source}))
+    assert [line.split(" imports ")[1] for line in offending] == ["vaejax.data.cache", "tqdm.auto"]
+    assert used == {"sklearn", "vaejax.errors: jax"}
+
+
+def test_imports_inside_functions_are_only_of_slow_packages():
+    offending, used = _lazy_imports(MODULES)
+    assert not offending, (
+        "imports inside functions: import these at the top of the module (a function-level "
+        "import is only for the slow third-party packages of LAZY_IMPORTS; an import cycle is "
+        "broken by moving what both sides need into a lower module):\n" + "\n".join(offending)
+    )
+    known = set(LAZY_IMPORTS) | {f"{m}: {p}" for m, p in LAZY_IMPORTS_IN}
+    stale = sorted(known - used)
+    assert not stale, f"LAZY_IMPORTS(_IN) lists what no module imports lazily (remove it): {stale}"
+
+
+def _dynamic_imports(module: Module) -> list[int]:
+    """The lines of ``importlib.import_module(x)`` and ``__import__(x)`` with a computed ``x``."""
+    return [
+        node.lineno
+        for node in ast.walk(module.tree)
+        if isinstance(node, ast.Call)
+        and (
+            (isinstance(node.func, ast.Attribute) and node.func.attr == "import_module")
+            or (isinstance(node.func, ast.Name) and node.func.id == "__import__")
+        )
+        and not _targets(module, node)
+    ]
+
+
+def test_no_module_is_imported_by_a_computed_name():
+    found = {name: _dynamic_imports(module) for name, module in MODULES.items()}
+    offending = [
+        f"{MODULES[name].relpath}:{line}"
+        for name, lines in found.items()
+        for line in lines
+        if name not in DYNAMIC_IMPORTS
+    ]
+    assert not offending, (
+        "modules imported by a computed name, which hides the import from the checks here "
+        "(import them at the top, e.g. into a table of modules):\n" + "\n".join(offending)
+    )
+    stale = sorted(name for name in DYNAMIC_IMPORTS if not found.get(name))
+    assert not stale, f"DYNAMIC_IMPORTS lists modules without one (remove them): {stale}"
+
+
+def _dotted(node: ast.AST) -> str | None:
+    """``a.b.c`` for a chain of names, else None."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        base = _dotted(node.value)
+        return base and f"{base}.{node.attr}"
+    return None
+
+
+def _is_private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def private_uses(module: Module, modules: dict[str, Module]) -> list[str]:
+    """``line: module._name`` for each private name of another ``vaejax`` module that ``module``
+    imports (``from m import _name``) or reads through a module it imports (``m._name``)."""
+    found, aliases = [], {}  # local name -> the vaejax module it names
+    for node in ast.walk(module.tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname and alias.name in modules:
+                    aliases[alias.asname] = alias.name
+        elif isinstance(node, ast.ImportFrom):
+            source = _resolve_from(module, node)
+            if source != PACKAGE and not source.startswith(PACKAGE + "."):
+                continue
+            for alias in node.names:
+                if f"{source}.{alias.name}" in modules:
+                    aliases[alias.asname or alias.name] = f"{source}.{alias.name}"
+                elif _is_private(alias.name) and source != module.name:
+                    found.append(f"{node.lineno}: {source}.{alias.name}")
+    for node in ast.walk(module.tree):
+        if isinstance(node, ast.Attribute) and _is_private(node.attr):
+            base = _dotted(node.value)
+            if base is None:
+                continue
+            head, _, rest = base.partition(".")
+            owner = ".".join(filter(None, [aliases.get(head, head), rest]))
+            if owner in modules and owner != module.name:
+                found.append(f"{node.lineno}: {owner}.{node.attr}")
+    return found
+
+
+def test_private_uses_are_found():
+    source = (
+        "import vaejax.data.idx\nimport vaejax.data.cache as cache_module\n"
+        "from vaejax.data import cache, idx as i\nfrom vaejax.data.idx import _hidden, shown\n"
+        "from typing import NamedTuple\n"
+        "x = cache._a + i._b + vaejax.data.idx._c + cache_module._d + cache.shown + self._e\n"
+        "y = NamedTuple._fields, __name__\n"
+    )
+    found = private_uses(_synthetic({"vaejax.data.folder": source})["vaejax.data.folder"], MODULES)
+    assert sorted(use.split(": ")[1] for use in found) == [
+        "vaejax.data.cache._a",
+        "vaejax.data.cache._d",
+        "vaejax.data.idx._b",
+        "vaejax.data.idx._c",
+        "vaejax.data.idx._hidden",
+    ]
+
+
+def test_no_private_names_are_used_across_modules():
+    uses = sorted(
+        f"{module.relpath}:{use}"
+        for module in MODULES.values()
+        for use in private_uses(module, MODULES)
+    )
+    assert not uses, (
+        "private names of another vaejax module (make the helper public: drop its underscore "
+        "and rename it at every use):\n" + "\n".join(uses)
+    )
 
 
 def test_no_torch_in_the_package():

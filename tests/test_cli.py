@@ -445,7 +445,9 @@ def test_machine_limit_message_walks_the_chain_and_names_the_fix():
         np.empty(2**46, np.float32)
     wrapped = RuntimeError("saving failed")
     wrapped.__cause__ = host.value
-    line = errors.machine_limit_message(wrapped, ["batch_size", "latent_dim", "hidden_dim"])
+    line = errors.machine_limit_message(
+        wrapped, errors.MemoryFlags(("batch_size",), ("latent_dim", "hidden_dim"))
+    )
     assert re.fullmatch(
         r"out of memory on the host \(\d+\.\d [KMGT]iB in all; 256\.0 TiB asked for at once\): "
         r"lower --batch_size, or the model's size \(--latent_dim, --hidden_dim\)",
@@ -527,7 +529,9 @@ def test_a_model_larger_than_the_memory_is_one_line_before_it_is_made(
 def test_an_array_too_large_for_jax_is_one_line(tmp_path, mnist_tfds_dir, mnist_raw_dir):
     with pytest.raises(NotImplementedError) as error:  # JAX refuses it before allocating
         jax.random.normal(jax.random.key(0), (2**33, 2**33))
-    line = errors.machine_limit_message(error.value, ["batch_size", "width"])
+    line = errors.machine_limit_message(
+        error.value, errors.MemoryFlags(("batch_size",), ("width",))
+    )
     assert line.startswith(
         "the run needs an array too large for the cpu (random bits array of size exceeding "
         "2 ** 64): lower --batch_size, or the model's size (--width)"

@@ -516,7 +516,7 @@ def test_ddpm_experiment_rejects_bad_flags_in_one_line(tmp_path, capsys, flags, 
     workdir = tmp_path / "run"
     argv = ["--workdir", str(workdir), *TINY, *flags]
     try:
-        status = main(ddpm_run.DDPMConfig(), argv=argv, run=ddpm_run.run)
+        status = main(ddpm_run.DDPMConfig(), argv=argv)
     except SystemExit as e:  # argparse's own errors
         status = e.code
     err = capsys.readouterr().err

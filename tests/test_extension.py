@@ -4,14 +4,13 @@ command line, checkpoints and bit-for-bit resume, load_run, and sample quality."
 from __future__ import annotations
 
 import json
-import signal
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
-from tests.helpers import run_python, start_python, wait_for_checkpoint_after
+from tests.helpers import killed_and_rerun, run_python
 from vaejax import load_run
 
 # the module's fixtures train models: its tests share one pytest-xdist worker
@@ -53,13 +52,9 @@ def test_killed_and_resumed_new_model_matches_the_uninterrupted_run(
     pixels_run, tmp_path, mnist_tfds_dir, mnist_raw_dir
 ):
     workdir = tmp_path / "run"
-    proc = start_python(_argv(workdir, mnist_tfds_dir, mnist_raw_dir))
-    wait_for_checkpoint_after(proc, workdir, 50)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done = run_python(_argv(workdir, mnist_tfds_dir, mnist_raw_dir))
+    done = killed_and_rerun(_argv(workdir, mnist_tfds_dir, mnist_raw_dir))
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "resuming from step" in done.stdout
+    assert "resuming from step" in done.stdout  # killed at the end of the first epoch
     for name in ("metrics.jsonl", "params.msgpack"):
         assert (workdir / name).read_bytes() == (pixels_run / name).read_bytes(), name
     record = json.loads((workdir / "config.json").read_text())

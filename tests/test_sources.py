@@ -415,7 +415,7 @@ def test_the_latent_study_adds_a_celeba_attribute_vector(
     argv += ["--batch_size", "1", "--epochs", "1", "--vae_epochs", "1", "--knn_k", "1"]
     argv += ["--attribute", "Smiling", "--workdir", str(workdir)]
     config = latent_study.LatentStudyConfig()
-    assert cli.main(config, argv=argv, run=latent_study.run) == 0
+    assert cli.main(config, argv=argv) == 0
     for model in ("ae", "vae"):
         grid = np.asarray(PIL.Image.open(workdir / f"attributes_{model}.png"))
         assert grid.ndim == 3 and grid.shape[2] == 3  # colour pictures
@@ -429,7 +429,7 @@ def test_the_latent_study_adds_a_celeba_attribute_vector(
     assert np.array_equal(shifted, test.images[[1]])  # the one test photo without a smile
     capsys.readouterr()
     bad = argv[:-4] + ["--attribute", "Smiles", "--workdir", str(tmp_path / "bad")]
-    assert cli.main(config, argv=bad, run=latent_study.run) == 2
+    assert cli.main(config, argv=bad) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --attribute Smiles is not an attribute of celeb_a (its ")
     assert "Smiling" in err and "\n" not in err

@@ -14,8 +14,11 @@ The package is layered; each layer imports only from the layers before it:
   from the config dataclasses; one-line errors).
 
 The names below are the most used ones, loaded on first use (``import vaejax`` stays cheap):
-:func:`load_run` to use a trained model, the models, the objectives, the data loaders and the
-training machinery.
+:func:`load_run` to use a trained model; the extension API (:class:`Run`, :class:`RunConfig`,
+:func:`config_field`, :func:`register`, :class:`Training`, :func:`one_model`,
+:class:`TrainedRun`, :func:`main`), with which a model defined outside the package gets the
+command line, exact resume and :func:`load_run`; the models, the objectives, the data loaders
+and the training machinery.
 """
 
 from __future__ import annotations
@@ -25,19 +28,24 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "vaejax.runs.load": ["load_run", "TrainedRun"],
+    "vaejax.runs.load": ["load_run"],
+    "vaejax.runs.trained": ["TrainedRun", "TrainedAutoencoder"],
     "vaejax.runs.base": [
+        "Data",
         "Run",
-        "Training",
+        "Study",
+        "execute",
         "register",
         "registered_kinds",
         "run_class",
         "train_and_evaluate",
     ],
-    "vaejax.runs.config": ["RunConfig"],
+    "vaejax.runs.config": ["RunConfig", "config_field"],
     "vaejax.runs.vae": ["VAEConfig"],
+    "vaejax.cli": ["main"],
     "vaejax.errors": ["ConfigError"],
-    "vaejax.training.fit": ["one_model", "fit_state"],
+    "vaejax.training.fit": ["Training", "one_model", "fit_state"],
+    "vaejax.training.job": ["RunKeys", "TrainSettings"],
     "vaejax.data": [
         "DATASETS",
         "DataError",

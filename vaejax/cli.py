@@ -35,7 +35,7 @@ from vaejax.flags import (
     parse_value,
     refusal,
 )
-from vaejax.runs.base import train_and_evaluate
+from vaejax.runs.base import execute, memory_flags, run_for_config
 from vaejax.runs.config import RunConfig, value_text
 from vaejax.training import checkpoints, loop
 from vaejax.training.workdir_lock import workdir_lock
@@ -210,12 +210,12 @@ def main(
     prog: str | None = None,
     run: Callable[[Any, Path], Any] | None = None,
 ) -> int:
-    """Parses flags over ``defaults`` and runs the experiment: ``run(config, workdir)``, by
-    default the registered Run whose ``Config`` is the type of ``defaults``, holding the
-    workdir's lock. Exit status: 0 done; 2 a user error or a limit of the machine (flags, data,
-    workdir, checkpoint, disk space: one line on stderr, nothing committed lost); 3 training
-    diverged; 128 + the signal number when stopped by SIGINT, SIGTERM or SIGHUP (one line:
-    what was saved, how to resume)."""
+    """Parses flags over ``defaults`` and runs the experiment: the registered Run whose
+    ``Config`` is the type of ``defaults``, through the driver (:func:`vaejax.runs.base.execute`),
+    or ``run(config, workdir)`` holding the workdir's lock. Exit status: 0 done; 2 a user error
+    or a limit of the machine (flags, data, workdir, checkpoint, disk space: one line on
+    stderr, nothing committed lost); 3 training diverged; 128 + the signal number when stopped
+    by SIGINT, SIGTERM or SIGHUP (one line: what was saved, how to resume)."""
     config, launch, _ = parse_command_line(defaults, argv, description, prog)
     logging.getLogger("absl").setLevel(logging.ERROR)  # tfds' advice on OpenCV and the like
     handler = logging.StreamHandler()
@@ -234,8 +234,11 @@ def main(
                 initialize_distributed(**launch)
             check_backend()  # after jax.distributed.initialize, which must come first
             workdir = resolve_workdir(config)
-            with workdir_lock(workdir):
-                (run or train_and_evaluate)(config, workdir)
+            if run is None:  # the driver locks the workdir
+                execute(run_for_config(config)(config, workdir))
+            else:
+                with workdir_lock(workdir):
+                    run(config, workdir)
     except (ConfigError, data.DataError, loop.WorkdirError, checkpoints.CheckpointError) as e:
         return _fail(f"error: {e}", 2)
     except loop.Diverged as e:
@@ -245,10 +248,9 @@ def main(
             f"vaejax: {str(e) or stopped_line(e.signum, e.during, workdir)}", 128 + e.signum
         )
     except Exception as e:  # the machine's limits (memory, disk) and unusable files too
-        names = [field.name for field in dataclasses.fields(config)]
         line = (
             disk_full_line(e, workdir)
-            or machine_limit_message(e, names)
+            or machine_limit_message(e, memory_flags(config))
             or file_error_line(e, workdir)
             or missing_module_line(e)
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator, NamedTuple
 
 
 class ConfigError(ValueError):
@@ -56,10 +56,6 @@ _REQUESTED = (  # the bytes one allocation asked for, as the message writes them
     re.compile(r"allocate (\d+(?:\.\d*)?) ?([KMGTPE]?)i?B\b"),  # '256. TiB', '256.00TiB'
 )
 _POWERS = {"": 0, "K": 1, "M": 2, "G": 3, "T": 4, "P": 5, "E": 6}
-# What lowers the memory a run takes, in the order the fix names them: the batch, then the size
-# of the model (the flags that exist in the failing run's config are named).
-_BATCH_FLAGS = ("batch_size", "eval_batch_size")
-_SIZE_FLAGS = ("latent_dim", "hidden_dim", "channels", "multipliers", "width", "noise_dim")
 
 
 def _chain(error: BaseException | None) -> Iterator[BaseException]:
@@ -125,28 +121,35 @@ def _requested(text: str) -> str | None:
     return None
 
 
-def _size_flags(names: Iterable[str]) -> str:
-    """' (--latent_dim, --hidden_dim)': those of ``names`` that set the model's size; ''."""
-    names = set(names)
-    sizes = [f"--{n}" for n in _SIZE_FLAGS if n in names]
-    return f" ({', '.join(sizes)})" if sizes else ""
+class MemoryFlags(NamedTuple):
+    """The flags that lower the memory a run takes, in the order a fix names them: those that
+    set its batches, then those that set its model's size (a Run declares both)."""
+
+    batch: tuple[str, ...] = ()
+    size: tuple[str, ...] = ()
 
 
-def _fix(names: Iterable[str]) -> str:
+NO_FLAGS = MemoryFlags()
+
+
+def _size_flags(flags: MemoryFlags) -> str:
+    """' (--latent_dim, --hidden_dim)': the flags that set the model's size; ''."""
+    return f" ({', '.join(f'--{n}' for n in flags.size)})" if flags.size else ""
+
+
+def _fix(flags: MemoryFlags) -> str:
     """'lower --batch_size or --eval_batch_size, or the model's size (--latent_dim, ...)'."""
-    names = set(names)
-    batch = [f"--{n}" for n in _BATCH_FLAGS if n in names]
-    batch_text = " or ".join(batch) if batch else "the batch size"
-    return f"lower {batch_text}, or the model's size{_size_flags(names)}"
+    batch_text = " or ".join(f"--{n}" for n in flags.batch) if flags.batch else "the batch size"
+    return f"lower {batch_text}, or the model's size{_size_flags(flags)}"
 
 
-def machine_limit_message(error: BaseException, flags: Iterable[str] = ()) -> str | None:
+def machine_limit_message(error: BaseException, flags: MemoryFlags = NO_FLAGS) -> str | None:
     """The one line for a run that needed more memory than the machine has (or an array larger
     than JAX can index), found anywhere in ``error``'s chain of causes; None for any other error.
 
     It names the memory that ran out (the device's, as JAX reports it, or the host's for a
     ``MemoryError``), its size, the bytes asked for when the error says, and the fix: lower the
-    batch or the model's size, naming those of ``flags`` (the run's config fields) that set it.
+    batch or the model's size, naming the run's ``flags`` that set them.
     """
     for cause in _chain(error):
         text = str(cause)
@@ -166,10 +169,10 @@ def machine_limit_message(error: BaseException, flags: Iterable[str] = ()) -> st
     return None
 
 
-def model_too_large_line(need: int, flags: Iterable[str] = ()) -> str | None:
+def model_too_large_line(need: int, flags: MemoryFlags = NO_FLAGS) -> str | None:
     """The one line for a model that needs ``need`` bytes of one device's memory, more than
     that device has (the host's memory for the CPU); None where it fits or the size is unknown.
-    Names the flags of ``flags`` (the run's config fields) that set the model's size."""
+    Names the run's ``flags`` that set the model's size."""
     where, limit = _device_memory(host=False)
     if not limit or need <= limit:
         return None

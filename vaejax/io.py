@@ -9,12 +9,15 @@ appended to).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import PIL.Image
+from etils import epath
 from flax import serialization
 
 
@@ -23,8 +26,6 @@ def as_path(path: os.PathLike | str):
     ``etils.epath.Path`` (needs the file system's package, e.g. gcsfs, and credentials)."""
     if isinstance(path, Path) or "://" not in os.fspath(path):
         return Path(path)
-    from etils import epath
-
     return epath.Path(path)
 
 
@@ -102,10 +103,6 @@ def save_image_grids(
 
 
 def _save_png(path: os.PathLike | str, pixels: np.ndarray, scale: int) -> Path:
-    import io
-
-    import PIL.Image
-
     picture = PIL.Image.fromarray(pixels)
     if scale > 1:
         picture = picture.resize((picture.width * scale, picture.height * scale), PIL.Image.NEAREST)
@@ -200,8 +197,6 @@ def _pyplot():
 
 
 def _save_figure(path: os.PathLike | str, fig) -> Path:
-    import io
-
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")

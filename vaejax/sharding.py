@@ -95,7 +95,6 @@ def gather_rows(mesh: Mesh):
     devices like :func:`batch_sharded`. Each device picks the requested rows it holds (zeros for
     the others) and one reduce-scatter sums them into each device's part of the batch: exact,
     since every row has exactly one holder, and the only traffic is the batch itself."""
-    from jax.sharding import PartitionSpec as P
 
     def local(data, rows):
         held = jax.tree_util.tree_leaves(data)[0].shape[0]
@@ -111,7 +110,12 @@ def gather_rows(mesh: Mesh):
 
         return jax.tree_util.tree_map(pick, data)
 
-    return jax.shard_map(local, mesh=mesh, in_specs=(P(DATA_AXIS), P()), out_specs=P(DATA_AXIS))
+    return jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(PartitionSpec(DATA_AXIS), PartitionSpec()),
+        out_specs=PartitionSpec(DATA_AXIS),
+    )
 
 
 def batch_splitter(mesh: Mesh, batch_size: int) -> Callable:

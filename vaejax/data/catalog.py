@@ -1,5 +1,6 @@
 """Every dataset by its name: what it is (:func:`dataset_spec`) and its splits as arrays
-(:func:`load_split`), whichever of the four kinds the name is.
+(:func:`load_split`), whichever of the four kinds the name is. :data:`LOADERS` maps each name (or
+name prefix) to the :class:`Loader` of its kind:
 
 - ``mnist``, ``fashion_mnist``: the IDX pair (:mod:`vaejax.data.datasets`);
 - ``cifar10``, ``svhn_cropped``, ``celeb_a``: the sources vaejax prepares without TensorFlow
@@ -12,22 +13,88 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from vaejax.data import idx, remote
+from vaejax.data import datasets, folder, idx, remote, source_builder, tfds_any
 from vaejax.data.idx import DataError, ImageSplit
-from vaejax.data.sources import SOURCES
+from vaejax.data.images import fit_to_size  # noqa: F401  (re-exported)
+from vaejax.data.sources import SOURCES, builtin_names, source
 
 FOLDER_PREFIX = "folder:"
 DEFAULT_FOLDER_SIZE = 64  # the size a folder is prepared at when the run names none
 SPLITS = ("train", "test")
 
 
-def builtin_names() -> tuple[str, ...]:
-    """The names vaejax prepares itself, offline from raw files included."""
-    return (*idx.DATASETS, *SOURCES)
+def _tfds_folder(name: str) -> str:
+    return name.split("/")[0].split(":")[0]
+
+
+class Loader(NamedTuple):
+    """How the names of one kind are read; each function takes the name first."""
+
+    # (name, data_dir, image_size) -> the spec (see dataset_spec)
+    spec: Callable[[str, Any, int | None], Any]
+    # (name, split, data_dir, raw_data_dir, image_size) -> the split, prepared first if needed
+    load: Callable[[str, str, Any, Any, int | None], ImageSplit]
+    # whether ``spec`` reads the data directory (staged first when it is in an object store)
+    spec_reads_data_dir: bool = False
+    # name -> its folder in a data directory (tfds' ``<data_dir>/<builder name>/``)
+    dataset_dir: Callable[[str], str] = _tfds_folder
+    # name -> the raw files vaejax prepares it from (none for names it does not prepare)
+    raw_files: Callable[[str], tuple[str, ...]] = lambda name: ()
+
+
+IDX_LOADER = Loader(
+    spec=lambda name, data_dir, image_size: idx.DATASETS[name],
+    load=lambda name, split, data_dir, raw_data_dir, image_size: datasets.load_split(
+        name, split, data_dir, raw_data_dir
+    ),
+    raw_files=lambda name: tuple(f"{stem}.gz" for stem in idx.RAW_STEMS),
+)
+SOURCE_LOADER = Loader(
+    spec=lambda name, data_dir, image_size: source(name).SPEC,
+    load=lambda name, split, data_dir, raw_data_dir, image_size: source_builder.load_source_split(
+        name, split, data_dir, raw_data_dir
+    ),
+    raw_files=lambda name: tuple(raw.name for raw in source(name).SPEC.raw_files),
+)
+FOLDER_LOADER = Loader(
+    spec=lambda name, data_dir, image_size: folder.folder_spec(
+        name, image_size or DEFAULT_FOLDER_SIZE, data_dir
+    ),
+    load=lambda name, split, data_dir, raw_data_dir, image_size: folder.load_folder_split(
+        name, split, image_size or DEFAULT_FOLDER_SIZE, data_dir
+    ),
+    spec_reads_data_dir=True,
+    dataset_dir=lambda name: folder.prepared_name(name[len(FOLDER_PREFIX) :]),
+)
+TFDS_LOADER = Loader(
+    spec=lambda name, data_dir, image_size: tfds_any.tfds_spec(name, data_dir, image_size),
+    load=lambda name, split, data_dir, raw_data_dir, image_size: tfds_any.load_tfds_split(
+        name, split, data_dir, image_size
+    ),
+    spec_reads_data_dir=True,
+)
+
+# A name -> its loader; a key ending in ":" is a prefix (``folder:PATH``); "" is any other name.
+LOADERS: dict[str, Loader] = {
+    **dict.fromkeys(idx.DATASETS, IDX_LOADER),
+    **dict.fromkeys(SOURCES, SOURCE_LOADER),
+    FOLDER_PREFIX: FOLDER_LOADER,
+    "": TFDS_LOADER,
+}
+
+
+def loader(name: str) -> Loader:
+    """The loader of ``name`` in :data:`LOADERS`: its own, else that of the prefix it starts
+    with, else that of any other name."""
+    if name in LOADERS:
+        return LOADERS[name]
+    prefix = next((key for key in LOADERS if key.endswith(":") and name.startswith(key)), "")
+    return LOADERS[prefix]
 
 
 def dataset_spec(
@@ -41,20 +108,11 @@ def dataset_spec(
     default 64) and another tfds name is read from its prepared files in ``data_dir``.
     Raises :class:`DataError` for an unknown name.
     """
-    if name in idx.DATASETS:
-        return idx.DATASETS[name]
-    if name in SOURCES:
-        from vaejax.data.sources import source
-
-        return source(name).SPEC
+    kind = loader(name)
+    if not kind.spec_reads_data_dir:
+        return kind.spec(name, data_dir, image_size)
     with remote.staged(dataset_dir(name), data_dir, upload=False) as (data_dir, _):
-        if name.startswith(FOLDER_PREFIX):
-            from vaejax.data import folder
-
-            return folder.folder_spec(name, image_size or DEFAULT_FOLDER_SIZE, data_dir)
-        from vaejax.data import tfds_any
-
-        return tfds_any.tfds_spec(name, data_dir, image_size)
+        return kind.spec(name, data_dir, image_size)
 
 
 def load_split(
@@ -75,45 +133,17 @@ def load_split(
         )
     staging = remote.staged(dataset_dir(name), data_dir, raw_data_dir, raw_file_names(name))
     with staging as (data_dir, raw_data_dir):
-        return _load_local(name, split, data_dir, raw_data_dir, image_size)
-
-
-def _load_local(name, split, data_dir, raw_data_dir, image_size) -> ImageSplit:
-    if name in idx.DATASETS:
-        from vaejax.data import datasets
-
-        return datasets.load_split(name, split, data_dir, raw_data_dir)
-    if name in SOURCES:
-        from vaejax.data import source_builder
-
-        return source_builder.load_source_split(name, split, data_dir, raw_data_dir)
-    if name.startswith(FOLDER_PREFIX):
-        from vaejax.data import folder
-
-        return folder.load_folder_split(name, split, image_size or DEFAULT_FOLDER_SIZE, data_dir)
-    from vaejax.data import tfds_any
-
-    return tfds_any.load_tfds_split(name, split, data_dir, image_size)
+        return loader(name).load(name, split, data_dir, raw_data_dir, image_size)
 
 
 def dataset_dir(name: str) -> str:
     """The folder of ``name`` in a data directory (tfds' ``<data_dir>/<builder name>/``)."""
-    if name.startswith(FOLDER_PREFIX):
-        from vaejax.data import folder
-
-        return folder.prepared_name(name[len(FOLDER_PREFIX) :])
-    return name.split("/")[0].split(":")[0]
+    return loader(name).dataset_dir(name)
 
 
 def raw_file_names(name: str) -> tuple[str, ...]:
     """The raw files vaejax prepares ``name`` from (none for names it does not prepare)."""
-    if name in idx.DATASETS:
-        return tuple(f"{stem}.gz" for stem in idx.RAW_STEMS)
-    if name in SOURCES:
-        from vaejax.data.sources import source
-
-        return tuple(raw.name for raw in source(name).SPEC.raw_files)
-    return ()
+    return loader(name).raw_files(name)
 
 
 def take(split: ImageSplit, n: int) -> ImageSplit:
@@ -149,27 +179,6 @@ def attribute_mask(split: ImageSplit, spec: Any, name: str) -> np.ndarray:
         known = ", ".join(spec.attribute_names) or "none"
         raise DataError(f"{spec.name} has no attribute {name!r} (its attributes: {known})")
     return np.asarray(split.attributes[:, spec.attribute_names.index(name)], bool)
-
-
-def fit_to_size(images: np.ndarray, size: int) -> np.ndarray:
-    """uint8 images [N, H, W, C] -> [N, size, size, C]: unchanged at that size, else each
-    centre-cropped to a square and resized with PIL's antialiased bilinear filter (once, on the
-    host). (28-pixel images meant for 32-pixel models are zero-padded on the device instead, see
-    :func:`vaejax.data.preprocess.make_batch_preprocessor`.)"""
-    n, height, width, channels = images.shape
-    if height == width == size:
-        return images
-    import PIL.Image
-
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
-    out = np.empty((n, size, size, channels), np.uint8)
-    for i, image in enumerate(images):
-        square = image[top : top + side, left : left + side]
-        picture = PIL.Image.fromarray(square[..., 0] if channels == 1 else square)
-        resized = np.asarray(picture.resize((size, size), PIL.Image.BILINEAR))
-        out[i] = resized.reshape(size, size, channels)
-    return out
 
 
 def describe(spec: Any) -> str:

@@ -31,7 +31,8 @@ import numpy as np
 import PIL.Image
 
 from vaejax.data.idx import DataError
-from vaejax.data.sources import Example, RawFile, SourceSpec, image_array
+from vaejax.data.images import image_array
+from vaejax.data.source_spec import Example, RawFile, SourceSpec
 
 ZIP = "img_align_celeba.zip"
 ZIP_FOLDER = "img_align_celeba/"  # the photos' folder inside the zip

@@ -24,7 +24,8 @@ import numpy as np
 import PIL.Image
 
 from vaejax.data.idx import DataError
-from vaejax.data.sources import Example, RawFile, SourceSpec, image_array
+from vaejax.data.images import image_array
+from vaejax.data.source_spec import Example, RawFile, SourceSpec
 
 ARCHIVE = "cifar-10-binary.tar.gz"
 FOLDER = "cifar-10-batches-bin/"  # every member lies in this folder of the tarball

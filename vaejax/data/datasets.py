@@ -103,18 +103,19 @@ def prepare(
     data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
     builder_dir = data_dir / name / TFDS_VERSION
     explicit = find_raw_dir(name, raw_data_dir)  # flag or environment: checked even when prepared
-    if not _is_prepared(builder_dir):
+    if not is_prepared(builder_dir):
         raw_dir = explicit or find_raw_dir(name, manual_dir=data_dir / "downloads" / "manual")
         splits, digests = _read_raw(spec, data_dir, raw_dir)  # before anything is written
         _prepare_locked(spec, data_dir, raw_dir, splits)
         remember_verified(builder_dir / VERIFIED_FILE, digests)
-    _check_prepared(builder_dir)
+    check_prepared(builder_dir)
     if explicit is not None:  # cheap once prepared: see check_raw_files
         check_raw_files(explicit, spec, memo=builder_dir / VERIFIED_FILE)
     return builder_dir
 
 
-def _is_prepared(builder_dir: Path) -> bool:
+def is_prepared(builder_dir: Path) -> bool:
+    """Whether ``builder_dir`` holds a prepared dataset (its ``dataset_info.json``)."""
     return (builder_dir / "dataset_info.json").is_file()
 
 
@@ -147,12 +148,12 @@ def _prepare_locked(
 ) -> None:
     """Prepares under the lock of ``<data_dir>/<name>``, unless another process did meanwhile."""
     builder_dir = data_dir / spec.name / TFDS_VERSION
-    with _preparation_lock(data_dir, spec.name) as locked:
-        if _is_prepared(builder_dir):
+    with preparation_lock(data_dir, spec.name) as locked:
+        if is_prepared(builder_dir):
             log.info("%s was prepared in %s by another process", spec.name, data_dir)
             return
         if locked:
-            _remove_leftovers(data_dir / spec.name)
+            remove_leftovers(data_dir / spec.name)
         from vaejax.data import (
             tfds_builders,  # imports tensorflow_datasets, which takes seconds
         )
@@ -185,7 +186,7 @@ def writing_into(data_dir: Path, what: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _preparation_lock(data_dir: Path, name: str) -> Iterator[bool]:
+def preparation_lock(data_dir: Path, name: str) -> Iterator[bool]:
     """Holds the lock of ``<data_dir>/<name>`` (creating both) while a preparation runs, waiting
     while another process holds it; yields False where the file system cannot lock. A folder
     left holding nothing but the lock file (a failed preparation) is removed."""
@@ -253,7 +254,7 @@ def _is_current(fd: int, path: Path) -> bool:
     return (st.st_dev, st.st_ino) == (os.fstat(fd).st_dev, os.fstat(fd).st_ino)
 
 
-def _remove_leftovers(folder: Path) -> None:
+def remove_leftovers(folder: Path) -> None:
     """Removes tfds' temporary folders (``incomplete.*``) from ``folder``. Called only under
     the lock: no live preparation owns them, they are what killed ones left."""
     for path in sorted(folder.glob("incomplete.*")):
@@ -265,7 +266,7 @@ def _remove_leftovers(folder: Path) -> None:
                 path.unlink()
 
 
-def _check_prepared(builder_dir: Path) -> None:
+def check_prepared(builder_dir: Path) -> None:
     """A prepared folder must be readable by ``tfds.data_source``: array_record files."""
     try:
         info = json.loads((builder_dir / "dataset_info.json").read_text())

@@ -54,11 +54,11 @@ import PIL.Image
 
 from vaejax.data.cache import decoded_split
 from vaejax.data.datasets import (
-    _check_prepared,
-    _is_prepared,
-    _preparation_lock,
-    _remove_leftovers,
+    check_prepared,
     default_data_dir,
+    is_prepared,
+    preparation_lock,
+    remove_leftovers,
     writing_into,
 )
 from vaejax.data.folder_scan import SPLITS, FolderImages, Listing, read_folder, scan
@@ -162,7 +162,7 @@ def _resolve(
     meta = _current(builder_dir, digest)
     if meta is None:
         meta = _prepare_locked(listing, size, digest, data_dir)
-    _check_prepared(builder_dir)
+    check_prepared(builder_dir)
     return _spec(dataset, root, builder_dir, meta), None
 
 
@@ -212,7 +212,7 @@ def _read_directly(listing: Listing, size: int, digest: str) -> FolderImages:
 def _current(builder_dir: Path, digest: str) -> dict[str, Any] | None:
     """The metadata of the copy in ``builder_dir`` if it was prepared from the listing
     ``digest``; None when there is none or it is out of date."""
-    if not _is_prepared(builder_dir):
+    if not is_prepared(builder_dir):
         return None
     try:
         meta = json.loads((builder_dir / METADATA_FILE).read_text())
@@ -241,13 +241,13 @@ def _prepare_locked(listing: Listing, size: int, digest: str, data_dir: Path) ->
     name = prepared_name(listing.root)
     config_dir = data_dir / name / config_name(size)
     builder_dir = config_dir / VERSION
-    with _preparation_lock(data_dir, name) as locked:
+    with preparation_lock(data_dir, name) as locked:
         meta = _current(builder_dir, digest)
         if meta is not None:
             log.info("%s was prepared in %s by another process", listing.root, data_dir)
             return meta
         if locked:
-            _remove_leftovers(config_dir)
+            remove_leftovers(config_dir)
         read = read_folder(listing, size, digest)  # before anything is written
         stale = None
         try:

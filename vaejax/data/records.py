@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from vaejax.data.sources import image_array
+from vaejax.data.images import image_array
 
 
 class RecordSource:

@@ -29,6 +29,8 @@ import shutil
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import jax
+
 from vaejax import io
 from vaejax.data.idx import DataError
 
@@ -148,8 +150,6 @@ def staged(
             pull(io.as_path(data_dir) / dataset_dir, local_data / dataset_dir)
     yield local_data, local_raw
     if is_remote(data_dir) and upload and (local_data / dataset_dir).is_dir():
-        import jax
-
         if jax.process_index() == 0:
             try:
                 push(local_data / dataset_dir, io.as_path(data_dir) / dataset_dir)

@@ -38,24 +38,24 @@ import numpy as np
 
 from vaejax.data.cache import decoded_split
 from vaejax.data.datasets import (
-    _check_prepared,
-    _is_prepared,
-    _preparation_lock,
-    _remove_leftovers,
+    check_prepared,
     check_reachable,
     default_data_dir,
+    is_prepared,
+    preparation_lock,
+    remove_leftovers,
     writing_into,
 )
 from vaejax.data.idx import RAW_DATA_DIR_ENV, DataError, ImageSplit
-from vaejax.data.sources import (
+from vaejax.data.source_spec import (
     Example,
     Source,
     SourceSpec,
     check_raw_file,
     find_raw_dir,
     raw_file_names,
-    source,
 )
+from vaejax.data.sources import source
 
 log = logging.getLogger(__name__)
 
@@ -185,11 +185,11 @@ def prepare_source(
     data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
     builder_dir = data_dir / spec.name / spec.version
     explicit = find_raw_dir(spec, raw_data_dir)  # flag or environment: checked even when prepared
-    if not _is_prepared(builder_dir):
+    if not is_prepared(builder_dir):
         raw_dir = explicit or find_raw_dir(spec, manual_dir=data_dir / "downloads" / "manual")
         raw_paths = _checked_raw_files(spec, data_dir, raw_dir)  # before anything is written
         _prepare_locked(spec, module, data_dir, raw_dir, raw_paths)
-    _check_prepared(builder_dir)
+    check_prepared(builder_dir)
     if explicit is not None:
         for raw in spec.raw_files:  # the size only: a SHA-256 would cost seconds every run
             check_raw_file(explicit / raw.name, raw, spec.name, digest=False)
@@ -233,12 +233,12 @@ def _prepare_locked(
 ) -> None:
     """Prepares under the lock of ``<data_dir>/<name>``, unless another process did meanwhile."""
     builder_dir = data_dir / spec.name / spec.version
-    with _preparation_lock(data_dir, spec.name) as locked:
-        if _is_prepared(builder_dir):
+    with preparation_lock(data_dir, spec.name) as locked:
+        if is_prepared(builder_dir):
             log.info("%s was prepared in %s by another process", spec.name, data_dir)
             return
         if locked:
-            _remove_leftovers(data_dir / spec.name)
+            remove_leftovers(data_dir / spec.name)
         prepared = builder(spec, data_dir, raw_paths)
         log.info("preparing %s in %s from %s (once)", spec.name, builder_dir, raw_dir or spec.url)
         start = time.perf_counter()

@@ -25,7 +25,8 @@ import numpy as np
 import PIL.Image
 
 from vaejax.data.idx import DataError
-from vaejax.data.sources import Example, RawFile, SourceSpec, image_array
+from vaejax.data.images import image_array
+from vaejax.data.source_spec import Example, RawFile, SourceSpec
 
 SPLIT_FILES = {"train": "train_32x32.mat", "test": "test_32x32.mat"}
 IMAGE_SHAPE = (32, 32, 3)

@@ -25,7 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from vaejax.data.cache import decoded_split
+from vaejax.data.datasets import check_prepared, default_data_dir
 from vaejax.data.idx import DataError, ImageSplit
+from vaejax.data.images import fit_to_size
+from vaejax.data.sources import builtin_names
 
 log = logging.getLogger(__name__)
 DEFAULT_SIZE = 64
@@ -57,8 +60,6 @@ def _tfds():
 
 
 def _unknown(name: str, known: list[str]) -> DataError:
-    from vaejax.data.catalog import builtin_names
-
     close = difflib.get_close_matches(
         name, list(dict.fromkeys([*builtin_names(), *known])), 3, 0.75
     )
@@ -120,8 +121,6 @@ def tfds_spec(
     name: str, data_dir: os.PathLike | str | None = None, image_size: int | None = None
 ) -> TfdsSpec:
     """The spec of the tfds dataset ``name`` prepared in ``data_dir`` (see the module)."""
-    from vaejax.data.datasets import _check_prepared, default_data_dir
-
     data_dir = os.fspath(Path(data_dir).expanduser() if data_dir else default_data_dir())
     builder = _builder(name, data_dir)
     try:
@@ -131,7 +130,7 @@ def tfds_spec(
     if not builder.is_prepared():
         _prepare(builder, name, data_dir)
         builder = _builder(name, data_dir)
-    _check_prepared(Path(builder.data_dir))
+    check_prepared(Path(builder.data_dir))
     split_names = set(builder.info.splits.keys())
     test = next((s for s in ("test", "validation") if s in split_names), None)
     if "train" not in split_names or test is None:
@@ -182,8 +181,6 @@ def load_tfds_split(
 
 def _decode_into(spec, name: str, split: str, out: ImageSplit) -> None:
     """Decodes every record of the split into the rows of ``out``, 1,024 records at a time."""
-    from vaejax.data.catalog import fit_to_size
-
     size, _, channels = spec.image_shape
     try:
         source = _tfds().data_source(

@@ -127,7 +127,7 @@ def perceptual_loss(classifier: TrainedClassifier):
 INCEPTION_SPLITS = 10
 
 
-def _unit_float(images, shape: tuple[int, int, int]) -> np.ndarray:
+def unit_float(images, shape: tuple[int, int, int]) -> np.ndarray:
     """uint8 images in 0..255 or floats in [0, 1] at the classifier's ``shape`` (28x28 padded
     to 32x32: the centre is kept) -> float32 [N, *shape] in [0, 1]."""
     images = np.asarray(images)
@@ -152,14 +152,14 @@ class Judge(NamedTuple):
     @classmethod
     def of(cls, classifier: TrainedClassifier, reference_images) -> Judge:
         """A judge against ``reference_images`` (the real training set: uint8 or [0, 1])."""
-        features = activations(classifier, _unit_float(reference_images, classifier.image_shape))
+        features = activations(classifier, unit_float(reference_images, classifier.image_shape))
         features = features.features
         return cls(classifier, *sample_quality.gaussian_fit(features))
 
     def score(self, images) -> dict:
         """The metrics of the module docstring for images [N, H, W, C] at the classifier's size
         (or padded from 28 to 32) (N >= 10)."""
-        acts = activations(self.classifier, _unit_float(images, self.classifier.image_shape))
+        acts = activations(self.classifier, unit_float(images, self.classifier.image_shape))
         mean, covariance = sample_quality.gaussian_fit(acts.features)
         logits = acts.logits.astype(np.float64)
         probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))

@@ -7,6 +7,7 @@ from typing import Callable
 
 import jax
 import numpy as np
+from tqdm.auto import tqdm
 
 from vaejax.objectives.likelihood import vae_bound
 
@@ -27,7 +28,6 @@ def evaluate_bounds(
     """L_K and the K-sample ELBO of every image of ``images`` (uint8, host): ``{"iwae": [N],
     "elbo": [N]}`` float64 on the host. Batch ``b`` uses ``fold_in(key, b)``; shows a progress
     bar with images/second when ``progress``."""
-    from tqdm.auto import tqdm
 
     @jax.jit
     def batch_bounds(params, raw, batch_key):

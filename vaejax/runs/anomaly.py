@@ -16,18 +16,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
 
 from vaejax import io, objectives
-from vaejax.errors import ConfigError
+from vaejax.errors import ConfigError, MemoryFlags
 from vaejax.evaluation import metrics
 from vaejax.runs import autoencoders as autoencoders_run
-from vaejax.runs import config as run_config
 from vaejax.runs.autoencoders import AEConfig
-from vaejax.runs.base import Run, register
+from vaejax.runs.base import Data, Study, register
 from vaejax.runs.config import config_field, data_spec, value_text
 
 
@@ -158,21 +156,46 @@ def format_table(rows: list[dict], percentile: float) -> str:
     return head + body + line("mean", mean["ae"], mean["vae"])
 
 
-def run(config: AnomalyConfig, workdir: Path) -> list[dict]:
-    """Runs the protocol for every held-out class of ``config``; writes, per class,
-    ``class_<c>/ae/`` and ``class_<c>/vae/`` (each a training workdir) and at the end
-    ``anomaly.json`` (one record per class) and ``anomaly.md`` (the table). Returns the records.
-    """
-    run_start = time.perf_counter()
-    train, test, spec, writer, log = run_config.start(config, validate)
-    classes = held_out_classes(config)
-    seed_key = jax.random.key(config.seed)
-    rows = []
-    for c in classes:
+@register
+class AnomalyRun(Study):
+    """Anomaly detection: per held-out class an autoencoder and a VAE trained on the other
+    classes, scored by ROC-AUC and average precision."""
+
+    kind = "anomaly"
+    Config = AnomalyConfig
+    memory_flags = MemoryFlags(("batch_size", "eval_batch_size"), ("latent_dim",))
+
+    def validate(self, num_devices: int) -> None:
+        validate(self.config, num_devices)
+
+    def study(self, data_: Data) -> list[dict]:
+        """Runs the protocol for every held-out class of ``config``; writes, per class,
+        ``class_<c>/ae/`` and ``class_<c>/vae/`` (each a training workdir) and at the end
+        ``anomaly.json`` (one record per class) and ``anomaly.md`` (the table). Returns the
+        records."""
+        config, workdir = self.config, self.workdir
+        seed_key = jax.random.key(config.seed)
+        rows = [self._held_out(c, data_, seed_key) for c in held_out_classes(config)]
+        table = format_table(rows, config.percentile)
+        if self.writer:
+            io.atomic_write_bytes(workdir / "anomaly.json", json.dumps(rows, indent=2).encode())
+            io.atomic_write_bytes(workdir / "anomaly.md", table.encode())
+        self.log(
+            f"\n{config.dataset}, {config.model} models, latent {config.latent_dim}, "
+            f"{config.epochs} epoch{'s' * (config.epochs != 1)}, scores: AE {config.loss} "
+            f"reconstruction error, VAE -ELBO ({config.vae_samples} draws)\n{table}\n"
+            f"whole run {time.perf_counter() - self.started:.1f} s; outputs in {workdir}"
+        )
+        return rows
+
+    def _held_out(self, c: int, data_: Data, seed_key: jax.Array) -> dict:
+        """Class ``c`` held out: the autoencoder and the VAE trained on the other classes and
+        their detection metrics (one row of the table)."""
+        config, (train, test, spec) = self.config, data_
         normal = train.labels != c
         is_anomaly = test.labels == c
         row = {"class": c, "class_name": spec.class_names[c]}
-        log(
+        self.log(
             f"held-out class {class_label(row)}: training on {int(normal.sum()):,} images of "
             f"the other classes"
         )
@@ -181,7 +204,7 @@ def run(config: AnomalyConfig, workdir: Path) -> list[dict]:
             model = autoencoders_run.train_family_member(
                 kind,
                 config,
-                workdir / f"class_{c}" / kind,
+                self.workdir / f"class_{c}" / kind,
                 train.images[normal],
                 test.images,
                 jax.random.fold_in(class_key, index),
@@ -204,31 +227,7 @@ def run(config: AnomalyConfig, workdir: Path) -> list[dict]:
                     for i, x in enumerate((test.images, train.images[normal]))
                 ]
             row[kind] = detection_metrics(scores[0], is_anomaly, scores[1], config.percentile)
-        log(f"class {c}: ROC-AUC AE {row['ae']['roc_auc']:.3f}, VAE {row['vae']['roc_auc']:.3f}")
-        rows.append(row)
-    table = format_table(rows, config.percentile)
-    if writer:
-        io.atomic_write_bytes(workdir / "anomaly.json", json.dumps(rows, indent=2).encode())
-        io.atomic_write_bytes(workdir / "anomaly.md", table.encode())
-    log(
-        f"\n{config.dataset}, {config.model} models, latent {config.latent_dim}, "
-        f"{config.epochs} epoch{'s' * (config.epochs != 1)}, scores: AE {config.loss} "
-        f"reconstruction error, VAE -ELBO ({config.vae_samples} draws)\n{table}\n"
-        f"whole run {time.perf_counter() - run_start:.1f} s; outputs in {workdir}"
-    )
-    return rows
-
-
-@register
-class AnomalyRun(Run):
-    """Anomaly detection: per held-out class an autoencoder and a VAE trained on the other
-    classes, scored by ROC-AUC and average precision."""
-
-    kind = "anomaly"
-    Config = AnomalyConfig
-
-    def validate(self, num_devices: int) -> None:
-        validate(self.config, num_devices)
-
-    def execute(self):
-        return run(self.config, self.workdir)
+        self.log(
+            f"class {c}: ROC-AUC AE {row['ae']['roc_auc']:.3f}, VAE {row['vae']['roc_auc']:.3f}"
+        )
+        return row

@@ -1,8 +1,8 @@
 """The autoencoder family of the lectures, trained side by side: what their experiments share.
 
 An experiment here trains a plain autoencoder and/or a VAE of the same family on the same images,
-each in its own sub-workdir through :func:`vaejax.experiment.fit` (so each has checkpoints,
-resume and ``metrics.jsonl``), then studies them. Two families (``--model``):
+each in its own sub-workdir through the driver (:func:`vaejax.runs.base.execute`: so each has
+checkpoints, resume and ``metrics.jsonl``), then studies them. Two families (``--model``):
 
 - ``mlp``: the lectures' dense autoencoder, 784-256-128-latent with a mirrored decoder, on 28x28
   images; its VAE has the same layers with a (mean, log-variance) head, trained on the ELBO.
@@ -26,7 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from vaejax import data, io, models, objectives
-from vaejax.runs.base import Data, Run, Training, json_record, register
+from vaejax.errors import MemoryFlags
+from vaejax.runs.base import Data, Run, Training, execute, json_record, register
 from vaejax.runs.config import (
     RunConfig,
     check_image_size,
@@ -67,7 +68,7 @@ class AEConfig(RunConfig):
 
 
 def validate_ae(config: AEConfig, num_devices: int) -> None:
-    """Raises :class:`~vaejax.experiment.ConfigError` for the first setting that cannot work."""
+    """Raises :class:`~vaejax.errors.ConfigError` for the first setting that cannot work."""
     check_positive(config, "batch_size", "latent_dim")
     validate_run(config, num_devices)
     if config.model == "conv":
@@ -192,9 +193,9 @@ def train_family_member(
         preprocess=preprocess,
         eval_preprocess=eval_preprocess,
     )
-    member.execute()
+    params = execute(member).params
     return TrainedModel(
-        params=member.params, kind=kind, module=member.build(), image_size=image_size(config)
+        params=params, kind=kind, module=member.build(), image_size=image_size(config)
     )
 
 
@@ -206,6 +207,7 @@ class AutoencoderMember(Run):
 
     kind = "autoencoder"
     Config = AEConfig
+    memory_flags = MemoryFlags(("batch_size", "eval_batch_size"), ("latent_dim",))
 
     def __init__(
         self,
@@ -278,26 +280,26 @@ class AutoencoderMember(Run):
             eval_batch_size=settings.eval_batch_size,
             eval_key=keys.eval,
             describe=_describe,
-            after_epoch=self.reconstruction_pictures(model, data_.test.images[:8]),
             mesh=mesh,
         )
         return Training(
-            trained.state,
-            trained.update,
-            self.preprocess or plain,
-            data_.train.images,
-            trained.end_of_epoch,
-            f"{what}, latent {config.latent_dim}",
-            models.count_params(params),
-            settings,
+            state=trained.state,
+            update=trained.update,
+            preprocess=self.preprocess or plain,
+            data=data_.train.images,
+            evaluation=trained.end_of_epoch,
+            description=f"{what}, latent {config.latent_dim}",
+            parameters=models.count_params(params),
+            pictures=self.reconstruction_pictures(model, data_.test.images[:8]),
+            settings=settings,
         )
 
     def reconstruction_pictures(self, model, images: np.ndarray) -> Callable[[int, Any], None]:
-        """``after_epoch``: ``reconstruction_<epoch>.png``, the first 8 test images (top) over
-        their reconstructions (a VAE's through its posterior mean)."""
+        """``reconstruction_<epoch>.png``, the first 8 test images (top) over their
+        reconstructions (a VAE's through its posterior mean)."""
 
-        def write(epoch: int, params) -> None:
-            trained = self.trained(model, params)
+        def write(epoch: int, state) -> None:
+            trained = self.trained(model, jax.device_get(state.params))
             pictures = np.concatenate([trained.prepare(images), trained.reconstruct(images)])
             io.save_image_grid(self.workdir / f"reconstruction_{epoch}.png", pictures, columns=8)
 

@@ -1,26 +1,31 @@
 """The Run protocol, the registry of run kinds, and the one driver that runs them all.
 
-A :class:`Run` is one kind of experiment. It declares its config dataclass and, for a kind that
-trains, hands the driver a :class:`Training`: the initial train state (its own optimizer,
-schedule and EMA included), the update, the on-device preprocessing, the training data and the
-end-of-epoch evaluation (metrics and pictures). :func:`execute` does the rest for every kind,
-through the shared loop (:func:`vaejax.training.fit.fit_state`: compiled epochs, checkpoints,
-exact resume, signals, the non-finite guard)::
+A :class:`Run` is one kind of experiment. It declares its config dataclass and hands the driver
+a :class:`~vaejax.training.fit.Training`: the initial train state (made from its
+``init_params``; its own optimizer, schedule and EMA included), the update, the on-device
+preprocessing, the training data, the end-of-epoch evaluation, the pictures and how the final
+state becomes the saved parameters. :func:`execute` does the rest for every kind: it locks the
+workdir, decides once whether to resume, loads the data and trains through the shared loop
+(:func:`vaejax.training.fit.fit_state`: compiled epochs, checkpoints, exact resume, signals,
+the non-finite guard)::
 
     @register
     class MyRun(Run):
         kind = "my_model"
         Config = MyConfig
 
-        def build(self): ...                       # the model (from self.config alone)
+        def build(self): ...                        # the model (from self.config alone)
         def init_params(self, model, key): ...      # the pytree saved as params.msgpack
         def training(self, data, keys, mesh): ...   # -> Training
         def trained(self, model, params): ...       # -> what load_run returns (sample, ...)
 
+A kind that trains several models or none (the autoencoder studies, likelihood evaluation,
+sample quality) is a :class:`Study`: the driver loads its data and calls its ``study(data)``;
+the models it trains go through :func:`execute` each, in workdirs of their own.
+
 ``config.json`` records the run's ``kind`` and the ``run`` class (``module:QualName``), so that
 :func:`vaejax.runs.load.load_run` rebuilds any finished run, one defined outside this package
-included. A kind that does not train (likelihood evaluation, sample quality) overrides
-:meth:`Run.execute`.
+included.
 """
 
 from __future__ import annotations
@@ -39,8 +44,9 @@ from vaejax import data as datasets
 from vaejax import errors, faults, io, sharding, stopping
 from vaejax.errors import ConfigError
 from vaejax.runs.config import data_spec, load_data, resumable_fields, validate_run
-from vaejax.training import loop, schedules, step
-from vaejax.training.fit import RunKeys, TrainSettings, fit_state, training_summary
+from vaejax.training import loop, schedules
+from vaejax.training.fit import Training, fit_state, training_summary
+from vaejax.training.job import Job, RunKeys, TrainSettings
 from vaejax.training.workdir_lock import workdir_lock
 
 _REGISTRY: dict[str, type[Run]] = {}
@@ -55,29 +61,25 @@ class Data(NamedTuple):
     spec: datasets.DatasetSpec
 
 
-class Training(NamedTuple):
-    """What a training run hands the driver (see :func:`vaejax.training.fit.fit_state`)."""
-
-    state: Any  # the initial train state (host or device arrays)
-    update: step.Update  # (state, batch, key) -> (state, metrics)
-    preprocess: step.Preprocess  # (raw batch, key) -> batch, on the device
-    train_data: Any  # pytree of host arrays with a leading example axis
-    end_of_epoch: loop.EndOfEpoch  # (epoch, state, train terms) -> (record, console text)
-    model: str  # the model, optimizer and objective, for the start line
-    parameters: int  # trained parameters, for the start line
-    settings: TrainSettings | None = None  # None: read from the config
-
-
 class Run:
-    """One kind of experiment: a config and the hooks :func:`execute` calls (see the module)."""
+    """One kind of experiment: a config and the hooks :func:`execute` calls (see the module).
+
+    ``memory_flags`` names the flags that set its batches and its model's size, for the line
+    that a run out of memory prints; ``sampling_options`` the keyword arguments its
+    :meth:`trained` takes (from :func:`~vaejax.runs.load.load_run`)."""
 
     kind: ClassVar[str]
     Config: ClassVar[type]
+    memory_flags: ClassVar[errors.MemoryFlags] = errors.MemoryFlags(
+        ("batch_size", "eval_batch_size")
+    )
+    sampling_options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config, workdir: Path | str | None = None):
         self.config = config
         self.workdir = io.as_path(workdir) if workdir is not None else None
-        self.writer = loop.is_writer()
+        self.writer = loop.is_writer()  # this process writes the files (process 0)
+        self.started = time.perf_counter()  # for the closing line's "whole run" time
 
     # -- every kind
     def log(self, text: str) -> None:
@@ -101,10 +103,6 @@ class Run:
             {**dataclasses.asdict(self.config), "kind": self.kind, "run": _qualified(type(self))}
         )
 
-    def execute(self) -> dict | None:
-        """Runs the experiment into ``self.workdir``; returns the last metrics record."""
-        return execute(self)
-
     # -- kinds that train
     def load_data(self) -> Data:
         train, test = load_data(self.config)
@@ -125,23 +123,34 @@ class Run:
         return jax.eval_shape(lambda: self.init_params(model, jax.random.key(0)))
 
     def training(self, data: Data, keys: RunKeys, mesh) -> Training:
+        """What the shared loop trains (see :class:`~vaejax.training.fit.Training`), starting
+        from :meth:`init_params`' pytree."""
         raise NotImplementedError(f"{type(self).__name__} does not train")
-
-    def finish(self, state, data: Data, keys: RunKeys):
-        """Called after training on every process with the final state on the device(s);
-        returns the host pytree saved as ``params.msgpack`` (the layout of
-        :meth:`init_params`) and writes the final pictures on the writer. Default: the
-        ``params`` of a :class:`~vaejax.training.step.TrainState`."""
-        return jax.device_get(state.params)
 
     def summary(self, record: dict) -> str:
         """The result part of the closing line, e.g. 'test -ELBO 105.54 nats/image'."""
         return ""
 
+    def conclude(self, record: dict | None) -> None:
+        """Called on every process after the parameters are saved, with the last metrics
+        record (None when nothing was evaluated): a kind's closing files. Default: nothing."""
+
     # -- using a finished run
     def trained(self, model, params):
         """What :func:`~vaejax.runs.load.load_run` returns for this kind."""
         raise NotImplementedError(f"{type(self).__name__} cannot be loaded")
+
+
+class Study(Run):
+    """A kind that trains several models or none: :func:`execute` validates its config, loads
+    its data (:meth:`load_data`; override it to load none, or other data) and returns what
+    :meth:`study` returns. The models it trains go through :func:`execute` each, in workdirs
+    of their own (e.g. ``<workdir>/class_1/vae``)."""
+
+    def study(self, data: Data | None) -> Any:
+        """Runs the study on ``data``; writes its files into ``self.workdir`` on the writer;
+        returns its record."""
+        raise NotImplementedError(f"{type(self).__name__} has no study")
 
 
 def json_record(record: dict[str, Any]) -> dict[str, Any]:
@@ -169,14 +178,12 @@ def _qualified(cls: type) -> str:
 
 
 def registered_kinds() -> tuple[str, ...]:
-    _import_builtin_runs()
     return tuple(sorted(_REGISTRY))
 
 
 def run_class(kind: str, qualified: str | None = None) -> type[Run]:
     """The Run of ``kind``; ``qualified`` ('module:QualName', from config.json) is imported if
     the kind is not registered yet (a Run defined outside vaejax). Raises KeyError."""
-    _import_builtin_runs()
     if kind not in _REGISTRY and qualified:
         module, _, name = qualified.partition(":")
         try:
@@ -192,23 +199,25 @@ def run_class(kind: str, qualified: str | None = None) -> type[Run]:
 
 def run_for_config(config) -> type[Run]:
     """The Run whose ``Config`` is the type of ``config``."""
-    _import_builtin_runs()
     for cls in _REGISTRY.values():
         if type(config) is cls.Config:
             return cls
     raise KeyError(f"no run kind takes a {type(config).__name__}")
 
 
-def train_and_evaluate(config, workdir: Path | str) -> dict | None:
+def train_and_evaluate(config, workdir: Path | str) -> Any:
     """Runs the experiment of ``config`` (the registered Run whose ``Config`` is its type) into
-    ``workdir``: trains, evaluates every epoch, writes everything; returns the last metrics
-    record (or the kind's summary)."""
-    with workdir_lock(io.as_path(workdir)):  # the command line holds it already: a no-op
-        return run_for_config(config)(config, workdir).execute()
+    ``workdir`` through :func:`execute`: trains, evaluates every epoch, writes everything;
+    returns the last metrics record (a study: its record)."""
+    return execute(run_for_config(config)(config, workdir)).record
 
 
-def _import_builtin_runs() -> None:
-    from vaejax.runs import registry  # noqa: F401  (its imports register the built-in kinds)
+def memory_flags(config) -> errors.MemoryFlags:
+    """The memory flags of the Run of ``config`` (none for a config no Run takes)."""
+    try:
+        return run_for_config(config).memory_flags
+    except KeyError:
+        return errors.NO_FLAGS
 
 
 def free_fields(run: Run) -> tuple[str, ...]:
@@ -248,7 +257,7 @@ def start_line(run: Run, training: Training, data: Data, mesh, start_step: int |
         getattr(config, "lr_schedule", "constant"), getattr(config, "warmup_steps", 0)
     )
     return (
-        f"vaejax: {run.kind}: {training.model} ({training.parameters:,} parameters) on "
+        f"vaejax: {run.kind}: {training.description} ({training.parameters:,} parameters) on "
         f"{run.config.dataset} ({len(data.train.images):,} train / "
         f"{len(data.test.images):,} test images); {mesh.size} "
         f"{jax.devices()[0].platform} device(s) in {jax.process_count()} process(es)"
@@ -261,65 +270,82 @@ def check_model_fits(run: Run) -> None:
     and an optimizer state at least their size, on each device), exceed a device's memory. A
     model that size would otherwise fill the memory page by page, each array fitting on its
     own, until the kernel kills the process with no line. Nothing is allocated here."""
-    try:
-        shapes = run.param_shapes(run.build())
-    except NotImplementedError:  # a kind without a model of its own
-        return
-    need = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree_util.tree_leaves(shapes))
-    line = errors.model_too_large_line(2 * need, [f.name for f in dataclasses.fields(run.config)])
+    need = sum(
+        leaf.size * leaf.dtype.itemsize
+        for leaf in jax.tree_util.tree_leaves(run.param_shapes(run.build()))
+    )
+    line = errors.model_too_large_line(2 * need, run.memory_flags)
     if line:
         raise ConfigError(line)
 
 
-def execute(run: Run) -> dict | None:
-    """Trains ``run`` into its workdir through the shared loop, then saves ``params.msgpack``
-    and prints one closing line. Returns the last metrics record.
+class Outcome(NamedTuple):
+    """What :func:`execute` returns: the last metrics ``record`` (a study: its record) and the
+    saved host ``params`` (the layout of ``init_params``; None for a study)."""
+
+    record: Any
+    params: Any = None
+
+
+def execute(run: Run) -> Outcome:
+    """Runs ``run`` into its workdir, holding the workdir's lock: a :class:`Study` studies its
+    data; any other kind trains through the shared loop (resuming the workdir when it holds
+    this run from a checkpoint decided here, once, before anything is loaded), saves
+    ``params.msgpack`` and prints one closing line.
 
     Raises :class:`~vaejax.errors.ConfigError`, :class:`~vaejax.data.DataError`,
     :class:`~vaejax.training.loop.WorkdirError` or
     :class:`~vaejax.training.checkpoints.CheckpointError` before anything is written;
     :class:`~vaejax.training.loop.Diverged` or :class:`~vaejax.training.loop.Interrupted`.
     """
-    run_start = time.perf_counter()
-    config, workdir = run.config, run.workdir
-    mesh = sharding.data_mesh()
-    run.validate(mesh.size)
-    record = run.record()
-    free = free_fields(run)
-    damaged = getattr(config, "damaged_checkpoints", "stop")
-    start_step = loop.resume_step(workdir, record, free, damaged)  # before anything is loaded
+    with workdir_lock(run.workdir):
+        mesh = sharding.data_mesh()
+        run.validate(mesh.size)
+        if isinstance(run, Study):
+            return Outcome(run.study(_load_data(run)))
+        run_start = time.perf_counter()
+        job, plan = _plan(run, mesh)
+        settings = plan.settings or TrainSettings.of(run.config)
+        state, last = fit_state(plan, settings, job)
+        return _conclude(run, plan, state, last, settings, job, run_start)
+
+
+def _load_data(run: Run) -> Data:
     with Phase(run.log, "preparing data", fault="preparing_data"):
-        data = run.load_data()
+        return run.load_data()
+
+
+def _plan(run: Run, mesh) -> tuple[Job, Training]:
+    """Where ``run`` trains (the checkpoint to resume from is decided first, before anything is
+    loaded) and what it trains; prints the start line."""
+    record = run.record()
+    damaged = getattr(run.config, "damaged_checkpoints", "stop")
+    start_step = loop.resume_step(run.workdir, record, free_fields(run), damaged)
+    data = _load_data(run)
     check_model_fits(run)
     keys = run.keys()
     plan = run.training(data, keys, mesh)
     run.log(start_line(run, plan, data, mesh, start_step))
-    state, last = fit_state(
-        workdir,
-        config_record=record,
-        free_fields=free,
-        settings=plan.settings or TrainSettings.of(config),
-        state=plan.state,
-        update=plan.update,
-        train_data=plan.train_data,
-        preprocess=plan.preprocess,
-        keys=keys,
-        end_of_epoch=plan.end_of_epoch,
-        mesh=mesh,
-    )
+    return Job(run.workdir, record, start_step, keys, mesh), plan
+
+
+def _conclude(
+    run: Run, plan: Training, state, last, settings: TrainSettings, job: Job, run_start: float
+) -> Outcome:
+    """After training: the final pictures, ``params.msgpack``, the kind's closing files and
+    the closing line."""
     with Phase(run.log, "drawing the final pictures", fault="final_pictures"):
-        saved = run.finish(state, data, keys)
-    run.params = saved
+        saved = plan.finish(state) if plan.finish else jax.device_get(state.params)
     if run.writer:
         with stopping.activity("writing the parameters"):
-            io.save_params(workdir / "params.msgpack", saved)
+            io.save_params(job.workdir / "params.msgpack", saved)
+    run.conclude(last)
     if last is not None:
-        settings = plan.settings or TrainSettings.of(config)
         result = run.summary(last)
         epochs = f"{settings.epochs} epoch{'s' * (settings.epochs != 1)}"
+        trained = training_summary(job.workdir, settings.batch_size, after_step=job.start_step)
         run.log(
-            f"done: {result + '; ' if result else ''}{epochs}; "
-            f"{training_summary(workdir, settings.batch_size, after_step=start_step)}; whole run "
-            f"{time.perf_counter() - run_start:.1f} s; outputs in {workdir}"
+            f"done: {result + '; ' if result else ''}{epochs}; {trained}; whole run "
+            f"{time.perf_counter() - run_start:.1f} s; outputs in {job.workdir}"
         )
-    return last
+    return Outcome(last, saved)

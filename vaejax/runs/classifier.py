@@ -1,7 +1,8 @@
 """A small LeNet-style classifier per dataset: the feature extractor of the sample-quality metrics.
 
 No Inception network can be downloaded here, so FID and the Inception score are computed the
-same way with this network in its place (:mod:`vaejax.sample_quality`, :mod:`vaejax.quality`):
+same way with this network in its place (:mod:`vaejax.evaluation.judge`,
+:mod:`vaejax.evaluation.sample_quality`):
 its penultimate layer (128 ReLU units) gives the features of the Fréchet distance, its softmax
 the class probabilities of the score, and its conv maps the perceptual loss of the VAE
 experiments. The numbers compare models with each other under one trained classifier; they are
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +24,7 @@ import numpy as np
 
 from vaejax import io, models, objectives
 from vaejax.data.preprocess import make_classifier_preprocessor
-from vaejax.errors import ConfigError
+from vaejax.errors import ConfigError, MemoryFlags
 from vaejax.evaluation.judge import SUMMARY
 from vaejax.models.classifier import LeNet
 from vaejax.runs.base import Data, Run, Training, register
@@ -76,6 +76,7 @@ class ClassifierRun(Run):
 
     kind = "classifier"
     Config = ClassifierConfig
+    memory_flags = MemoryFlags(("batch_size", "eval_batch_size"), ("hidden_dim",))
 
     def validate(self, num_devices: int) -> None:
         validate(self.config, num_devices)
@@ -103,20 +104,19 @@ class ClassifierRun(Run):
             mesh=mesh,
         )
         return Training(
-            trained.state,
-            trained.update,
-            make_classifier_preprocessor(config.shift),
-            (data_.train.images, data_.train.labels.astype(np.int32)),
-            trained.end_of_epoch,
-            "LeNet-style classifier",
-            models.count_params(params),
+            state=trained.state,
+            update=trained.update,
+            preprocess=make_classifier_preprocessor(config.shift),
+            data=(data_.train.images, data_.train.labels.astype(np.int32)),
+            evaluation=trained.end_of_epoch,
+            description="LeNet-style classifier",
+            parameters=models.count_params(params),
         )
 
     def summary(self, record: dict) -> str:
         return f"test accuracy {1.0 - record['test_error']:.2%}"
 
-    def execute(self) -> dict | None:
-        record = super().execute()
+    def conclude(self, record: dict | None) -> None:
         config = self.config
         summary = {
             "dataset": config.dataset,
@@ -130,12 +130,6 @@ class ClassifierRun(Run):
             io.atomic_write_bytes(
                 self.workdir / SUMMARY, (json.dumps(summary, indent=2) + "\n").encode()
             )
-        return summary
 
     def trained(self, model: LeNet, params) -> TrainedRun:
         return TrainedRun(self.kind, self.config, params, model, self.workdir)
-
-
-def run(config: ClassifierConfig, workdir: Path) -> dict:
-    """Trains the classifier (:class:`ClassifierRun`); returns the summary."""
-    return ClassifierRun(config, workdir).execute()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +17,7 @@ import numpy as np
 
 from vaejax import data, io, models, objectives
 from vaejax.data.preprocess import with_labels
+from vaejax.errors import MemoryFlags
 from vaejax.runs.base import Data, Run, Training, register
 from vaejax.runs.config import (
     RunConfig,
@@ -30,7 +30,7 @@ from vaejax.runs.config import (
     validate_run,
 )
 from vaejax.runs.trained import TrainedRun
-from vaejax.runs.vae import _format_terms
+from vaejax.runs.vae import format_terms
 from vaejax.training.fit import RunKeys, one_model
 from vaejax.training.schedules import adam_of
 
@@ -85,6 +85,7 @@ class CVAERun(Run):
 
     kind = "cvae"
     Config = CVAEConfig
+    memory_flags = MemoryFlags(("batch_size", "eval_batch_size"), ("latent_dim", "hidden_dim"))
 
     def validate(self, num_devices: int) -> None:
         validate(self.config, num_devices)
@@ -102,19 +103,19 @@ class CVAERun(Run):
 
     def training(self, data_: Data, keys: RunKeys, mesh) -> Training:
         config, workdir = self.config, self.workdir
-        model = self.model = self.build()
+        model = self.build()
         params = self.init_params(model, keys.init)
         fixed_z = jax.random.normal(keys.sample, (config.samples_per_class, config.latent_dim))
-        self.grid = jax.jit(lambda p: class_grid(model, p, fixed_z, model.num_classes))
+        grid = jax.jit(lambda p: class_grid(model, p, fixed_z, model.num_classes))
 
-        def after_epoch(epoch, p):
+        def pictures(epoch, state):
             io.save_image_grid(
                 workdir / f"class_samples_{epoch}.png",
-                np.asarray(self.grid(p)),
+                np.asarray(grid(jax.device_get(state.params))),
                 columns=config.samples_per_class,
             )
 
-        self.plain = plain = data.make_batch_preprocessor(image_shape(config)[0])
+        plain = data.make_batch_preprocessor(image_shape(config)[0])
         trained = one_model(
             params,
             objectives.cvae_per_example(model),
@@ -123,42 +124,38 @@ class CVAERun(Run):
             eval_preprocess=with_labels(plain),
             eval_batch_size=config.eval_batch_size,
             eval_key=keys.eval,
-            describe=lambda terms: _format_terms(terms, 1.0),
-            after_epoch=after_epoch,
+            describe=lambda terms: format_terms(terms, 1.0),
             mesh=mesh,
         )
         return Training(
-            trained.state,
-            trained.update,
-            with_labels(plain),
-            (data_.train.images, data_.train.labels.astype(np.int32)),
-            trained.end_of_epoch,
-            f"conditional VAE, latent {config.latent_dim}",
-            models.count_params(params),
+            state=trained.state,
+            update=trained.update,
+            preprocess=with_labels(plain),
+            data=(data_.train.images, data_.train.labels.astype(np.int32)),
+            evaluation=trained.end_of_epoch,
+            description=f"conditional VAE, latent {config.latent_dim}",
+            parameters=models.count_params(params),
+            pictures=pictures,
+            finish=lambda state: self._finish(
+                jax.device_get(state.params), model, grid, plain, data_.test
+            ),
         )
 
-    def finish(self, state, data_: Data, keys: RunKeys):
-        params = jax.device_get(state.params)
+    def _finish(self, params, model, grid, plain, test: data.ImageSplit):
+        """The final parameters; on the writer ``class_samples.png`` and ``restyle.png``."""
         if self.writer:
-            num_classes, labels = self.model.num_classes, data_.test.labels.astype(np.int32)
+            num_classes, labels = model.num_classes, test.labels.astype(np.int32)
             io.save_image_grid(
                 self.workdir / "class_samples.png",
-                np.asarray(self.grid(params)),
+                np.asarray(grid(params)),
                 columns=self.config.samples_per_class,
             )
             firsts = [int(np.flatnonzero(labels == c)[0]) for c in range(num_classes)]
+            restyled = restyle(
+                model, params, plain(test.images[firsts], None), labels[firsts], num_classes
+            )
             io.save_image_grid(
-                self.workdir / "restyle.png",
-                np.asarray(
-                    restyle(
-                        self.model,
-                        params,
-                        self.plain(data_.test.images[firsts], None),
-                        labels[firsts],
-                        num_classes,
-                    )
-                ),
-                columns=num_classes + 1,
+                self.workdir / "restyle.png", np.asarray(restyled), columns=num_classes + 1
             )
         return params
 
@@ -177,9 +174,3 @@ class CVAERun(Run):
             return jax.nn.sigmoid(model.apply({"params": params}, z, labels, method="decode"))
 
         return TrainedRun(self.kind, self.config, params, model, self.workdir, sample)
-
-
-def run(config: CVAEConfig, workdir: Path) -> dict:
-    """Trains the conditional VAE into ``workdir`` (:class:`CVAERun`); returns the last metrics
-    record."""
-    return CVAERun(config, workdir).execute()

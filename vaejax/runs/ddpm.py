@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -19,9 +18,9 @@ import optax
 
 from vaejax import data, io, models, objectives, sharding, training
 from vaejax.data.preprocess import to_tanh_range
-from vaejax.errors import ConfigError
+from vaejax.errors import ConfigError, MemoryFlags
 from vaejax.evaluation import judge
-from vaejax.evaluation.sampling import (
+from vaejax.evaluation.diffusion_pictures import (
     denoising_strip,
     noising_strip,
     sample_any_count,
@@ -187,6 +186,8 @@ class DDPMRun(Run):
 
     kind = "ddpm"
     Config = DDPMConfig
+    memory_flags = MemoryFlags(("batch_size", "eval_batch_size"), ("channels", "multipliers"))
+    sampling_options = ("sampler", "steps")
 
     def validate(self, num_devices: int) -> None:
         validate(self.config, num_devices)
@@ -205,17 +206,54 @@ class DDPMRun(Run):
     def training(self, data_: Data, keys: RunKeys, mesh) -> Training:
         config = self.config
         model = self.build()
-        params = model.init(keys.init, self.shape)
+        params = self.init_params(model, keys.init)
         rate = learning_rate_of(config, len(data_.train.images))
         tx = optimizer(rate, config.clip_norm, config.adam_eps)
         per_example = noise_prediction_loss(model)
-        self.preprocess = to_tanh_range(data.make_batch_preprocessor(self.shape[0]))
+        preprocess = to_tanh_range(data.make_batch_preprocessor(self.shape[0]))
         evaluate = training.make_evaluator(
-            per_example, self.preprocess, batch_size=config.eval_batch_size, mesh=mesh
+            per_example, preprocess, batch_size=config.eval_batch_size, mesh=mesh
         )
         test_images = sharding.put_row_sharded(data_.test.images, mesh)  # 1/N on each
         scorer = judge.epoch_judge(config, data_.train.images, self.log)
-        total_steps = config.epochs * (len(data_.train.images) // config.batch_size)
+        self._warn_of_warmup(len(data_.train.images))
+        # pictures and scores: each process samples on its own devices, from host weights (a
+        # sampler sharded over every process would need all of them; only process 0 writes)
+        local_mesh = sharding.data_mesh(jax.local_devices())
+        sample = image_sampler(model, config, mesh=local_mesh)
+        steps = f"{config.sampling_steps}" if config.sampler == "ddim" else f"{config.timesteps}"
+
+        def pictures(epoch: int, state: EMAState) -> None:
+            ema = jax.device_get(state.ema_params)
+            grid = sample_any_count(sample, ema, keys.sample, 64, local_mesh.size)
+            io.save_image_grid(self.workdir / f"samples_{epoch}.png", grid, 8)
+
+        return Training(
+            state=EMAState(  # own buffers for the average: the state is donated
+                training.create_train_state(params["params"], tx),
+                jax.tree_util.tree_map(np.array, params["ema"]),
+            ),
+            update=with_ema(
+                training.gradient_update(objectives.batch_mean(per_example), tx), config.ema_decay
+            ),
+            preprocess=preprocess,
+            data=data_.train.images,
+            evaluation=self._evaluation(
+                evaluate, test_images, scorer, sample, local_mesh, data_, keys
+            ),
+            description=f"DDPM ({config.schedule} schedule, T = {config.timesteps}; U-Net "
+            f"{config.channels} x ({value_text(config.multipliers)})); Adam "
+            f"{config.learning_rate:g}, EMA {config.ema_decay:g}; per-epoch samples: "
+            f"{config.sampler} {steps} steps",
+            parameters=models.count_params(params["params"]),
+            pictures=pictures,
+            finish=lambda state: self._finish(state, local_mesh, preprocess, data_, keys),
+        )
+
+    def _warn_of_warmup(self, num_train: int) -> None:
+        """Warns when ``--warmup_steps`` is not below the run's training steps."""
+        config = self.config
+        total_steps = config.epochs * (num_train // config.batch_size)
         if config.warmup_steps >= total_steps:
             self.log(
                 f"vaejax: warning: --warmup_steps {config.warmup_steps} is not below the "
@@ -223,73 +261,53 @@ class DDPMRun(Run):
                 f"--learning_rate {config.learning_rate:g}; lower --warmup_steps or train "
                 f"longer"
             )
-        # pictures and scores: each process samples on its own devices, from host weights (a
-        # sampler sharded over every process would need all of them; only process 0 writes)
-        self.local_mesh = sharding.data_mesh(jax.local_devices())
-        sample = image_sampler(model, config, mesh=self.local_mesh)
-        steps = f"{config.sampling_steps}" if config.sampler == "ddim" else f"{config.timesteps}"
-        return Training(
-            EMAState(
-                training.create_train_state(params, tx), jax.tree_util.tree_map(np.array, params)
-            ),  # own buffers: donated
-            with_ema(
-                training.gradient_update(objectives.batch_mean(per_example), tx), config.ema_decay
-            ),
-            self.preprocess,
-            data_.train.images,
-            self._end_of_epoch(evaluate, test_images, scorer, sample, data_, keys),
-            f"DDPM ({config.schedule} schedule, T = {config.timesteps}; U-Net "
-            f"{config.channels} x ({value_text(config.multipliers)})); Adam "
-            f"{config.learning_rate:g}, EMA {config.ema_decay:g}; per-epoch samples: "
-            f"{config.sampler} {steps} steps",
-            models.count_params(params),
-        )
 
-    def _end_of_epoch(self, evaluate, test_images, scorer, sample, data_: Data, keys: RunKeys):
+    def _evaluation(
+        self, evaluate, test_images, scorer, sample, local_mesh, data_: Data, keys: RunKeys
+    ):
         """The per-epoch evaluation: the test noise MSE of the EMA weights (``evaluate`` on
-        ``test_images``); after epoch 0 the scores of ``scorer`` (if any) and, on the writer,
-        ``samples_<epoch>.png``, both drawn with ``sample`` on the local devices."""
-        config, local_mesh = self.config, self.local_mesh
+        ``test_images``); after epoch 0 the scores of ``scorer`` (if any), on images drawn with
+        ``sample`` on the local devices."""
+        config = self.config
 
-        def end_of_epoch(epoch: int, state: EMAState, train_terms):
+        def evaluation(epoch: int, state: EMAState, train_terms):
             terms = evaluate(state.ema_params, test_images, keys.eval, len(data_.test.images))
             test_terms = {k: float(v) for k, v in terms.items()}
             record, text = train_and_test_record(epoch, train_terms, test_terms, _describe)
-            if epoch == 0:
+            if epoch == 0 or scorer is None:
                 return record, text
             ema = jax.device_get(state.ema_params)
-            if scorer is not None:
-                scores, scored = judge.judge_epoch(
-                    scorer,
-                    lambda key, n: sample_any_count(sample, ema, key, n, local_mesh.size),
-                    keys.eval,
-                    config.eval_samples,
-                    data_.spec.num_classes,
-                )
-                record.update(scores)
-                text += scored
-            if self.writer:
-                grid = sample_any_count(sample, ema, keys.sample, 64, local_mesh.size)
-                io.save_image_grid(self.workdir / f"samples_{epoch}.png", grid, 8)
-            return record, text
+            scores, scored = judge.judge_epoch(
+                scorer,
+                lambda key, n: sample_any_count(sample, ema, key, n, local_mesh.size),
+                keys.eval,
+                config.eval_samples,
+                data_.spec.num_classes,
+            )
+            record.update(scores)
+            return record, text + scored
 
-        return end_of_epoch
+        return evaluation
 
-    def finish(self, state: EMAState, data_: Data, keys: RunKeys):
+    def _finish(self, state: EMAState, local_mesh, preprocess, data_: Data, keys: RunKeys):
+        """The saved parameters ({'params', 'ema'}); on the writer the final pictures."""
         saved = {
             "params": jax.device_get(state.train.params),
             "ema": jax.device_get(state.ema_params),
         }
         if self.writer:
-            self.final_pictures(saved["ema"], data_, keys)
+            self._sampling_speed(saved["ema"], local_mesh, keys)
+            self._strips(saved["ema"], preprocess, data_, keys)
         return saved
 
-    def final_pictures(self, ema, data_: Data, keys: RunKeys) -> None:
+    def _sampling_speed(self, ema, local_mesh, keys: RunKeys) -> None:
+        """``samples_ddpm.png`` and ``samples_ddim.png``, with their samples/s in
+        ``sampling_speed.json``."""
         config, workdir, model = self.config, self.workdir, self.build()
         rates = {}
         for name, steps in (("ddpm", config.timesteps), ("ddim", config.sampling_steps)):
             images, rates[name] = sampling_rate(
-                image_sampler(model, config, name, steps, self.local_mesh),
+                image_sampler(model, config, name, steps, local_mesh),
                 ema,
                 keys.sample,
                 config.final_samples,
@@ -301,23 +319,21 @@ class DDPMRun(Run):
                 f"{rates[name]['samples_per_second']:.2f} samples/s (compiling "
                 f"{rates[name]['compile_seconds']:.1f} s)"
             )
+        speed = {
+            "devices": local_mesh.size,
+            "platform": jax.devices()[0].platform,
+            "samples": config.final_samples,
+            **rates,
+        }
         io.atomic_write_bytes(
-            workdir / "sampling_speed.json",
-            (
-                json.dumps(
-                    {
-                        "devices": self.local_mesh.size,
-                        "platform": jax.devices()[0].platform,
-                        "samples": config.final_samples,
-                        **rates,
-                    },
-                    indent=2,
-                )
-                + "\n"
-            ).encode(),
+            workdir / "sampling_speed.json", (json.dumps(speed, indent=2) + "\n").encode()
         )
+
+    def _strips(self, ema, preprocess, data_: Data, keys: RunKeys) -> None:
+        """``noising.png`` (a test image along the forward process) and ``denoising.png``."""
+        config, workdir, model = self.config, self.workdir, self.build()
         times = strip_timesteps(config.timesteps)
-        x0 = self.preprocess(jnp.asarray(data_.test.images[:1]), keys.eval)[0]
+        x0 = preprocess(jnp.asarray(data_.test.images[:1]), keys.eval)[0]
         io.save_image_grid(
             workdir / "noising.png",
             np.asarray(to_unit(noising_strip(model.schedule, x0, keys.eval, times))),
@@ -338,7 +354,8 @@ class DDPMRun(Run):
         (DDIM; default: the run's ``sampling_steps``)."""
         config = self.config
         steps = min(steps or config.sampling_steps, config.timesteps)
-        sample = image_sampler(model, config, sampler or config.sampler, steps)
+        sampler = sampler or config.sampler
+        sample = image_sampler(model, config, sampler, steps)
         devices = jax.device_count()
         return TrainedRun(
             self.kind,
@@ -347,10 +364,5 @@ class DDPMRun(Run):
             model,
             self.workdir,
             lambda key, n: sample_any_count(sample, params["ema"], key, n, devices),
+            sampling="ddpm" if sampler == "ddpm" else f"ddim{steps}",
         )
-
-
-def run(config: DDPMConfig, workdir: Path) -> dict:
-    """Trains the DDPM of ``config`` into ``workdir`` (:class:`DDPMRun`); returns the last
-    metrics record."""
-    return DDPMRun(config, workdir).execute()

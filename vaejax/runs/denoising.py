@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -24,12 +23,11 @@ import numpy as np
 
 from vaejax import io
 from vaejax.data.preprocess import NOISES, corrupt, make_denoising_preprocessor
-from vaejax.errors import ConfigError
+from vaejax.errors import ConfigError, MemoryFlags
 from vaejax.evaluation import metrics
 from vaejax.runs import autoencoders as autoencoders_run
-from vaejax.runs import config as run_config
 from vaejax.runs.autoencoders import AEConfig
-from vaejax.runs.base import Run, register
+from vaejax.runs.base import Data, Study, register
 from vaejax.runs.config import config_field, value_text
 
 
@@ -143,52 +141,49 @@ def _psnr_table(rows: list[dict]) -> str:
     )
 
 
-def run(config: DenoisingConfig, workdir: Path) -> list[dict]:
-    """Trains the denoising autoencoder in ``workdir/ae`` and writes ``psnr.json`` (an infinite
-    PSNR, of identical images at level 0, as null), ``psnr.md`` and ``denoising.png`` (for each
-    level a row of corrupted and a row of denoised test images, then the clean ones). Returns the
-    PSNR records."""
-    run_start = time.perf_counter()
-    train, test, _, writer, log = run_config.start(config, validate)
-    key = jax.random.key(config.seed)
-    size = autoencoders_run.image_size(config)
-    preprocess = make_denoising_preprocessor(size, config.noise, config.noise_level)
-    model = autoencoders_run.train_family_member(
-        "ae",
-        config,
-        workdir / "ae",
-        train.images,
-        test.images,
-        jax.random.fold_in(key, 0),
-        preprocess=preprocess,
-        eval_preprocess=preprocess,
-    )
-
-    rows, picture = _psnr_rows(model, test.images, config, jax.random.fold_in(key, 1))
-    table = _psnr_table(rows)
-    if writer:
-        finite = [{k: (v if np.isfinite(v) else None) for k, v in r.items()} for r in rows]
-        io.atomic_write_bytes(workdir / "psnr.json", json.dumps(finite, indent=2).encode())
-        io.atomic_write_bytes(workdir / "psnr.md", table.encode())
-        io.save_image_grid(workdir / "denoising.png", np.concatenate(picture), columns=10)
-    log(
-        f"\n{config.noise} noise, trained at level {config.noise_level:g}, "
-        f"{config.model} autoencoder ({config.loss}), PSNR over the {len(test.images):,} test "
-        f"images (peak 1; pooled squared error)\n{table}\nwhole run "
-        f"{time.perf_counter() - run_start:.1f} s; outputs in {workdir}"
-    )
-    return rows
-
-
 @register
-class DenoisingRun(Run):
+class DenoisingRun(Study):
     """A denoising autoencoder (sub-workdir ``ae``) and its PSNR gain at several noise levels."""
 
     kind = "denoising"
     Config = DenoisingConfig
+    memory_flags = MemoryFlags(("batch_size", "eval_batch_size"), ("latent_dim",))
 
     def validate(self, num_devices: int) -> None:
         validate(self.config, num_devices)
 
-    def execute(self):
-        return run(self.config, self.workdir)
+    def study(self, data_: Data) -> list[dict]:
+        """Trains the denoising autoencoder in ``workdir/ae`` and writes ``psnr.json`` (an
+        infinite PSNR, of identical images at level 0, as null), ``psnr.md`` and
+        ``denoising.png`` (for each level a row of corrupted and a row of denoised test images,
+        then the clean ones). Returns the PSNR records."""
+        config, workdir, writer, log = self.config, self.workdir, self.writer, self.log
+        train, test, _ = data_
+        key = jax.random.key(config.seed)
+        size = autoencoders_run.image_size(config)
+        preprocess = make_denoising_preprocessor(size, config.noise, config.noise_level)
+        model = autoencoders_run.train_family_member(
+            "ae",
+            config,
+            workdir / "ae",
+            train.images,
+            test.images,
+            jax.random.fold_in(key, 0),
+            preprocess=preprocess,
+            eval_preprocess=preprocess,
+        )
+
+        rows, picture = _psnr_rows(model, test.images, config, jax.random.fold_in(key, 1))
+        table = _psnr_table(rows)
+        if writer:
+            finite = [{k: (v if np.isfinite(v) else None) for k, v in r.items()} for r in rows]
+            io.atomic_write_bytes(workdir / "psnr.json", json.dumps(finite, indent=2).encode())
+            io.atomic_write_bytes(workdir / "psnr.md", table.encode())
+            io.save_image_grid(workdir / "denoising.png", np.concatenate(picture), columns=10)
+        log(
+            f"\n{config.noise} noise, trained at level {config.noise_level:g}, "
+            f"{config.model} autoencoder ({config.loss}), PSNR over the {len(test.images):,} test "
+            f"images (peak 1; pooled squared error)\n{table}\nwhole run "
+            f"{time.perf_counter() - self.started:.1f} s; outputs in {workdir}"
+        )
+        return rows

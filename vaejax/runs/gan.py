@@ -8,7 +8,6 @@ update :mod:`vaejax.training.gan`; this module holds the config, the Run and its
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -16,7 +15,7 @@ import optax
 
 from vaejax import data, io, models
 from vaejax.data.preprocess import to_tanh_range
-from vaejax.errors import ConfigError
+from vaejax.errors import ConfigError, MemoryFlags
 from vaejax.evaluation import judge
 from vaejax.models.gan import GAN, dcgan, layout
 from vaejax.objectives.gan import GENERATOR_LOSSES, LOSSES
@@ -192,6 +191,7 @@ class GANRun(Run):
 
     kind = "gan"
     Config = GANConfig
+    memory_flags = MemoryFlags(("batch_size", "eval_batch_size"), ("width", "noise_dim"))
 
     def validate(self, num_devices: int) -> None:
         validate(self.config, num_devices)
@@ -209,7 +209,7 @@ class GANRun(Run):
         config = self.config
         learning_rate, beta2, n_critic = config.resolved()
         gan = self.build()
-        params = gan.init(keys.init)
+        params = self.init_params(gan, keys.init)
         rate = schedules.learning_rate_of(
             config,
             len(data_.train.images),
@@ -231,46 +231,61 @@ class GANRun(Run):
         )
         scorer = judge.epoch_judge(config, data_.train.images, self.log)
         fixed_z = jax.random.normal(keys.sample, (64, config.noise_dim))
-        self.grid = jax.jit(lambda p: (gan.generate(p, fixed_z) + 1.0) / 2.0)
+        grid = jax.jit(lambda p: (gan.generate(p, fixed_z) + 1.0) / 2.0)
         sample = jax.jit(gan.sample, static_argnums=2)
+        players = {"generator": params["generator"], "discriminator": params["discriminator"]}
+        state = create_gan_state(players, generator_optimizer, critic_optimizer)
+        if config.ema_decay > 0:  # without it, no copy in the state and no work per step
+            ema = jax.tree_util.tree_map(np.array, params["generator_ema"])
+            state = EMAState(state, ema)
+            update = with_ema(update, config.ema_decay, lambda game: game.generator)
 
+        def pictures(epoch: int, state: GANState | EMAState) -> None:
+            generator = jax.device_get(_players_and_sampler(state)[1])
+            io.save_image_grid(
+                self.workdir / f"samples_{epoch}.png", np.asarray(grid(generator)), 8
+            )
+
+        return Training(
+            state=state,
+            update=update,
+            preprocess=to_tanh_range(data.make_batch_preprocessor(image_shape(config)[0])),
+            data=data_.train.images,
+            evaluation=self._evaluation(scorer, sample, data_, keys),
+            description=self._description(players, learning_rate, beta2, n_critic),
+            parameters=models.count_params(players),
+            pictures=pictures,
+            finish=lambda state: self._finish(state, grid),
+            settings=TrainSettings.of(
+                config, batch_size=n_critic * config.batch_size, learning_rate=learning_rate
+            ),
+        )
+
+    def _description(self, players, learning_rate: float, beta2: float, n_critic: int) -> str:
+        config = self.config
         game = (
             f"{config.loss}, {config.generator_loss} generator"
             if config.loss == "bce"
             else f"wgan-gp, lambda {config.penalty_weight:g}"
         )
-        state = create_gan_state(params, generator_optimizer, critic_optimizer)
-        if config.ema_decay > 0:  # without it, no copy in the state and no work per step
-            state = EMAState(state, jax.tree_util.tree_map(np.array, params["generator"]))
-            update = with_ema(update, config.ema_decay, lambda game: game.generator)
-        return Training(
-            state,
-            update,
-            to_tanh_range(data.make_batch_preprocessor(image_shape(config)[0])),
-            data_.train.images,
-            self._end_of_epoch(scorer, sample, data_, keys),
-            f"DCGAN ({game}; generator {models.count_params(params['generator']):,}, "
+        return (
+            f"DCGAN ({game}; generator {models.count_params(players['generator']):,}, "
             f"{'critic' if config.loss == 'wgan-gp' else 'discriminator'} "
-            f"{models.count_params(params['discriminator']):,}); Adam {learning_rate:g} betas "
+            f"{models.count_params(players['discriminator']):,}); Adam {learning_rate:g} betas "
             f"({config.adam_beta1:g}, {beta2:g}), {n_critic} critic step(s) per generator step"
-            + (f", generator EMA {config.ema_decay:g}" if config.ema_decay > 0 else ""),
-            models.count_params(params),
-            TrainSettings.of(
-                config, batch_size=n_critic * config.batch_size, learning_rate=learning_rate
-            ),
+            + (f", generator EMA {config.ema_decay:g}" if config.ema_decay > 0 else "")
         )
 
-    def _end_of_epoch(self, scorer, sample, data_: Data, keys: RunKeys):
-        """The per-epoch record and line: the epoch's mean training terms, the scores of
-        ``scorer`` (if any) on images drawn with ``sample``, and after epoch 0, on the writer,
-        ``samples_<epoch>.png`` of the fixed z."""
+    def _evaluation(self, scorer, sample, data_: Data, keys: RunKeys):
+        """The per-epoch record and line: the epoch's mean training terms and the scores of
+        ``scorer`` (if any) on images drawn with ``sample``."""
         config = self.config
 
-        def end_of_epoch(epoch: int, state: GANState | EMAState, train_terms):
-            generator = _players_and_sampler(state)[1]
+        def evaluation(epoch: int, state: GANState | EMAState, train_terms):
             record = {f"train_{k}": v for k, v in (train_terms or {}).items()}
             text = f"epoch {epoch:3d}" + (f"  {_describe(train_terms)}" if train_terms else "")
             if scorer is not None:
+                generator = _players_and_sampler(state)[1]
                 scores, scored = judge.judge_epoch(
                     scorer,
                     lambda key, n: np.asarray(sample(generator, key, n)),
@@ -280,17 +295,13 @@ class GANRun(Run):
                 )
                 record.update(scores)
                 text += scored
-            if self.writer and epoch > 0:
-                io.save_image_grid(
-                    self.workdir / f"samples_{epoch}.png",
-                    np.asarray(self.grid(jax.device_get(generator))),
-                    8,
-                )
             return record, text
 
-        return end_of_epoch
+        return evaluation
 
-    def finish(self, state: GANState | EMAState, data_: Data, keys: RunKeys):
+    def _finish(self, state: GANState | EMAState, grid):
+        """The saved parameters (the layout of :meth:`init_params`); on the writer
+        ``samples.png``."""
         game, generator = _players_and_sampler(state)
         params = {
             "generator": jax.device_get(game.generator.params),
@@ -300,7 +311,7 @@ class GANRun(Run):
             params["generator_ema"] = jax.device_get(generator)
         if self.writer:
             io.save_image_grid(
-                self.workdir / "samples.png", np.asarray(self.grid(sampler_of(params))), 8
+                self.workdir / "samples.png", np.asarray(grid(sampler_of(params))), 8
             )
         return params
 
@@ -326,9 +337,3 @@ def _players_and_sampler(state: GANState | EMAState):
 def sampler_of(params: dict):
     """The generator that draws a run's samples: the moving average where the run kept one."""
     return params.get("generator_ema", params["generator"])
-
-
-def run(config: GANConfig, workdir: Path) -> dict:
-    """Trains the GAN of ``config`` into ``workdir`` (:class:`GANRun`); returns the last
-    metrics record."""
-    return GANRun(config, workdir).execute()

@@ -26,12 +26,11 @@ import jax
 import numpy as np
 
 from vaejax import data, io
-from vaejax.errors import ConfigError
+from vaejax.errors import ConfigError, MemoryFlags
 from vaejax.evaluation import latent
 from vaejax.runs import autoencoders as autoencoders_run
-from vaejax.runs import config as run_config
 from vaejax.runs.autoencoders import AEConfig, TrainedModel
-from vaejax.runs.base import Run, register
+from vaejax.runs.base import Data, Study, register
 from vaejax.runs.config import check_positive, config_field, data_spec, value_text
 from vaejax.training.fit import TrainSettings
 
@@ -326,50 +325,50 @@ def save_latent_plots(workdir: Path, ae, vae, codes: dict, test, spec) -> None:
     )
 
 
-def run(config: LatentStudyConfig, workdir: Path) -> list[dict]:
-    """Trains the autoencoder (``workdir/ae``) and the VAE (``workdir/vae``), then writes the
-    pictures and tables of docs/autoencoders.md; returns the dimensionality-reduction table."""
-    run_start = time.perf_counter()
-    train, test, spec, writer, log = run_config.start(config, validate)
-    key = jax.random.key(config.seed)
-    ae, vae = train_pair(config, workdir, train, test, key)
-    codes = {
-        name: tuple(autoencoders_run.encode_images(model, split.images) for split in (train, test))
-        for name, model in (("ae", ae), ("vae", vae))
-    }
-    table, markdown = knn_table(config, codes, train, test)
-    if not writer:
-        return table
-    io.atomic_write_bytes(
-        workdir / "dimensionality_reduction.json", json.dumps(table, indent=2).encode()
-    )
-    io.atomic_write_bytes(workdir / "dimensionality_reduction.md", markdown.encode())
-    save_reconstructions_and_samples(workdir, ae, vae, codes, test, key, config.latent_dim)
-    save_interpolations_and_attributes(workdir, config, ae, vae, codes, train, test, spec)
-    if config.latent_dim == 2:
-        save_latent_plots(workdir, ae, vae, codes, test, spec)
-    else:
-        log(
-            f"latent_space.png, latent_p_values.png and decoded_grid.png draw 2-D codes: "
-            f"skipped for --latent_dim {config.latent_dim}"
-        )
-    log(
-        f"\n{config.dataset} test set, {config.model} models, latent {config.latent_dim}\n"
-        f"{markdown}\nwhole run {time.perf_counter() - run_start:.1f} s; outputs in {workdir}"
-    )
-    return table
-
-
 @register
-class LatentStudyRun(Run):
+class LatentStudyRun(Study):
     """The autoencoder and the VAE of a family side by side: latent spaces, samples, interpolation,
     attribute vectors, dimensionality reduction (each member in its own sub-workdir)."""
 
     kind = "latent_study"
     Config = LatentStudyConfig
+    memory_flags = MemoryFlags(("batch_size", "eval_batch_size"), ("latent_dim",))
 
     def validate(self, num_devices: int) -> None:
         validate(self.config, num_devices)
 
-    def execute(self):
-        return run(self.config, self.workdir)
+    def study(self, data_: Data) -> list[dict]:
+        """Trains the autoencoder (``workdir/ae``) and the VAE (``workdir/vae``), then writes the
+        pictures and tables of docs/autoencoders.md; returns the dimensionality-reduction table."""
+        config, workdir, writer, log = self.config, self.workdir, self.writer, self.log
+        train, test, spec = data_
+        key = jax.random.key(config.seed)
+        ae, vae = train_pair(config, workdir, train, test, key)
+        codes = {
+            name: tuple(
+                autoencoders_run.encode_images(model, split.images) for split in (train, test)
+            )
+            for name, model in (("ae", ae), ("vae", vae))
+        }
+        table, markdown = knn_table(config, codes, train, test)
+        if not writer:
+            return table
+        io.atomic_write_bytes(
+            workdir / "dimensionality_reduction.json", json.dumps(table, indent=2).encode()
+        )
+        io.atomic_write_bytes(workdir / "dimensionality_reduction.md", markdown.encode())
+        save_reconstructions_and_samples(workdir, ae, vae, codes, test, key, config.latent_dim)
+        save_interpolations_and_attributes(workdir, config, ae, vae, codes, train, test, spec)
+        if config.latent_dim == 2:
+            save_latent_plots(workdir, ae, vae, codes, test, spec)
+        else:
+            log(
+                f"latent_space.png, latent_p_values.png and decoded_grid.png draw 2-D codes: "
+                f"skipped for --latent_dim {config.latent_dim}"
+            )
+        seconds = time.perf_counter() - self.started
+        log(
+            f"\n{config.dataset} test set, {config.model} models, latent {config.latent_dim}\n"
+            f"{markdown}\nwhole run {seconds:.1f} s; outputs in {workdir}"
+        )
+        return table

@@ -53,7 +53,9 @@ def load_run(workdir: os.PathLike | str, **options) -> TrainedRun:
     parameters (the EMA weights where the run keeps them) and the methods of its kind:
     ``sample(key, n)`` for generative kinds, ``encode``/``decode``/``reconstruct`` for the
     autoencoder kinds, ``log_likelihood(x, key, k)`` for VAEs. ``options`` go to the kind's
-    loader (a diffusion run takes ``sampler="ddpm"|"ddim"`` and ``steps``).
+    loader where it takes them (its ``Run.sampling_options``: a diffusion run takes
+    ``sampler="ddpm"|"ddim"`` and ``steps``); a kind ignores the others, so that one call
+    serves runs of every kind.
 
     Raises :class:`~vaejax.training.loop.WorkdirError` (one line, naming the fix) when the
     workdir holds no finished run or its files are damaged.
@@ -98,4 +100,5 @@ def load_run(workdir: os.PathLike | str, **options) -> TrainedRun:
             f"{params_path} is damaged or belongs to another model "
             f"({type(e).__name__}): retrain, or resume the run to rewrite it"
         ) from None
-    return run.trained(model, params, **options)
+    taken = {name: value for name, value in options.items() if name in cls.sampling_options}
+    return run.trained(model, params, **taken)

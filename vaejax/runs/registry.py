@@ -10,6 +10,6 @@ from vaejax.runs import (  # noqa: F401
     gan,
     latent_study,
     likelihood,
-    quality,
+    sample_quality,
     vae,
 )

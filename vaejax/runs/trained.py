@@ -40,15 +40,42 @@ class TrainedRun:
     model: Any
     workdir: Path
     sampler: Sampler | None = None
+    sampling: str = ""  # how it samples, where a kind has several ways (e.g. 'ddim50')
 
     @property
     def num_params(self) -> int:
         return models.count_params(self.params)
 
+    @property
+    def operations(self) -> tuple[str, ...]:
+        """What this trained model can do, e.g. ('sample',) or ('encode', 'decode',
+        'reconstruct', 'sample', 'log_likelihood', 'likelihood_bounds')."""
+        return ("sample",) if self.sampler is not None else ()
+
+    def __getattr__(self, name: str):
+        """An operation this kind lacks: one line naming those it has."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        offers = ", ".join(self.operations) or "none of sample, encode, decode"
+        raise AttributeError(f"a {self.kind} run has no {name!r}: it offers {offers}")
+
+    @property
+    def description(self) -> str:
+        """What it is, for the lines that name it: 'mlp VAE', 'gan run'."""
+        return f"{self.kind} run"
+
+    @property
+    def label(self) -> str:
+        """What draws its samples, for tables: the kind, or its sampler ('ddim50')."""
+        return self.sampling or self.kind
+
     def sample(self, key: jax.Array, n: int) -> np.ndarray:
         """``n`` generated images [n, H, W, C], float32 in [0, 1], from ``key``."""
         if self.sampler is None:
-            raise TypeError(f"a {self.kind} run does not generate images")
+            raise TypeError(
+                f"a {self.kind} run does not generate images: it offers "
+                f"{', '.join(self.operations) or 'no operation'}"
+            )
         return np.asarray(self.sampler(key, n), np.float32)
 
 
@@ -60,6 +87,15 @@ class TrainedAutoencoder(TrainedRun):
     image_size: int = 28
     is_vae: bool = False
     latent_dim: int = 2
+
+    @property
+    def description(self) -> str:
+        return f"{self.config.model} {'VAE' if self.is_vae else 'autoencoder'}"
+
+    @property
+    def operations(self) -> tuple[str, ...]:
+        codes = ("encode", "decode", "reconstruct")  # and with a prior, a VAE's
+        return (*codes, "sample", "log_likelihood", "likelihood_bounds") if self.is_vae else codes
 
     def prepare(self, images) -> jax.Array:
         """Images -> float32 [N, S, S, C] in [0, 1] at the model's size (zero-padded)."""
@@ -88,6 +124,22 @@ class TrainedAutoencoder(TrainedRun):
     ) -> np.ndarray:
         """The K-sample importance-weighted lower bound on log p(x) of each image [N] (nats per
         image), under the run's pixel likelihood. Binarized data give the papers' numbers."""
+        batch_size = min(batch_size, len(images))
+        return self.likelihood_bounds(images, key, k, batch_size, chunk_size)["iwae"]
+
+    def likelihood_bounds(
+        self,
+        images,
+        key: jax.Array,
+        k: int = 5000,
+        batch_size: int = 100,
+        chunk_size: int = 100,
+        progress: bool = False,
+    ) -> dict[str, np.ndarray]:
+        """{'elbo', 'iwae'}: the K-draw ELBO estimate and the importance-weighted bound L_K on
+        log p(x) of each image [N], in nats per image (images: uint8, or floats in [0, 1] such
+        as dequantized ones); ``batch_size`` images per compiled call, ``chunk_size`` draws
+        held at once."""
         if not self.is_vae:
             raise TypeError("a plain autoencoder has no likelihood: use a VAE")
         config = self.config
@@ -99,13 +151,13 @@ class TrainedAutoencoder(TrainedRun):
             lambda x, _: self.prepare(x),
             key,
             k,
-            min(batch_size, len(images)),
+            batch_size,
             chunk_size,
             getattr(config, "likelihood", "bernoulli"),
             getattr(config, "gaussian_variance", 1.0),
-            progress=False,
+            progress=progress,
         )
-        return np.asarray(bounds["iwae"])
+        return {name: np.asarray(bound) for name, bound in bounds.items()}
 
 
 def _encode(model, params, x, is_vae: bool):

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vaejax import data, io, models, objectives
-from vaejax.errors import ConfigError
+from vaejax.errors import ConfigError, MemoryFlags
 from vaejax.evaluation import judge, latent
 from vaejax.runs.base import Data, Run, Training, register
 from vaejax.runs.config import (
@@ -52,6 +52,7 @@ def _model_builders():
 
 
 MODELS = tuple(_model_builders())
+TWO_LAYER_MODELS = ("burda2",)  # two stochastic layers: their own ELBO
 
 
 OBJECTIVES = ("elbo", "iwae")
@@ -186,7 +187,7 @@ def build_model(config: VAEConfig):
     return _model_builders()[config.model](config, model_shape(config))
 
 
-def _format_terms(terms: dict[str, float], beta: float) -> str:
+def format_terms(terms: dict[str, float], beta: float) -> str:
     """'-ELBO 105.50 (rec 80.75 + kl 24.75)', or with beta != 1 the loss and its weighting, or
     for the IWAE objective '-L_k 98.10 (-ELBO 101.20)'; a perceptual term and the loss with it
     follow the terms."""
@@ -258,6 +259,7 @@ class VAERun(Run):
 
     kind = "vae"
     Config = VAEConfig
+    memory_flags = MemoryFlags(("batch_size", "eval_batch_size"), ("latent_dim", "hidden_dim"))
 
     def validate(self, num_devices: int) -> None:
         validate(self.config, num_devices)
@@ -265,9 +267,7 @@ class VAERun(Run):
     def load_data(self) -> Data:
         config = self.config
         if config.perceptual_weight:  # before the data: a missing classifier fails fast
-            self.perceptual = judge.perceptual_loss(
-                judge.load(config.classifier_workdir, config.dataset)
-            )
+            judge.load(config.classifier_workdir, config.dataset)
         train, test = load_data(config, config.binarization, config.resolved_image_size)
         return Data(train, test, data_spec(config))
 
@@ -298,7 +298,7 @@ class VAERun(Run):
             return objectives.iwae_per_example(
                 model, config.iwae_samples, config.likelihood, config.gaussian_variance
             )
-        if hasattr(model, "draws"):  # stochastic layers of its own: a one-draw ELBO
+        if config.model in TWO_LAYER_MODELS:  # stochastic layers of its own: a one-draw ELBO
             return objectives.two_layer_elbo_per_example(
                 model,
                 likelihood=config.likelihood,
@@ -310,7 +310,9 @@ class VAERun(Run):
             likelihood=config.likelihood,
             beta=config.beta,
             variance=config.gaussian_variance,
-            perceptual=getattr(self, "perceptual", None),
+            perceptual=judge.perceptual_loss(judge.load(config.classifier_workdir, config.dataset))
+            if config.perceptual_weight
+            else None,
             perceptual_weight=config.perceptual_weight,
         )
 
@@ -319,7 +321,7 @@ class VAERun(Run):
         size = config.resolved_image_size
         model = self.build()
         params = self.init_params(model, keys.init)
-        self.images = _ImageWriter(model, data_.test.images, size, keys.sample, config.latent_dim)
+        images = _ImageWriter(model, data_.test.images, size, keys.sample, config.latent_dim)
         trained = one_model(
             params,
             self.per_example(model),
@@ -328,8 +330,7 @@ class VAERun(Run):
             eval_preprocess=self.preprocessor(size, train=False),
             eval_batch_size=config.eval_batch_size,
             eval_key=keys.eval,
-            describe=lambda terms: _format_terms(terms, config.beta),
-            after_epoch=lambda epoch, p: self.images.write(self.workdir, epoch, p),
+            describe=lambda terms: format_terms(terms, config.beta),
             mesh=mesh,
         )
         objective = (
@@ -340,18 +341,22 @@ class VAERun(Run):
             else f"beta-ELBO, beta {config.beta:g}"
         )
         return Training(
-            trained.state,
-            trained.update,
-            self.preprocessor(size, train=True),
-            data_.train.images,
-            trained.end_of_epoch,
-            f"{config.model} VAE, {objective}, binarization {config.binarization}",
-            models.count_params(params),
+            state=trained.state,
+            update=trained.update,
+            preprocess=self.preprocessor(size, train=True),
+            data=data_.train.images,
+            evaluation=trained.end_of_epoch,
+            description=f"{config.model} VAE, {objective}, binarization {config.binarization}",
+            parameters=models.count_params(params),
+            pictures=lambda epoch, state: images.write(
+                self.workdir, epoch, jax.device_get(state.params)
+            ),
+            finish=lambda state: self._finish(jax.device_get(state.params), images, data_),
         )
 
-    def finish(self, state, data_: Data, keys: RunKeys):
-        params = jax.device_get(state.params)
-        config, images = self.config, self.images
+    def _finish(self, params, images: _ImageWriter, data_: Data):
+        """The final parameters; on the writer, for a 2-D latent space, the latent plots."""
+        config = self.config
         if self.writer and _wants_latent_plots(config):
             size = config.resolved_image_size
             z = images.encode_mean(

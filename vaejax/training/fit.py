@@ -1,118 +1,78 @@
-"""Training any state with any update through the shared loop: :func:`fit_state`; one model on a
-per-example loss: :func:`one_model` (its state, update and evaluation)."""
+"""Training any state with any update through the shared loop: :func:`fit_state` of a
+:class:`Training`; one model on a per-example loss: :func:`one_model` (its state, update and
+evaluation)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple
 
 import jax
 import optax
 
 from vaejax import io, objectives, sharding
 from vaejax.training import loop, step, stream
-from vaejax.training.workdir_lock import workdir_lock
-
-
-class RunKeys(NamedTuple):
-    """The independent random streams of a run, each a function of one key alone."""
-
-    init: jax.Array
-    data: jax.Array  # the data order
-    step: jax.Array  # per-step keys (noise, binarization, corruption)
-    eval: jax.Array
-    sample: jax.Array  # fixed samples for the pictures
-
-    @classmethod
-    def of(cls, key: jax.Array) -> RunKeys:
-        return cls(*(jax.random.fold_in(key, i) for i in range(5)))
-
-
-class TrainSettings(NamedTuple):
-    """The optimizer and loop settings of one model's training (read from any config with these
-    fields)."""
-
-    batch_size: int
-    epochs: int
-    learning_rate: float
-    adam_eps: float
-    eval_batch_size: int
-    checkpoint_every: int
-    keep_checkpoints: int
-    nonfinite: str
-    data_on_device: str = "auto"  # see vaejax.training.stream
-
-    @classmethod
-    def of(cls, config: Any, **overrides) -> TrainSettings:
-        fields = {
-            name: getattr(config, name)
-            for name in cls._fields
-            if hasattr(config, name) or name not in cls._field_defaults
-        }
-        return cls(**{**fields, **overrides})
-
+from vaejax.training.job import Job, RunKeys, TrainSettings  # noqa: F401  (RunKeys re-exported)
 
 Describe = Callable[[dict[str, float]], str]
+Pictures = Callable[[int, Any], None]  # (epoch, state on the device(s)) -> None
+Finish = Callable[[Any], Any]  # state on the device(s) -> the host pytree of Run.init_params
 
 
-AfterEpoch = Callable[[int, Any], None]
+class Training(NamedTuple):
+    """What a run hands the shared loop, built by keyword: the initial ``state`` (made from the
+    run's ``init_params``; its optimizer, schedule and EMA included), the ``update``, the
+    on-device ``preprocess``, the training ``data``, the end-of-epoch ``evaluation``, the
+    ``description`` and ``parameters`` of the start line; optionally the ``pictures`` written
+    after every epoch, the ``finish`` that turns the final state into the saved parameters
+    (and draws the final pictures), and ``settings`` other than the config's."""
+
+    state: Any  # the initial train state (host or device arrays)
+    update: step.Update  # (state, batch, key) -> (state, metrics)
+    preprocess: step.Preprocess  # (raw batch, key) -> batch, on the device
+    data: Any  # pytree of host arrays with a leading example axis
+    evaluation: loop.EndOfEpoch  # (epoch, state, train terms) -> (record, console text)
+    description: str  # the model, optimizer and objective, for the start line
+    parameters: int  # trained parameters, for the start line
+    pictures: Pictures | None = None  # on the writer, after every epoch
+    finish: Finish | None = None  # None: the host copy of ``state.params``
+    settings: TrainSettings | None = None  # None: read from the config
 
 
-def fit_state(
-    workdir: Path,
-    *,
-    config_record: dict[str, Any],
-    free_fields: Sequence[str],
-    settings: TrainSettings,
-    state,
-    update: step.Update,
-    train_data,
-    preprocess: step.Preprocess,
-    keys: RunKeys,
-    end_of_epoch: loop.EndOfEpoch,
-    mesh=None,
-):
-    """Trains any ``state`` with any ``update`` through the shared loop (:func:`vaejax.loop.train`:
-    whole epochs compiled on the device, checkpoints, resume, signals, non-finite guard): the
-    machinery under every experiment, one model or two players.
+def fit_state(training: Training, settings: TrainSettings, job: Job):
+    """Trains ``training.state`` with ``training.update`` through the shared loop
+    (:mod:`vaejax.training.loop`: whole epochs compiled on the device, checkpoints, resume,
+    signals, the non-finite guard): the machinery under every experiment, one model or two
+    players. ``job`` says where, from which checkpoint, with which keys and on which mesh; the
+    caller holds the workdir's lock.
 
-    ``train_data`` is a pytree of host arrays with a leading example axis, placed on the
-    device(s) or streamed from the host as ``settings.data_on_device`` says
-    (:mod:`vaejax.training.stream`); ``preprocess(raw_batch,
-    key)`` runs on the device in each step; ``end_of_epoch(epoch, state, train_terms) -> (record,
-    text)`` evaluates (see :func:`vaejax.loop.train`; skipped non-finite steps are added to its
-    text). A workdir already holding this run resumes it (``free_fields`` may differ). Returns
-    ``(state on the device(s), last metrics record)``.
+    The training data are placed on the device(s) or streamed from the host as
+    ``settings.data_on_device`` says (:mod:`vaejax.training.stream`); ``training.evaluation``
+    runs after every epoch (and before the first, on a fresh start), then ``training.pictures``
+    on the writer. Returns ``(state on the device(s), last metrics record)``.
     """
-    mesh = mesh or sharding.data_mesh()
-    with workdir_lock(workdir):  # held (by this process) from the first look at the workdir
-        start_step = loop.resume_step(
-            workdir, config_record, free_fields, config_record.get("damaged_checkpoints", "stop")
-        )
-        runner, state, train_data, streamed = _placed(
-            settings, state, update, preprocess, train_data, keys, mesh
-        )
-        return loop.train(
-            runner,
-            state,
-            train_data,
-            data_key=keys.data,
-            base_key=keys.step,
-            epochs=settings.epochs,
-            workdir=workdir,
-            config=config_record,
-            start_step=start_step,
-            checkpoint_every=settings.checkpoint_every,
-            keep_checkpoints=settings.keep_checkpoints,
-            end_of_epoch=_with_skips(end_of_epoch),
-            mesh=mesh,
-            stream=streamed,
-        )
+    runner, state, train_data, streamed = _placed(settings, training, job)
+    trainer = loop.start(
+        runner,
+        state,
+        train_data,
+        job=job,
+        settings=settings,
+        end_of_epoch=_end_of_epoch(training),
+        stream=streamed,
+    )
+    return trainer.drive(trainer.compile())
 
 
-def _placed(settings: TrainSettings, state, update, preprocess, train_data, keys, mesh):
+def _placed(settings: TrainSettings, training: Training, job: Job):
     """(runner, state on the devices, train data on the devices or None, the streamed reader or
     None), as ``settings.data_on_device`` places the data (:mod:`vaejax.training.stream`)."""
+    update, preprocess, train_data, mesh = (
+        training.update,
+        training.preprocess,
+        training.data,
+        job.mesh,
+    )
     resident = stream.data_on_device(settings.data_on_device, train_data, mesh)
     common = dict(
         batch_size=settings.batch_size,
@@ -124,21 +84,25 @@ def _placed(settings: TrainSettings, state, update, preprocess, train_data, keys
         # rows split over the devices (1/N on each); one device gathers its batch directly
         runner = step.make_epoch_runner(update, preprocess, rows_sharded=mesh.size > 1, **common)
         placed = sharding.put_row_sharded(train_data, mesh)
-        return runner, sharding.put_replicated(state, mesh), placed, None
+        return runner, sharding.put_replicated(training.state, mesh), placed, None
     runner = stream.make_streamed_runner(update, preprocess, **common)
-    reader = stream.Streamed(train_data, runner, keys.data, mesh)
-    return runner, sharding.put_replicated(state, mesh), None, reader
+    reader = stream.Streamed(train_data, runner, job.keys.data, mesh)
+    return runner, sharding.put_replicated(training.state, mesh), None, reader
 
 
-def _with_skips(end_of_epoch: loop.EndOfEpoch) -> loop.EndOfEpoch:
-    """``end_of_epoch`` with the count of skipped non-finite steps added to its text."""
+def _end_of_epoch(training: Training) -> loop.EndOfEpoch:
+    """The loop's end of an epoch: ``training.evaluation``, then ``training.pictures`` on the
+    writer after a trained epoch; the count of skipped non-finite steps added to the text."""
+    writer = loop.is_writer()
 
-    def end_of_epoch_with_skips(epoch: int, state, train_terms):
-        record, text = end_of_epoch(epoch, state, train_terms)
+    def end_of_epoch(epoch: int, state, train_terms):
+        record, text = training.evaluation(epoch, state, train_terms)
+        if writer and epoch > 0 and training.pictures is not None:
+            training.pictures(epoch, state)
         skipped = (train_terms or {}).get("skipped_steps", 0)
         return record, text + (f"  ({skipped} non-finite steps skipped)" if skipped else "")
 
-    return end_of_epoch_with_skips
+    return end_of_epoch
 
 
 def train_and_test_record(
@@ -161,6 +125,11 @@ class OneModel(NamedTuple):
     update: step.Update
     end_of_epoch: loop.EndOfEpoch
 
+    def training(self, **rest) -> Training:
+        """The :class:`Training` of this model: its state, update and evaluation, with
+        ``rest`` (preprocess, data, description, parameters, ...) by keyword."""
+        return Training(state=self.state, update=self.update, evaluation=self.end_of_epoch, **rest)
+
 
 def one_model(
     params,
@@ -172,26 +141,21 @@ def one_model(
     eval_batch_size: int,
     eval_key: jax.Array,
     describe: Describe,
-    after_epoch: AfterEpoch | None = None,
     mesh=None,
 ) -> OneModel:
     """The train state, update and end-of-epoch evaluation of one model trained on
     ``batch_mean(per_example)`` with ``optimizer``; after every epoch ``per_example`` is averaged
-    over ``test_data`` (a pytree of host arrays) and ``after_epoch(epoch, host params)`` runs on
-    the writing process (pictures)."""
+    over ``test_data`` (a pytree of host arrays)."""
     mesh = mesh or sharding.data_mesh()
     evaluate = step.make_evaluator(
         per_example, eval_preprocess, batch_size=eval_batch_size, mesh=mesh
     )
     num_test = len(jax.tree_util.tree_leaves(test_data)[0])
     test_data = sharding.put_row_sharded(test_data, mesh)  # on N devices: 1/N of the rows each
-    writer = loop.is_writer()
 
     def end_of_epoch(epoch: int, state, train_terms):
         terms = evaluate(state.params, test_data, eval_key, num_test)
         test_terms = {k: float(v) for k, v in terms.items()}
-        if writer and epoch > 0 and after_epoch is not None:
-            after_epoch(epoch, jax.device_get(state.params))
         return train_and_test_record(epoch, train_terms, test_terms, describe)
 
     return OneModel(

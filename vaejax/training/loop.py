@@ -1,7 +1,8 @@
 """The training loop every experiment shares: resume, checkpoints, signals, non-finite guards.
 
-:func:`train` drives an :class:`~vaejax.training.step.EpochRunner` through ``epochs`` epochs in
-stretches of steps (about a second each), and between stretches
+:func:`start` opens the loop of one training; its ``drive`` runs an
+:class:`~vaejax.training.step.EpochRunner` through ``settings.epochs`` epochs in stretches of
+steps (about a second each), and between stretches
 
 - writes one ``metrics.jsonl`` line per epoch (from the experiment's ``end_of_epoch``), one
   ``timing.jsonl`` line (seconds, images/second: kept apart so that ``metrics.jsonl`` depends
@@ -36,10 +37,13 @@ from typing import Any, Callable
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
+from tqdm.auto import tqdm
 
-from vaejax import faults, io, sharding, stopping
+from vaejax import faults, io, stopping
 from vaejax.stopping import Interrupted  # noqa: F401  (re-exported)
 from vaejax.training import checkpoints, summaries
+from vaejax.training.job import Job, TrainSettings
 from vaejax.training.resume import (  # noqa: F401  (WorkdirError, resume_step: re-exported)
     CHECKPOINTS,
     CONFIG,
@@ -51,7 +55,6 @@ from vaejax.training.resume import (  # noqa: F401  (WorkdirError, resume_step: 
     write_journal,
 )
 from vaejax.training.step import EpochRunner, mean_metrics
-from vaejax.training.workdir_lock import workdir_lock
 
 STRETCH_SECONDS = 1.0  # how often the host looks at signals, progress and checkpoints
 COMPILE_NOTICE_SECONDS = 1.0  # a longer compile of the training stretch is reported
@@ -71,8 +74,6 @@ def _agree(signum: int | None, stretch: int) -> tuple[int | None, int]:
     received, and the shortest next stretch (a collective loop must run the same steps on all)."""
     if jax.process_count() == 1:
         return signum, stretch
-    from jax.experimental import multihost_utils
-
     gathered = np.asarray(
         multihost_utils.process_allgather(np.array([signum or 0, stretch], np.int32))
     ).reshape(-1, 2)
@@ -86,25 +87,20 @@ def _key_record(keys: dict[str, jax.Array]) -> dict[str, list[int]]:
 EndOfEpoch = Callable[[int, Any, "dict[str, float] | None"], "tuple[dict[str, Any], str]"]
 
 
-def train(
+def start(
     runner: EpochRunner,
     state,
     data,
     *,
-    data_key: jax.Array,
-    base_key: jax.Array,
-    epochs: int,
-    workdir: Path,
-    config: dict[str, Any],
-    start_step: int | None,
-    checkpoint_every: int,
-    keep_checkpoints: int,
+    job: Job,
+    settings: TrainSettings,
     end_of_epoch: EndOfEpoch,
-    mesh=None,
     stream=None,
-):
-    """Trains ``state`` for ``epochs`` epochs of ``data``, resuming from checkpoint ``start_step``
-    (from :func:`resume_step`) if not None; returns ``(state, last metrics record)``.
+) -> _Loop:
+    """The loop of one training (``settings.epochs`` epochs of ``data`` as ``job`` says),
+    opened: the checkpoint ``job.start_step`` restored (if not None) and, on the writer,
+    ``config.json`` and the journal written. Then :meth:`_Loop.compile` and
+    :meth:`_Loop.drive` train it and return ``(state, last metrics record)``.
 
     ``end_of_epoch(epoch, state, train_terms) -> (record, text)`` evaluates after each epoch (and
     with epoch 0 and ``train_terms`` None before training); ``record`` (JSON) goes to
@@ -113,59 +109,47 @@ def train(
 
     With ``stream`` (a :class:`vaejax.training.stream.Streamed` and a runner of
     :func:`~vaejax.training.stream.make_streamed_runner`), ``data`` is None and each stretch
-    gets its block of batches from the host.
-
-    The workdir is locked (:mod:`vaejax.training.workdir_lock`) while training.
+    gets its block of batches from the host. The caller holds the workdir's lock
+    (:mod:`vaejax.training.workdir_lock`).
     """
-    with workdir_lock(workdir):
-        if stream is not None:
-            data = stream.example_block()
-        loop = _Loop(
-            runner=runner,
-            data=data,
-            data_key=data_key,
-            base_key=base_key,
-            state=state,
-            buffer=runner.new_metrics(state, data),
-            step=start_step or 0,
-            total=epochs * runner.steps_per_epoch,
-            workdir=workdir,
-            config=config,
-            keys=_key_record({"data": data_key, "step": base_key}),
-            journal={METRICS: [], TIMING: []},
-            checkpoint_every=checkpoint_every,
-            end_of_epoch=end_of_epoch,
-            saved_step=start_step,
-            writer=is_writer(),
-            stream=stream,
-        )
-        loop.open(epochs, mesh or sharding.data_mesh())
-        return loop.drive(start_step is None, loop.compile(), keep_checkpoints)
+    if stream is not None:
+        data = stream.example_block()
+    loop = _Loop(
+        runner=runner,
+        data=data,
+        stream=stream,
+        state=state,
+        buffer=runner.new_metrics(state, data),
+        job=job,
+        settings=settings,
+        end_of_epoch=end_of_epoch,
+        step=job.start_step or 0,
+        saved_step=job.start_step,
+    )
+    loop.open()
+    return loop
 
 
 @dataclasses.dataclass(eq=False)
 class _Loop:
-    """One call of :func:`train` between its stretches: the state and the epoch's per-step
-    metrics buffer (both donated to each stretch), the step reached, the files and checkpoints
-    it writes (files on process 0 only), the last metrics record."""
+    """One training between its stretches: the state and the epoch's per-step metrics buffer
+    (both donated to each stretch), the step reached, the files and checkpoints it writes
+    (files on process 0 only), the last metrics record."""
 
     runner: EpochRunner
     data: Any
-    data_key: jax.Array
-    base_key: jax.Array
+    stream: Any  # a vaejax.training.stream.Streamed, or None: data on the device(s)
     state: Any
     buffer: Any
-    step: int
-    total: int
-    workdir: Path
-    config: dict[str, Any]
-    keys: dict[str, list[int]]
-    journal: dict[str, list[dict[str, Any]]]  # the lines of metrics.jsonl and timing.jsonl
-    checkpoint_every: int
+    job: Job
+    settings: TrainSettings
     end_of_epoch: EndOfEpoch
+    step: int
     saved_step: int | None
-    writer: bool
-    stream: Any = None  # a vaejax.training.stream.Streamed, or None: data on the device(s)
+    journal: dict[str, list[dict[str, Any]]] = dataclasses.field(
+        default_factory=lambda: {METRICS: [], TIMING: []}
+    )  # the lines of metrics.jsonl and timing.jsonl
+    writer: bool = dataclasses.field(default_factory=is_writer)
     run: Callable | None = None  # the compiled runner.run (:meth:`compile`)
     order: jax.Array | None = None  # the epoch's batches of example indices
     manager: Any = None  # the checkpoint manager (:meth:`drive`)
@@ -173,7 +157,20 @@ class _Loop:
     bar: Any = None
     record: dict[str, Any] | None = None
 
-    def open(self, epochs: int, mesh) -> None:
+    @property
+    def workdir(self) -> Path:
+        return self.job.workdir
+
+    @property
+    def total(self) -> int:
+        return self.settings.epochs * self.runner.steps_per_epoch
+
+    @property
+    def keys(self) -> dict[str, list[int]]:
+        """The keys a checkpoint records (and a resume checks): the data order's and the steps'."""
+        return _key_record({"data": self.job.keys.data, "step": self.job.keys.step})
+
+    def open(self) -> None:
         """Restores the checkpoint of the step to resume from (if any); the writer then writes
         ``config.json`` and the journal that checkpoint vouches for (empty when fresh)."""
         if self.saved_step is not None:
@@ -182,18 +179,18 @@ class _Loop:
                     self.workdir,
                     self.saved_step,
                     self.keys,
-                    epochs,
+                    self.settings.epochs,
                     self.total,
                     (self.state, self.buffer),
-                    mesh,
+                    self.job.mesh,
                 )
             self.state, self.buffer, self.journal = restored
         if self.writer:  # only now: the data are loaded and the checkpoint, if any, restored
-            config = (json.dumps(self.config, indent=2) + "\n").encode()
+            config = (json.dumps(self.job.record, indent=2) + "\n").encode()
             io.atomic_write_bytes(self.workdir / CONFIG, config)
             write_journal(self.workdir, self.journal)
             self.events = summaries.EventLog(self.workdir)
-            self.events.rewrite(self.config, self.journal)
+            self.events.rewrite(self.job.record, self.journal)
 
     def compile(self) -> float:
         """Compiles the training stretch for the epoch of the current step; returns the seconds
@@ -201,24 +198,24 @@ class _Loop:
         start = time.perf_counter()
         with stopping.activity("compiling the training step"):
             faults.point("compile")
-            self.order = self.runner.order(self.data_key, self.step // self.runner.steps_per_epoch)
+            self.order = self.runner.order(
+                self.job.keys.data, self.step // self.runner.steps_per_epoch
+            )
             if self.stream is not None:
                 self.order = np.int32(0)  # a streamed block's first step
             self.run = self.runner.run.lower(
-                self.state, self.buffer, self.data, self.order, self.base_key, 0, 0, 1
+                self.state, self.buffer, self.data, self.order, self.job.keys.step, 0, 0, 1
             ).compile()
         seconds = time.perf_counter() - start
         if self.writer and seconds > COMPILE_NOTICE_SECONDS:
             print(f"vaejax: compiling the training step: {seconds:.1f} s", flush=True)
         return seconds
 
-    def drive(
-        self, fresh: bool, compile_seconds: float, keep_checkpoints: int
-    ) -> tuple[Any, dict[str, Any] | None]:
+    def drive(self, compile_seconds: float) -> tuple[Any, dict[str, Any] | None]:
         """Opens the checkpoints and the bar, then :meth:`begin`, :meth:`train`: (state, record)."""
-        from tqdm.auto import tqdm
-
-        self.manager = checkpoints.open_checkpoints(self.workdir / CHECKPOINTS, keep_checkpoints)
+        self.manager = checkpoints.open_checkpoints(
+            self.workdir / CHECKPOINTS, self.settings.keep_checkpoints
+        )
         self.bar = tqdm(
             total=self.total,
             initial=self.step,
@@ -228,7 +225,7 @@ class _Loop:
             **({} if self.writer else {"disable": True}),  # TQDM_DISABLE=1 also hides it
         )
         try:
-            self.begin(fresh, compile_seconds)
+            self.begin(self.job.start_step is None, compile_seconds)
             with stopping.flagged() as stop:
                 self.train(stop)
         finally:
@@ -242,8 +239,6 @@ class _Loop:
     def say(self, text: str) -> None:
         """Prints ``text`` above the progress bar, on the writer only."""
         if self.writer:
-            from tqdm.auto import tqdm
-
             tqdm.write(text)
 
     def evaluate(self, epoch: int, train_terms: dict[str, float] | None) -> tuple[dict, str]:
@@ -287,7 +282,7 @@ class _Loop:
             if np.issubdtype(np.asarray(a).dtype, np.inexact)
         ):
             raise self.diverged(at, "the parameters or optimizer state became non-finite")
-        meta = {"config": self.config, "step": at, "keys": self.keys, "journal": self.journal}
+        meta = {"config": self.job.record, "step": at, "keys": self.keys, "journal": self.journal}
         with stopping.deferred():
             checkpoints.save(self.manager, at, host, meta)
         self.saved_step = at
@@ -326,7 +321,7 @@ class _Loop:
             if reached % per_epoch == 0:
                 self.end_epoch(reached // per_epoch, epoch_steps, epoch_seconds)
                 epoch_seconds, epoch_steps = 0.0, 0
-            if reached % self.checkpoint_every == 0 or reached == self.total:
+            if reached % self.settings.checkpoint_every == 0 or reached == self.total:
                 self.save(reached)
             if signum is not None:
                 raise self.interrupted(signum)
@@ -337,11 +332,11 @@ class _Loop:
         per_epoch = self.runner.steps_per_epoch
         epoch, position = divmod(self.step, per_epoch)
         if position == 0 and self.stream is None:
-            self.order = self.runner.order(self.data_key, epoch)
+            self.order = self.runner.order(self.job.keys.data, epoch)
         end = min(
             (epoch + 1) * per_epoch,
             self.step + length,
-            (self.step // self.checkpoint_every + 1) * self.checkpoint_every,
+            (self.step // self.settings.checkpoint_every + 1) * self.settings.checkpoint_every,
         )
         began = time.perf_counter()
         data, order = self.data, self.order
@@ -354,7 +349,7 @@ class _Loop:
             self.buffer,
             data,
             order,
-            self.base_key,
+            self.job.keys.step,
             epoch,
             position,
             end - epoch * per_epoch,

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import jax
+from jax.experimental import multihost_utils
 
 from vaejax import io, sharding
 from vaejax.training import checkpoints
@@ -76,8 +77,6 @@ def resume_step(
             if jax.process_index() == 0:  # the others found the same damage: they wait
                 _set_aside(workdir, e.step)
             if jax.process_count() > 1:
-                from jax.experimental import multihost_utils
-
                 multihost_utils.sync_global_devices(f"vaejax: set aside checkpoint {e.step}")
             continue
         if differences:

@@ -85,7 +85,7 @@ def _identity_preprocess(batch, key):
     return batch
 
 
-def _step_body(update: Update, preprocess: Preprocess | None, mesh: Mesh):
+def step_body(update: Update, preprocess: Preprocess | None, mesh: Mesh):
     """``body(state, raw_batch, base_key, step)``: preprocess with one half of the step key,
     update with the other. Shared by the Python-loop step and the epoch loop."""
     preprocess = preprocess or _identity_preprocess
@@ -113,7 +113,7 @@ def make_train_step(
     """
     mesh = mesh or data_mesh()
     compiled = jax.jit(
-        _step_body(update, preprocess, mesh), donate_argnums=0, out_shardings=replicated(mesh)
+        step_body(update, preprocess, mesh), donate_argnums=0, out_shardings=replicated(mesh)
     )
     sharding = batch_sharded(mesh)
 
@@ -135,7 +135,7 @@ class NonFiniteError(RuntimeError):
         self.step = step
 
 
-def _all_finite(tree) -> jax.Array:
+def all_finite(tree) -> jax.Array:
     """True iff every floating-point number in ``tree`` is finite (a scalar bool)."""
     leaves = [
         jnp.all(jnp.isfinite(a))
@@ -237,16 +237,16 @@ def make_epoch_runner(
         steps_per_epoch=steps,
         batch_size=batch_size,
         order=jax.jit(order_fn, out_shardings=out),
-        new_metrics=jax.jit(_metrics_buffer(guarded_step, steps, batch_size), out_shardings=out),
+        new_metrics=jax.jit(metrics_buffer(guarded_step, steps, batch_size), out_shardings=out),
         run=jax.jit(
-            _stretch_loop(guarded_step, steps, skip_nonfinite),
+            stretch_loop(guarded_step, steps, skip_nonfinite),
             donate_argnums=(0, 1),
             out_shardings=out,
         ),
     )
 
 
-def _metrics_buffer(guarded_step: Callable, steps: int, batch_size: int | None) -> Callable:
+def metrics_buffer(guarded_step: Callable, steps: int, batch_size: int | None) -> Callable:
     """``new_metrics(state, data)``: an epoch's per-step metrics buffer of ``guarded_step``,
     zeros with a leading axis of ``steps``. ``batch_size`` None: ``data`` is a streamed block
     (:func:`vaejax.training.stream.make_streamed_runner`)."""
@@ -274,7 +274,7 @@ def _guarded_step(
     gathers batch ``order[i]`` of ``data`` (replicated, or split by rows), takes the step, and
     adds ``finite`` to its metrics; with ``skip_nonfinite`` a non-finite step leaves the state
     as it was."""
-    step = _step_body(update, preprocess, mesh)
+    step = step_body(update, preprocess, mesh)
     index_sharding = batch_sharded(mesh)
     gather = gather_rows(mesh) if rows_sharded else None
 
@@ -285,7 +285,7 @@ def _guarded_step(
             idx = jax.lax.with_sharding_constraint(order[i], index_sharding)
             raw = jax.tree_util.tree_map(lambda a: a[idx], data)
         new_state, metrics = step(state, raw, base_key, global_step)
-        finite = _all_finite(metrics)
+        finite = all_finite(metrics)
         if skip_nonfinite:
             new_state = jax.lax.cond(finite, lambda: new_state, lambda: state)
         return new_state, {**metrics, "finite": finite}
@@ -293,7 +293,7 @@ def _guarded_step(
     return guarded_step
 
 
-def _stretch_loop(guarded_step: Callable, steps: int, skip_nonfinite: bool) -> Callable:
+def stretch_loop(guarded_step: Callable, steps: int, skip_nonfinite: bool) -> Callable:
     """:attr:`EpochRunner.run` (before compilation): steps ``start, ..., stop - 1`` of an epoch
     of ``steps`` steps in one ``while_loop``, halting at a non-finite step unless skipping."""
 

@@ -132,7 +132,7 @@ def make_streamed_runner(
     )
     mesh = mesh or data_mesh()
     skip_nonfinite = nonfinite == "skip"
-    take_step = step._step_body(update, preprocess, mesh)
+    take_step = step.step_body(update, preprocess, mesh)
     sharding = batch_sharded(mesh)
 
     def guarded_step(state, block_start, block, base_key, global_step, i):
@@ -140,16 +140,16 @@ def make_streamed_runner(
             lambda a: jax.lax.with_sharding_constraint(a[i - block_start], sharding), block
         )
         new_state, metrics = take_step(state, raw, base_key, global_step)
-        finite = step._all_finite(metrics)
+        finite = step.all_finite(metrics)
         if skip_nonfinite:
             new_state = jax.lax.cond(finite, lambda: new_state, lambda: state)
         return new_state, {**metrics, "finite": finite}
 
     steps, out = on_device.steps_per_epoch, replicated(mesh)
     return on_device._replace(
-        new_metrics=jax.jit(step._metrics_buffer(guarded_step, steps, None), out_shardings=out),
+        new_metrics=jax.jit(step.metrics_buffer(guarded_step, steps, None), out_shardings=out),
         run=jax.jit(
-            step._stretch_loop(guarded_step, steps, skip_nonfinite),
+            step.stretch_loop(guarded_step, steps, skip_nonfinite),
             donate_argnums=(0, 1),
             out_shardings=out,
         ),

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+import PIL.Image
 
 from vaejax import io
 from vaejax.training.resume import METRICS, TIMING
@@ -139,8 +140,6 @@ class EventLog:
         self._write(histogram, step)
 
     def _picture(self, name: str, path, step: int) -> None:
-        import PIL.Image
-
         with path.open("rb") as f, PIL.Image.open(f) as picture:
             pixels = np.asarray(picture.convert("RGB"))
         self._write(_summary().image(name, pixels, dataformats="HWC"), step)

@@ -22,6 +22,7 @@ from typing import Iterator
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from vaejax import io
 from vaejax.training.resume import WorkdirError
@@ -84,8 +85,6 @@ def _agree(locked: bool) -> bool:
     """Whether every process of the run holds its lock."""
     if jax.process_count() == 1:
         return locked
-    from jax.experimental import multihost_utils
-
     return bool(np.asarray(multihost_utils.process_allgather(np.array(locked))).all())
 
 

@@ -1,17 +1,13 @@
-"""Judging generated images with the project's classifier: FID, Inception-score analogue, modes.
+"""``experiments.sample_quality`` (kind ``sample_quality``): the samples of finished runs of any
+kind that offers ``sample``, scored side by side with real test images (the floor).
 
-A :class:`Judge` holds a trained classifier (:mod:`vaejax.classifier`) and the Gaussian fit of
-its penultimate features over the real training images; ``judge.score(images)`` gives
-
-- ``fid``: the Fréchet distance between the images' feature Gaussian and the real one;
-- ``inception_score`` (and ``inception_score_std`` over 10 splits): exp E KL(p(y|x) || p(y))
-  under the classifier's softmax, between 1 and the number of classes;
-- ``class_histogram``, ``classes_covered``, ``largest_class_fraction``: the classifier's labels
-  of the images (:func:`vaejax.sample_quality.mode_coverage`): mode collapse, measured.
-
-These are *analogues* of Inception-based FID and IS: comparable between models judged by the
-same classifier, never with the Inception numbers of papers. ``experiments.sample_quality``
-scores real test images (the floor) and the samples of trained VAE and GAN runs side by side.
+The judge (:mod:`vaejax.evaluation.judge`: the project's classifier, trained by
+``experiments.classifier``, and the Gaussian fit of its penultimate features over the real
+training images) gives each row the FID and Inception-score analogues and the mode coverage
+(:func:`vaejax.evaluation.sample_quality.mode_coverage`). These are *analogues* of the
+Inception-based numbers: comparable between models judged by the same classifier, never with
+the Inception numbers of papers. Writes ``sample_quality.json``, ``mode_coverage.png`` and
+``samples.png``.
 """
 
 from __future__ import annotations
@@ -24,10 +20,10 @@ import jax
 import numpy as np
 
 from vaejax import data, io
-from vaejax.errors import ConfigError
+from vaejax.errors import NO_FLAGS, ConfigError
 from vaejax.evaluation import judge
-from vaejax.evaluation.judge import Judge, _unit_float, timed_draw
-from vaejax.runs.base import Run, register
+from vaejax.evaluation.judge import Judge, timed_draw, unit_float
+from vaejax.runs.base import Study, register
 from vaejax.runs.config import config_field, load_data
 from vaejax.runs.load import load_run
 from vaejax.runs.trained import TrainedRun
@@ -99,32 +95,19 @@ def _format_row(
     )
 
 
-def _is_diffusion(workdir: Path) -> bool:
-    try:
-        return json.loads((workdir / "config.json").read_text()).get("kind") == "ddpm"
-    except (OSError, ValueError, AttributeError):
-        return False  # load_run says what is wrong
-
-
-def _label(trained_run: TrainedRun, config: QualityConfig) -> str:
-    """'vae', 'gan', or for a diffusion run its sampler: 'ddpm' or 'ddim<steps>'."""
-    if trained_run.kind != "ddpm":
-        return trained_run.kind
-    steps = min(config.sampling_steps, trained_run.config.timesteps)
-    return "ddpm" if config.sampler == "ddpm" else f"ddim{steps}"
-
-
 def _load_runs(config: QualityConfig) -> list[tuple[Path, TrainedRun]]:
     """The finished runs of ``config.runs``, each with its workdir; raises
     :class:`~vaejax.errors.ConfigError` for one trained on another dataset."""
     if config.sampling_steps < 1:
         raise ConfigError(f"--sampling_steps must be >= 1, got {config.sampling_steps}")
     options = {"sampler": config.sampler, "steps": config.sampling_steps}
-    trained = [
-        (path, load_run(path, **(options if _is_diffusion(path) else {})))
-        for path in (Path(p) for p in config.runs)
-    ]
+    trained = [(path, load_run(path, **options)) for path in (Path(p) for p in config.runs)]
     for path, trained_run in trained:
+        if "sample" not in trained_run.operations:
+            raise ConfigError(
+                f"{path} holds a {trained_run.kind} run, which does not generate images (it "
+                f"offers {', '.join(trained_run.operations) or 'nothing'}): pass runs that sample"
+            )
         if trained_run.config.dataset != config.dataset:
             raise ConfigError(
                 f"{path} was trained on {trained_run.config.dataset}, not "
@@ -144,12 +127,12 @@ def _score_run(
     """Draws ``config.num_samples`` images of the run (with the seed's key folded with
     ``index``), scores them and prints the table's row; returns (the JSON row, the images)."""
     images, rate = timed_draw(
-        lambda key, n, sample=trained_run.sample: _unit_float(sample(key, n), scorer.shape),
+        lambda key, n, sample=trained_run.sample: unit_float(sample(key, n), scorer.shape),
         jax.random.fold_in(jax.random.key(config.seed), index),
         config.num_samples,
     )
     scores = scorer.score(images)
-    kind = _label(trained_run, config)
+    kind = trained_run.label
     name = f"{kind}: {path}"
     training = _training_time(path)
     row = {
@@ -181,57 +164,59 @@ def _write_outputs(workdir: Path, record: dict, previews: list[tuple[np.ndarray,
     print(f"vaejax: wrote sample_quality.json, mode_coverage.png and samples.png to {workdir}")
 
 
-def run(config: QualityConfig, workdir: Path) -> dict:
-    """Scores the real test images and each run's samples; prints the table, writes
-    ``sample_quality.json``, ``mode_coverage.png`` (label histograms) and ``samples.png`` (a row
-    of samples per run) into ``workdir``. Returns the JSON record."""
-    if config.num_samples < 10:
-        raise ConfigError(f"--num_samples must be at least 10, got {config.num_samples}")
-    classifier_dir = config.classifier_workdir.replace("{dataset}", config.dataset)
-    classifier = judge.load(classifier_dir, config.dataset)
-    trained = _load_runs(config)  # every error before the slow part
-    train, test = load_data(
-        dataclasses.replace(config, test_examples=0), size=classifier.image_shape[0]
-    )
-    test = data.draw(test, config.test_examples, config.seed)  # not the first N: see draw
-    scorer = Judge.of(classifier, train.images)
-    num_classes = classifier.model.num_classes
-    header = (
-        f"{'images':<40} {'FID':>8}  {'IS':>12}  {'classes':>7}  {'top':>6}  "
-        f"{'epochs':>6}  {'train s':>8}  {'samples/s':>10}"
-    )
-    print(
-        f"vaejax: classifier {classifier_dir} (test accuracy "
-        f"{classifier.test_accuracy:.2%}); FID against {len(train.images):,} training images"
-    )
-    print(header)
-    real = scorer.score(test.images)
-    rows = [{"name": "real test images", "images": len(test.images), **real}]
-    print(_format_row("real test images", real, num_classes, None))
-    previews = [(_unit_float(test.images[:16], classifier.image_shape), 16)]
-    for i, (path, trained_run) in enumerate(trained):
-        row, images = _score_run(config, scorer, i, path, trained_run, num_classes)
-        rows.append(row)
-        previews.append((images[:16], 16))
-    record = {
-        "dataset": config.dataset,
-        "classifier": classifier_dir,
-        "classifier_test_accuracy": classifier.test_accuracy,
-        "rows": rows,
-    }
-    _write_outputs(workdir, record, previews)
-    return record
-
-
 @register
-class SampleQualityRun(Run):
+class SampleQualityRun(Study):
     """Scores finished runs' samples with the judge (trains nothing)."""
 
     kind = "sample_quality"
     Config = QualityConfig
+    memory_flags = NO_FLAGS
 
     def validate(self, num_devices: int) -> None:
-        pass  # checked by run()
+        pass  # checked by study()
 
-    def execute(self):
-        return run(self.config, self.workdir)
+    def load_data(self) -> None:
+        return None  # at the judge's size, in study()
+
+    def study(self, data_: None) -> dict:
+        """Scores the real test images and each run's samples (the data are loaded here, after the
+        judge and the runs, so that a bad one fails fast); prints the table, writes
+        ``sample_quality.json``, ``mode_coverage.png`` (label histograms) and ``samples.png`` (a row
+        of samples per run) into ``workdir``. Returns the JSON record."""
+        config, workdir = self.config, self.workdir
+        if config.num_samples < 10:
+            raise ConfigError(f"--num_samples must be at least 10, got {config.num_samples}")
+        classifier_dir = config.classifier_workdir.replace("{dataset}", config.dataset)
+        classifier = judge.load(classifier_dir, config.dataset)
+        trained = _load_runs(config)  # every error before the slow part
+        train, test = load_data(
+            dataclasses.replace(config, test_examples=0), size=classifier.image_shape[0]
+        )
+        test = data.draw(test, config.test_examples, config.seed)  # not the first N: see draw
+        scorer = Judge.of(classifier, train.images)
+        num_classes = classifier.model.num_classes
+        header = (
+            f"{'images':<40} {'FID':>8}  {'IS':>12}  {'classes':>7}  {'top':>6}  "
+            f"{'epochs':>6}  {'train s':>8}  {'samples/s':>10}"
+        )
+        print(
+            f"vaejax: classifier {classifier_dir} (test accuracy "
+            f"{classifier.test_accuracy:.2%}); FID against {len(train.images):,} training images"
+        )
+        print(header)
+        real = scorer.score(test.images)
+        rows = [{"name": "real test images", "images": len(test.images), **real}]
+        print(_format_row("real test images", real, num_classes, None))
+        previews = [(unit_float(test.images[:16], classifier.image_shape), 16)]
+        for i, (path, trained_run) in enumerate(trained):
+            row, images = _score_run(config, scorer, i, path, trained_run, num_classes)
+            rows.append(row)
+            previews.append((images[:16], 16))
+        record = {
+            "dataset": config.dataset,
+            "classifier": classifier_dir,
+            "classifier_test_accuracy": classifier.test_accuracy,
+            "rows": rows,
+        }
+        _write_outputs(workdir, record, previews)
+        return record
