@@ -250,12 +250,11 @@ class Phase:
 
 
 def start_line(run: Run, training: Training, data: Data, mesh, start_step: int | None) -> str:
-    """The first line every training run prints."""
+    """The first line every training run prints (the config of a kind that trains is a
+    :class:`~vaejax.runs.config.RunConfig`)."""
     resumed = "starting" if start_step is None else f"resuming from step {start_step}"
     config = run.config
-    rate = schedules.describe(
-        getattr(config, "lr_schedule", "constant"), getattr(config, "warmup_steps", 0)
-    )
+    rate = schedules.describe(config.lr_schedule, config.warmup_steps)
     return (
         f"vaejax: {run.kind}: {training.description} ({training.parameters:,} parameters) on "
         f"{run.config.dataset} ({len(data.train.images):,} train / "
@@ -319,7 +318,7 @@ def _plan(run: Run, mesh) -> tuple[Job, Training]:
     """Where ``run`` trains (the checkpoint to resume from is decided first, before anything is
     loaded) and what it trains; prints the start line."""
     record = run.record()
-    damaged = getattr(run.config, "damaged_checkpoints", "stop")
+    damaged = run.config.damaged_checkpoints
     start_step = loop.resume_step(run.workdir, record, free_fields(run), damaged)
     data = _load_data(run)
     check_model_fits(run)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from vaejax import data, models, sharding
 from vaejax.errors import LARGEST_INT, ConfigError
-from vaejax.training import loop, schedules, step, stream
+from vaejax.training import schedules, step, stream
 
 
 def flag_text(name: str, value: Any) -> str:
@@ -320,7 +320,7 @@ def image_shape(config: RunConfig, padded_size: int | None = None) -> tuple[int,
 
 def in_dtype(config, model):
     """``model`` computing in ``config.dtype`` (:func:`vaejax.models.compute_in`)."""
-    return models.compute_in(model, getattr(config, "dtype", "float32"))
+    return models.compute_in(model, config.dtype)
 
 
 def check_image_size(size: int, allowed: Sequence[int] | Callable[[int], bool], model: str):
@@ -365,28 +365,3 @@ def load_data(
     if size and size != train.images.shape[1] and not (train.images.shape[1] == 28 == size - 4):
         train, test = (s._replace(images=data.fit_to_size(s.images, size)) for s in (train, test))
     return train, test
-
-
-class Start(NamedTuple):
-    """What every experiment's ``run`` starts from (see :func:`start`)."""
-
-    train: data.ImageSplit
-    test: data.ImageSplit
-    spec: data.DatasetSpec
-    writer: bool  # this process writes the files (process 0)
-    log: Callable[[str], None]  # print on the writing process, nothing elsewhere
-
-
-def start(config: RunConfig, validate: Callable[[Any, int], None]) -> Start:
-    """Validates ``config`` for this mesh (ConfigError: nothing loaded or written), then loads the
-    data."""
-    validate(config, sharding.data_mesh().size)
-    train, test = load_data(config)
-    writer = loop.is_writer()
-    return Start(
-        train,
-        test,
-        data_spec(config),
-        writer,
-        print if writer else (lambda text: None),
-    )
