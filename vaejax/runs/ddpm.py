@@ -247,7 +247,7 @@ class DDPMRun(Run):
             f"{config.sampler} {steps} steps",
             parameters=models.count_params(params["params"]),
             pictures=pictures,
-            finish=lambda state: self._finish(state, local_mesh, preprocess, data_, keys),
+            finish=lambda state: self._finish(state, model, local_mesh, preprocess, data_, keys),
         )
 
     def _warn_of_warmup(self, num_train: int) -> None:
@@ -289,21 +289,23 @@ class DDPMRun(Run):
 
         return evaluation
 
-    def _finish(self, state: EMAState, local_mesh, preprocess, data_: Data, keys: RunKeys):
+    def _finish(
+        self, state: EMAState, model: Diffusion, local_mesh, preprocess, data_: Data, keys: RunKeys
+    ):
         """The saved parameters ({'params', 'ema'}); on the writer the final pictures."""
         saved = {
             "params": jax.device_get(state.train.params),
             "ema": jax.device_get(state.ema_params),
         }
         if self.writer:
-            self._sampling_speed(saved["ema"], local_mesh, keys)
-            self._strips(saved["ema"], preprocess, data_, keys)
+            self._sampling_speed(model, saved["ema"], local_mesh, keys)
+            self._strips(model, saved["ema"], preprocess, data_, keys)
         return saved
 
-    def _sampling_speed(self, ema, local_mesh, keys: RunKeys) -> None:
+    def _sampling_speed(self, model: Diffusion, ema, local_mesh, keys: RunKeys) -> None:
         """``samples_ddpm.png`` and ``samples_ddim.png``, with their samples/s in
         ``sampling_speed.json``."""
-        config, workdir, model = self.config, self.workdir, self.build()
+        config, workdir = self.config, self.workdir
         rates = {}
         for name, steps in (("ddpm", config.timesteps), ("ddim", config.sampling_steps)):
             images, rates[name] = sampling_rate(
@@ -329,9 +331,9 @@ class DDPMRun(Run):
             workdir / "sampling_speed.json", (json.dumps(speed, indent=2) + "\n").encode()
         )
 
-    def _strips(self, ema, preprocess, data_: Data, keys: RunKeys) -> None:
+    def _strips(self, model: Diffusion, ema, preprocess, data_: Data, keys: RunKeys) -> None:
         """``noising.png`` (a test image along the forward process) and ``denoising.png``."""
-        config, workdir, model = self.config, self.workdir, self.build()
+        config, workdir = self.config, self.workdir
         times = strip_timesteps(config.timesteps)
         x0 = preprocess(jnp.asarray(data_.test.images[:1]), keys.eval)[0]
         io.save_image_grid(
